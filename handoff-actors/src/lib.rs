@@ -1,0 +1,1 @@
+//! The actix runtime of one Handoff node.

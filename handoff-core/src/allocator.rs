@@ -1,0 +1,388 @@
+//! Choosing a node for each function.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use crate::dag::ValidatedDag;
+use crate::function::Placement;
+use crate::ids::{FunctionId, NodeId};
+use crate::resources::Resources;
+
+/// A node as an allocator sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeView<'a> {
+    /// The node.
+    pub id: &'a NodeId,
+    /// Its registered capacity.
+    pub capacity: &'a Resources,
+    /// What it has free right now.
+    pub available: &'a Resources,
+}
+
+impl NodeView<'_> {
+    /// True when `cost` fits in what the node has free right now.
+    pub fn fits_now(&self, cost: Option<&Resources>) -> bool {
+        cost.is_none_or(|c| c.fits_in(self.available))
+    }
+}
+
+/// Picks a node for a function.
+///
+/// `nodes` holds only nodes whose capacity can hold `cost` (when idle), in a stable
+/// order with the local node first; never empty. Return the index of the chosen node.
+/// Choosing a node where the cost does not fit right now makes the function wait for
+/// capacity there; returning `None` means "not now": the function waits and is offered
+/// again when capacity is released.
+pub trait Allocator: Send + Sync + 'static {
+    /// Picks a node, by index into `nodes`.
+    fn choose(&self, cost: Option<&Resources>, nodes: &[NodeView<'_>]) -> Option<usize>;
+}
+
+/// The first node (local first, then by id) where the cost fits right now; if none,
+/// the first node that can hold it when idle.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FirstAvailable;
+
+impl Allocator for FirstAvailable {
+    fn choose(&self, cost: Option<&Resources>, nodes: &[NodeView<'_>]) -> Option<usize> {
+        nodes.iter().position(|n| n.fits_now(cost)).or(Some(0))
+    }
+}
+
+/// The node with the most free capacity relative to its size, among those where the
+/// cost fits right now; if none, the least loaded node that can hold it when idle.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadBalanced;
+
+impl Allocator for LoadBalanced {
+    fn choose(&self, cost: Option<&Resources>, nodes: &[NodeView<'_>]) -> Option<usize> {
+        let best = |only_fitting: bool| {
+            nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| !only_fitting || n.fits_now(cost))
+                .map(|(i, n)| (i, n.capacity.free_ratio(n.available)))
+                // Highest ratio wins; ties go to the earlier node.
+                .fold(None, |best: Option<(usize, f64)>, (i, r)| match best {
+                    Some((_, br)) if br >= r => best,
+                    _ => Some((i, r)),
+                })
+                .map(|(i, _)| i)
+        };
+        best(true).or_else(|| best(false))
+    }
+}
+
+/// An allocation strategy: a built-in, or your own [`Allocator`].
+#[derive(Clone, Default)]
+pub enum AllocationStrategy {
+    /// [`FirstAvailable`].
+    #[default]
+    FirstAvailable,
+    /// [`LoadBalanced`].
+    LoadBalanced,
+    /// Your own allocator.
+    Custom(Arc<dyn Allocator>),
+}
+
+impl fmt::Debug for AllocationStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::FirstAvailable => f.write_str("FirstAvailable"),
+            Self::LoadBalanced => f.write_str("LoadBalanced"),
+            Self::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+impl Allocator for AllocationStrategy {
+    fn choose(&self, cost: Option<&Resources>, nodes: &[NodeView<'_>]) -> Option<usize> {
+        match self {
+            Self::FirstAvailable => FirstAvailable.choose(cost, nodes),
+            Self::LoadBalanced => LoadBalanced.choose(cost, nodes),
+            Self::Custom(a) => a.choose(cost, nodes).filter(|&i| i < nodes.len()),
+        }
+    }
+}
+
+/// Why functions cannot be placed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllocationError {
+    /// No node could ever run the function: its cost exceeds every candidate's capacity.
+    #[error(
+        "`{function}` costs {cost}, more than any node can hold{}",
+        best_node.as_ref().map(|n| format!(" (the closest, `{n}`, has {})", best_capacity.as_ref().map(ToString::to_string).unwrap_or_default())).unwrap_or_else(|| " (no node is registered)".to_owned())
+    )]
+    Unsatisfiable {
+        /// The function.
+        function: FunctionId,
+        /// Its cost.
+        cost: Resources,
+        /// The candidate node that came closest, if any.
+        best_node: Option<NodeId>,
+        /// That node's capacity.
+        best_capacity: Option<Resources>,
+    },
+    /// The function is pinned to a node that is not registered.
+    #[error("`{function}` is pinned to `{node}`, which is not a known node")]
+    UnknownNode {
+        /// The function.
+        function: FunctionId,
+        /// The node.
+        node: NodeId,
+    },
+}
+
+/// The capacity of the nodes to allocate over, in preference order (local node first).
+pub type NodeCapacities = [(NodeId, Resources)];
+
+/// Where each function goes, as planned by [`allocate`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assignments {
+    /// The node of each regular function.
+    pub nodes: BTreeMap<FunctionId, NodeId>,
+    /// The functions whose cost did not fit what was left on their node when planned:
+    /// at run time they wait there for capacity; they are never moved to a node too
+    /// small for them.
+    pub waiting: BTreeSet<FunctionId>,
+}
+
+/// The candidate nodes for a set of costs: those whose capacity holds every one of them.
+/// On failure, names the cost that fits nowhere and the closest node.
+pub fn candidates<'a>(
+    function: &FunctionId,
+    costs: &[&Resources],
+    nodes: &'a NodeCapacities,
+    allowed: Option<&NodeId>,
+) -> Result<Vec<usize>, AllocationError> {
+    if let Some(node) = allowed {
+        if !nodes.iter().any(|(n, _)| n == node) {
+            return Err(AllocationError::UnknownNode {
+                function: function.clone(),
+                node: node.clone(),
+            });
+        }
+    }
+    let fitting: Vec<usize> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, (n, cap))| {
+            allowed.is_none_or(|a| a == n) && costs.iter().all(|c| c.fits_in(cap))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if !fitting.is_empty() {
+        return Ok(fitting);
+    }
+    // The closest node: the fewest missing resources, then the smallest shortfall.
+    let total = costs
+        .iter()
+        .fold(Resources::new(), |acc, c| acc.checked_add(c).unwrap_or(acc));
+    let worst = costs
+        .iter()
+        .find(|c| {
+            !nodes
+                .iter()
+                .any(|(n, cap)| allowed.is_none_or(|a| a == n) && c.fits_in(cap))
+        })
+        .copied()
+        .unwrap_or(&total);
+    let best = nodes
+        .iter()
+        .filter(|(n, _)| allowed.is_none_or(|a| a == n))
+        .min_by_key(|(_, cap)| {
+            let short = worst.shortfall(cap);
+            (
+                short.iter().count(),
+                short.iter().map(|(_, a)| a.micros()).sum::<i64>(),
+            )
+        });
+    Err(AllocationError::Unsatisfiable {
+        function: function.clone(),
+        cost: worst.clone(),
+        best_node: best.map(|(n, _)| n.clone()),
+        best_capacity: best.map(|(_, c)| c.clone()),
+    })
+}
+
+/// Plans where every regular function of `dag` runs, as if all were submitted at once:
+/// pinned functions go where pinned, collocated ones with their root, the rest where
+/// `strategy` picks. A function never lands on a node whose capacity cannot hold its
+/// cost; one that does not fit what is left right now waits for its node (see
+/// [`Assignments::waiting`]); one that fits no node at all is an error.
+///
+/// ```
+/// use handoff_core::{allocate, AllocationStrategy, Dag, Function, NodeId, Resources};
+/// let dag = Dag::new()
+///     .with(Function::new("f1", "work").with_cost(Resources::new().cpu(2).memory(2000)))
+///     .with(Function::new("f2", "work").with_cost(Resources::new().cpu(1).memory(1000)))
+///     .with(Function::new("f3", "work").with_cost(Resources::new().cpu(3).memory(4000)))
+///     .with(Function::new("f4", "work").with_cost(Resources::new().cpu(1).memory(1000)))
+///     .validate()?;
+/// let nodes = [
+///     (NodeId::new("node1"), Resources::new().cpu(4).memory(8000)),
+///     (NodeId::new("node2"), Resources::new().cpu(2).memory(4000)),
+/// ];
+/// let plan = allocate(&dag, &nodes, &AllocationStrategy::FirstAvailable)?;
+/// assert_eq!(plan.nodes["f3"].as_str(), "node1"); // never the 2-cpu node
+/// assert!(plan.waiting.contains("f3"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn allocate(
+    dag: &ValidatedDag,
+    nodes: &NodeCapacities,
+    strategy: &AllocationStrategy,
+) -> Result<Assignments, AllocationError> {
+    let mut remaining: Vec<Resources> = nodes.iter().map(|(_, c)| c.clone()).collect();
+    let mut group_node: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut out = Assignments::default();
+
+    // Members of each collocation group, by root.
+    let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in 0..dag.len() {
+        if !dag.function(i).is_inline() {
+            members.entry(dag.collocation_root(i)).or_default().push(i);
+        }
+    }
+
+    for i in 0..dag.len() {
+        let f = dag.function(i);
+        if f.is_inline() {
+            continue;
+        }
+        let root = dag.collocation_root(i);
+        let node = match group_node.get(&root) {
+            Some(&n) => n,
+            None => {
+                let group = &members[&root];
+                let costs: Vec<&Resources> = group
+                    .iter()
+                    .filter_map(|&m| dag.function(m).cost())
+                    .collect();
+                let pinned = match dag.function(root).placement() {
+                    Placement::Pinned(n) => Some(n),
+                    _ => None,
+                };
+                let culprit = group
+                    .iter()
+                    .find(|&&m| {
+                        dag.function(m)
+                            .cost()
+                            .is_some_and(|c| !nodes.iter().any(|(_, cap)| c.fits_in(cap)))
+                    })
+                    .map_or(f.id(), |&m| dag.function(m).id());
+                let fitting = candidates(culprit, &costs, nodes, pinned)?;
+                let group_total = costs
+                    .iter()
+                    .fold(Resources::new(), |acc, c| acc.checked_add(c).unwrap_or(acc));
+                let views: Vec<NodeView<'_>> = fitting
+                    .iter()
+                    .map(|&k| NodeView {
+                        id: &nodes[k].0,
+                        capacity: &nodes[k].1,
+                        available: &remaining[k],
+                    })
+                    .collect();
+                let choice = strategy.choose(Some(&group_total), &views).unwrap_or(0);
+                let n = fitting[choice.min(fitting.len() - 1)];
+                group_node.insert(root, n);
+                n
+            }
+        };
+        if let Some(cost) = f.cost() {
+            match remaining[node].checked_sub(cost) {
+                Some(left) => remaining[node] = left,
+                None => {
+                    out.waiting.insert(f.id().clone());
+                    remaining[node] = remaining[node].saturating_sub(cost);
+                }
+            }
+        }
+        out.nodes.insert(f.id().clone(), nodes[node].0.clone());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Dag, Function};
+
+    fn nodes() -> Vec<(NodeId, Resources)> {
+        vec![
+            (NodeId::new("node1"), Resources::new().cpu(2)),
+            (NodeId::new("node2"), Resources::new().cpu(2)),
+        ]
+    }
+
+    #[test]
+    fn pinned_and_collocated() {
+        let dag = Dag::new()
+            .with(
+                Function::new("f1", "c")
+                    .with_cost(Resources::new().cpu(1))
+                    .pinned("node2"),
+            )
+            .with(Function::new("f2", "c").with_cost(Resources::new().cpu(1)))
+            .with(
+                Function::new("f3", "c")
+                    .with_cost(Resources::new().cpu(1))
+                    .collocated_with("f2"),
+            )
+            .validate()
+            .expect("valid");
+        let plan = allocate(&dag, &nodes(), &AllocationStrategy::FirstAvailable).expect("plan");
+        assert_eq!(plan.nodes["f1"].as_str(), "node2");
+        assert_eq!(plan.nodes["f2"].as_str(), "node1");
+        assert_eq!(plan.nodes["f3"].as_str(), "node1");
+        assert!(plan.waiting.is_empty());
+    }
+
+    #[test]
+    fn unsatisfiable_costs_name_the_function_and_the_best_node() {
+        let dag = Dag::new()
+            .with(Function::new("big", "c").with_cost(Resources::new().cpu(3)))
+            .validate()
+            .expect("valid");
+        let err =
+            allocate(&dag, &nodes(), &AllocationStrategy::FirstAvailable).expect_err("too big");
+        assert_eq!(
+            err,
+            AllocationError::Unsatisfiable {
+                function: "big".into(),
+                cost: Resources::new().cpu(3),
+                best_node: Some("node1".into()),
+                best_capacity: Some(Resources::new().cpu(2)),
+            }
+        );
+    }
+
+    #[test]
+    fn load_balanced_spreads() {
+        let dag = Dag::new()
+            .with(Function::new("a", "c").with_cost(Resources::new().cpu(1)))
+            .with(Function::new("b", "c").with_cost(Resources::new().cpu(1)))
+            .validate()
+            .expect("valid");
+        let plan = allocate(&dag, &nodes(), &AllocationStrategy::LoadBalanced).expect("plan");
+        assert_ne!(plan.nodes["a"], plan.nodes["b"]);
+        let plan = allocate(&dag, &nodes(), &AllocationStrategy::FirstAvailable).expect("plan");
+        assert_eq!(plan.nodes["a"], plan.nodes["b"]);
+    }
+
+    #[test]
+    fn pinned_to_unknown_node_is_an_error() {
+        let dag = Dag::new()
+            .with(Function::new("a", "c").pinned("ghost"))
+            .validate()
+            .expect("valid");
+        assert_eq!(
+            allocate(&dag, &nodes(), &AllocationStrategy::FirstAvailable),
+            Err(AllocationError::UnknownNode {
+                function: "a".into(),
+                node: "ghost".into()
+            })
+        );
+    }
+}

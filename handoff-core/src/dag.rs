@@ -1,0 +1,630 @@
+//! DAGs and their validation.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use petgraph::Direction;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::{Deserialize, Serialize};
+
+use crate::function::{Function, FunctionKind, Placement};
+use crate::ids::{DagId, FunctionId, ResourceName};
+use crate::resources::Amount;
+
+/// Why a DAG is invalid. Every variant names the culprits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// Two functions share an id.
+    #[error("two functions have the id `{id}`")]
+    DuplicateId {
+        /// The id.
+        id: FunctionId,
+    },
+    /// A function depends on an id that is not in the DAG.
+    #[error("`{function}` depends on `{dependency}`, which is not in the DAG")]
+    UnknownDependency {
+        /// The function.
+        function: FunctionId,
+        /// The missing id.
+        dependency: FunctionId,
+    },
+    /// The dependencies loop. `path` starts and ends with the same id, and each id depends
+    /// on the next.
+    #[error("dependency cycle: {}", join(path))]
+    Cycle {
+        /// The whole cycle.
+        path: Vec<FunctionId>,
+    },
+    /// A function is collocated with an id that is not in the DAG.
+    #[error("`{function}` is collocated with `{target}`, which is not in the DAG")]
+    UnknownCollocationTarget {
+        /// The function.
+        function: FunctionId,
+        /// The missing id.
+        target: FunctionId,
+    },
+    /// A function is collocated with an inline function, which never runs on its own.
+    #[error("`{function}` is collocated with `{target}`, an inline function, which has no node")]
+    InlineCollocationTarget {
+        /// The function.
+        function: FunctionId,
+        /// The inline target.
+        target: FunctionId,
+    },
+    /// Collocations loop: no function of the chain says where the chain runs.
+    #[error("collocation cycle: {}", join(path))]
+    CollocationCycle {
+        /// The whole loop; it starts and ends with the same id.
+        path: Vec<FunctionId>,
+    },
+    /// An inline function is pinned or collocated.
+    #[error("`{function}` is inline, so it cannot be pinned or collocated")]
+    InlinePlaced {
+        /// The inline function.
+        function: FunctionId,
+    },
+    /// A cost has a negative or invalid amount.
+    #[error("`{function}` costs {amount} of `{resource}`; amounts must be finite and not negative")]
+    InvalidCost {
+        /// The function.
+        function: FunctionId,
+        /// The resource.
+        resource: ResourceName,
+        /// The amount given.
+        amount: Amount,
+    },
+}
+
+fn join(path: &[FunctionId]) -> String {
+    path.iter()
+        .map(FunctionId::as_str)
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}
+
+/// A DAG of functions, as built; [`validate`](Dag::validate) it to execute it.
+///
+/// ```
+/// use handoff_core::{Dag, Function};
+/// let dag = Dag::new()
+///     .with(Function::new("source", "identity").extra_arg(42_i64))
+///     .with(Function::new("transform", "multiply").arg("source").extra_arg(2_i64))
+///     .with(Function::new("sink", "format").arg("transform"));
+/// let valid = dag.validate()?;
+/// assert_eq!(valid.len(), 3);
+/// # Ok::<(), handoff_core::ValidationError>(())
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Dag {
+    id: DagId,
+    functions: Vec<Function>,
+}
+
+impl Default for Dag {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Dag {
+    /// An empty DAG with a generated id.
+    pub fn new() -> Self {
+        Self::with_id(DagId::generate())
+    }
+
+    /// An empty DAG with the given id.
+    pub fn with_id(id: impl Into<DagId>) -> Self {
+        Dag {
+            id: id.into(),
+            functions: Vec::new(),
+        }
+    }
+
+    /// The id.
+    pub fn id(&self) -> &DagId {
+        &self.id
+    }
+
+    /// Adds a function. Duplicate ids are reported by [`validate`](Dag::validate).
+    pub fn add_function(&mut self, function: Function) -> &mut Self {
+        self.functions.push(function);
+        self
+    }
+
+    /// Adds a function, builder style.
+    pub fn with(mut self, function: Function) -> Self {
+        self.functions.push(function);
+        self
+    }
+
+    /// The functions, in the order they were added.
+    pub fn functions(&self) -> &[Function] {
+        &self.functions
+    }
+
+    /// The number of functions.
+    pub fn len(&self) -> usize {
+        self.functions.len()
+    }
+
+    /// True when the DAG has no function.
+    pub fn is_empty(&self) -> bool {
+        self.functions.is_empty()
+    }
+
+    /// Checks the DAG and returns it in topological order with every reference resolved.
+    pub fn validate(self) -> Result<ValidatedDag, ValidationError> {
+        validate(self)
+    }
+}
+
+/// A compressed list of lists of indices.
+#[derive(Debug, Default)]
+struct Csr {
+    offsets: Vec<u32>,
+    items: Vec<u32>,
+}
+
+impl Csr {
+    fn from_lists(lists: impl IntoIterator<Item = impl IntoIterator<Item = u32>>) -> Self {
+        let mut csr = Csr {
+            offsets: vec![0],
+            items: Vec::new(),
+        };
+        for list in lists {
+            csr.items.extend(list);
+            csr.offsets.push(csr.items.len() as u32);
+        }
+        csr
+    }
+
+    fn get(&self, i: usize) -> &[u32] {
+        &self.items[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    id: DagId,
+    functions: Vec<Function>,
+    index: HashMap<FunctionId, u32>,
+    args: Csr,
+    deps: Csr,
+    dependents: Csr,
+    group: Vec<u32>,
+    regular: usize,
+}
+
+/// A DAG that passed validation: acyclic, every reference resolved, functions in
+/// topological order (each after all of its dependencies). Cheap to clone.
+///
+/// Functions are addressed by their index in [`functions`](ValidatedDag::functions).
+#[derive(Debug, Clone)]
+pub struct ValidatedDag(Arc<Inner>);
+
+impl ValidatedDag {
+    /// The DAG's id.
+    pub fn id(&self) -> &DagId {
+        &self.0.id
+    }
+
+    /// The functions in topological order.
+    pub fn functions(&self) -> &[Function] {
+        &self.0.functions
+    }
+
+    /// The function at `index`.
+    pub fn function(&self, index: usize) -> &Function {
+        &self.0.functions[index]
+    }
+
+    /// The number of functions.
+    pub fn len(&self) -> usize {
+        self.0.functions.len()
+    }
+
+    /// True when the DAG has no function.
+    pub fn is_empty(&self) -> bool {
+        self.0.functions.is_empty()
+    }
+
+    /// The number of regular (scheduled) functions.
+    pub fn regular_len(&self) -> usize {
+        self.0.regular
+    }
+
+    /// The index of a function id.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.0.index.get(id).map(|&i| i as usize)
+    }
+
+    /// The indices of the function's arguments, in order (regular or inline).
+    pub fn args(&self, index: usize) -> &[u32] {
+        self.0.args.get(index)
+    }
+
+    /// The regular functions that must finish before this one can run: its regular
+    /// arguments and those of the inline functions it evaluates, without repeats, sorted.
+    pub fn deps(&self, index: usize) -> &[u32] {
+        self.0.deps.get(index)
+    }
+
+    /// The regular functions that wait for this one (the inverse of [`deps`](Self::deps)).
+    pub fn dependents(&self, index: usize) -> &[u32] {
+        self.0.dependents.get(index)
+    }
+
+    /// The root of the function's collocation group: itself unless collocated; a
+    /// collocated function runs where its root runs.
+    pub fn collocation_root(&self, index: usize) -> usize {
+        self.0.group[index] as usize
+    }
+
+    /// The same DAG with every cost and placement removed (what `execute_local` runs).
+    pub fn localized(&self) -> ValidatedDag {
+        let inner = &self.0;
+        ValidatedDag(Arc::new(Inner {
+            id: inner.id.clone(),
+            functions: inner
+                .functions
+                .iter()
+                .cloned()
+                .map(Function::localized)
+                .collect(),
+            index: inner.index.clone(),
+            args: Csr {
+                offsets: inner.args.offsets.clone(),
+                items: inner.args.items.clone(),
+            },
+            deps: Csr {
+                offsets: inner.deps.offsets.clone(),
+                items: inner.deps.items.clone(),
+            },
+            dependents: Csr {
+                offsets: inner.dependents.offsets.clone(),
+                items: inner.dependents.items.clone(),
+            },
+            group: (0..inner.functions.len() as u32).collect(),
+            regular: inner.regular,
+        }))
+    }
+}
+
+fn validate(dag: Dag) -> Result<ValidatedDag, ValidationError> {
+    let Dag { id, functions } = dag;
+    let n = functions.len();
+    if n >= u32::MAX as usize {
+        // Indices are u32; a DAG this large would not fit in memory anyway.
+        return Err(ValidationError::DuplicateId {
+            id: FunctionId::new("<more than 2^32 functions>"),
+        });
+    }
+
+    let mut index: HashMap<FunctionId, u32> = HashMap::with_capacity(n);
+    for (i, f) in functions.iter().enumerate() {
+        if index.insert(f.id().clone(), i as u32).is_some() {
+            return Err(ValidationError::DuplicateId { id: f.id().clone() });
+        }
+    }
+
+    for f in &functions {
+        if let Some(cost) = f.cost() {
+            if let Some((resource, amount)) = cost.first_invalid() {
+                return Err(ValidationError::InvalidCost {
+                    function: f.id().clone(),
+                    resource: resource.clone(),
+                    amount,
+                });
+            }
+        }
+        if f.is_inline() && *f.placement() != Placement::Any {
+            return Err(ValidationError::InlinePlaced {
+                function: f.id().clone(),
+            });
+        }
+        for dep in f.arg_ids() {
+            if !index.contains_key(dep) {
+                return Err(ValidationError::UnknownDependency {
+                    function: f.id().clone(),
+                    dependency: dep.clone(),
+                });
+            }
+        }
+    }
+
+    let group = collocation_groups(&functions, &index)?;
+
+    // Topological order over dependency edges (dependency -> dependent).
+    let mut graph: DiGraph<(), (), u32> = DiGraph::with_capacity(n, n);
+    for _ in 0..n {
+        graph.add_node(());
+    }
+    for (i, f) in functions.iter().enumerate() {
+        for dep in f.arg_ids() {
+            let d = index[dep];
+            graph.add_edge(NodeIndex::new(d as usize), NodeIndex::new(i), ());
+        }
+    }
+    let order = stable_toposort(&graph).map_err(|node| ValidationError::Cycle {
+        path: cycle_path(&graph, node, &functions),
+    })?;
+    drop(graph);
+
+    // Renumber everything in topological order.
+    let mut position = vec![0_u32; n];
+    for (pos, node) in order.iter().enumerate() {
+        position[node.index()] = pos as u32;
+    }
+    let mut slots: Vec<Option<Function>> = functions.into_iter().map(Some).collect();
+    let functions: Vec<Function> = order
+        .iter()
+        .filter_map(|node| slots[node.index()].take())
+        .collect();
+    let group: Vec<u32> = order
+        .iter()
+        .map(|node| position[group[node.index()] as usize])
+        .collect();
+    for v in index.values_mut() {
+        *v = position[*v as usize];
+    }
+
+    let args = Csr::from_lists(
+        functions
+            .iter()
+            .map(|f| f.arg_ids().iter().map(|a| index[a]).collect::<Vec<_>>()),
+    );
+
+    // Effective dependencies: regular args, plus the effective dependencies of inline args.
+    let mut dep_lists: Vec<Vec<u32>> = Vec::with_capacity(n);
+    for (i, f) in functions.iter().enumerate() {
+        let mut deps = Vec::with_capacity(args.get(i).len());
+        for &a in args.get(i) {
+            if functions[a as usize].is_inline() {
+                deps.extend_from_slice(&dep_lists[a as usize]);
+            } else {
+                deps.push(a);
+            }
+        }
+        deps.sort_unstable();
+        deps.dedup();
+        let _ = f;
+        dep_lists.push(deps);
+    }
+    let mut dependent_lists: Vec<Vec<u32>> = vec![Vec::new(); n];
+    for (i, f) in functions.iter().enumerate() {
+        if f.kind() == FunctionKind::Regular {
+            for &d in &dep_lists[i] {
+                dependent_lists[d as usize].push(i as u32);
+            }
+        }
+    }
+    let regular = functions.iter().filter(|f| !f.is_inline()).count();
+
+    Ok(ValidatedDag(Arc::new(Inner {
+        id,
+        index,
+        args,
+        deps: Csr::from_lists(dep_lists),
+        dependents: Csr::from_lists(dependent_lists),
+        group,
+        regular,
+        functions,
+    })))
+}
+
+/// Kahn's algorithm with a FIFO queue: independent functions keep the order they were
+/// added in. On a cycle, returns a node on it.
+fn stable_toposort(graph: &DiGraph<(), (), u32>) -> Result<Vec<NodeIndex<u32>>, NodeIndex<u32>> {
+    let n = graph.node_count();
+    let mut indegree: Vec<u32> = vec![0; n];
+    for edge in graph.raw_edges() {
+        indegree[edge.target().index()] += 1;
+    }
+    let mut queue: VecDeque<NodeIndex<u32>> = (0..n)
+        .filter(|&i| indegree[i] == 0)
+        .map(NodeIndex::new)
+        .collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(node) = queue.pop_front() {
+        order.push(node);
+        for next in graph.neighbors_directed(node, Direction::Outgoing) {
+            indegree[next.index()] -= 1;
+            if indegree[next.index()] == 0 {
+                queue.push_back(next);
+            }
+        }
+    }
+    if order.len() == n {
+        return Ok(order);
+    }
+    // Some node is on a cycle; petgraph's DFS finds one.
+    match petgraph::algo::toposort(graph, None) {
+        Err(cycle) => Err(cycle.node_id()),
+        Ok(_) => Err(NodeIndex::new(
+            indegree.iter().position(|&d| d > 0).unwrap_or(0),
+        )),
+    }
+}
+
+/// The root of each function's collocation chain, by original index.
+fn collocation_groups(
+    functions: &[Function],
+    index: &HashMap<FunctionId, u32>,
+) -> Result<Vec<u32>, ValidationError> {
+    const UNKNOWN: u32 = u32::MAX;
+    let mut root = vec![UNKNOWN; functions.len()];
+    for start in 0..functions.len() {
+        let mut chain: Vec<u32> = Vec::new();
+        let mut current = start as u32;
+        let resolved = loop {
+            if root[current as usize] != UNKNOWN {
+                break root[current as usize];
+            }
+            if let Some(pos) = chain.iter().position(|&c| c == current) {
+                let mut path: Vec<FunctionId> = chain[pos..]
+                    .iter()
+                    .map(|&c| functions[c as usize].id().clone())
+                    .collect();
+                path.push(functions[current as usize].id().clone());
+                return Err(ValidationError::CollocationCycle { path });
+            }
+            chain.push(current);
+            let f = &functions[current as usize];
+            match f.placement() {
+                Placement::Collocated(target) => {
+                    let Some(&t) = index.get(target) else {
+                        return Err(ValidationError::UnknownCollocationTarget {
+                            function: f.id().clone(),
+                            target: target.clone(),
+                        });
+                    };
+                    if functions[t as usize].is_inline() {
+                        return Err(ValidationError::InlineCollocationTarget {
+                            function: f.id().clone(),
+                            target: target.clone(),
+                        });
+                    }
+                    current = t;
+                }
+                _ => break current,
+            }
+        };
+        for c in chain {
+            root[c as usize] = resolved;
+        }
+    }
+    Ok(root)
+}
+
+/// A cycle through `start`, following dependencies, as ids: `[start, …, start]`.
+fn cycle_path(
+    graph: &DiGraph<(), (), u32>,
+    start: NodeIndex<u32>,
+    functions: &[Function],
+) -> Vec<FunctionId> {
+    // Breadth-first along "depends on" (incoming edges) until we come back to `start`.
+    let mut parent: HashMap<NodeIndex<u32>, NodeIndex<u32>> = HashMap::new();
+    let mut queue = VecDeque::from([start]);
+    let mut last = None;
+    'search: while let Some(node) = queue.pop_front() {
+        for dep in graph.neighbors_directed(node, Direction::Incoming) {
+            if dep == start {
+                last = Some(node);
+                break 'search;
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = parent.entry(dep) {
+                e.insert(node);
+                queue.push_back(dep);
+            }
+        }
+    }
+    let mut path = vec![start];
+    if let Some(mut node) = last {
+        let mut back = vec![node];
+        while node != start {
+            node = parent[&node];
+            back.push(node);
+        }
+        // `back` runs from the last hop to start; reverse to read start -> ... -> last.
+        back.reverse();
+        path = back;
+        path.push(start);
+    } else {
+        path.push(start);
+    }
+    path.into_iter()
+        .map(|n| functions[n.index()].id().clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(id: &str) -> Function {
+        Function::new(id, "code")
+    }
+
+    #[test]
+    fn orders_topologically() {
+        let dag = Dag::with_id("d")
+            .with(f("c").args(["a", "b"]))
+            .with(f("b").arg("a"))
+            .with(f("a"))
+            .validate()
+            .expect("valid");
+        let ids: Vec<_> = dag.functions().iter().map(|f| f.id().as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        let c = dag.index_of("c").expect("c");
+        assert_eq!(dag.deps(c).len(), 2);
+        assert_eq!(dag.dependents(dag.index_of("a").expect("a")).len(), 2);
+    }
+
+    #[test]
+    fn reports_the_whole_cycle() {
+        let err = Dag::new()
+            .with(f("a").arg("c"))
+            .with(f("b").arg("a"))
+            .with(f("c").arg("b"))
+            .with(f("x"))
+            .validate()
+            .expect_err("cycle");
+        let ValidationError::Cycle { path } = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(path.len(), 4);
+        assert_eq!(path.first(), path.last());
+        // Each id depends on the next.
+        for pair in path.windows(2) {
+            let (from, to) = (pair[0].as_str(), pair[1].as_str());
+            let expected = match from {
+                "a" => "c",
+                "b" => "a",
+                "c" => "b",
+                _ => "?",
+            };
+            assert_eq!(to, expected, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn reports_self_dependency() {
+        let err = Dag::new()
+            .with(f("a").arg("a"))
+            .validate()
+            .expect_err("cycle");
+        assert_eq!(
+            err,
+            ValidationError::Cycle {
+                path: vec!["a".into(), "a".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn inline_dependencies_are_effective_dependencies() {
+        let dag = Dag::new()
+            .with(f("src"))
+            .with(f("inl").arg("src").inline())
+            .with(f("use").arg("inl"))
+            .validate()
+            .expect("valid");
+        let use_ = dag.index_of("use").expect("use");
+        let src = dag.index_of("src").expect("src") as u32;
+        assert_eq!(dag.deps(use_), &[src]);
+        assert_eq!(dag.regular_len(), 2);
+    }
+
+    #[test]
+    fn collocation_chains_resolve_to_their_root() {
+        let dag = Dag::new()
+            .with(f("c").collocated_with("b"))
+            .with(f("b").collocated_with("a"))
+            .with(f("a").pinned("n1"))
+            .validate()
+            .expect("valid");
+        let a = dag.index_of("a").expect("a");
+        assert_eq!(dag.collocation_root(dag.index_of("c").expect("c")), a);
+        assert_eq!(dag.collocation_root(dag.index_of("b").expect("b")), a);
+    }
+}

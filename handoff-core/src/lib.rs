@@ -1,0 +1,41 @@
+//! The pure logic of Handoff: DAGs of functions and their validation, values passed by
+//! shared pointer, the typed function registry, resources with exact accounting,
+//! resource trackers and allocators. No actors, no async runtime, no I/O.
+//!
+//! ```
+//! use handoff_core::{Dag, Function, Registry, Value};
+//!
+//! let mut registry = Registry::new();
+//! registry.register("identity", |x: i64| x)?;
+//! registry.register("multiply", |x: i64, y: i64| x * y)?;
+//!
+//! let dag = Dag::new()
+//!     .with(Function::new("source", "identity").extra_arg(42_i64))
+//!     .with(Function::new("transform", "multiply").arg("source").extra_arg(2_i64))
+//!     .validate()?;
+//! assert_eq!(dag.functions()[0].id().as_str(), "source");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod allocator;
+mod dag;
+mod function;
+mod ids;
+mod registry;
+mod resources;
+mod tracker;
+mod value;
+
+pub use allocator::{
+    AllocationError, AllocationStrategy, Allocator, Assignments, FirstAvailable, LoadBalanced,
+    NodeCapacities, NodeView, allocate, candidates,
+};
+pub use dag::{Dag, ValidatedDag, ValidationError};
+pub use function::{ArgumentInclusion, Function, FunctionKind, Placement};
+pub use ids::{CodeName, DagId, FunctionId, NodeId, ResourceName};
+pub use registry::{CallError, Code, Handler, RegisterError, Registry};
+pub use resources::{Amount, Resources};
+pub use tracker::{
+    RegisterNodeError, ReleaseError, RequestError, ResourceTracker, SimpleResourceTracker,
+};
+pub use value::{FromValue, IntoValue, List, Shared, Value, ValueError};
