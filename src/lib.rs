@@ -1,2 +1,46 @@
-//! Handoff: build and execute DAGs of functions with resource-aware scheduling.
-pub use handoff_core::*;
+//! Handoff: build and execute DAGs of functions with resource-aware scheduling, in one
+//! process or across a cluster of nodes.
+//!
+//! Build a [`Dag`] of [`Function`]s that name code in a [`Registry`], validate it, start a
+//! node inside an actix `System` with [`start_node`], and [`execute`](NodeHandle::execute) it.
+//!
+//! ```
+//! use handoff::{Dag, ExecuteOptions, Function, NodeConfig, Registry, start_node};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut registry = Registry::new();
+//! registry.register("identity", |x: i64| x)?;
+//! registry.register("multiply", |x: i64, y: i64| x * y)?;
+//! registry.register("format", |x: i64| format!("The final answer is: {x}"))?;
+//!
+//! let dag = Dag::new()
+//!     .with(Function::new("source", "identity").extra_arg(42_i64))
+//!     .with(Function::new("transform", "multiply").arg("source").extra_arg(2_i64))
+//!     .with(Function::new("sink", "format").arg("transform"))
+//!     .validate()?;
+//!
+//! let answer = actix::System::new().block_on(async move {
+//!     let node = start_node(NodeConfig::new("local", registry)).await?;
+//!     let done = node.execute(dag, ExecuteOptions::default()).await?;
+//!     Ok::<String, Box<dyn std::error::Error>>(done.results.get::<String>("sink")?)
+//! })?;
+//! assert_eq!(answer, "The final answer is: 84");
+//! # Ok(())
+//! # }
+//! ```
+
+pub use handoff_actors::{
+    Capacities, Coordinator, CountValues, DropDag, Execute, ExecuteError, ExecuteOptions,
+    ExecutionResult, ForgetDag, GetHandle, GetLocal, LocationRegistry, LookupLocation, NodeConfig,
+    NodeError, NodeHandle, NodeResources, NodeSupervisor, RegisterLocation, RegisterLocations,
+    RegisterNode, RegisteredNodes, ResourceManager, ResourcesAvailable, ResultStore, StoreValue,
+    StoreValues, WaitError, WaitFor, start_node,
+};
+pub use handoff_core::{
+    AllocationError, AllocationStrategy, Allocator, Amount, ArgumentInclusion, Assignments,
+    CallError, Code, CodeName, Dag, DagId, FirstAvailable, FromValue, Function, FunctionId,
+    FunctionKind, Handler, IntoValue, List, LoadBalanced, NodeCapacities, NodeId, NodeView,
+    Placement, RegisterError, RegisterNodeError, Registry, ReleaseError, RequestError,
+    ResourceName, ResourceTracker, Resources, ResultError, Results, Shared, SimpleResourceTracker,
+    ValidatedDag, ValidationError, Value, ValueError, allocate, candidates,
+};

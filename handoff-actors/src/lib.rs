@@ -1,1 +1,53 @@
 //! The actix runtime of one Handoff node.
+//!
+//! A node is a tree of supervised actors: a [`ResourceManager`] that owns the resource
+//! tracker and reserves capacity, a [`ResultStore`] holding each DAG's values, a
+//! [`LocationRegistry`] recording where values live, and a [`Coordinator`] that starts one
+//! execution actor per DAG. User code runs on the runtime's blocking thread pool, never
+//! on the actor thread.
+//!
+//! ```
+//! use handoff_actors::{start_node, ExecuteOptions, NodeConfig};
+//! use handoff_core::{Dag, Function, Registry, Resources};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut registry = Registry::new();
+//! registry.register("identity", |x: i64| x)?;
+//! registry.register("multiply", |x: i64, y: i64| x * y)?;
+//! let system = actix::System::new();
+//! let out = system.block_on(async {
+//!     let node = start_node(NodeConfig::new("local", registry).capabilities(Resources::new().cpu(2))).await?;
+//!     let dag = Dag::new()
+//!         .with(Function::new("source", "identity").extra_arg(42_i64))
+//!         .with(Function::new("transform", "multiply").arg("source").extra_arg(2_i64))
+//!         .validate()?;
+//!     let done = node.execute(dag, ExecuteOptions::default()).await?;
+//!     Ok::<i64, Box<dyn std::error::Error>>(done.results.get::<i64>("transform")?)
+//! })?;
+//! assert_eq!(out, 84);
+//! # Ok(())
+//! # }
+//! ```
+
+mod coordinator;
+mod error;
+mod executor;
+mod location_registry;
+mod node;
+mod resource_manager;
+mod result_store;
+mod run;
+
+pub use coordinator::{Coordinator, Execute, ExecuteOptions};
+pub use error::{ExecuteError, NodeError};
+pub use location_registry::{
+    ForgetDag, LocationRegistry, LookupLocation, RegisterLocation, RegisterLocations,
+};
+pub use node::{GetHandle, NodeConfig, NodeHandle, NodeSupervisor, start_node};
+pub use resource_manager::{
+    Capacities, NodeResources, RegisterNode, RegisteredNodes, ResourceManager, ResourcesAvailable,
+};
+pub use result_store::{
+    CountValues, DropDag, GetLocal, ResultStore, StoreValue, StoreValues, WaitError, WaitFor,
+};
+pub use run::ExecutionResult;

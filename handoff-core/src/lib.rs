@@ -23,6 +23,7 @@ mod function;
 mod ids;
 mod registry;
 mod resources;
+mod results;
 mod tracker;
 mod value;
 
@@ -35,6 +36,7 @@ pub use function::{ArgumentInclusion, Function, FunctionKind, Placement};
 pub use ids::{CodeName, DagId, FunctionId, NodeId, ResourceName};
 pub use registry::{CallError, Code, Handler, RegisterError, Registry};
 pub use resources::{Amount, Resources};
+pub use results::{ResultError, Results};
 pub use tracker::{
     RegisterNodeError, ReleaseError, RequestError, ResourceTracker, SimpleResourceTracker,
 };

@@ -1,0 +1,88 @@
+//! Errors of the node's operations.
+
+use handoff_core::{AllocationError, CallError, CodeName, DagId, FunctionId, NodeId};
+
+/// Why an execution failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecuteError {
+    /// A function names code that is not in the node's registry.
+    #[error("`{function}` runs `{code}`, which is not registered on this node")]
+    UnknownCode {
+        /// The function.
+        function: FunctionId,
+        /// The missing code.
+        code: CodeName,
+    },
+    /// A function passes a number of arguments its code does not take.
+    #[error("`{function}` passes {given} argument(s) to `{code}`, which takes {expected}")]
+    ArityMismatch {
+        /// The function.
+        function: FunctionId,
+        /// Its code.
+        code: CodeName,
+        /// How many parameters the code takes.
+        expected: usize,
+        /// How many arguments the function passes (dependencies, or one list, plus extra args).
+        given: usize,
+    },
+    /// A function cannot be placed: its cost fits no node, or it is pinned to a node
+    /// functions cannot run on.
+    #[error(transparent)]
+    Allocation(#[from] AllocationError),
+    /// A function failed on every attempt; the rest of the DAG was stopped.
+    #[error("`{function}` failed after {attempts} attempt(s): {last_error}")]
+    FunctionFailed {
+        /// The function.
+        function: FunctionId,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The error of the last attempt.
+        #[source]
+        last_error: CallError,
+    },
+    /// An actor of the node stopped while the execution needed it.
+    #[error("node `{node}` stopped during the execution of DAG `{dag}`")]
+    NodeStopped {
+        /// The node.
+        node: NodeId,
+        /// The DAG.
+        dag: DagId,
+    },
+}
+
+/// Why a node operation other than execution failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// An actor of the node has stopped.
+    #[error("node `{node}` has stopped")]
+    Stopped {
+        /// The node.
+        node: NodeId,
+    },
+    /// The value is not held on this node.
+    #[error("`{id}` of DAG `{dag}` is not held on node `{node}`")]
+    NotFound {
+        /// The DAG.
+        dag: DagId,
+        /// The value.
+        id: FunctionId,
+        /// This node.
+        node: NodeId,
+    },
+    /// The value lives on another node, and this node has no network layer to fetch it.
+    #[error("`{id}` of DAG `{dag}` lives on node `{holder}`, which this node cannot reach")]
+    Unreachable {
+        /// The DAG.
+        dag: DagId,
+        /// The value.
+        id: FunctionId,
+        /// The node holding it.
+        holder: NodeId,
+    },
+    /// A node's capacity was refused.
+    #[error(transparent)]
+    Register(#[from] handoff_core::RegisterNodeError),
+    /// Waiting for a value failed.
+    #[error(transparent)]
+    Wait(#[from] crate::result_store::WaitError),
+}

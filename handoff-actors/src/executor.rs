@@ -1,0 +1,172 @@
+//! Function executors: where user code runs.
+//!
+//! Calls run in *jobs* on the runtime's blocking thread pool, never on the actor
+//! thread, so a blocking or CPU-heavy function cannot stall the node's actors. A job
+//! holds one worker slot (or one resource reservation) and runs a batch of ready calls
+//! back to back; after each successful call it runs the function's *chain successor*
+//! (a dependent whose only dependency is that call, with the same cost and no
+//! placement of its own) right away, on the same thread, instead of handing the result
+//! back to the coordinator first. Outcomes go back to the coordinator in one message
+//! per job.
+//!
+//! Not an actor per call: starting an actor costs microseconds and a message round
+//! trip ~0.4 µs, while the budget for a trivial function is under 1 µs all included.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use handoff_core::{ArgumentInclusion, CallError, Code, NodeId, ValidatedDag, Value};
+use tokio::sync::mpsc;
+
+/// `chain_next` marker for "no chain successor".
+pub(crate) const NO_NEXT: u32 = u32::MAX;
+
+/// What every job of one execution shares; immutable but for the cancel flag.
+pub(crate) struct RunShared {
+    pub(crate) dag: ValidatedDag,
+    /// The code of each function, by index.
+    pub(crate) codes: Vec<Code>,
+    /// The chain successor of each function, or [`NO_NEXT`].
+    pub(crate) chain_next: Vec<u32>,
+    pub(crate) cancelled: AtomicBool,
+    pub(crate) events: mpsc::Sender<RunEvent>,
+}
+
+/// One call to run: a function, its attempt number and the values of its dependencies
+/// (aligned with `dag.deps(index)`).
+pub(crate) struct Call {
+    pub(crate) index: u32,
+    pub(crate) attempt: u32,
+    pub(crate) deps: Vec<Value>,
+}
+
+/// What a job holds while it runs.
+#[derive(Debug, Clone)]
+pub(crate) enum Hold {
+    /// One of the execution's worker slots (functions without a cost).
+    Slot,
+    /// The reservation granted to this function index.
+    Reservation { index: u32 },
+}
+
+/// A batch of calls run back to back on one thread.
+pub(crate) struct Job {
+    pub(crate) calls: Vec<Call>,
+    pub(crate) hold: Hold,
+    pub(crate) node: NodeId,
+}
+
+/// The outcome of one attempt.
+pub(crate) struct Outcome {
+    pub(crate) index: u32,
+    pub(crate) attempt: u32,
+    pub(crate) result: Result<Value, CallError>,
+}
+
+/// What a job reports when it ends.
+pub(crate) struct JobReport {
+    pub(crate) outcomes: Vec<Outcome>,
+    pub(crate) hold: Hold,
+    pub(crate) node: NodeId,
+}
+
+/// Events an execution's coordinator receives on its one bounded channel.
+pub(crate) enum RunEvent {
+    /// A job ended.
+    Finished(JobReport),
+    /// Reservations were granted or refused.
+    Reserved(Vec<crate::resource_manager::Grant>),
+}
+
+impl RunShared {
+    /// Starts a job on the blocking pool.
+    pub(crate) fn spawn(self: &Arc<Self>, job: Job) {
+        let shared = Arc::clone(self);
+        tokio::task::spawn_blocking(move || shared.run(job));
+    }
+
+    fn run(&self, job: Job) {
+        let Job { calls, hold, node } = job;
+        let mut outcomes = Vec::with_capacity(calls.len());
+        let mut calls = calls.into_iter();
+        let mut next: Option<Call> = None;
+        loop {
+            if self.cancelled.load(Ordering::Relaxed) {
+                break;
+            }
+            let Some(call) = next.take().or_else(|| calls.next()) else {
+                break;
+            };
+            let result = self.call(&call);
+            if let Ok(value) = &result {
+                let successor = self.chain_next[call.index as usize];
+                if successor != NO_NEXT {
+                    next = Some(Call {
+                        index: successor,
+                        attempt: 1,
+                        deps: vec![value.clone()],
+                    });
+                }
+            }
+            outcomes.push(Outcome {
+                index: call.index,
+                attempt: call.attempt,
+                result,
+            });
+        }
+        let report = JobReport {
+            outcomes,
+            hold,
+            node,
+        };
+        if self
+            .events
+            .blocking_send(RunEvent::Finished(report))
+            .is_err()
+        {
+            tracing::error!(
+                dag = %self.dag.id(),
+                "the coordinator of this execution stopped before its job ended"
+            );
+        }
+    }
+
+    /// Evaluates one function: resolves its arguments (evaluating inline functions in
+    /// place) and calls its code.
+    fn call(&self, call: &Call) -> Result<Value, CallError> {
+        let index = call.index as usize;
+        let deps = self.dag.deps(index);
+        self.eval(index, deps, &call.deps)
+    }
+
+    fn eval(&self, index: usize, deps: &[u32], values: &[Value]) -> Result<Value, CallError> {
+        let function = self.dag.function(index);
+        let args = self.dag.args(index);
+        let mut resolved = Vec::with_capacity(args.len());
+        for &arg in args {
+            let value = if self.dag.function(arg as usize).is_inline() {
+                self.eval(arg as usize, deps, values)?
+            } else {
+                match deps.binary_search(&arg) {
+                    Ok(pos) => values[pos].clone(),
+                    Err(_) => unreachable!("a regular argument is always an effective dependency"),
+                }
+            };
+            resolved.push(value);
+        }
+        let extra = function.extra_args();
+        let params = match function.argument_inclusion() {
+            ArgumentInclusion::Variadic => {
+                resolved.extend(extra.iter().cloned());
+                resolved
+            }
+            ArgumentInclusion::AsList => {
+                let mut params = Vec::with_capacity(1 + extra.len());
+                params.push(Value::list(resolved));
+                params.extend(extra.iter().cloned());
+                params
+            }
+        };
+        self.codes[index].call(params)
+    }
+}

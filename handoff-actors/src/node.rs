@@ -1,0 +1,398 @@
+//! Starting a node, and the handle a service uses to talk to it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use handoff_core::{
+    DagId, FunctionId, NodeId, Registry, ResourceTracker, Resources, SimpleResourceTracker,
+    ValidatedDag, Value,
+};
+
+use crate::coordinator::{Coordinator, Execute, ExecuteOptions};
+use crate::error::{ExecuteError, NodeError};
+use crate::location_registry::{LocationRegistry, LookupLocation, RegisterLocation};
+use crate::resource_manager::{
+    NodeResources, RegisterNode, RegisteredNodes, ResourceManager, ResourcesAvailable,
+};
+use crate::result_store::{CountValues, DropDag, GetLocal, ResultStore, StoreValue, WaitFor};
+use crate::run::ExecutionResult;
+
+/// What a node is started with.
+pub struct NodeConfig {
+    id: NodeId,
+    capabilities: Resources,
+    registry: Registry,
+    tracker: Box<dyn ResourceTracker>,
+    parallelism: usize,
+}
+
+impl NodeConfig {
+    /// A node with this id and function registry, no resources, the in-memory tracker
+    /// and a parallelism of the number of cores.
+    pub fn new(id: impl Into<NodeId>, registry: Registry) -> Self {
+        NodeConfig {
+            id: id.into(),
+            capabilities: Resources::new(),
+            registry,
+            tracker: Box::new(SimpleResourceTracker::new()),
+            parallelism: std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
+
+    /// The resources this node offers.
+    pub fn capabilities(mut self, capabilities: Resources) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// Uses your own resource tracker.
+    pub fn tracker(mut self, tracker: impl ResourceTracker) -> Self {
+        self.tracker = Box::new(tracker);
+        self
+    }
+
+    /// How many functions without a cost one execution runs at once (at least 1).
+    pub fn parallelism(mut self, parallelism: usize) -> Self {
+        self.parallelism = parallelism.max(1);
+        self
+    }
+}
+
+/// The root of a node's actor tree: it knows every child's address.
+pub struct NodeSupervisor {
+    handle: Option<NodeHandle>,
+}
+
+impl Actor for NodeSupervisor {
+    type Context = Context<Self>;
+}
+
+/// Asks the supervisor for the node's handle.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<NodeHandle>")]
+pub struct GetHandle;
+
+impl Handler<GetHandle> for NodeSupervisor {
+    type Result = Option<NodeHandle>;
+
+    fn handle(&mut self, _msg: GetHandle, _ctx: &mut Self::Context) -> Self::Result {
+        self.handle.clone()
+    }
+}
+
+/// A running node: the addresses of its actors and the seed API over them.
+#[derive(Clone)]
+pub struct NodeHandle {
+    id: NodeId,
+    supervisor: Option<Addr<NodeSupervisor>>,
+    coordinator: Addr<Coordinator>,
+    manager: Addr<ResourceManager>,
+    store: Addr<ResultStore>,
+    locations: Addr<LocationRegistry>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts a node's actors in the current actix `System` (call it from inside one, e.g.
+/// `#[actix::main]` or a service's own system). Each actor runs under an actix
+/// `Supervisor`, which restarts it with its state kept.
+pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
+    let NodeConfig {
+        id,
+        capabilities,
+        registry,
+        tracker,
+        parallelism,
+    } = config;
+    let manager_state = ResourceManager::new(tracker, id.clone());
+    let manager = Supervisor::start(move |_| manager_state);
+    let store = Supervisor::start(|_| ResultStore::default());
+    let locations = Supervisor::start(|_| LocationRegistry::default());
+    let registry = Arc::new(registry);
+    let coordinator = {
+        let (id, manager, store, locations) = (
+            id.clone(),
+            manager.clone(),
+            store.clone(),
+            locations.clone(),
+        );
+        Supervisor::start(move |_| {
+            Coordinator::new(id, registry, parallelism, manager, store, locations)
+        })
+    };
+    let mut handle = NodeHandle {
+        id: id.clone(),
+        supervisor: None,
+        coordinator,
+        manager,
+        store,
+        locations,
+    };
+    handle.register_node(id.clone(), capabilities).await?;
+    let for_supervisor = handle.clone();
+    handle.supervisor = Some(NodeSupervisor::create(move |_| NodeSupervisor {
+        handle: Some(for_supervisor),
+    }));
+    tracing::info!(node = %id, "node started");
+    Ok(handle)
+}
+
+impl NodeHandle {
+    fn stopped(&self) -> NodeError {
+        NodeError::Stopped {
+            node: self.id.clone(),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// The address of the node's supervisor.
+    pub fn supervisor(&self) -> Option<&Addr<NodeSupervisor>> {
+        self.supervisor.as_ref()
+    }
+
+    /// The coordinator's address: send it [`Execute`] messages.
+    pub fn coordinator(&self) -> &Addr<Coordinator> {
+        &self.coordinator
+    }
+
+    /// The resource manager's address.
+    pub fn resource_manager(&self) -> &Addr<ResourceManager> {
+        &self.manager
+    }
+
+    /// The result store's address.
+    pub fn result_store(&self) -> &Addr<ResultStore> {
+        &self.store
+    }
+
+    /// The data-location registry's address.
+    pub fn location_registry(&self) -> &Addr<LocationRegistry> {
+        &self.locations
+    }
+
+    /// Registers (or updates) a node's capacity; reservations in progress are kept.
+    pub async fn register_node(
+        &self,
+        node: impl Into<NodeId>,
+        capabilities: Resources,
+    ) -> Result<(), NodeError> {
+        let msg = RegisterNode {
+            node: node.into(),
+            capabilities,
+        };
+        Ok(self.manager.send(msg).await.map_err(|_| self.stopped())??)
+    }
+
+    /// True when the node could reserve `cost` right now.
+    pub async fn resources_available(
+        &self,
+        node: impl Into<NodeId>,
+        cost: Resources,
+    ) -> Result<bool, NodeError> {
+        let msg = ResourcesAvailable {
+            node: node.into(),
+            cost,
+        };
+        self.manager.send(msg).await.map_err(|_| self.stopped())
+    }
+
+    /// A node's capacity and what it has free right now.
+    pub async fn node_resources(
+        &self,
+        node: impl Into<NodeId>,
+    ) -> Result<Option<(Resources, Resources)>, NodeError> {
+        let msg = NodeResources { node: node.into() };
+        self.manager.send(msg).await.map_err(|_| self.stopped())
+    }
+
+    /// Every registered node with its capacity, this node first.
+    pub async fn discover_nodes(&self) -> Result<Vec<(NodeId, Resources)>, NodeError> {
+        self.manager
+            .send(RegisteredNodes)
+            .await
+            .map_err(|_| self.stopped())
+    }
+
+    /// Executes a validated DAG.
+    pub async fn execute(
+        &self,
+        dag: ValidatedDag,
+        options: ExecuteOptions,
+    ) -> Result<ExecutionResult, ExecuteError> {
+        let dag_id = dag.id().clone();
+        self.coordinator
+            .send(Execute { dag, options })
+            .await
+            .map_err(|_| ExecuteError::NodeStopped {
+                node: self.id.clone(),
+                dag: dag_id,
+            })?
+    }
+
+    /// Executes a validated DAG on this node only, ignoring costs and placement.
+    pub async fn execute_local(
+        &self,
+        dag: ValidatedDag,
+        options: ExecuteOptions,
+    ) -> Result<ExecutionResult, ExecuteError> {
+        self.execute(
+            dag,
+            ExecuteOptions {
+                local: true,
+                ..options
+            },
+        )
+        .await
+    }
+
+    /// Stores a value on this node and records that it lives here.
+    pub async fn store_value(
+        &self,
+        dag: impl Into<DagId>,
+        id: impl Into<FunctionId>,
+        value: Value,
+    ) -> Result<(), NodeError> {
+        let (dag, id) = (dag.into(), id.into());
+        let register = RegisterLocation {
+            dag: dag.clone(),
+            id: id.clone(),
+            node: self.id.clone(),
+        };
+        self.store
+            .send(StoreValue { dag, id, value })
+            .await
+            .map_err(|_| self.stopped())?;
+        self.locations
+            .send(register)
+            .await
+            .map_err(|_| self.stopped())
+    }
+
+    /// A value held on this node.
+    pub async fn get_local_value(
+        &self,
+        dag: impl Into<DagId>,
+        id: impl Into<FunctionId>,
+    ) -> Result<Value, NodeError> {
+        let (dag, id) = (dag.into(), id.into());
+        let msg = GetLocal {
+            dag: dag.clone(),
+            id: id.clone(),
+        };
+        self.store
+            .send(msg)
+            .await
+            .map_err(|_| self.stopped())?
+            .ok_or_else(|| NodeError::NotFound {
+                dag,
+                id,
+                node: self.id.clone(),
+            })
+    }
+
+    /// A value, wherever it lives: here, or (once the network layer is in) fetched from
+    /// the node the location registry names, or from `from` when given.
+    pub async fn get_value(
+        &self,
+        dag: impl Into<DagId>,
+        id: impl Into<FunctionId>,
+        from: Option<NodeId>,
+    ) -> Result<Value, NodeError> {
+        let (dag, id) = (dag.into(), id.into());
+        match self.get_local_value(dag.clone(), id.clone()).await {
+            Ok(value) => Ok(value),
+            Err(NodeError::NotFound { .. }) => {
+                let holder = match from {
+                    Some(node) => Some(node),
+                    None => self.lookup_data_location(dag.clone(), id.clone()).await?,
+                };
+                match holder {
+                    Some(holder) if holder != self.id => {
+                        Err(NodeError::Unreachable { dag, id, holder })
+                    }
+                    _ => Err(NodeError::NotFound {
+                        dag,
+                        id,
+                        node: self.id.clone(),
+                    }),
+                }
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// A value held on this node, waiting up to `timeout` for it to be stored.
+    pub async fn get_result(
+        &self,
+        dag: impl Into<DagId>,
+        id: impl Into<FunctionId>,
+        timeout: Duration,
+    ) -> Result<Value, NodeError> {
+        let msg = WaitFor {
+            dag: dag.into(),
+            id: id.into(),
+            timeout,
+        };
+        Ok(self.store.send(msg).await.map_err(|_| self.stopped())??)
+    }
+
+    /// Records where a value lives.
+    pub async fn register_data_location(
+        &self,
+        dag: impl Into<DagId>,
+        id: impl Into<FunctionId>,
+        node: impl Into<NodeId>,
+    ) -> Result<(), NodeError> {
+        let msg = RegisterLocation {
+            dag: dag.into(),
+            id: id.into(),
+            node: node.into(),
+        };
+        self.locations.send(msg).await.map_err(|_| self.stopped())
+    }
+
+    /// Where a value lives, if known.
+    pub async fn lookup_data_location(
+        &self,
+        dag: impl Into<DagId>,
+        id: impl Into<FunctionId>,
+    ) -> Result<Option<NodeId>, NodeError> {
+        let msg = LookupLocation {
+            dag: dag.into(),
+            id: id.into(),
+        };
+        self.locations.send(msg).await.map_err(|_| self.stopped())
+    }
+
+    /// Drops every value of a DAG held on this node; returns how many were dropped.
+    pub async fn drop_dag(&self, dag: impl Into<DagId>) -> Result<usize, NodeError> {
+        let dag = dag.into();
+        self.locations
+            .send(crate::location_registry::ForgetDag { dag: dag.clone() })
+            .await
+            .map_err(|_| self.stopped())?;
+        self.store
+            .send(DropDag { dag })
+            .await
+            .map_err(|_| self.stopped())
+    }
+
+    /// How many values this node holds, over all DAGs.
+    pub async fn stored_values(&self) -> Result<usize, NodeError> {
+        self.store
+            .send(CountValues)
+            .await
+            .map_err(|_| self.stopped())
+    }
+}

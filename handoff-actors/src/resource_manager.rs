@@ -1,0 +1,403 @@
+//! The resource manager actor: owns the node's [`ResourceTracker`], picks nodes with the
+//! execution's allocator, reserves all-or-nothing, and queues requests that do not fit
+//! yet until capacity is released.
+
+use std::collections::{HashMap, VecDeque};
+
+use actix::prelude::*;
+use handoff_core::{
+    AllocationError, AllocationStrategy, Allocator, FunctionId, NodeId, NodeView,
+    RegisterNodeError, ResourceTracker, Resources, candidates,
+};
+use tokio::sync::mpsc;
+
+use crate::executor::RunEvent;
+
+/// Identifies one execution's requests to the resource manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct RequesterId(pub(crate) u64);
+
+/// Where a requested function may go.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// Wherever the allocator picks.
+    Any,
+    /// Only this node.
+    Pinned(NodeId),
+    /// With the other members of a collocation group (by root index).
+    Group { root: u32, pinned: Option<NodeId> },
+}
+
+/// One function's reservation request.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    pub(crate) index: u32,
+    pub(crate) function: FunctionId,
+    pub(crate) cost: Resources,
+    pub(crate) target: Target,
+}
+
+/// The answer to a request.
+#[derive(Debug)]
+pub(crate) struct Grant {
+    pub(crate) index: u32,
+    pub(crate) outcome: Result<(NodeId, Resources), AllocationError>,
+}
+
+/// Reserve resources for these functions; grants arrive on `notify`, now or later.
+pub(crate) struct Reserve {
+    pub(crate) requester: RequesterId,
+    pub(crate) requests: Vec<Request>,
+    pub(crate) strategy: AllocationStrategy,
+    pub(crate) notify: mpsc::Sender<RunEvent>,
+}
+
+impl Message for Reserve {
+    type Result = ();
+}
+
+/// Give reservations back (by function index); queued requests that now fit are granted.
+pub(crate) struct Release {
+    pub(crate) requester: RequesterId,
+    pub(crate) indices: Vec<u32>,
+}
+
+impl Message for Release {
+    type Result = ();
+}
+
+/// Forget every queued request of an execution and give back what it still holds.
+pub(crate) struct Withdraw {
+    pub(crate) requester: RequesterId,
+}
+
+impl Message for Withdraw {
+    type Result = ();
+}
+
+/// Registers (or updates) a node's capacity. Current reservations are kept.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), RegisterNodeError>")]
+pub struct RegisterNode {
+    /// The node.
+    pub node: NodeId,
+    /// Its capacity.
+    pub capabilities: Resources,
+}
+
+/// Asks whether a node could reserve `cost` right now.
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct ResourcesAvailable {
+    /// The node.
+    pub node: NodeId,
+    /// The cost.
+    pub cost: Resources,
+}
+
+/// Asks for a node's capacity and what it has free: `(capacity, available)`.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<(Resources, Resources)>")]
+pub struct NodeResources {
+    /// The node.
+    pub node: NodeId,
+}
+
+/// Asks for the capacity of every node that can run functions, local node first.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<(NodeId, Resources)>")]
+pub struct Capacities;
+
+/// Asks for the capacity of every registered node, local node first.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<(NodeId, Resources)>")]
+pub struct RegisteredNodes;
+
+struct Waiter {
+    requester: RequesterId,
+    request: Request,
+    strategy: AllocationStrategy,
+    notify: mpsc::Sender<RunEvent>,
+}
+
+/// Owns the resource tracker of the node.
+pub struct ResourceManager {
+    tracker: Box<dyn ResourceTracker>,
+    local: NodeId,
+    /// Nodes functions can be sent to; only the local node until the network layer
+    /// adds peers.
+    executable: Vec<NodeId>,
+    waiters: VecDeque<Waiter>,
+    groups: HashMap<(RequesterId, u32), NodeId>,
+    /// Reservations granted and not yet released, by execution and function index.
+    held: HashMap<(RequesterId, u32), (NodeId, Resources)>,
+}
+
+impl ResourceManager {
+    pub(crate) fn new(tracker: Box<dyn ResourceTracker>, local: NodeId) -> Self {
+        ResourceManager {
+            tracker,
+            executable: vec![local.clone()],
+            local,
+            waiters: VecDeque::new(),
+            groups: HashMap::new(),
+            held: HashMap::new(),
+        }
+    }
+
+    /// Registered nodes, local first, then by id.
+    fn ordered(&self, only_executable: bool) -> Vec<(NodeId, Resources)> {
+        let mut nodes = self.tracker.nodes();
+        nodes.sort_by_key(|n| (n != &self.local, n.clone()));
+        nodes
+            .into_iter()
+            .filter(|n| !only_executable || self.executable.contains(n))
+            .filter_map(|n| self.tracker.capabilities(&n).map(|c| (n, c)))
+            .collect()
+    }
+
+    /// Tries to reserve for one request: `None` when it must wait.
+    fn try_grant(
+        &mut self,
+        requester: RequesterId,
+        request: &Request,
+        strategy: &AllocationStrategy,
+    ) -> Option<Grant> {
+        let nodes = self.ordered(true);
+        let allowed = match &request.target {
+            Target::Any => None,
+            Target::Pinned(node) => Some(node.clone()),
+            Target::Group { root, pinned } => self
+                .groups
+                .get(&(requester, *root))
+                .cloned()
+                .or_else(|| pinned.clone()),
+        };
+        let fitting = match candidates(
+            &request.function,
+            &[&request.cost],
+            &nodes,
+            allowed.as_ref(),
+        ) {
+            Ok(fitting) => fitting,
+            Err(error) => {
+                return Some(Grant {
+                    index: request.index,
+                    outcome: Err(error),
+                });
+            }
+        };
+        let available: Vec<Resources> = fitting
+            .iter()
+            .map(|&i| self.tracker.available(&nodes[i].0).unwrap_or_default())
+            .collect();
+        let views: Vec<NodeView<'_>> = fitting
+            .iter()
+            .zip(&available)
+            .map(|(&i, available)| NodeView {
+                id: &nodes[i].0,
+                capacity: &nodes[i].1,
+                available,
+            })
+            .collect();
+        let choice = strategy.choose(Some(&request.cost), &views)?;
+        let node = nodes[fitting[choice]].0.clone();
+        match self.tracker.request(&node, &request.cost) {
+            Ok(()) => {
+                if let Target::Group { root, .. } = request.target {
+                    self.groups
+                        .entry((requester, root))
+                        .or_insert_with(|| node.clone());
+                }
+                self.held.insert(
+                    (requester, request.index),
+                    (node.clone(), request.cost.clone()),
+                );
+                Some(Grant {
+                    index: request.index,
+                    outcome: Ok((node, request.cost.clone())),
+                })
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Sends grants; if the execution is gone, gives its reservations back.
+    fn deliver(
+        &mut self,
+        requester: RequesterId,
+        notify: mpsc::Sender<RunEvent>,
+        grants: Vec<Grant>,
+        ctx: &mut Context<Self>,
+    ) {
+        match notify.try_send(RunEvent::Reserved(grants)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                ctx.spawn(
+                    async move { notify.send(event).await }
+                        .into_actor(self)
+                        .map(move |res, act, ctx| {
+                            if res.is_err() {
+                                act.withdraw(requester, ctx);
+                            }
+                        }),
+                );
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.withdraw(requester, ctx),
+        }
+    }
+
+    fn release(&mut self, requester: RequesterId, index: u32) {
+        if let Some((node, cost)) = self.held.remove(&(requester, index)) {
+            if let Err(error) = self.tracker.release(&node, &cost) {
+                tracing::error!(%node, %error, "release refused");
+            }
+        }
+    }
+
+    /// Drops an execution's queued requests and gives back everything it holds.
+    fn withdraw(&mut self, requester: RequesterId, ctx: &mut Context<Self>) {
+        self.waiters.retain(|w| w.requester != requester);
+        self.groups.retain(|(r, _), _| *r != requester);
+        let held: Vec<u32> = self
+            .held
+            .keys()
+            .filter(|(r, _)| *r == requester)
+            .map(|(_, i)| *i)
+            .collect();
+        if !held.is_empty() {
+            for index in held {
+                self.release(requester, index);
+            }
+            self.retry_waiters(ctx);
+        }
+    }
+
+    /// Grants queued requests that fit now, oldest first.
+    fn retry_waiters(&mut self, ctx: &mut Context<Self>) {
+        let mut still = VecDeque::with_capacity(self.waiters.len());
+        let mut granted: Vec<(RequesterId, mpsc::Sender<RunEvent>, Vec<Grant>)> = Vec::new();
+        while let Some(waiter) = self.waiters.pop_front() {
+            if waiter.notify.is_closed() {
+                continue;
+            }
+            match self.try_grant(waiter.requester, &waiter.request, &waiter.strategy) {
+                Some(grant) => match granted.iter_mut().find(|(r, _, _)| *r == waiter.requester) {
+                    Some((_, _, grants)) => grants.push(grant),
+                    None => granted.push((waiter.requester, waiter.notify, vec![grant])),
+                },
+                None => still.push_back(waiter),
+            }
+        }
+        self.waiters = still;
+        for (requester, notify, grants) in granted {
+            self.deliver(requester, notify, grants, ctx);
+        }
+    }
+}
+
+impl Actor for ResourceManager {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1024);
+    }
+}
+
+impl Supervised for ResourceManager {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        tracing::warn!(node = %self.local, "resource manager restarting; registrations and reservations kept");
+    }
+}
+
+impl Handler<Reserve> for ResourceManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reserve, ctx: &mut Self::Context) {
+        let Reserve {
+            requester,
+            requests,
+            strategy,
+            notify,
+        } = msg;
+        let mut grants = Vec::new();
+        for request in requests {
+            match self.try_grant(requester, &request, &strategy) {
+                Some(grant) => grants.push(grant),
+                None => self.waiters.push_back(Waiter {
+                    requester,
+                    request,
+                    strategy: strategy.clone(),
+                    notify: notify.clone(),
+                }),
+            }
+        }
+        if !grants.is_empty() {
+            self.deliver(requester, notify, grants, ctx);
+        }
+    }
+}
+
+impl Handler<Release> for ResourceManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
+        for index in msg.indices {
+            self.release(msg.requester, index);
+        }
+        self.retry_waiters(ctx);
+    }
+}
+
+impl Handler<Withdraw> for ResourceManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: Withdraw, ctx: &mut Self::Context) {
+        self.withdraw(msg.requester, ctx);
+    }
+}
+
+impl Handler<RegisterNode> for ResourceManager {
+    type Result = Result<(), RegisterNodeError>;
+
+    fn handle(&mut self, msg: RegisterNode, ctx: &mut Self::Context) -> Self::Result {
+        self.tracker.register(msg.node, msg.capabilities)?;
+        self.retry_waiters(ctx);
+        Ok(())
+    }
+}
+
+impl Handler<ResourcesAvailable> for ResourceManager {
+    type Result = bool;
+
+    fn handle(&mut self, msg: ResourcesAvailable, _ctx: &mut Self::Context) -> bool {
+        self.tracker.resources_available(&msg.node, &msg.cost)
+    }
+}
+
+impl Handler<NodeResources> for ResourceManager {
+    type Result = Option<(Resources, Resources)>;
+
+    fn handle(&mut self, msg: NodeResources, _ctx: &mut Self::Context) -> Self::Result {
+        Some((
+            self.tracker.capabilities(&msg.node)?,
+            self.tracker.available(&msg.node)?,
+        ))
+    }
+}
+
+impl Handler<Capacities> for ResourceManager {
+    type Result = Vec<(NodeId, Resources)>;
+
+    fn handle(&mut self, _msg: Capacities, _ctx: &mut Self::Context) -> Self::Result {
+        self.ordered(true)
+    }
+}
+
+impl Handler<RegisteredNodes> for ResourceManager {
+    type Result = Vec<(NodeId, Resources)>;
+
+    fn handle(&mut self, _msg: RegisteredNodes, _ctx: &mut Self::Context) -> Self::Result {
+        self.ordered(false)
+    }
+}

@@ -1,0 +1,201 @@
+//! The result store actor: the values of each DAG held on this node.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures::channel::oneshot;
+use handoff_core::{DagId, FunctionId, Value};
+
+/// Why a value could not be had in time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    /// The value did not arrive within the timeout.
+    #[error("`{id}` of DAG `{dag}` was not available within {timeout:?}")]
+    Timeout {
+        /// The DAG.
+        dag: DagId,
+        /// The value.
+        id: FunctionId,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// The DAG's values were dropped while waiting.
+    #[error("the values of DAG `{dag}` were dropped while waiting for `{id}`")]
+    Dropped {
+        /// The DAG.
+        dag: DagId,
+        /// The value.
+        id: FunctionId,
+    },
+}
+
+/// Stores one value.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StoreValue {
+    /// The DAG.
+    pub dag: DagId,
+    /// The value's id.
+    pub id: FunctionId,
+    /// The value.
+    pub value: Value,
+}
+
+/// Stores many values of one DAG.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StoreValues {
+    /// The DAG.
+    pub dag: DagId,
+    /// The values.
+    pub values: Vec<(FunctionId, Value)>,
+}
+
+/// Gets a value held here, if any.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<Value>")]
+pub struct GetLocal {
+    /// The DAG.
+    pub dag: DagId,
+    /// The value's id.
+    pub id: FunctionId,
+}
+
+/// Gets a value held here, waiting for it up to `timeout`.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Value, WaitError>")]
+pub struct WaitFor {
+    /// The DAG.
+    pub dag: DagId,
+    /// The value's id.
+    pub id: FunctionId,
+    /// How long to wait.
+    pub timeout: Duration,
+}
+
+/// Drops every value of a DAG; replies how many were dropped.
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct DropDag {
+    /// The DAG.
+    pub dag: DagId,
+}
+
+/// Counts the values held, over all DAGs.
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct CountValues;
+
+type Waiters = Vec<oneshot::Sender<Value>>;
+
+/// Holds values by DAG, and the callers waiting for values not stored yet.
+#[derive(Default)]
+pub struct ResultStore {
+    values: HashMap<DagId, HashMap<FunctionId, Value>>,
+    waiting: HashMap<DagId, HashMap<FunctionId, Waiters>>,
+}
+
+impl ResultStore {
+    fn store(&mut self, dag: &DagId, id: FunctionId, value: Value) {
+        if let Some(waiters) = self.waiting.get_mut(dag).and_then(|w| w.remove(&id)) {
+            for tx in waiters {
+                let _ = tx.send(value.clone());
+            }
+        }
+        self.values
+            .entry(dag.clone())
+            .or_default()
+            .insert(id, value);
+    }
+}
+
+impl Actor for ResultStore {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1024);
+    }
+}
+
+impl Supervised for ResultStore {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        tracing::warn!("result store restarting; stored values kept");
+    }
+}
+
+impl Handler<StoreValue> for ResultStore {
+    type Result = ();
+
+    fn handle(&mut self, msg: StoreValue, _ctx: &mut Self::Context) {
+        self.store(&msg.dag, msg.id, msg.value);
+    }
+}
+
+impl Handler<StoreValues> for ResultStore {
+    type Result = ();
+
+    fn handle(&mut self, msg: StoreValues, _ctx: &mut Self::Context) {
+        let has_waiters = self.waiting.get(&msg.dag).is_some_and(|w| !w.is_empty());
+        if has_waiters {
+            for (id, value) in msg.values {
+                self.store(&msg.dag, id, value);
+            }
+        } else {
+            self.values.entry(msg.dag).or_default().extend(msg.values);
+        }
+    }
+}
+
+impl Handler<GetLocal> for ResultStore {
+    type Result = Option<Value>;
+
+    fn handle(&mut self, msg: GetLocal, _ctx: &mut Self::Context) -> Self::Result {
+        self.values.get(&msg.dag)?.get(&msg.id).cloned()
+    }
+}
+
+impl Handler<WaitFor> for ResultStore {
+    type Result = ResponseFuture<Result<Value, WaitError>>;
+
+    fn handle(&mut self, msg: WaitFor, _ctx: &mut Self::Context) -> Self::Result {
+        let WaitFor { dag, id, timeout } = msg;
+        if let Some(value) = self.values.get(&dag).and_then(|v| v.get(&id)) {
+            let value = value.clone();
+            return Box::pin(async move { Ok(value) });
+        }
+        let (tx, rx) = oneshot::channel();
+        let waiters = self
+            .waiting
+            .entry(dag.clone())
+            .or_default()
+            .entry(id.clone())
+            .or_default();
+        waiters.retain(|w| !w.is_canceled());
+        waiters.push(tx);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(_)) => Err(WaitError::Dropped { dag, id }),
+                Err(_) => Err(WaitError::Timeout { dag, id, timeout }),
+            }
+        })
+    }
+}
+
+impl Handler<DropDag> for ResultStore {
+    type Result = usize;
+
+    fn handle(&mut self, msg: DropDag, _ctx: &mut Self::Context) -> usize {
+        self.waiting.remove(&msg.dag);
+        self.values.remove(&msg.dag).map_or(0, |v| v.len())
+    }
+}
+
+impl Handler<CountValues> for ResultStore {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: CountValues, _ctx: &mut Self::Context) -> usize {
+        self.values.values().map(HashMap::len).sum()
+    }
+}
