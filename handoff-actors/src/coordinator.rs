@@ -168,12 +168,12 @@ fn chain_successors(dag: &ValidatedDag) -> Vec<u32> {
         }
     }
     let mut next = vec![NO_NEXT; dag.len()];
-    for s in 0..dag.len() {
+    for (s, &is_followed) in followed.iter().enumerate() {
         let f = dag.function(s);
         let deps = dag.deps(s);
         if f.is_inline()
             || deps.len() != 1
-            || followed[s]
+            || is_followed
             || *f.placement() != Placement::Any
             || dag.collocation_root(s) != s
         {

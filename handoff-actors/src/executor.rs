@@ -45,8 +45,8 @@ pub(crate) struct Call {
 pub(crate) enum Hold {
     /// One of the execution's worker slots (functions without a cost).
     Slot,
-    /// The reservation granted to this function index.
-    Reservation { index: u32 },
+    /// A reservation granted by the resource manager.
+    Reservation(crate::resource_manager::GrantId),
 }
 
 /// A batch of calls run back to back on one thread.

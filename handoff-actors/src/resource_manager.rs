@@ -37,11 +37,15 @@ pub(crate) struct Request {
     pub(crate) target: Target,
 }
 
+/// Identifies one granted reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct GrantId(u64);
+
 /// The answer to a request.
 #[derive(Debug)]
 pub(crate) struct Grant {
     pub(crate) index: u32,
-    pub(crate) outcome: Result<(NodeId, Resources), AllocationError>,
+    pub(crate) outcome: Result<(GrantId, NodeId), AllocationError>,
 }
 
 /// Reserve resources for these functions; grants arrive on `notify`, now or later.
@@ -56,10 +60,9 @@ impl Message for Reserve {
     type Result = ();
 }
 
-/// Give reservations back (by function index); queued requests that now fit are granted.
+/// Give reservations back; queued requests that now fit are granted.
 pub(crate) struct Release {
-    pub(crate) requester: RequesterId,
-    pub(crate) indices: Vec<u32>,
+    pub(crate) grants: Vec<GrantId>,
 }
 
 impl Message for Release {
@@ -129,8 +132,9 @@ pub struct ResourceManager {
     executable: Vec<NodeId>,
     waiters: VecDeque<Waiter>,
     groups: HashMap<(RequesterId, u32), NodeId>,
-    /// Reservations granted and not yet released, by execution and function index.
-    held: HashMap<(RequesterId, u32), (NodeId, Resources)>,
+    /// Reservations granted and not yet released.
+    held: HashMap<GrantId, (RequesterId, NodeId, Resources)>,
+    next_grant: u64,
 }
 
 impl ResourceManager {
@@ -142,6 +146,7 @@ impl ResourceManager {
             waiters: VecDeque::new(),
             groups: HashMap::new(),
             held: HashMap::new(),
+            next_grant: 0,
         }
     }
 
@@ -209,13 +214,13 @@ impl ResourceManager {
                         .entry((requester, root))
                         .or_insert_with(|| node.clone());
                 }
-                self.held.insert(
-                    (requester, request.index),
-                    (node.clone(), request.cost.clone()),
-                );
+                let id = GrantId(self.next_grant);
+                self.next_grant += 1;
+                self.held
+                    .insert(id, (requester, node.clone(), request.cost.clone()));
                 Some(Grant {
                     index: request.index,
-                    outcome: Ok((node, request.cost.clone())),
+                    outcome: Ok((id, node)),
                 })
             }
             Err(_) => None,
@@ -247,8 +252,8 @@ impl ResourceManager {
         }
     }
 
-    fn release(&mut self, requester: RequesterId, index: u32) {
-        if let Some((node, cost)) = self.held.remove(&(requester, index)) {
+    fn release(&mut self, grant: GrantId) {
+        if let Some((_, node, cost)) = self.held.remove(&grant) {
             if let Err(error) = self.tracker.release(&node, &cost) {
                 tracing::error!(%node, %error, "release refused");
             }
@@ -259,15 +264,15 @@ impl ResourceManager {
     fn withdraw(&mut self, requester: RequesterId, ctx: &mut Context<Self>) {
         self.waiters.retain(|w| w.requester != requester);
         self.groups.retain(|(r, _), _| *r != requester);
-        let held: Vec<u32> = self
+        let held: Vec<GrantId> = self
             .held
-            .keys()
-            .filter(|(r, _)| *r == requester)
-            .map(|(_, i)| *i)
+            .iter()
+            .filter(|(_, (r, _, _))| *r == requester)
+            .map(|(id, _)| *id)
             .collect();
         if !held.is_empty() {
-            for index in held {
-                self.release(requester, index);
+            for grant in held {
+                self.release(grant);
             }
             self.retry_waiters(ctx);
         }
@@ -342,8 +347,8 @@ impl Handler<Release> for ResourceManager {
     type Result = ();
 
     fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
-        for index in msg.indices {
-            self.release(msg.requester, index);
+        for grant in msg.grants {
+            self.release(grant);
         }
         self.retry_waiters(ctx);
     }

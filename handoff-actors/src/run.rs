@@ -218,24 +218,21 @@ impl DagRun {
         let mut give_back = Vec::new();
         for grant in grants {
             match grant.outcome {
-                Ok((node, _cost)) if self.failure.is_none() => {
+                Ok((id, node)) if self.failure.is_none() => {
                     let call = self.call_for(grant.index);
                     self.in_flight += 1;
                     self.shared.spawn(Job {
                         calls: vec![call],
-                        hold: Hold::Reservation { index: grant.index },
+                        hold: Hold::Reservation(id),
                         node,
                     });
                 }
-                Ok(_) => give_back.push(grant.index),
+                Ok((id, _)) => give_back.push(id),
                 Err(error) => self.fail(ExecuteError::Allocation(error), ctx),
             }
         }
         if !give_back.is_empty() {
-            let msg = Release {
-                requester: self.requester,
-                indices: give_back,
-            };
+            let msg = Release { grants: give_back };
             self.send_to_manager(msg, ctx);
         }
     }
@@ -244,10 +241,9 @@ impl DagRun {
         self.in_flight -= 1;
         match report.hold {
             Hold::Slot => self.slots += 1,
-            Hold::Reservation { index } => {
+            Hold::Reservation(grant) => {
                 let msg = Release {
-                    requester: self.requester,
-                    indices: vec![index],
+                    grants: vec![grant],
                 };
                 self.send_to_manager(msg, ctx);
             }

@@ -107,7 +107,7 @@ impl Allocator for AllocationStrategy {
 }
 
 /// Why functions cannot be placed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum AllocationError {
     /// No node could ever run the function: its cost exceeds every candidate's capacity.
     #[error(
@@ -150,10 +150,10 @@ pub struct Assignments {
 
 /// The candidate nodes for a set of costs: those whose capacity holds every one of them.
 /// On failure, names the cost that fits nowhere and the closest node.
-pub fn candidates<'a>(
+pub fn candidates(
     function: &FunctionId,
     costs: &[&Resources],
-    nodes: &'a NodeCapacities,
+    nodes: &NodeCapacities,
     allowed: Option<&NodeId>,
 ) -> Result<Vec<usize>, AllocationError> {
     if let Some(node) = allowed {
@@ -264,12 +264,16 @@ pub fn allocate(
                     Placement::Pinned(n) => Some(n),
                     _ => None,
                 };
+                // The member whose cost no allowed node can hold (the same one
+                // `candidates` reports the cost of), else the first member.
                 let culprit = group
                     .iter()
                     .find(|&&m| {
-                        dag.function(m)
-                            .cost()
-                            .is_some_and(|c| !nodes.iter().any(|(_, cap)| c.fits_in(cap)))
+                        dag.function(m).cost().is_some_and(|c| {
+                            !nodes
+                                .iter()
+                                .any(|(n, cap)| pinned.is_none_or(|p| p == n) && c.fits_in(cap))
+                        })
                     })
                     .map_or(f.id(), |&m| dag.function(m).id());
                 let fitting = candidates(culprit, &costs, nodes, pinned)?;

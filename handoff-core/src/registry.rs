@@ -350,10 +350,7 @@ mod tests {
     #[test]
     fn calls_functions_of_any_arity() {
         let r = registry();
-        assert_eq!(
-            r.call("zero", vec![]).and_then(|v| Ok(v.get::<i64>())),
-            Ok(Ok(0))
-        );
+        assert_eq!(r.call("zero", vec![]).map(|v| v.get::<i64>()), Ok(Ok(0)));
         let six = r
             .call(
                 "six",

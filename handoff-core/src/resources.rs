@@ -73,6 +73,9 @@ impl From<f64> for Amount {
 
 impl fmt::Display for Amount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == i64::MIN {
+            return f.write_str("<not a finite number>");
+        }
         let sign = if self.0 < 0 { "-" } else { "" };
         let abs = self.0.unsigned_abs();
         let (int, frac) = (abs / Self::SCALE as u64, abs % Self::SCALE as u64);

@@ -1,0 +1,185 @@
+//! Local workloads, timed end to end through `NodeHandle::execute` (validation excluded).
+//!
+//! `cargo bench --bench workloads` prints the median, min and max of several runs after
+//! a warm-up. Every run checks its result.
+
+use std::time::{Duration, Instant};
+
+use handoff::{
+    Dag, ExecuteOptions, Function, List, NodeConfig, NodeHandle, Registry, Shared, Value,
+    start_node,
+};
+
+fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register("one", || 1_i64).expect("register");
+    r.register("inc", |x: i64| x + 1).expect("register");
+    r.register("add", |a: i64, b: i64| a + b).expect("register");
+    r.register("sum", |xs: List<i64>| xs.iter().sum::<i64>())
+        .expect("register");
+    r.register("blob", |n: usize| bytes::Bytes::from(vec![7_u8; n]))
+        .expect("register");
+    r.register("pass", |b: Shared<bytes::Bytes>| {
+        Value::from_arc(b.into_arc())
+    })
+    .expect("register");
+    r
+}
+
+fn fanout(n: usize) -> Dag {
+    let mut dag = Dag::new();
+    for i in 0..n {
+        dag.add_function(Function::new(format!("f{i}"), "one"));
+    }
+    dag.with(
+        Function::new("total", "sum")
+            .args((0..n).map(|i| format!("f{i}")))
+            .as_list(),
+    )
+}
+
+fn chain(n: usize) -> Dag {
+    let mut dag = Dag::new().with(Function::new("c0", "one"));
+    for i in 1..n {
+        dag.add_function(Function::new(format!("c{i}"), "inc").arg(format!("c{}", i - 1)));
+    }
+    dag
+}
+
+fn layers(width: usize, depth: usize) -> Dag {
+    let mut dag = Dag::new();
+    for j in 0..width {
+        dag.add_function(Function::new(format!("l0_{j}"), "one"));
+    }
+    for l in 1..depth {
+        for j in 0..width {
+            dag.add_function(
+                Function::new(format!("l{l}_{j}"), "add")
+                    .arg(format!("l{}_{j}", l - 1))
+                    .arg(format!("l{}_{}", l - 1, (j + 1) % width)),
+            );
+        }
+    }
+    dag
+}
+
+fn payload(hops: usize, size: usize) -> Dag {
+    let mut dag = Dag::new().with(Function::new("p0", "blob").extra_arg(size));
+    for i in 1..hops {
+        dag.add_function(Function::new(format!("p{i}"), "pass").arg(format!("p{}", i - 1)));
+    }
+    dag
+}
+
+async fn time(
+    node: &NodeHandle,
+    make: &dyn Fn() -> Dag,
+    check: &dyn Fn(&handoff::Results),
+) -> Duration {
+    let dag = make().validate().expect("valid");
+    let id = dag.id().clone();
+    let start = Instant::now();
+    let done = node
+        .execute(dag, ExecuteOptions::default())
+        .await
+        .expect("execute");
+    let elapsed = start.elapsed();
+    check(&done.results);
+    node.drop_dag(id).await.expect("drop");
+    elapsed
+}
+
+fn report(name: &str, per: usize, unit: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let median = samples[samples.len() / 2];
+    let per_item = |d: Duration| d.as_secs_f64() * 1e6 / per as f64;
+    println!(
+        "{name:<22} median {:>9.3} ms  min {:>9.3} ms  max {:>9.3} ms  | {:>7.3} µs/{unit} ({:.0} {unit}/s)",
+        median.as_secs_f64() * 1e3,
+        samples[0].as_secs_f64() * 1e3,
+        samples[samples.len() - 1].as_secs_f64() * 1e3,
+        per_item(median),
+        per as f64 / median.as_secs_f64(),
+    );
+}
+
+fn main() {
+    let runs = std::env::var("RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    actix::System::new().block_on(async move {
+        let node = start_node(NodeConfig::new("bench", registry()))
+            .await
+            .expect("node");
+        type Check = Box<dyn Fn(&handoff::Results)>;
+        let workloads: Vec<(&str, usize, &str, Box<dyn Fn() -> Dag>, Check)> = vec![
+            (
+                "fanout 10k + sum",
+                10_001,
+                "fn",
+                Box::new(|| fanout(10_000)),
+                Box::new(|r| assert_eq!(r.get::<i64>("total").expect("total"), 10_000)),
+            ),
+            (
+                "chain 1000",
+                999,
+                "hop",
+                Box::new(|| chain(1000)),
+                Box::new(|r| assert_eq!(r.get::<i64>("c999").expect("c999"), 1000)),
+            ),
+            (
+                "layers 20x100",
+                2000,
+                "fn",
+                Box::new(|| layers(100, 20)),
+                Box::new(|r| assert_eq!(r.get::<i64>("l19_0").expect("l19_0"), 1 << 19)),
+            ),
+            (
+                "payload 10 x 10 MB",
+                9,
+                "hop",
+                Box::new(|| payload(10, 10 << 20)),
+                Box::new(|r| {
+                    let first = r
+                        .value("p0")
+                        .expect("p0")
+                        .shared::<bytes::Bytes>()
+                        .expect("bytes");
+                    let last = r
+                        .value("p9")
+                        .expect("p9")
+                        .shared::<bytes::Bytes>()
+                        .expect("bytes");
+                    assert_eq!(first.as_ptr(), last.as_ptr(), "no copy along the chain");
+                }),
+            ),
+            (
+                "payload 10 x 10 B",
+                9,
+                "hop",
+                Box::new(|| payload(10, 10)),
+                Box::new(|r| {
+                    assert_eq!(
+                        r.value("p9")
+                            .expect("p9")
+                            .shared::<bytes::Bytes>()
+                            .expect("b")
+                            .len(),
+                        10
+                    )
+                }),
+            ),
+        ];
+        for (name, per, unit, make, check) in &workloads {
+            for _ in 0..2 {
+                time(&node, make.as_ref(), check.as_ref()).await;
+            }
+            let mut samples = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                samples.push(time(&node, make.as_ref(), check.as_ref()).await);
+            }
+            report(name, *per, unit, samples);
+        }
+    });
+}
