@@ -103,6 +103,15 @@ fn report(name: &str, per: usize, unit: &str, mut samples: Vec<Duration>) {
     );
 }
 
+/// A name, the number of units timed, the unit, how to build the DAG and how to check it.
+type Workload = (
+    &'static str,
+    usize,
+    &'static str,
+    Box<dyn Fn() -> Dag>,
+    Box<dyn Fn(&handoff::Results)>,
+);
+
 fn main() {
     let runs = std::env::var("RUNS")
         .ok()
@@ -112,8 +121,7 @@ fn main() {
         let node = start_node(NodeConfig::new("bench", registry()))
             .await
             .expect("node");
-        type Check = Box<dyn Fn(&handoff::Results)>;
-        let workloads: Vec<(&str, usize, &str, Box<dyn Fn() -> Dag>, Check)> = vec![
+        let workloads: Vec<Workload> = vec![
             (
                 "fanout 10k + sum",
                 10_001,

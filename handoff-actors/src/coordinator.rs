@@ -61,6 +61,12 @@ impl ExecuteOptions {
         self
     }
 
+    /// Ignores costs and placement and runs everything on this node.
+    pub fn local(mut self, local: bool) -> Self {
+        self.local = local;
+        self
+    }
+
     /// Sets how many functions without a cost may run at once.
     pub fn parallelism(mut self, parallelism: usize) -> Self {
         self.parallelism = Some(parallelism);

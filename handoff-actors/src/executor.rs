@@ -66,6 +66,9 @@ pub(crate) struct Outcome {
 /// What a job reports when it ends.
 pub(crate) struct JobReport {
     pub(crate) outcomes: Vec<Outcome>,
+    /// Calls of the batch that were not started: the job stops at the first failure
+    /// (or when the execution is cancelled) and hands the rest back.
+    pub(crate) unrun: Vec<u32>,
     pub(crate) hold: Hold,
     pub(crate) node: NodeId,
 }
@@ -98,6 +101,7 @@ impl RunShared {
                 break;
             };
             let result = self.call(&call);
+            let failed = result.is_err();
             if let Ok(value) = &result {
                 let successor = self.chain_next[call.index as usize];
                 if successor != NO_NEXT {
@@ -113,9 +117,16 @@ impl RunShared {
                 attempt: call.attempt,
                 result,
             });
+            if failed {
+                break;
+            }
         }
+        // A chain successor not yet started was never dispatched by the coordinator,
+        // so it is handed back like the rest of the batch.
+        let unrun = next.into_iter().chain(calls).map(|c| c.index).collect();
         let report = JobReport {
             outcomes,
+            unrun,
             hold,
             node,
         };

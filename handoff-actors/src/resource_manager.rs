@@ -205,7 +205,21 @@ impl ResourceManager {
                 available,
             })
             .collect();
-        let choice = strategy.choose(Some(&request.cost), &views)?;
+        // With nothing reserved anywhere, no release will ever retry this request: a
+        // refusal now is final, not a wait.
+        let never = |reason: String| Grant {
+            index: request.index,
+            outcome: Err(AllocationError::NeverGranted {
+                function: request.function.clone(),
+                reason,
+            }),
+        };
+        let idle = self.held.is_empty();
+        let Some(choice) = strategy.choose(Some(&request.cost), &views) else {
+            return idle.then(|| {
+                never("the allocator chose no node while every node was idle".to_owned())
+            });
+        };
         let node = nodes[fitting[choice]].0.clone();
         match self.tracker.request(&node, &request.cost) {
             Ok(()) => {
@@ -223,7 +237,11 @@ impl ResourceManager {
                     outcome: Ok((id, node)),
                 })
             }
-            Err(_) => None,
+            Err(error) => idle.then(|| {
+                never(format!(
+                    "the tracker refused it on idle node `{node}`: {error}"
+                ))
+            }),
         }
     }
 

@@ -121,7 +121,6 @@ impl DagRun {
 
     fn call_for(&mut self, index: u32) -> Call {
         let i = index as usize;
-        self.attempts[i] += 1;
         let deps = self
             .shared
             .dag
@@ -135,7 +134,7 @@ impl DagRun {
             .collect();
         Call {
             index,
-            attempt: self.attempts[i],
+            attempt: self.attempts[i] + 1,
             deps,
         }
     }
@@ -248,11 +247,12 @@ impl DagRun {
                 self.send_to_manager(msg, ctx);
             }
         }
-        let mut newly_ready = Vec::new();
+        // Calls the job handed back unstarted are ready again, ahead of the rest.
+        let mut newly_ready = report.unrun;
         let mut stored = Vec::with_capacity(report.outcomes.len());
         for outcome in report.outcomes {
             let i = outcome.index as usize;
-            self.attempts[i] = self.attempts[i].max(outcome.attempt);
+            self.attempts[i] = outcome.attempt;
             match outcome.result {
                 Ok(value) => {
                     let id = self.shared.dag.function(i).id().clone();

@@ -124,8 +124,18 @@ pub enum AllocationError {
         /// That node's capacity.
         best_capacity: Option<Resources>,
     },
-    /// The function is pinned to a node that is not registered.
-    #[error("`{function}` is pinned to `{node}`, which is not a known node")]
+    /// No reservation is held anywhere, so no release can ever change the answer, yet the
+    /// function was not granted: the allocator chose no node, or the tracker refused.
+    #[error("`{function}` can never be granted: {reason}")]
+    NeverGranted {
+        /// The function.
+        function: FunctionId,
+        /// What refused it.
+        reason: String,
+    },
+    /// The function is pinned to a node that is not registered, or that functions
+    /// cannot be sent to.
+    #[error("`{function}` is pinned to `{node}`, which is not a node functions can run on")]
     UnknownNode {
         /// The function.
         function: FunctionId,

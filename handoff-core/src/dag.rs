@@ -63,6 +63,12 @@ pub enum ValidationError {
         /// The inline function.
         function: FunctionId,
     },
+    /// An inline function has a cost: it never runs on its own, so nothing would be reserved.
+    #[error("`{function}` is inline, so it cannot have a cost (it runs inside its dependents)")]
+    InlineCost {
+        /// The inline function.
+        function: FunctionId,
+    },
     /// A cost has a negative or invalid amount.
     #[error("`{function}` costs {amount} of `{resource}`; amounts must be finite and not negative")]
     InvalidCost {
@@ -319,6 +325,11 @@ fn validate(dag: Dag) -> Result<ValidatedDag, ValidationError> {
         }
         if f.is_inline() && *f.placement() != Placement::Any {
             return Err(ValidationError::InlinePlaced {
+                function: f.id().clone(),
+            });
+        }
+        if f.is_inline() && f.cost().is_some() {
+            return Err(ValidationError::InlineCost {
                 function: f.id().clone(),
             });
         }

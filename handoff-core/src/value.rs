@@ -273,9 +273,20 @@ impl<'de> Deserialize<'de> for Value {
 pub struct Shared<T>(Arc<T>);
 
 impl<T> Shared<T> {
+    /// Shares a value.
+    pub fn new(value: T) -> Self {
+        Shared(Arc::new(value))
+    }
+
     /// The shared pointer inside.
     pub fn into_arc(self) -> Arc<T> {
         self.0
+    }
+}
+
+impl<T> From<Arc<T>> for Shared<T> {
+    fn from(arc: Arc<T>) -> Self {
+        Shared(arc)
     }
 }
 
@@ -355,7 +366,10 @@ impl<T: FromValue> FromValue for List<T> {
     }
 }
 
-/// A type a registered function can return: any `T: Serialize`, kept as a shared pointer.
+/// A type a registered function can return: any `T: Serialize`, kept as a shared
+/// pointer, or a [`Shared<T>`] (handed on without a copy: a function that takes
+/// `Shared<T>` and returns it passes the very same buffer along). Do not return an
+/// `Arc<T>`: it is serialized as a value of type `Arc<T>`, not `T`; use `Shared` instead.
 pub trait IntoValue {
     /// Wraps the result.
     fn into_value(self) -> Value;
@@ -364,6 +378,12 @@ pub trait IntoValue {
 impl<T: Serialize + Send + Sync + 'static> IntoValue for T {
     fn into_value(self) -> Value {
         Value::new(self)
+    }
+}
+
+impl<T: Serialize + Send + Sync + 'static> IntoValue for Shared<T> {
+    fn into_value(self) -> Value {
+        Value::from_arc(self.0)
     }
 }
 
@@ -407,6 +427,15 @@ mod tests {
         let b = big.shared::<Vec<u8>>().expect("shared");
         assert!(Arc::ptr_eq(&a.0, &b));
         assert_eq!(a.len(), 1 << 20);
+    }
+
+    #[test]
+    fn shared_results_are_handed_on_without_a_copy() {
+        let first = Value::new(vec![1_u8; 4096]);
+        let passed = Shared::<Vec<u8>>::from_value(first.clone()).expect("shared");
+        let again = passed.into_value();
+        assert!(again.ptr_eq(&first));
+        assert_eq!(again.downcast_ref::<Vec<u8>>().map(Vec::len), Some(4096));
     }
 
     #[test]

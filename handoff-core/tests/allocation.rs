@@ -449,7 +449,7 @@ impl Case {
         let mut dag = Dag::new();
         for (i, spec) in self.functions.iter().enumerate() {
             let mut f = Function::new(format!("f{i}"), "work");
-            if let Some((cpu, mem, gpu)) = spec.cost {
+            if let Some((cpu, mem, gpu)) = spec.cost.filter(|_| !spec.inline) {
                 f = f.with_cost(
                     Resources::new()
                         .cpu(f64::from(cpu) / 10.0)
@@ -595,6 +595,9 @@ proptest! {
             }
             Err(AllocationError::UnknownNode { function, node }) => {
                 prop_assert!(nodes.is_empty(), "`{}` pinned to `{}`", function, node);
+            }
+            Err(other @ AllocationError::NeverGranted { .. }) => {
+                prop_assert!(false, "planning never reports a runtime refusal: {}", other);
             }
         }
     }

@@ -360,3 +360,24 @@ fn zero_costs_are_valid() {
         .validate()
         .expect("zero is a valid amount");
 }
+
+#[test]
+fn inline_functions_cannot_have_a_cost() {
+    let err = Dag::new()
+        .with(Function::new("src", "code"))
+        .with(
+            Function::new("inl", "code")
+                .arg("src")
+                .inline()
+                .with_cost(handoff_core::Resources::new().cpu(1)),
+        )
+        .validate()
+        .expect_err("an inline function reserves nothing");
+    assert_eq!(
+        err,
+        ValidationError::InlineCost {
+            function: "inl".into()
+        }
+    );
+    assert!(err.to_string().contains("`inl`"), "{err}");
+}
