@@ -44,3 +44,8 @@ pub use handoff_core::{
     ResourceName, ResourceTracker, Resources, ResultError, Results, Shared, SimpleResourceTracker,
     ValidatedDag, ValidationError, Value, ValueError, allocate, candidates,
 };
+
+/// The README's usage example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

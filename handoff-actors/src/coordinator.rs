@@ -1,4 +1,4 @@
-//! The node's coordinator: accepts DAGs to execute and starts one [`DagRun`] actor per
+//! The node's coordinator: accepts DAGs to execute and starts one `DagRun` actor per
 //! execution. A service can hold its address and send it [`Execute`] messages.
 
 use std::sync::Arc;
@@ -85,7 +85,7 @@ pub struct Execute {
     pub options: ExecuteOptions,
 }
 
-/// Accepts DAGs and runs each in its own [`DagRun`] actor.
+/// Accepts DAGs and runs each in its own `DagRun` actor.
 pub struct Coordinator {
     node: NodeId,
     registry: Arc<Registry>,
