@@ -63,8 +63,10 @@ fn layers(width: usize, depth: usize) -> Dag {
     dag
 }
 
-fn payload(hops: usize, size: usize) -> Dag {
-    let mut dag = Dag::new().with(Function::new("p0", "blob").extra_arg(size));
+/// A buffer made once, outside the timing, passed as the first function's extra
+/// argument and handed along `hops` functions.
+fn payload(hops: usize, buffer: &bytes::Bytes) -> Dag {
+    let mut dag = Dag::new().with(Function::new("p0", "pass").extra_arg(buffer.clone()));
     for i in 1..hops {
         dag.add_function(Function::new(format!("p{i}"), "pass").arg(format!("p{}", i - 1)));
     }
@@ -117,6 +119,8 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(10);
+    let big = bytes::Bytes::from(vec![7_u8; 10 << 20]);
+    let small = bytes::Bytes::from(vec![7_u8; 10]);
     actix::System::new().block_on(async move {
         let node = start_node(NodeConfig::new("bench", registry()))
             .await
@@ -147,26 +151,27 @@ fn main() {
                 "payload 10 x 10 MB",
                 9,
                 "hop",
-                Box::new(|| payload(10, 10 << 20)),
-                Box::new(|r| {
-                    let first = r
-                        .value("p0")
-                        .expect("p0")
-                        .shared::<bytes::Bytes>()
-                        .expect("bytes");
-                    let last = r
-                        .value("p9")
-                        .expect("p9")
-                        .shared::<bytes::Bytes>()
-                        .expect("bytes");
-                    assert_eq!(first.as_ptr(), last.as_ptr(), "no copy along the chain");
+                Box::new({
+                    let big = big.clone();
+                    move || payload(10, &big)
+                }),
+                Box::new({
+                    let big = big.clone();
+                    move |r| {
+                        let last = r
+                            .value("p9")
+                            .expect("p9")
+                            .shared::<bytes::Bytes>()
+                            .expect("bytes");
+                        assert_eq!(last.as_ptr(), big.as_ptr(), "no copy along the chain");
+                    }
                 }),
             ),
             (
                 "payload 10 x 10 B",
                 9,
                 "hop",
-                Box::new(|| payload(10, 10)),
+                Box::new(move || payload(10, &small)),
                 Box::new(|r| {
                     assert_eq!(
                         r.value("p9")
