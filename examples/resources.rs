@@ -240,8 +240,10 @@ async fn real_execution() -> Result<(), BoxError> {
         .validate()?;
     match node.execute(dag, ExecuteOptions::default()).await {
         Ok(_) => return Err("a cpu 8 function cannot run on a cpu 4 node".into()),
-        Err(ExecuteError::Allocation(error)) => {
-            println!("    cpu 8 on a cpu 4 node: ExecuteError::Allocation: {error}");
+        Err(ExecuteError::Rejected { problems, .. }) => {
+            for problem in problems {
+                println!("    cpu 8 on a cpu 4 node: rejected before anything ran: {problem}");
+            }
         }
         Err(other) => return Err(other.into()),
     }

@@ -30,17 +30,18 @@
 //! ```
 
 pub use handoff_actors::{
-    Capacities, Coordinator, CountValues, DropDag, Execute, ExecuteError, ExecuteOptions,
-    ExecutionResult, ForgetDag, GetHandle, GetLocal, LocationRegistry, LookupLocation, NodeConfig,
-    NodeError, NodeHandle, NodeResources, NodeSupervisor, RegisterLocation, RegisterLocations,
-    RegisterNode, RegisteredNodes, ResourceManager, ResourcesAvailable, ResultStore, StoreValue,
-    StoreValues, WaitError, WaitFor, start_node,
+    CancellationToken, Capacities, Coordinator, CountValues, DropDag, Event, EventKind,
+    EventStream, Execute, ExecuteError, ExecuteOptions, ExecutionHandle, ExecutionResult,
+    ForgetDag, FreeValues, GetHandle, GetLocal, LocationRegistry, LookupLocation, NodeConfig,
+    NodeError, NodeHandle, NodeResources, NodeSupervisor, Problem, RegisterLocation,
+    RegisterLocations, RegisterNode, RegisteredNodes, ResourceManager, ResourcesAvailable,
+    ResultStore, StoreValue, StoreValues, Submit, WaitError, WaitFor, is_cancelled, start_node,
 };
 pub use handoff_core::{
     AllocationError, AllocationStrategy, Allocator, Amount, ArgumentInclusion, Assignments,
-    CallError, Code, CodeName, Dag, DagId, FirstAvailable, FromValue, Function, FunctionId,
-    FunctionKind, Handler, IntoValue, List, LoadBalanced, NodeCapacities, NodeId, NodeView,
-    Placement, RegisterError, RegisterNodeError, Registry, ReleaseError, RequestError,
+    Backoff, CallError, Code, CodeName, Dag, DagId, FirstAvailable, FromValue, Function,
+    FunctionId, FunctionKind, Handler, IntoValue, List, LoadBalanced, NodeCapacities, NodeId,
+    NodeView, Placement, RegisterError, RegisterNodeError, Registry, ReleaseError, RequestError,
     ResourceName, ResourceTracker, Resources, ResultError, Results, Shared, SimpleResourceTracker,
     ValidatedDag, ValidationError, Value, ValueError, allocate, candidates,
 };

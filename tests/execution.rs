@@ -535,7 +535,7 @@ async fn execute_local_ignores_costs_and_placement() {
     // The ordinary path refuses it...
     let refused = guarded("execute", node.execute(build(), ExecuteOptions::default())).await;
     assert!(
-        matches!(refused, Err(ExecuteError::Allocation(_))),
+        matches!(refused, Err(ExecuteError::Rejected { .. })),
         "{refused:?}"
     );
 

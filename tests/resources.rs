@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use common::{Gauge, Rendezvous, busy_work, guarded, seed_registry, start_local};
 use handoff::{
-    AllocationError, AllocationStrategy, Allocator, Dag, ExecuteError, ExecuteOptions, Function,
-    NodeConfig, NodeHandle, NodeId, NodeView, RegisterNodeError, Registry, ReleaseError,
-    RequestError, ResourceTracker, Resources, SimpleResourceTracker, ValidatedDag, start_node,
+    AllocationError, AllocationStrategy, Allocator, Dag, ExecuteOptions, Function, NodeConfig,
+    NodeHandle, NodeId, NodeView, Problem, RegisterNodeError, Registry, ReleaseError, RequestError,
+    ResourceTracker, Resources, SimpleResourceTracker, ValidatedDag, start_node,
 };
 
 fn local() -> NodeId {
@@ -332,8 +332,8 @@ async fn a_cost_no_node_can_hold_is_refused_before_anything_runs() {
         .await
         .expect_err("cpu 3 fits no node");
     assert_eq!(
-        err,
-        ExecuteError::Allocation(AllocationError::Unsatisfiable {
+        common::only_problem(&err),
+        Problem::Allocation(AllocationError::Unsatisfiable {
             function: "heavy".into(),
             cost: Resources::new().cpu(3).memory(100),
             best_node: Some(local()),
@@ -360,8 +360,8 @@ async fn a_resource_the_node_lacks_is_unsatisfiable() {
     let err = guarded("execute", node.execute(dag, ExecuteOptions::default()))
         .await
         .expect_err("no gpu anywhere");
-    match err {
-        ExecuteError::Allocation(AllocationError::Unsatisfiable {
+    match common::only_problem(&err) {
+        Problem::Allocation(AllocationError::Unsatisfiable {
             function,
             best_node,
             ..
@@ -388,8 +388,8 @@ async fn unknown_code_and_wrong_arity_are_typed_errors() {
         .await
         .expect_err("unknown code");
     assert_eq!(
-        err,
-        ExecuteError::UnknownCode {
+        common::only_problem(&err),
+        Problem::UnknownCode {
             function: "mystery".into(),
             code: "no_such_code".into(),
         }
@@ -408,8 +408,8 @@ async fn unknown_code_and_wrong_arity_are_typed_errors() {
         .await
         .expect_err("wrong arity");
     assert_eq!(
-        err,
-        ExecuteError::ArityMismatch {
+        common::only_problem(&err),
+        Problem::ArityMismatch {
             function: "too_many".into(),
             code: "gauged".into(),
             expected: 1,
@@ -432,7 +432,7 @@ async fn unknown_code_and_wrong_arity_are_typed_errors() {
         .await
         .expect_err("one list plus one extra arg is two arguments");
     assert!(
-        matches!(err, ExecuteError::ArityMismatch { ref function, expected: 1, given: 2, .. } if function.as_str() == "list"),
+        matches!(common::only_problem(&err), Problem::ArityMismatch { ref function, expected: 1, given: 2, .. } if function.as_str() == "list"),
         "{err:?}"
     );
     assert_eq!(gauge.finished(), 0, "nothing ran");
@@ -455,8 +455,8 @@ async fn pinning_to_an_unknown_node_is_a_typed_error() {
         .await
         .expect_err("no node `ghost`");
     assert_eq!(
-        err,
-        ExecuteError::Allocation(AllocationError::UnknownNode {
+        common::only_problem(&err),
+        Problem::Allocation(AllocationError::UnknownNode {
             function: "lost".into(),
             node: "ghost".into(),
         })
@@ -490,8 +490,8 @@ async fn pinning_to_a_node_that_cannot_run_functions_here_is_a_typed_error() {
         .expect_err("remote cannot run functions for this node");
     assert!(
         matches!(
-            err,
-            ExecuteError::Allocation(AllocationError::UnknownNode { ref function, ref node })
+            common::only_problem(&err),
+            Problem::Allocation(AllocationError::UnknownNode { ref function, ref node })
                 if function.as_str() == "there" && node.as_str() == "remote"
         ),
         "{err:?}"
@@ -564,7 +564,7 @@ async fn a_function_collocated_with_a_ghost_pinned_function_is_refused() {
         .await
         .expect_err("the group is pinned to a ghost");
     assert!(
-        matches!(err, ExecuteError::Allocation(AllocationError::UnknownNode { ref node, .. }) if node.as_str() == "ghost"),
+        matches!(common::only_problem(&err), Problem::Allocation(AllocationError::UnknownNode { ref node, .. }) if node.as_str() == "ghost"),
         "{err:?}"
     );
     assert_eq!(gauge.finished(), 0);
@@ -737,8 +737,8 @@ async fn a_custom_tracker_governs_what_may_run() {
         .expect_err("cpu 2 is above the tracker's capacity");
     assert!(
         matches!(
-            err,
-            ExecuteError::Allocation(AllocationError::Unsatisfiable { .. })
+            common::only_problem(&err),
+            Problem::Allocation(AllocationError::Unsatisfiable { .. })
         ),
         "{err:?}"
     );
@@ -988,7 +988,10 @@ async fn an_abandoned_execution_runs_on_and_gives_its_reservations_back() {
 
     let abandoned = independent(5, "gated", Some(Resources::new().cpu(1)));
     let abandoned_id = abandoned.id().clone();
-    let mut execution = Box::pin(node.execute(abandoned, ExecuteOptions::default()));
+    // Its values are kept in the store after its (unread) result is dropped, so the
+    // test can wait for them.
+    let mut execution =
+        Box::pin(node.execute(abandoned, ExecuteOptions::default().keep_values(true)));
     // The first poll hands the DAG to the coordinator; once a function of it runs,
     // the caller goes away.
     assert!(futures::poll!(execution.as_mut()).is_pending());

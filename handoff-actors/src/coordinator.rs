@@ -1,23 +1,29 @@
 //! The node's coordinator: accepts DAGs to execute and starts one `DagRun` actor per
-//! execution. A service can hold its address and send it [`Execute`] messages.
+//! execution. A service can hold its address and send it [`Execute`] or [`Submit`]
+//! messages.
 
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
 use actix::prelude::*;
 use futures::channel::oneshot;
 use handoff_core::{
-    AllocationStrategy, ArgumentInclusion, NodeId, Placement, Registry, Resources, ValidatedDag,
-    candidates,
+    AllocationStrategy, ArgumentInclusion, Backoff, DagId, FunctionId, NodeId, Placement, Registry,
+    Resources, ValidatedDag, candidates,
 };
 use tokio::sync::mpsc;
 
-use crate::error::ExecuteError;
-use crate::executor::{NO_NEXT, RunShared};
+use crate::error::{ExecuteError, Problem};
+use crate::events::{EventSink, EventStream};
+use crate::executor::{NO_NEXT, RunEvent, RunShared};
 use crate::location_registry::LocationRegistry;
 use crate::resource_manager::{Capacities, RequesterId, ResourceManager};
 use crate::result_store::ResultStore;
-use crate::run::{DagRun, ExecutionResult, RunSetup, targets};
+use crate::run::{DagRun, ExecutionResult, RunSettings, RunSetup, ranks, targets};
 
 /// How to execute a DAG.
 #[derive(Debug, Clone)]
@@ -26,10 +32,27 @@ pub struct ExecuteOptions {
     pub allocation_strategy: AllocationStrategy,
     /// How many times a failing function is retried, unless it overrides it. Default 3.
     pub max_retries: u32,
+    /// The wait before each retry, unless a function overrides it. Default: a short
+    /// exponential backoff with jitter ([`Backoff::default`]).
+    pub backoff: Backoff,
+    /// The longest an attempt may run, unless a function overrides it. Default: none.
+    pub timeout: Option<Duration>,
     /// How many functions without a cost may run at once; default: the node's setting.
     pub parallelism: Option<usize>,
     /// Ignore costs and placement and run everything on this node.
     pub local: bool,
+    /// Free each intermediate value as soon as its last consumer has finished; only
+    /// [`outputs`](Self::outputs) (or, when none are named, the sinks) are kept.
+    pub free_intermediates: bool,
+    /// The values the caller wants at the end, with `free_intermediates`.
+    pub outputs: Vec<FunctionId>,
+    /// Keep the DAG's values in the node's result store after the result is dropped
+    /// (until `drop_dag`). Default: freed with the result.
+    pub keep_values: bool,
+    /// Buffer this many events for [`ExecutionHandle::events`]; 0 = no event stream.
+    pub events: usize,
+    /// Cancel the execution when its [`ExecutionHandle`] is dropped before it ends.
+    pub cancel_on_drop: bool,
 }
 
 impl Default for ExecuteOptions {
@@ -37,8 +60,15 @@ impl Default for ExecuteOptions {
         ExecuteOptions {
             allocation_strategy: AllocationStrategy::FirstAvailable,
             max_retries: 3,
+            backoff: Backoff::default(),
+            timeout: None,
             parallelism: None,
             local: false,
+            free_intermediates: false,
+            outputs: Vec::new(),
+            keep_values: false,
+            events: 0,
+            cancel_on_drop: false,
         }
     }
 }
@@ -61,6 +91,18 @@ impl ExecuteOptions {
         self
     }
 
+    /// Sets the default wait before retries.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets the default timeout of an attempt.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
     /// Ignores costs and placement and runs everything on this node.
     pub fn local(mut self, local: bool) -> Self {
         self.local = local;
@@ -72,10 +114,43 @@ impl ExecuteOptions {
         self.parallelism = Some(parallelism);
         self
     }
+
+    /// Frees intermediate values as soon as their last consumer has finished, keeping
+    /// `outputs` (or the sinks, when `outputs` is empty).
+    pub fn free_intermediates<I, T>(mut self, outputs: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<FunctionId>,
+    {
+        self.free_intermediates = true;
+        self.outputs = outputs.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Keeps the values in the node's result store after the result is dropped.
+    pub fn keep_values(mut self, keep: bool) -> Self {
+        self.keep_values = keep;
+        self
+    }
+
+    /// Streams up to `capacity` buffered events to [`ExecutionHandle::events`].
+    pub fn events(mut self, capacity: usize) -> Self {
+        self.events = capacity;
+        self
+    }
+
+    /// Cancels the execution when its handle is dropped before it ends.
+    pub fn cancel_on_drop(mut self, cancel: bool) -> Self {
+        self.cancel_on_drop = cancel;
+        self
+    }
 }
 
 /// Executes a validated DAG; replies when every function has finished, or with the
 /// first error once nothing of the DAG runs any more.
+///
+/// If the caller stops waiting for the reply before the coordinator has taken the
+/// message, actix drops the message and the DAG never starts.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<ExecutionResult, ExecuteError>")]
 pub struct Execute {
@@ -83,6 +158,108 @@ pub struct Execute {
     pub dag: ValidatedDag,
     /// How to execute it.
     pub options: ExecuteOptions,
+}
+
+/// Starts executing a validated DAG and replies at once with its [`ExecutionHandle`]
+/// (or with the problems that keep it from ever running).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ExecutionHandle, ExecuteError>")]
+pub struct Submit {
+    /// The DAG.
+    pub dag: ValidatedDag,
+    /// How to execute it.
+    pub options: ExecuteOptions,
+}
+
+/// A running execution: await it for its outcome, read its events, or cancel it.
+///
+/// ```no_run
+/// # async fn demo(node: handoff_actors::NodeHandle, dag: handoff_core::ValidatedDag) -> Result<(), Box<dyn std::error::Error>> {
+/// use futures::StreamExt;
+/// use handoff_actors::ExecuteOptions;
+/// let mut handle = node.submit(dag, ExecuteOptions::default().events(1024)).await?;
+/// let mut events = handle.events().expect("asked for events");
+/// let watcher = actix::spawn(async move {
+///     while let Some(event) = events.next().await {
+///         println!("{:?}", event.kind);
+///     }
+/// });
+/// let outcome = handle.await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ExecutionHandle {
+    dag_id: DagId,
+    outcome: Option<oneshot::Receiver<Result<ExecutionResult, ExecuteError>>>,
+    events: Option<EventStream>,
+    control: mpsc::Sender<RunEvent>,
+    cancelled: Arc<AtomicBool>,
+    cancel_on_drop: bool,
+    node: NodeId,
+}
+
+impl ExecutionHandle {
+    /// The DAG being executed.
+    pub fn dag_id(&self) -> &DagId {
+        &self.dag_id
+    }
+
+    /// The execution's event stream (once; `None` unless [`ExecuteOptions::events`] was set).
+    pub fn events(&mut self) -> Option<EventStream> {
+        self.events.take()
+    }
+
+    /// Cancels the execution: functions not started never start, running ones are told
+    /// to stop (see `CancellationToken`), their resources are released, and the outcome
+    /// becomes [`ExecuteError::Cancelled`] with what had finished. No effect once the
+    /// execution has ended.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+        // If the channel is full, the run still sees the flag: every job it is waiting
+        // for checks it between calls and reports back, which wakes the run.
+        let _ = self.control.try_send(RunEvent::Cancel);
+    }
+
+    /// Waits for the outcome.
+    pub async fn outcome(mut self) -> Result<ExecutionResult, ExecuteError> {
+        let outcome = self.outcome.take();
+        let (node, dag) = (self.node.clone(), self.dag_id.clone());
+        match outcome {
+            Some(rx) => rx
+                .await
+                .unwrap_or(Err(ExecuteError::NodeStopped { node, dag })),
+            None => Err(ExecuteError::NodeStopped { node, dag }),
+        }
+    }
+}
+
+impl IntoFuture for ExecutionHandle {
+    type Output = Result<ExecutionResult, ExecuteError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.outcome())
+    }
+}
+
+impl Drop for ExecutionHandle {
+    fn drop(&mut self) {
+        // `outcome()` takes the receiver out: only a handle dropped unawaited cancels.
+        if self.cancel_on_drop && self.outcome.is_some() {
+            self.cancel();
+        }
+    }
+}
+
+/// Polls a oneshot as a future of the outcome.
+struct Outcome(oneshot::Receiver<Result<ExecutionResult, ExecuteError>>);
+
+impl Future for Outcome {
+    type Output = Option<Result<ExecutionResult, ExecuteError>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(Result::ok)
+    }
 }
 
 /// Accepts DAGs and runs each in its own `DagRun` actor.
@@ -115,6 +292,142 @@ impl Coordinator {
             next_requester: AtomicU64::new(0),
         }
     }
+
+    /// Checks the DAG against the registry and the nodes' capacities, then starts its run.
+    fn submit(
+        &self,
+        dag: ValidatedDag,
+        options: ExecuteOptions,
+    ) -> impl Future<Output = Result<ExecutionHandle, ExecuteError>> + 'static {
+        let dag = if options.local { dag.localized() } else { dag };
+        let mut problems = Vec::new();
+        let codes = resolve_codes(&dag, &self.registry, &mut problems);
+        let manager = self.manager.clone();
+        let (store, locations) = (self.store.clone(), self.locations.clone());
+        let node = self.node.clone();
+        let requester = RequesterId(self.next_requester.fetch_add(1, Ordering::Relaxed));
+        let parallelism = options.parallelism.unwrap_or(self.parallelism);
+        let needs_check = dag
+            .functions()
+            .iter()
+            .any(|f| f.cost().is_some() || *f.placement() != Placement::Any);
+        async move {
+            if needs_check {
+                let stopped = || ExecuteError::NodeStopped {
+                    node: node.clone(),
+                    dag: dag.id().clone(),
+                };
+                let nodes = manager.send(Capacities).await.map_err(|_| stopped())?;
+                check_feasible(&dag, &nodes, &mut problems);
+            }
+            if !problems.is_empty() {
+                return Err(ExecuteError::Rejected {
+                    dag: dag.id().clone(),
+                    problems,
+                });
+            }
+            let codes = codes.into_iter().flatten().collect();
+            Ok(start_run(
+                dag,
+                options,
+                codes,
+                node,
+                requester,
+                parallelism,
+                manager,
+                store,
+                locations,
+            ))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_run(
+    dag: ValidatedDag,
+    options: ExecuteOptions,
+    codes: Vec<handoff_core::Code>,
+    node: NodeId,
+    requester: RequesterId,
+    parallelism: usize,
+    manager: Addr<ResourceManager>,
+    store: Addr<ResultStore>,
+    locations: Addr<LocationRegistry>,
+) -> ExecutionHandle {
+    let (tx, rx) = mpsc::channel(256);
+    let (sink, stream) = match options.events {
+        0 => (None, None),
+        capacity => {
+            let (sink, stream) = EventSink::new(capacity);
+            (Some(sink), Some(stream))
+        }
+    };
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let timed =
+        |i: usize| options.timeout.is_some() || dag.function(i).timeout_override().is_some();
+    let shared = Arc::new(RunShared {
+        chain_next: chain_successors(&dag, timed),
+        codes,
+        cancelled: Arc::clone(&cancelled),
+        timestamps: sink.is_some() || tracing::enabled!(tracing::Level::DEBUG),
+        events: tx.clone(),
+        dag: dag.clone(),
+    });
+    let keep = keep_set(&dag, &options);
+    let (reply, answer) = oneshot::channel();
+    let setup = RunSetup {
+        settings: RunSettings {
+            requester,
+            node: node.clone(),
+            strategy: options.allocation_strategy,
+            max_retries: options.max_retries,
+            timeout: options.timeout,
+            backoff: options.backoff,
+            parallelism,
+            free_intermediates: options.free_intermediates,
+            keep_values: options.keep_values,
+            keep,
+            targets: targets(&dag),
+            ranks: ranks(&dag),
+        },
+        shared,
+        events: rx,
+        sink,
+        manager,
+        store,
+        locations,
+        reply,
+    };
+    DagRun::new(setup).start();
+    ExecutionHandle {
+        dag_id: dag.id().clone(),
+        outcome: Some(answer),
+        events: stream,
+        control: tx,
+        cancelled,
+        cancel_on_drop: options.cancel_on_drop,
+        node,
+    }
+}
+
+/// Which values survive `free_intermediates`: the named outputs, or every sink.
+fn keep_set(dag: &ValidatedDag, options: &ExecuteOptions) -> Vec<bool> {
+    if !options.free_intermediates {
+        return vec![true; dag.len()];
+    }
+    if options.outputs.is_empty() {
+        (0..dag.len())
+            .map(|i| dag.dependents(i).is_empty())
+            .collect()
+    } else {
+        let mut keep = vec![false; dag.len()];
+        for id in &options.outputs {
+            if let Some(i) = dag.index_of(id.as_str()) {
+                keep[i] = true;
+            }
+        }
+        keep
+    }
 }
 
 impl Actor for Coordinator {
@@ -131,40 +444,44 @@ impl Supervised for Coordinator {
     }
 }
 
-/// Resolves each function's code and checks its arity.
+/// Resolves each function's code and checks its arity; records every problem.
 fn resolve_codes(
     dag: &ValidatedDag,
     registry: &Registry,
-) -> Result<Vec<handoff_core::Code>, ExecuteError> {
+    problems: &mut Vec<Problem>,
+) -> Vec<Option<handoff_core::Code>> {
     dag.functions()
         .iter()
         .map(|f| {
-            let code = registry
-                .get(f.code().as_str())
-                .map_err(|_| ExecuteError::UnknownCode {
+            let Ok(code) = registry.get(f.code().as_str()) else {
+                problems.push(Problem::UnknownCode {
                     function: f.id().clone(),
                     code: f.code().clone(),
-                })?;
+                });
+                return None;
+            };
             let given = match f.argument_inclusion() {
                 ArgumentInclusion::Variadic => f.arg_ids().len(),
                 ArgumentInclusion::AsList => 1,
             } + f.extra_args().len();
             if code.arity() != given {
-                return Err(ExecuteError::ArityMismatch {
+                problems.push(Problem::ArityMismatch {
                     function: f.id().clone(),
                     code: f.code().clone(),
                     expected: code.arity(),
                     given,
                 });
+                return None;
             }
-            Ok(code.clone())
+            Some(code.clone())
         })
         .collect()
 }
 
 /// For each function, the dependent that runs right after it on the same thread: one
-/// whose only dependency it is, with the same cost and no placement of its own.
-fn chain_successors(dag: &ValidatedDag) -> Vec<u32> {
+/// whose only dependency it is, with the same cost, no placement of its own, and
+/// neither of them with a timeout.
+fn chain_successors(dag: &ValidatedDag, timed: impl Fn(usize) -> bool) -> Vec<u32> {
     // A collocation root others follow must go through placement itself.
     let mut followed = vec![false; dag.len()];
     for i in 0..dag.len() {
@@ -182,19 +499,20 @@ fn chain_successors(dag: &ValidatedDag) -> Vec<u32> {
             || is_followed
             || *f.placement() != Placement::Any
             || dag.collocation_root(s) != s
+            || timed(s)
         {
             continue;
         }
         let p = deps[0] as usize;
-        if next[p] == NO_NEXT && dag.function(p).cost() == f.cost() {
+        if next[p] == NO_NEXT && !timed(p) && dag.function(p).cost() == f.cost() {
             next[p] = s as u32;
         }
     }
     next
 }
 
-/// Fails early when a function could never be placed on the nodes that can run functions.
-fn check_feasible(dag: &ValidatedDag, nodes: &[(NodeId, Resources)]) -> Result<(), ExecuteError> {
+/// Records every function that could never be placed on the nodes that can run functions.
+fn check_feasible(dag: &ValidatedDag, nodes: &[(NodeId, Resources)], problems: &mut Vec<Problem>) {
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); dag.len()];
     for i in 0..dag.len() {
         if !dag.function(i).is_inline() {
@@ -206,72 +524,58 @@ fn check_feasible(dag: &ValidatedDag, nodes: &[(NodeId, Resources)]) -> Result<(
             Placement::Pinned(node) => Some(node),
             _ => None,
         };
+        let before = problems.len();
         for &m in group {
             let f = dag.function(m);
             let costs: Vec<&Resources> = f.cost().into_iter().collect();
-            candidates(f.id(), &costs, nodes, pinned)?;
+            if let Err(error) = candidates(f.id(), &costs, nodes, pinned) {
+                // One unknown pinned node is reported once per group.
+                let repeat = matches!(error, handoff_core::AllocationError::UnknownNode { .. })
+                    && problems.len() > before;
+                if !repeat {
+                    problems.push(Problem::Allocation(error));
+                }
+            }
         }
-        let costs: Vec<&Resources> = group
-            .iter()
-            .filter_map(|&m| dag.function(m).cost())
-            .collect();
-        candidates(dag.function(root).id(), &costs, nodes, pinned)?;
+        if problems.len() == before && group.len() > 1 {
+            let costs: Vec<&Resources> = group
+                .iter()
+                .filter_map(|&m| dag.function(m).cost())
+                .collect();
+            if let Err(error) = candidates(dag.function(root).id(), &costs, nodes, pinned) {
+                problems.push(Problem::Allocation(error));
+            }
+        }
     }
-    Ok(())
+}
+
+impl Handler<Submit> for Coordinator {
+    type Result = ResponseFuture<Result<ExecutionHandle, ExecuteError>>;
+
+    fn handle(&mut self, msg: Submit, _ctx: &mut Self::Context) -> Self::Result {
+        Box::pin(self.submit(msg.dag, msg.options))
+    }
 }
 
 impl Handler<Execute> for Coordinator {
     type Result = ResponseFuture<Result<ExecutionResult, ExecuteError>>;
 
     fn handle(&mut self, msg: Execute, _ctx: &mut Self::Context) -> Self::Result {
-        let Execute { dag, options } = msg;
-        let dag = if options.local { dag.localized() } else { dag };
-        let span = tracing::debug_span!("execute", dag = %dag.id(), functions = dag.len());
-        let _enter = span.enter();
-        let codes = match resolve_codes(&dag, &self.registry) {
-            Ok(codes) => codes,
-            Err(error) => return Box::pin(async move { Err(error) }),
+        let options = ExecuteOptions {
+            cancel_on_drop: false,
+            ..msg.options
         };
-        let (tx, rx) = mpsc::channel(256);
-        let shared = Arc::new(RunShared {
-            chain_next: chain_successors(&dag),
-            codes,
-            cancelled: AtomicBool::new(false),
-            events: tx,
-            dag: dag.clone(),
-        });
-        let (reply, answer) = oneshot::channel();
-        let setup = RunSetup {
-            targets: targets(&dag),
-            shared,
-            events: rx,
-            requester: RequesterId(self.next_requester.fetch_add(1, Ordering::Relaxed)),
-            node: self.node.clone(),
-            strategy: options.allocation_strategy,
-            max_retries: options.max_retries,
-            parallelism: options.parallelism.unwrap_or(self.parallelism),
-            manager: self.manager.clone(),
-            store: self.store.clone(),
-            locations: self.locations.clone(),
-            reply,
-        };
-        let manager = self.manager.clone();
-        let node = self.node.clone();
-        let needs_check = dag
-            .functions()
-            .iter()
-            .any(|f| f.cost().is_some() || *f.placement() != Placement::Any);
+        let submitted = self.submit(msg.dag, options);
         Box::pin(async move {
-            let stopped = || ExecuteError::NodeStopped {
-                node: node.clone(),
-                dag: dag.id().clone(),
-            };
-            if needs_check {
-                let nodes = manager.send(Capacities).await.map_err(|_| stopped())?;
-                check_feasible(&dag, &nodes)?;
+            let mut handle = submitted.await?;
+            let node = handle.node.clone();
+            let dag = handle.dag_id.clone();
+            match handle.outcome.take() {
+                Some(rx) => Outcome(rx)
+                    .await
+                    .unwrap_or(Err(ExecuteError::NodeStopped { node, dag })),
+                None => Err(ExecuteError::NodeStopped { node, dag }),
             }
-            DagRun::new(setup).start();
-            answer.await.map_err(|_| stopped())?
         })
     }
 }

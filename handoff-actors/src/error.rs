@@ -1,10 +1,10 @@
 //! Errors of the node's operations.
 
-use handoff_core::{AllocationError, CallError, CodeName, DagId, FunctionId, NodeId};
+use handoff_core::{AllocationError, CallError, CodeName, DagId, FunctionId, NodeId, Results};
 
-/// Why an execution failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ExecuteError {
+/// Something that keeps a DAG from ever running, found before anything starts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum Problem {
     /// A function names code that is not in the node's registry.
     #[error("`{function}` runs `{code}`, which is not registered on this node")]
     UnknownCode {
@@ -25,8 +25,25 @@ pub enum ExecuteError {
         /// How many arguments the function passes (dependencies, or one list, plus extra args).
         given: usize,
     },
-    /// A function cannot be placed: its cost fits no node, or it is pinned to a node
+    /// A function can never be placed: its cost fits no node, or it is pinned to a node
     /// functions cannot run on.
+    #[error(transparent)]
+    Allocation(AllocationError),
+}
+
+/// Why an execution failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecuteError {
+    /// The DAG can never run; every problem found is listed. Nothing ran.
+    #[error("DAG `{dag}` cannot run: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Rejected {
+        /// The DAG.
+        dag: DagId,
+        /// Every problem found, in topological order of the functions.
+        problems: Vec<Problem>,
+    },
+    /// A function could no longer be placed while the DAG ran (a node's capacity was
+    /// registered again, smaller; or nothing could ever grant it).
     #[error(transparent)]
     Allocation(#[from] AllocationError),
     /// A function failed on every attempt; the rest of the DAG was stopped.
@@ -39,6 +56,15 @@ pub enum ExecuteError {
         /// The error of the last attempt.
         #[source]
         last_error: CallError,
+    },
+    /// The execution was cancelled; `finished` holds the results of the functions that
+    /// had finished by then.
+    #[error("the execution of DAG `{dag}` was cancelled after {} function(s) finished", finished.len())]
+    Cancelled {
+        /// The DAG.
+        dag: DagId,
+        /// What had finished.
+        finished: Results,
     },
     /// An actor of the node stopped while the execution needed it.
     #[error("node `{node}` stopped during the execution of DAG `{dag}`")]

@@ -5,18 +5,21 @@
 //! holds one worker slot (or one resource reservation) and runs a batch of ready calls
 //! back to back; after each successful call it runs the function's *chain successor*
 //! (a dependent whose only dependency is that call, with the same cost and no
-//! placement of its own) right away, on the same thread, instead of handing the result
-//! back to the coordinator first. Outcomes go back to the coordinator in one message
-//! per job.
+//! placement or timeout of its own) right away, on the same thread, instead of handing
+//! the result back to the coordinator first. Outcomes go back to the coordinator in one
+//! message per job.
 //!
 //! Not an actor per call: starting an actor costs microseconds and a message round
 //! trip ~0.4 µs, while the budget for a trivial function is under 1 µs all included.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use handoff_core::{ArgumentInclusion, CallError, Code, NodeId, ValidatedDag, Value};
 use tokio::sync::mpsc;
+
+use crate::events::now_micros;
 
 /// `chain_next` marker for "no chain successor".
 pub(crate) const NO_NEXT: u32 = u32::MAX;
@@ -28,7 +31,10 @@ pub(crate) struct RunShared {
     pub(crate) codes: Vec<Code>,
     /// The chain successor of each function, or [`NO_NEXT`].
     pub(crate) chain_next: Vec<u32>,
-    pub(crate) cancelled: AtomicBool,
+    /// Set when the execution is cancelled or has failed.
+    pub(crate) cancelled: Arc<AtomicBool>,
+    /// Record when each call starts and ends (for events).
+    pub(crate) timestamps: bool,
     pub(crate) events: mpsc::Sender<RunEvent>,
 }
 
@@ -41,7 +47,7 @@ pub(crate) struct Call {
 }
 
 /// What a job holds while it runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Hold {
     /// One of the execution's worker slots (functions without a cost).
     Slot,
@@ -51,25 +57,29 @@ pub(crate) enum Hold {
 
 /// A batch of calls run back to back on one thread.
 pub(crate) struct Job {
+    pub(crate) id: u64,
     pub(crate) calls: Vec<Call>,
-    pub(crate) hold: Hold,
     pub(crate) node: NodeId,
+    /// Set when this job's attempt timed out.
+    pub(crate) token: Arc<AtomicBool>,
 }
 
 /// The outcome of one attempt.
 pub(crate) struct Outcome {
     pub(crate) index: u32,
     pub(crate) attempt: u32,
+    pub(crate) started_micros: u64,
+    pub(crate) finished_micros: u64,
     pub(crate) result: Result<Value, CallError>,
 }
 
 /// What a job reports when it ends.
 pub(crate) struct JobReport {
+    pub(crate) job: u64,
     pub(crate) outcomes: Vec<Outcome>,
     /// Calls of the batch that were not started: the job stops at the first failure
     /// (or when the execution is cancelled) and hands the rest back.
     pub(crate) unrun: Vec<u32>,
-    pub(crate) hold: Hold,
     pub(crate) node: NodeId,
 }
 
@@ -79,6 +89,57 @@ pub(crate) enum RunEvent {
     Finished(JobReport),
     /// Reservations were granted or refused.
     Reserved(Vec<crate::resource_manager::Grant>),
+    /// The caller asked to cancel the execution.
+    Cancel,
+}
+
+/// Tells user code whether its call should stop: the execution was cancelled, or the
+/// attempt ran past its timeout. Cooperative: Handoff cannot stop a running thread.
+///
+/// ```
+/// use handoff_actors::CancellationToken;
+/// // Outside a call there is no token.
+/// assert!(CancellationToken::current().is_none());
+/// assert!(!handoff_actors::is_cancelled());
+/// ```
+#[derive(Debug, Clone)]
+pub struct CancellationToken {
+    run: Arc<AtomicBool>,
+    attempt: Arc<AtomicBool>,
+}
+
+impl CancellationToken {
+    /// The token of the call running on this thread, if any.
+    pub fn current() -> Option<CancellationToken> {
+        CURRENT.with(|c| c.borrow().clone())
+    }
+
+    /// True once the call should stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.run.load(Ordering::Relaxed) || self.attempt.load(Ordering::Relaxed)
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<CancellationToken>> = const { RefCell::new(None) };
+}
+
+/// True when the call running on this thread should stop (see [`CancellationToken`]).
+pub fn is_cancelled() -> bool {
+    CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
+    })
+}
+
+/// Clears the thread's token when the job ends, even if it unwinds.
+struct TokenScope;
+
+impl Drop for TokenScope {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.borrow_mut().take());
+    }
 }
 
 impl RunShared {
@@ -88,19 +149,37 @@ impl RunShared {
         tokio::task::spawn_blocking(move || shared.run(job));
     }
 
+    fn stopped(&self, token: &AtomicBool) -> bool {
+        self.cancelled.load(Ordering::Relaxed) || token.load(Ordering::Relaxed)
+    }
+
     fn run(&self, job: Job) {
-        let Job { calls, hold, node } = job;
+        let Job {
+            id,
+            calls,
+            node,
+            token,
+        } = job;
+        CURRENT.with(|c| {
+            *c.borrow_mut() = Some(CancellationToken {
+                run: Arc::clone(&self.cancelled),
+                attempt: Arc::clone(&token),
+            })
+        });
+        let scope = TokenScope;
         let mut outcomes = Vec::with_capacity(calls.len());
         let mut calls = calls.into_iter();
         let mut next: Option<Call> = None;
         loop {
-            if self.cancelled.load(Ordering::Relaxed) {
+            if self.stopped(&token) {
                 break;
             }
             let Some(call) = next.take().or_else(|| calls.next()) else {
                 break;
             };
+            let started_micros = if self.timestamps { now_micros() } else { 0 };
             let result = self.call(&call);
+            let finished_micros = if self.timestamps { now_micros() } else { 0 };
             let failed = result.is_err();
             if let Ok(value) = &result {
                 let successor = self.chain_next[call.index as usize];
@@ -115,19 +194,22 @@ impl RunShared {
             outcomes.push(Outcome {
                 index: call.index,
                 attempt: call.attempt,
+                started_micros,
+                finished_micros,
                 result,
             });
             if failed {
                 break;
             }
         }
+        drop(scope);
         // A chain successor not yet started was never dispatched by the coordinator,
         // so it is handed back like the rest of the batch.
         let unrun = next.into_iter().chain(calls).map(|c| c.index).collect();
         let report = JobReport {
+            job: id,
             outcomes,
             unrun,
-            hold,
             node,
         };
         if self
@@ -135,10 +217,9 @@ impl RunShared {
             .blocking_send(RunEvent::Finished(report))
             .is_err()
         {
-            tracing::error!(
-                dag = %self.dag.id(),
-                "the coordinator of this execution stopped before its job ended"
-            );
+            // The coordinator has gone: it was cancelled, or the attempt timed out and
+            // the execution ended without waiting for this thread.
+            tracing::debug!(dag = %self.dag.id(), job = id, "a job ended after its execution");
         }
     }
 

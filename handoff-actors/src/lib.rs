@@ -31,15 +31,19 @@
 
 mod coordinator;
 mod error;
+mod events;
 mod executor;
 mod location_registry;
 mod node;
 mod resource_manager;
 mod result_store;
 mod run;
+mod supervision;
 
-pub use coordinator::{Coordinator, Execute, ExecuteOptions};
-pub use error::{ExecuteError, NodeError};
+pub use coordinator::{Coordinator, Execute, ExecuteOptions, ExecutionHandle, Submit};
+pub use error::{ExecuteError, NodeError, Problem};
+pub use events::{Event, EventKind, EventStream};
+pub use executor::{CancellationToken, is_cancelled};
 pub use location_registry::{
     ForgetDag, LocationRegistry, LookupLocation, RegisterLocation, RegisterLocations,
 };
@@ -48,6 +52,11 @@ pub use resource_manager::{
     Capacities, NodeResources, RegisterNode, RegisteredNodes, ResourceManager, ResourcesAvailable,
 };
 pub use result_store::{
-    CountValues, DropDag, GetLocal, ResultStore, StoreValue, StoreValues, WaitError, WaitFor,
+    CountValues, DropDag, FreeValues, GetLocal, ResultStore, StoreValue, StoreValues, WaitError,
+    WaitFor,
 };
 pub use run::ExecutionResult;
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub use supervision::Crash;
+pub use supervision::{CountRestarts, Panicked};

@@ -5,6 +5,13 @@ use std::collections::HashMap;
 use actix::prelude::*;
 use handoff_core::{DagId, FunctionId, NodeId};
 
+use crate::supervision::{CountRestarts, guarded};
+#[cfg(feature = "fault-injection")]
+use crate::supervision::{Crash, Panicked};
+
+/// The actor's name in logs and in [`Panicked`](crate::Panicked).
+const ACTOR: &str = "location registry";
+
 /// Records where a value lives.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -46,9 +53,13 @@ pub struct ForgetDag {
 }
 
 /// Maps `(dag, value)` to the node holding the value.
+///
+/// A panic in one of its handlers stops it, and its supervisor restarts it with the
+/// locations kept.
 #[derive(Default)]
 pub struct LocationRegistry {
     locations: HashMap<DagId, HashMap<FunctionId, NodeId>>,
+    restarts: u32,
 }
 
 impl Actor for LocationRegistry {
@@ -61,44 +72,78 @@ impl Actor for LocationRegistry {
 
 impl Supervised for LocationRegistry {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
-        tracing::warn!("location registry restarting; locations kept");
+        self.restarts = self.restarts.saturating_add(1);
+        tracing::warn!(
+            restarts = self.restarts,
+            "location registry restarting; locations kept"
+        );
     }
 }
 
 impl Handler<RegisterLocation> for LocationRegistry {
     type Result = ();
 
-    fn handle(&mut self, msg: RegisterLocation, _ctx: &mut Self::Context) {
-        self.locations
-            .entry(msg.dag)
-            .or_default()
-            .insert(msg.id, msg.node);
+    fn handle(&mut self, msg: RegisterLocation, ctx: &mut Self::Context) {
+        let _ = guarded(ACTOR, ctx, || {
+            self.locations
+                .entry(msg.dag)
+                .or_default()
+                .insert(msg.id, msg.node);
+        });
     }
 }
 
 impl Handler<RegisterLocations> for LocationRegistry {
     type Result = ();
 
-    fn handle(&mut self, msg: RegisterLocations, _ctx: &mut Self::Context) {
-        self.locations
-            .entry(msg.dag)
-            .or_default()
-            .extend(msg.locations);
+    fn handle(&mut self, msg: RegisterLocations, ctx: &mut Self::Context) {
+        let _ = guarded(ACTOR, ctx, || {
+            self.locations
+                .entry(msg.dag)
+                .or_default()
+                .extend(msg.locations);
+        });
     }
 }
 
 impl Handler<LookupLocation> for LocationRegistry {
     type Result = Option<NodeId>;
 
-    fn handle(&mut self, msg: LookupLocation, _ctx: &mut Self::Context) -> Self::Result {
-        self.locations.get(&msg.dag)?.get(&msg.id).cloned()
+    fn handle(&mut self, msg: LookupLocation, ctx: &mut Self::Context) -> Self::Result {
+        guarded(ACTOR, ctx, || {
+            self.locations.get(&msg.dag)?.get(&msg.id).cloned()
+        })
+        .ok()
+        .flatten()
     }
 }
 
 impl Handler<ForgetDag> for LocationRegistry {
     type Result = usize;
 
-    fn handle(&mut self, msg: ForgetDag, _ctx: &mut Self::Context) -> usize {
-        self.locations.remove(&msg.dag).map_or(0, |l| l.len())
+    fn handle(&mut self, msg: ForgetDag, ctx: &mut Self::Context) -> usize {
+        guarded(ACTOR, ctx, || {
+            self.locations.remove(&msg.dag).map_or(0, |l| l.len())
+        })
+        .unwrap_or(0)
+    }
+}
+
+impl Handler<CountRestarts> for LocationRegistry {
+    type Result = u32;
+
+    fn handle(&mut self, _msg: CountRestarts, _ctx: &mut Self::Context) -> u32 {
+        self.restarts
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<Crash> for LocationRegistry {
+    type Result = Result<(), Panicked>;
+
+    fn handle(&mut self, _msg: Crash, ctx: &mut Self::Context) -> Self::Result {
+        guarded(ACTOR, ctx, || {
+            panic!("fault injection: `Crash` sent to the {ACTOR}")
+        })
     }
 }

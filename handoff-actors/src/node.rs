@@ -9,7 +9,7 @@ use handoff_core::{
     ValidatedDag, Value,
 };
 
-use crate::coordinator::{Coordinator, Execute, ExecuteOptions};
+use crate::coordinator::{Coordinator, Execute, ExecuteOptions, ExecutionHandle, Submit};
 use crate::error::{ExecuteError, NodeError};
 use crate::location_registry::{LocationRegistry, LookupLocation, RegisterLocation};
 use crate::resource_manager::{
@@ -233,6 +233,24 @@ impl NodeHandle {
         let dag_id = dag.id().clone();
         self.coordinator
             .send(Execute { dag, options })
+            .await
+            .map_err(|_| ExecuteError::NodeStopped {
+                node: self.id.clone(),
+                dag: dag_id,
+            })?
+    }
+
+    /// Starts executing a validated DAG and returns its handle: await it for the
+    /// outcome, read its events, or cancel it. Problems that keep the DAG from ever
+    /// running are reported here, all at once, before anything starts.
+    pub async fn submit(
+        &self,
+        dag: ValidatedDag,
+        options: ExecuteOptions,
+    ) -> Result<ExecutionHandle, ExecuteError> {
+        let dag_id = dag.id().clone();
+        self.coordinator
+            .send(Submit { dag, options })
             .await
             .map_err(|_| ExecuteError::NodeStopped {
                 node: self.id.clone(),

@@ -2,7 +2,8 @@
 //! execution's allocator, reserves all-or-nothing, and queues requests that do not fit
 //! yet until capacity is released.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap};
 
 use actix::prelude::*;
 use handoff_core::{
@@ -28,10 +29,19 @@ pub(crate) enum Target {
     Group { root: u32, pinned: Option<NodeId> },
 }
 
+/// How urgent a request is: higher priority first, then the longer remaining path to a
+/// sink (critical path first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Rank {
+    pub(crate) priority: i32,
+    pub(crate) path: u32,
+}
+
 /// One function's reservation request.
 #[derive(Debug, Clone)]
 pub(crate) struct Request {
     pub(crate) index: u32,
+    pub(crate) rank: Rank,
     pub(crate) function: FunctionId,
     pub(crate) cost: Resources,
     pub(crate) target: Target,
@@ -130,7 +140,9 @@ pub struct ResourceManager {
     /// Nodes functions can be sent to; only the local node until the network layer
     /// adds peers.
     executable: Vec<NodeId>,
-    waiters: VecDeque<Waiter>,
+    /// Queued requests, most urgent first (then oldest first).
+    waiters: BTreeMap<(Reverse<Rank>, u64), Waiter>,
+    next_waiter: u64,
     groups: HashMap<(RequesterId, u32), NodeId>,
     /// Reservations granted and not yet released.
     held: HashMap<GrantId, (RequesterId, NodeId, Resources)>,
@@ -143,7 +155,8 @@ impl ResourceManager {
             tracker,
             executable: vec![local.clone()],
             local,
-            waiters: VecDeque::new(),
+            waiters: BTreeMap::new(),
+            next_waiter: 0,
             groups: HashMap::new(),
             held: HashMap::new(),
             next_grant: 0,
@@ -280,7 +293,7 @@ impl ResourceManager {
 
     /// Drops an execution's queued requests and gives back everything it holds.
     fn withdraw(&mut self, requester: RequesterId, ctx: &mut Context<Self>) {
-        self.waiters.retain(|w| w.requester != requester);
+        self.waiters.retain(|_, w| w.requester != requester);
         self.groups.retain(|(r, _), _| *r != requester);
         let held: Vec<GrantId> = self
             .held
@@ -296,11 +309,14 @@ impl ResourceManager {
         }
     }
 
-    /// Grants queued requests that fit now, oldest first.
+    /// Grants queued requests that fit now, most urgent first.
     fn retry_waiters(&mut self, ctx: &mut Context<Self>) {
-        let mut still = VecDeque::with_capacity(self.waiters.len());
         let mut granted: Vec<(RequesterId, mpsc::Sender<RunEvent>, Vec<Grant>)> = Vec::new();
-        while let Some(waiter) = self.waiters.pop_front() {
+        let keys: Vec<(Reverse<Rank>, u64)> = self.waiters.keys().copied().collect();
+        for key in keys {
+            let Some(waiter) = self.waiters.remove(&key) else {
+                continue;
+            };
             if waiter.notify.is_closed() {
                 continue;
             }
@@ -309,13 +325,20 @@ impl ResourceManager {
                     Some((_, _, grants)) => grants.push(grant),
                     None => granted.push((waiter.requester, waiter.notify, vec![grant])),
                 },
-                None => still.push_back(waiter),
+                None => {
+                    self.waiters.insert(key, waiter);
+                }
             }
         }
-        self.waiters = still;
         for (requester, notify, grants) in granted {
             self.deliver(requester, notify, grants, ctx);
         }
+    }
+
+    fn enqueue(&mut self, waiter: Waiter) {
+        let key = (Reverse(waiter.request.rank), self.next_waiter);
+        self.next_waiter += 1;
+        self.waiters.insert(key, waiter);
     }
 }
 
@@ -347,7 +370,7 @@ impl Handler<Reserve> for ResourceManager {
         for request in requests {
             match self.try_grant(requester, &request, &strategy) {
                 Some(grant) => grants.push(grant),
-                None => self.waiters.push_back(Waiter {
+                None => self.enqueue(Waiter {
                     requester,
                     request,
                     strategy: strategy.clone(),

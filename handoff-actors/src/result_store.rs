@@ -7,6 +7,13 @@ use actix::prelude::*;
 use futures::channel::oneshot;
 use handoff_core::{DagId, FunctionId, Value};
 
+use crate::supervision::{CountRestarts, guarded};
+#[cfg(feature = "fault-injection")]
+use crate::supervision::{Crash, Panicked};
+
+/// The actor's name in logs and in [`Panicked`](crate::Panicked).
+const ACTOR: &str = "result store";
+
 /// Why a value could not be had in time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WaitError {
@@ -23,6 +30,15 @@ pub enum WaitError {
     /// The DAG's values were dropped while waiting.
     #[error("the values of DAG `{dag}` were dropped while waiting for `{id}`")]
     Dropped {
+        /// The DAG.
+        dag: DagId,
+        /// The value.
+        id: FunctionId,
+    },
+    /// The result store panicked while handling the wait and restarted; the values it held
+    /// are kept, so asking again may succeed.
+    #[error("the result store restarted while waiting for `{id}` of DAG `{dag}`")]
+    StoreRestarted {
         /// The DAG.
         dag: DagId,
         /// The value.
@@ -90,10 +106,14 @@ pub struct CountValues;
 type Waiters = Vec<oneshot::Sender<Value>>;
 
 /// Holds values by DAG, and the callers waiting for values not stored yet.
+///
+/// A panic in one of its handlers stops it, and its supervisor restarts it with the
+/// values (and the callers waiting) kept.
 #[derive(Default)]
 pub struct ResultStore {
     values: HashMap<DagId, HashMap<FunctionId, Value>>,
     waiting: HashMap<DagId, HashMap<FunctionId, Waiters>>,
+    restarts: u32,
 }
 
 impl ResultStore {
@@ -120,59 +140,77 @@ impl Actor for ResultStore {
 
 impl Supervised for ResultStore {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
-        tracing::warn!("result store restarting; stored values kept");
+        self.restarts = self.restarts.saturating_add(1);
+        tracing::warn!(
+            restarts = self.restarts,
+            "result store restarting; stored values kept"
+        );
     }
 }
 
 impl Handler<StoreValue> for ResultStore {
     type Result = ();
 
-    fn handle(&mut self, msg: StoreValue, _ctx: &mut Self::Context) {
-        self.store(&msg.dag, msg.id, msg.value);
+    fn handle(&mut self, msg: StoreValue, ctx: &mut Self::Context) {
+        let _ = guarded(ACTOR, ctx, || self.store(&msg.dag, msg.id, msg.value));
     }
 }
 
 impl Handler<StoreValues> for ResultStore {
     type Result = ();
 
-    fn handle(&mut self, msg: StoreValues, _ctx: &mut Self::Context) {
-        let has_waiters = self.waiting.get(&msg.dag).is_some_and(|w| !w.is_empty());
-        if has_waiters {
-            for (id, value) in msg.values {
-                self.store(&msg.dag, id, value);
+    fn handle(&mut self, msg: StoreValues, ctx: &mut Self::Context) {
+        let _ = guarded(ACTOR, ctx, || {
+            let has_waiters = self.waiting.get(&msg.dag).is_some_and(|w| !w.is_empty());
+            if has_waiters {
+                for (id, value) in msg.values {
+                    self.store(&msg.dag, id, value);
+                }
+            } else {
+                self.values.entry(msg.dag).or_default().extend(msg.values);
             }
-        } else {
-            self.values.entry(msg.dag).or_default().extend(msg.values);
-        }
+        });
     }
 }
 
 impl Handler<GetLocal> for ResultStore {
     type Result = Option<Value>;
 
-    fn handle(&mut self, msg: GetLocal, _ctx: &mut Self::Context) -> Self::Result {
-        self.values.get(&msg.dag)?.get(&msg.id).cloned()
+    fn handle(&mut self, msg: GetLocal, ctx: &mut Self::Context) -> Self::Result {
+        guarded(ACTOR, ctx, || {
+            self.values.get(&msg.dag)?.get(&msg.id).cloned()
+        })
+        .ok()
+        .flatten()
     }
 }
 
 impl Handler<WaitFor> for ResultStore {
     type Result = ResponseFuture<Result<Value, WaitError>>;
 
-    fn handle(&mut self, msg: WaitFor, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: WaitFor, ctx: &mut Self::Context) -> Self::Result {
         let WaitFor { dag, id, timeout } = msg;
-        if let Some(value) = self.values.get(&dag).and_then(|v| v.get(&id)) {
-            let value = value.clone();
-            return Box::pin(async move { Ok(value) });
-        }
-        let (tx, rx) = oneshot::channel();
-        let waiters = self
-            .waiting
-            .entry(dag.clone())
-            .or_default()
-            .entry(id.clone())
-            .or_default();
-        waiters.retain(|w| !w.is_canceled());
-        waiters.push(tx);
+        let found = guarded(ACTOR, ctx, || {
+            if let Some(value) = self.values.get(&dag).and_then(|v| v.get(&id)) {
+                return Ok(value.clone());
+            }
+            let (tx, rx) = oneshot::channel();
+            let waiters = self
+                .waiting
+                .entry(dag.clone())
+                .or_default()
+                .entry(id.clone())
+                .or_default();
+            waiters.retain(|w| !w.is_canceled());
+            waiters.push(tx);
+            Err(rx)
+        });
+        let rx = match found {
+            Ok(Ok(value)) => return Box::pin(async move { Ok(value) }),
+            Ok(Err(rx)) => rx,
+            Err(_) => return Box::pin(async move { Err(WaitError::StoreRestarted { dag, id }) }),
+        };
+        // Awaited outside the actor: a panic here could not reach its thread.
         Box::pin(async move {
             match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(value)) => Ok(value),
@@ -186,16 +224,71 @@ impl Handler<WaitFor> for ResultStore {
 impl Handler<DropDag> for ResultStore {
     type Result = usize;
 
-    fn handle(&mut self, msg: DropDag, _ctx: &mut Self::Context) -> usize {
-        self.waiting.remove(&msg.dag);
-        self.values.remove(&msg.dag).map_or(0, |v| v.len())
+    fn handle(&mut self, msg: DropDag, ctx: &mut Self::Context) -> usize {
+        guarded(ACTOR, ctx, || {
+            self.waiting.remove(&msg.dag);
+            self.values.remove(&msg.dag).map_or(0, |v| v.len())
+        })
+        .unwrap_or(0)
+    }
+}
+
+/// Frees some values of a DAG (their last consumer has finished); replies how many
+/// were held.
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct FreeValues {
+    /// The DAG.
+    pub dag: DagId,
+    /// The values to free.
+    pub ids: Vec<FunctionId>,
+}
+
+impl Handler<FreeValues> for ResultStore {
+    type Result = usize;
+
+    fn handle(&mut self, msg: FreeValues, ctx: &mut Self::Context) -> usize {
+        guarded(ACTOR, ctx, || {
+            let Some(values) = self.values.get_mut(&msg.dag) else {
+                return 0;
+            };
+            let freed = msg
+                .ids
+                .iter()
+                .filter(|id| values.remove(*id).is_some())
+                .count();
+            if values.is_empty() {
+                self.values.remove(&msg.dag);
+            }
+            freed
+        })
+        .unwrap_or(0)
     }
 }
 
 impl Handler<CountValues> for ResultStore {
     type Result = usize;
 
-    fn handle(&mut self, _msg: CountValues, _ctx: &mut Self::Context) -> usize {
-        self.values.values().map(HashMap::len).sum()
+    fn handle(&mut self, _msg: CountValues, ctx: &mut Self::Context) -> usize {
+        guarded(ACTOR, ctx, || self.values.values().map(HashMap::len).sum()).unwrap_or(0)
+    }
+}
+
+impl Handler<CountRestarts> for ResultStore {
+    type Result = u32;
+
+    fn handle(&mut self, _msg: CountRestarts, _ctx: &mut Self::Context) -> u32 {
+        self.restarts
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<Crash> for ResultStore {
+    type Result = Result<(), Panicked>;
+
+    fn handle(&mut self, _msg: Crash, ctx: &mut Self::Context) -> Self::Result {
+        guarded(ACTOR, ctx, || {
+            panic!("fault injection: `Crash` sent to the {ACTOR}")
+        })
     }
 }

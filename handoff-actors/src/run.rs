@@ -1,35 +1,45 @@
 //! The coordinator of one DAG execution: tracks readiness, asks for reservations,
-//! dispatches jobs, handles outcomes and retries, and replies once.
+//! dispatches jobs, handles outcomes, timeouts, retries and cancellation, emits the
+//! execution's events, and replies once.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use actix::prelude::*;
 use futures::channel::oneshot;
 use handoff_core::{
-    AllocationStrategy, FunctionId, NodeId, Placement, Results, ValidatedDag, Value,
+    AllocationStrategy, Backoff, CallError, DagId, FunctionId, NodeId, Placement, Results,
+    ValidatedDag, Value,
 };
 use tokio::sync::mpsc;
 
 use crate::error::ExecuteError;
+use crate::events::{Event, EventKind, EventSink, now_micros};
 use crate::executor::{Call, Hold, Job, JobReport, RunEvent, RunShared};
-use crate::location_registry::{LocationRegistry, RegisterLocations};
+use crate::location_registry::{ForgetDag, LocationRegistry, RegisterLocations};
 use crate::resource_manager::{
-    Release, Request, RequesterId, Reserve, ResourceManager, Target, Withdraw,
+    Grant, Rank, Release, Request, RequesterId, Reserve, ResourceManager, Target, Withdraw,
 };
-use crate::result_store::{ResultStore, StoreValues};
+use crate::result_store::{DropDag, FreeValues, ResultStore, StoreValues};
 
 /// The most calls one job takes from the ready queue at once.
 const MAX_BATCH: usize = 64;
 
 /// What `execute` returns: the DAG id, every result and where each function ran.
+///
+/// The node's result store keeps a copy of the DAG's values while this result lives;
+/// dropping it (and every clone) frees them there, unless [`keep_values`](Self::keep_values)
+/// was called. The values in [`results`](Self::results) stay valid either way.
 #[derive(Debug, Clone)]
 pub struct ExecutionResult {
     /// The DAG's id.
-    pub dag_id: handoff_core::DagId,
-    /// Every regular function's result, and its node.
+    pub dag_id: DagId,
+    /// Every regular function's result (those kept, with `free_intermediates`), and its node.
     pub results: Results,
+    guard: Option<Arc<ValuesGuard>>,
 }
 
 impl ExecutionResult {
@@ -37,51 +47,135 @@ impl ExecutionResult {
     pub fn allocations(&self) -> std::collections::BTreeMap<FunctionId, NodeId> {
         self.results.allocations()
     }
+
+    /// Keeps the DAG's values in the node's result store after this result is dropped,
+    /// until `NodeHandle::drop_dag` frees them.
+    pub fn keep_values(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            guard.armed.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Frees a DAG's values on the node when dropped, if still armed.
+#[derive(Debug)]
+pub(crate) struct ValuesGuard {
+    dag: DagId,
+    store: Addr<ResultStore>,
+    locations: Addr<LocationRegistry>,
+    armed: AtomicBool,
+}
+
+impl Drop for ValuesGuard {
+    fn drop(&mut self) {
+        if self.armed.load(Ordering::Relaxed) {
+            free_dag(&self.store, &self.locations, &self.dag);
+        }
+    }
+}
+
+/// Sends `msg` without waiting: into the mailbox if there is room, else from a task
+/// (or, outside any runtime, a short-lived thread) that waits for room.
+fn send_detached<A, M>(addr: &Addr<A>, msg: M)
+where
+    A: Actor<Context = Context<A>> + Handler<M>,
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    match addr.try_send(msg) {
+        Ok(()) => {}
+        Err(SendError::Closed(_)) => {}
+        Err(SendError::Full(msg)) => {
+            let addr = addr.clone();
+            let send = async move {
+                let _ = addr.send(msg).await;
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(send);
+                }
+                Err(_) => {
+                    std::thread::spawn(move || futures::executor::block_on(send));
+                }
+            }
+        }
+    }
+}
+
+/// Frees every value and location of a DAG on the node.
+pub(crate) fn free_dag(store: &Addr<ResultStore>, locations: &Addr<LocationRegistry>, dag: &DagId) {
+    send_detached(store, DropDag { dag: dag.clone() });
+    send_detached(locations, ForgetDag { dag: dag.clone() });
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<ExecutionResult, ExecuteError>>;
+
+/// Per-execution settings, resolved by the node coordinator.
+pub(crate) struct RunSettings {
+    pub(crate) requester: RequesterId,
+    pub(crate) node: NodeId,
+    pub(crate) strategy: AllocationStrategy,
+    pub(crate) max_retries: u32,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) backoff: Backoff,
+    pub(crate) parallelism: usize,
+    pub(crate) free_intermediates: bool,
+    pub(crate) keep_values: bool,
+    /// The functions whose values are kept to the end (with `free_intermediates`).
+    pub(crate) keep: Vec<bool>,
+    pub(crate) targets: Vec<Target>,
+    pub(crate) ranks: Vec<Rank>,
+}
 
 /// Everything a run needs, prepared by the node coordinator.
 pub(crate) struct RunSetup {
     pub(crate) shared: Arc<RunShared>,
     pub(crate) events: mpsc::Receiver<RunEvent>,
-    pub(crate) requester: RequesterId,
-    pub(crate) node: NodeId,
-    pub(crate) strategy: AllocationStrategy,
-    pub(crate) max_retries: u32,
-    pub(crate) parallelism: usize,
-    pub(crate) targets: Vec<Target>,
+    pub(crate) settings: RunSettings,
+    pub(crate) sink: Option<EventSink>,
     pub(crate) manager: Addr<ResourceManager>,
     pub(crate) store: Addr<ResultStore>,
     pub(crate) locations: Addr<LocationRegistry>,
     pub(crate) reply: Reply,
 }
 
+/// A job in flight.
+struct JobEntry {
+    hold: Hold,
+    token: Arc<AtomicBool>,
+    /// `(index, attempt)` of the calls handed to it.
+    calls: Vec<(u32, u32)>,
+}
+
 pub(crate) struct DagRun {
     shared: Arc<RunShared>,
     events: Option<mpsc::Receiver<RunEvent>>,
-    requester: RequesterId,
-    node: NodeId,
-    strategy: AllocationStrategy,
-    max_retries: u32,
-    targets: Vec<Target>,
+    settings: RunSettings,
     manager: Addr<ResourceManager>,
     store: Addr<ResultStore>,
     locations: Addr<LocationRegistry>,
     /// Unfinished dependencies of each function.
     pending: Vec<u32>,
+    /// Unfinished consumers of each value (for `free_intermediates`).
+    consumers: Vec<u32>,
     values: Vec<Option<Value>>,
     nodes: Vec<Option<NodeId>>,
     attempts: Vec<u32>,
-    /// Ready functions without a cost, waiting for a slot.
-    ready: VecDeque<u32>,
+    /// Ready functions without a cost, most urgent first, waiting for a slot.
+    ready: BinaryHeap<(Rank, Reverse<u32>)>,
     slots: usize,
-    in_flight: usize,
+    jobs: HashMap<u64, JobEntry>,
+    next_job: u64,
     pending_io: usize,
     remaining: usize,
     failure: Option<ExecuteError>,
+    cancelled: bool,
     finishing: bool,
     reply: Option<Reply>,
+    sink: Option<EventSink>,
+    trace: bool,
+    rng: u64,
+    to_free: Vec<FunctionId>,
 }
 
 impl DagRun {
@@ -89,28 +183,38 @@ impl DagRun {
         let dag = &setup.shared.dag;
         let n = dag.len();
         let pending = (0..n).map(|i| dag.deps(i).len() as u32).collect();
+        let consumers = (0..n).map(|i| dag.dependents(i).len() as u32).collect();
+        let seed = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(setup.settings.requester.0);
+            h.finish() | 1
+        };
         DagRun {
             events: Some(setup.events),
-            requester: setup.requester,
-            node: setup.node,
-            strategy: setup.strategy,
-            max_retries: setup.max_retries,
-            targets: setup.targets,
+            slots: setup.settings.parallelism.max(1),
+            settings: setup.settings,
             manager: setup.manager,
             store: setup.store,
             locations: setup.locations,
             pending,
+            consumers,
             values: vec![None; n],
             nodes: vec![None; n],
             attempts: vec![0; n],
-            ready: VecDeque::new(),
-            slots: setup.parallelism.max(1),
-            in_flight: 0,
+            ready: BinaryHeap::new(),
+            jobs: HashMap::new(),
+            next_job: 0,
             pending_io: 0,
             remaining: dag.regular_len(),
             failure: None,
+            cancelled: false,
             finishing: false,
             reply: Some(setup.reply),
+            trace: tracing::enabled!(tracing::Level::DEBUG),
+            sink: setup.sink,
+            rng: seed,
+            to_free: Vec::new(),
             shared: setup.shared,
         }
     }
@@ -119,7 +223,50 @@ impl DagRun {
         &self.shared.dag
     }
 
-    fn call_for(&mut self, index: u32) -> Call {
+    fn id_of(&self, index: u32) -> FunctionId {
+        self.shared.dag.function(index as usize).id().clone()
+    }
+
+    fn running(&self) -> bool {
+        self.failure.is_none() && !self.cancelled
+    }
+
+    /// True when someone looks at events: a stream consumer, or `tracing` at debug level.
+    fn observed(&self) -> bool {
+        self.sink.is_some() || self.trace
+    }
+
+    fn emit(&mut self, at_micros: u64, kind: EventKind) {
+        if self.trace {
+            tracing::debug!(dag = %self.shared.dag.id(), event = ?kind, "handoff event");
+        }
+        if let Some(sink) = &mut self.sink {
+            sink.send(Event {
+                at_micros,
+                dag: self.shared.dag.id().clone(),
+                kind,
+            });
+        }
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64*: plenty for spreading retry waits.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn timeout_of(&self, index: u32) -> Option<Duration> {
+        self.dag()
+            .function(index as usize)
+            .timeout_override()
+            .or(self.settings.timeout)
+    }
+
+    fn call_for(&self, index: u32) -> Call {
         let i = index as usize;
         let deps = self
             .shared
@@ -141,49 +288,88 @@ impl DagRun {
 
     /// Routes newly ready functions: costed ones to the resource manager, the rest to
     /// the slot queue.
-    fn schedule(&mut self, ready: impl IntoIterator<Item = u32>, ctx: &mut Context<Self>) {
+    fn schedule(&mut self, ready: Vec<u32>, ctx: &mut Context<Self>) {
         let mut requests = Vec::new();
+        let observed = self.observed();
         for index in ready {
+            if observed {
+                let function = self.id_of(index);
+                self.emit(now_micros(), EventKind::Ready { function });
+            }
+            let rank = self.settings.ranks[index as usize];
             let f = self.shared.dag.function(index as usize);
             match f.cost() {
                 Some(cost) if !cost.is_empty() => requests.push(Request {
                     index,
+                    rank,
                     function: f.id().clone(),
                     cost: cost.clone(),
-                    target: self.targets[index as usize].clone(),
+                    target: self.settings.targets[index as usize].clone(),
                 }),
-                _ => self.ready.push_back(index),
+                _ => self.ready.push((rank, Reverse(index))),
             }
         }
         if !requests.is_empty() {
+            requests.sort_by_key(|r| Reverse(r.rank));
             let msg = Reserve {
-                requester: self.requester,
+                requester: self.settings.requester,
                 requests,
-                strategy: self.strategy.clone(),
+                strategy: self.settings.strategy.clone(),
                 notify: self.shared.events.clone(),
             };
             self.send_to_manager(msg, ctx);
         }
-        self.dispatch_ready();
+        self.dispatch_ready(ctx);
     }
 
-    fn dispatch_ready(&mut self) {
+    fn dispatch_ready(&mut self, ctx: &mut Context<Self>) {
         while self.slots > 0 && !self.ready.is_empty() {
             let share = self.ready.len().div_ceil(self.slots).min(MAX_BATCH);
             let mut calls = Vec::with_capacity(share);
-            for _ in 0..share {
-                if let Some(index) = self.ready.pop_front() {
-                    calls.push(self.call_for(index));
+            while calls.len() < share {
+                let Some(&(_, Reverse(index))) = self.ready.peek() else {
+                    break;
+                };
+                // A function with a timeout runs in a job of its own.
+                if self.timeout_of(index).is_some() {
+                    if calls.is_empty() {
+                        self.ready.pop();
+                        calls.push(self.call_for(index));
+                    }
+                    break;
                 }
+                self.ready.pop();
+                calls.push(self.call_for(index));
             }
             self.slots -= 1;
-            self.in_flight += 1;
-            self.shared.spawn(Job {
-                calls,
-                hold: Hold::Slot,
-                node: self.node.clone(),
-            });
+            let node = self.settings.node.clone();
+            self.start_job(calls, Hold::Slot, node, ctx);
         }
+    }
+
+    fn start_job(&mut self, calls: Vec<Call>, hold: Hold, node: NodeId, ctx: &mut Context<Self>) {
+        let id = self.next_job;
+        self.next_job += 1;
+        let token = Arc::new(AtomicBool::new(false));
+        if let [call] = calls.as_slice() {
+            if let Some(timeout) = self.timeout_of(call.index) {
+                ctx.run_later(timeout, move |act, ctx| act.on_timeout(id, timeout, ctx));
+            }
+        }
+        self.jobs.insert(
+            id,
+            JobEntry {
+                hold,
+                token: Arc::clone(&token),
+                calls: calls.iter().map(|c| (c.index, c.attempt)).collect(),
+            },
+        );
+        self.shared.spawn(Job {
+            id,
+            calls,
+            node,
+            token,
+        });
     }
 
     fn send_to_manager<M>(&mut self, msg: M, ctx: &mut Context<Self>)
@@ -204,27 +390,35 @@ impl DagRun {
 
     fn stopped_error(&self) -> ExecuteError {
         ExecuteError::NodeStopped {
-            node: self.node.clone(),
+            node: self.settings.node.clone(),
             dag: self.dag().id().clone(),
         }
     }
 
-    fn on_reserved(
-        &mut self,
-        grants: Vec<crate::resource_manager::Grant>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn release(&mut self, hold: Hold, ctx: &mut Context<Self>) {
+        match hold {
+            Hold::Slot => self.slots += 1,
+            Hold::Reservation(grant) => {
+                let msg = Release {
+                    grants: vec![grant],
+                };
+                self.send_to_manager(msg, ctx);
+            }
+        }
+    }
+
+    fn on_reserved(&mut self, grants: Vec<Grant>, ctx: &mut Context<Self>) {
         let mut give_back = Vec::new();
         for grant in grants {
             match grant.outcome {
-                Ok((id, node)) if self.failure.is_none() => {
+                Ok((id, node)) if self.running() => {
+                    if self.observed() {
+                        let function = self.id_of(grant.index);
+                        let node = node.clone();
+                        self.emit(now_micros(), EventKind::Reserved { function, node });
+                    }
                     let call = self.call_for(grant.index);
-                    self.in_flight += 1;
-                    self.shared.spawn(Job {
-                        calls: vec![call],
-                        hold: Hold::Reservation(id),
-                        node,
-                    });
+                    self.start_job(vec![call], Hold::Reservation(id), node, ctx);
                 }
                 Ok((id, _)) => give_back.push(id),
                 Err(error) => self.fail(ExecuteError::Allocation(error), ctx),
@@ -237,26 +431,50 @@ impl DagRun {
     }
 
     fn on_finished(&mut self, report: JobReport, ctx: &mut Context<Self>) {
-        self.in_flight -= 1;
-        match report.hold {
-            Hold::Slot => self.slots += 1,
-            Hold::Reservation(grant) => {
-                let msg = Release {
-                    grants: vec![grant],
-                };
-                self.send_to_manager(msg, ctx);
-            }
-        }
+        // A job that timed out or was cancelled has already been settled.
+        let Some(entry) = self.jobs.remove(&report.job) else {
+            return;
+        };
+        self.release(entry.hold, ctx);
         // Calls the job handed back unstarted are ready again, ahead of the rest.
         let mut newly_ready = report.unrun;
         let mut stored = Vec::with_capacity(report.outcomes.len());
+        let mut finished = Vec::new();
+        let observed = self.observed();
         for outcome in report.outcomes {
             let i = outcome.index as usize;
             self.attempts[i] = outcome.attempt;
+            let function = self.id_of(outcome.index);
+            if observed {
+                let (function, node) = (function.clone(), report.node.clone());
+                let attempt = outcome.attempt;
+                self.emit(
+                    outcome.started_micros,
+                    EventKind::Started {
+                        function,
+                        attempt,
+                        node,
+                    },
+                );
+            }
             match outcome.result {
                 Ok(value) => {
-                    let id = self.shared.dag.function(i).id().clone();
-                    stored.push((id, value.clone()));
+                    if observed {
+                        let (function, node) = (function.clone(), report.node.clone());
+                        let attempt = outcome.attempt;
+                        self.emit(
+                            outcome.finished_micros,
+                            EventKind::Finished {
+                                function,
+                                attempt,
+                                node,
+                            },
+                        );
+                    }
+                    stored.push((function, value.clone()));
+                    if self.settings.free_intermediates {
+                        finished.push(outcome.index);
+                    }
                     self.values[i] = Some(value);
                     self.nodes[i] = Some(report.node.clone());
                     self.remaining -= 1;
@@ -270,26 +488,173 @@ impl DagRun {
                     }
                 }
                 Err(error) => {
-                    let f = self.shared.dag.function(i);
-                    let allowed = f.max_retries_override().unwrap_or(self.max_retries);
-                    tracing::debug!(dag = %self.shared.dag.id(), function = %f.id(), attempt = outcome.attempt, %error, "attempt failed");
-                    if outcome.attempt <= allowed {
-                        newly_ready.push(outcome.index);
-                    } else {
-                        let err = ExecuteError::FunctionFailed {
-                            function: f.id().clone(),
-                            attempts: outcome.attempt,
-                            last_error: error,
-                        };
-                        self.fail(err, ctx);
+                    if observed {
+                        let node = report.node.clone();
+                        let (attempt, error) = (outcome.attempt, error.clone());
+                        self.emit(
+                            outcome.finished_micros,
+                            EventKind::Failed {
+                                function,
+                                attempt,
+                                node,
+                                error,
+                            },
+                        );
                     }
+                    self.on_failed_attempt(
+                        outcome.index,
+                        outcome.attempt,
+                        error,
+                        &mut newly_ready,
+                        ctx,
+                    );
                 }
             }
         }
         if !stored.is_empty() {
             self.store_values(stored, &report.node, ctx);
+            if self.settings.free_intermediates {
+                for index in finished {
+                    self.consumed(index);
+                }
+                self.flush_frees(ctx);
+            }
         }
-        if self.failure.is_none() {
+        if self.running() {
+            self.schedule(newly_ready, ctx);
+        }
+        self.maybe_finish(ctx);
+    }
+
+    /// A function finished: its inputs lose a consumer, and values nobody needs any
+    /// more are freed (unless kept).
+    fn consumed(&mut self, index: u32) {
+        let i = index as usize;
+        for k in 0..self.shared.dag.deps(i).len() {
+            let d = self.shared.dag.deps(i)[k] as usize;
+            self.consumers[d] -= 1;
+            if self.consumers[d] == 0 {
+                self.free(d);
+            }
+        }
+        if self.consumers[i] == 0 {
+            self.free(i);
+        }
+    }
+
+    fn free(&mut self, index: usize) {
+        if self.settings.keep[index] || self.values[index].is_none() {
+            return;
+        }
+        self.values[index] = None;
+        let function = self.shared.dag.function(index).id().clone();
+        if self.observed() {
+            self.emit(
+                now_micros(),
+                EventKind::Freed {
+                    function: function.clone(),
+                },
+            );
+        }
+        self.to_free.push(function);
+    }
+
+    fn flush_frees(&mut self, ctx: &mut Context<Self>) {
+        if self.to_free.is_empty() {
+            return;
+        }
+        let msg = FreeValues {
+            dag: self.shared.dag.id().clone(),
+            ids: std::mem::take(&mut self.to_free),
+        };
+        let fut = self.store.send(msg);
+        self.pending_io += 1;
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            act.pending_io -= 1;
+            if res.is_err() {
+                act.fail(act.stopped_error(), ctx);
+            }
+            act.maybe_finish(ctx);
+        }));
+    }
+
+    /// A failed attempt: retried after the backoff while attempts remain, else the
+    /// execution fails.
+    fn on_failed_attempt(
+        &mut self,
+        index: u32,
+        attempt: u32,
+        error: CallError,
+        newly_ready: &mut Vec<u32>,
+        ctx: &mut Context<Self>,
+    ) {
+        let f = self.shared.dag.function(index as usize);
+        let allowed = f
+            .max_retries_override()
+            .unwrap_or(self.settings.max_retries);
+        tracing::debug!(dag = %self.shared.dag.id(), function = %f.id(), attempt, %error, "attempt failed");
+        if attempt > allowed {
+            let err = ExecuteError::FunctionFailed {
+                function: f.id().clone(),
+                attempts: attempt,
+                last_error: error,
+            };
+            self.fail(err, ctx);
+            return;
+        }
+        let backoff = f.backoff_override().unwrap_or(self.settings.backoff);
+        let random = self.random();
+        let delay = backoff.delay(attempt, random);
+        if self.observed() {
+            let function = self.id_of(index);
+            let kind = EventKind::Retried {
+                function,
+                next_attempt: attempt + 1,
+                backoff: delay,
+            };
+            self.emit(now_micros(), kind);
+        }
+        if delay.is_zero() {
+            newly_ready.push(index);
+        } else {
+            ctx.run_later(delay, move |act, ctx| {
+                if act.running() {
+                    act.schedule(vec![index], ctx);
+                }
+            });
+        }
+    }
+
+    /// An attempt ran past its timeout: it fails, its slot or reservation is given back
+    /// at once, and its thread is told to stop (whatever it later returns is ignored).
+    fn on_timeout(&mut self, job: u64, after: Duration, ctx: &mut Context<Self>) {
+        let Some(entry) = self.jobs.remove(&job) else {
+            return;
+        };
+        entry.token.store(true, Ordering::Relaxed);
+        self.release(entry.hold, ctx);
+        let Some(&(index, attempt)) = entry.calls.first() else {
+            return;
+        };
+        self.attempts[index as usize] = attempt;
+        let error = CallError::TimedOut {
+            code: self.shared.dag.function(index as usize).code().clone(),
+            after,
+        };
+        if self.observed() {
+            let function = self.id_of(index);
+            let node = self.settings.node.clone();
+            let kind = EventKind::Failed {
+                function,
+                attempt,
+                node,
+                error: error.clone(),
+            };
+            self.emit(now_micros(), kind);
+        }
+        let mut newly_ready = Vec::new();
+        self.on_failed_attempt(index, attempt, error, &mut newly_ready, ctx);
+        if self.running() {
             self.schedule(newly_ready, ctx);
         }
         self.maybe_finish(ctx);
@@ -302,6 +667,15 @@ impl DagRun {
         ctx: &mut Context<Self>,
     ) {
         let dag = self.shared.dag.id().clone();
+        if self.observed() {
+            for (id, _) in &values {
+                let kind = EventKind::Stored {
+                    function: id.clone(),
+                    node: node.clone(),
+                };
+                self.emit(now_micros(), kind);
+            }
+        }
         let locations = values
             .iter()
             .map(|(id, _)| (id.clone(), node.clone()))
@@ -326,7 +700,7 @@ impl DagRun {
     }
 
     fn fail(&mut self, error: ExecuteError, ctx: &mut Context<Self>) {
-        if self.failure.is_some() {
+        if !self.running() {
             return;
         }
         tracing::warn!(dag = %self.shared.dag.id(), %error, "execution failed; stopping the rest of the DAG");
@@ -336,28 +710,74 @@ impl DagRun {
         self.maybe_finish(ctx);
     }
 
+    /// Cancels the execution: nothing new starts, running attempts are told to stop and
+    /// their slots and reservations are given back at once.
+    fn cancel(&mut self, ctx: &mut Context<Self>) {
+        if !self.running() || self.finishing {
+            return;
+        }
+        self.cancelled = true;
+        self.shared.cancelled.store(true, Ordering::Relaxed);
+        self.ready.clear();
+        let observed = self.observed();
+        let jobs: Vec<JobEntry> = self.jobs.drain().map(|(_, e)| e).collect();
+        for entry in jobs {
+            entry.token.store(true, Ordering::Relaxed);
+            if observed {
+                for &(index, attempt) in &entry.calls {
+                    let function = self.id_of(index);
+                    self.emit(now_micros(), EventKind::Cancelled { function, attempt });
+                }
+            }
+            // Reservations go back with the withdrawal below; slots need nothing.
+        }
+        self.maybe_finish(ctx);
+    }
+
     fn maybe_finish(&mut self, ctx: &mut Context<Self>) {
-        let done = self.failure.is_some() || self.remaining == 0;
-        if self.finishing || !done || self.in_flight > 0 || self.pending_io > 0 {
+        let done = !self.running() || self.remaining == 0;
+        if self.finishing || !done || !self.jobs.is_empty() || self.pending_io > 0 {
             return;
         }
         self.finishing = true;
         // Give back anything still held (granted after a failure, or queued), then reply.
         let withdraw = self.manager.send(Withdraw {
-            requester: self.requester,
+            requester: self.settings.requester,
         });
         ctx.wait(withdraw.into_actor(self).map(|_, act, ctx| {
-            let outcome = match act.failure.take() {
-                Some(error) => Err(error),
-                None => Ok(ExecutionResult {
-                    dag_id: act.shared.dag.id().clone(),
-                    results: Results::new(
-                        act.shared.dag.clone(),
-                        std::mem::take(&mut act.values),
-                        std::mem::take(&mut act.nodes),
-                    ),
-                }),
+            let dag_id = act.shared.dag.id().clone();
+            let results = Results::new(
+                act.shared.dag.clone(),
+                std::mem::take(&mut act.values),
+                std::mem::take(&mut act.nodes),
+            );
+            let outcome = if let Some(error) = act.failure.take() {
+                free_dag(&act.store, &act.locations, &dag_id);
+                Err(error)
+            } else if act.cancelled {
+                free_dag(&act.store, &act.locations, &dag_id);
+                Err(ExecuteError::Cancelled {
+                    dag: dag_id,
+                    finished: results,
+                })
+            } else {
+                let guard = (!act.settings.keep_values).then(|| {
+                    Arc::new(ValuesGuard {
+                        dag: dag_id.clone(),
+                        store: act.store.clone(),
+                        locations: act.locations.clone(),
+                        armed: AtomicBool::new(true),
+                    })
+                });
+                Ok(ExecutionResult {
+                    dag_id,
+                    results,
+                    guard,
+                })
             };
+            let ok = outcome.is_ok();
+            act.emit(now_micros(), EventKind::Ended { ok });
+            act.sink = None;
             if let Some(reply) = act.reply.take() {
                 let _ = reply.send(outcome);
             }
@@ -385,9 +805,14 @@ impl Actor for DagRun {
 
 impl StreamHandler<RunEvent> for DagRun {
     fn handle(&mut self, event: RunEvent, ctx: &mut Self::Context) {
+        // A cancel whose message did not fit in the channel is seen through the flag.
+        if self.running() && self.shared.cancelled.load(Ordering::Relaxed) {
+            self.cancel(ctx);
+        }
         match event {
             RunEvent::Finished(report) => self.on_finished(report, ctx),
             RunEvent::Reserved(grants) => self.on_reserved(grants, ctx),
+            RunEvent::Cancel => self.cancel(ctx),
         }
     }
 
@@ -418,6 +843,28 @@ pub(crate) fn targets(dag: &ValidatedDag) -> Vec<Target> {
             } else {
                 pinned.map_or(Target::Any, Target::Pinned)
             }
+        })
+        .collect()
+}
+
+/// Each function's rank: its priority, then the number of regular functions on the
+/// longest path from it to a sink (itself included).
+pub(crate) fn ranks(dag: &ValidatedDag) -> Vec<Rank> {
+    let n = dag.len();
+    let mut path = vec![0_u32; n];
+    for i in (0..n).rev() {
+        let below = dag
+            .dependents(i)
+            .iter()
+            .map(|&d| path[d as usize])
+            .max()
+            .unwrap_or(0);
+        path[i] = below + u32::from(!dag.function(i).is_inline());
+    }
+    (0..n)
+        .map(|i| Rank {
+            priority: dag.function(i).priority_value(),
+            path: path[i],
         })
         .collect()
 }

@@ -1,7 +1,10 @@
 //! One function of a DAG: what it runs, what it takes, what it costs and where it may run.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
+use crate::backoff::Backoff;
 use crate::ids::{CodeName, FunctionId, NodeId};
 use crate::resources::Resources;
 use crate::value::Value;
@@ -62,6 +65,12 @@ pub struct Function {
     kind: FunctionKind,
     max_retries: Option<u32>,
     argument_inclusion: ArgumentInclusion,
+    #[serde(default)]
+    timeout: Option<Duration>,
+    #[serde(default)]
+    backoff: Option<Backoff>,
+    #[serde(default)]
+    priority: i32,
 }
 
 impl Function {
@@ -77,6 +86,9 @@ impl Function {
             kind: FunctionKind::Regular,
             max_retries: None,
             argument_inclusion: ArgumentInclusion::Variadic,
+            timeout: None,
+            backoff: None,
+            priority: 0,
         }
     }
 
@@ -134,6 +146,25 @@ impl Function {
         self
     }
 
+    /// Fails an attempt that runs longer than `timeout` (overrides the execution's).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the wait before each retry (overrides the execution's).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = Some(backoff);
+        self
+    }
+
+    /// Among ready functions competing for capacity, higher priorities go first
+    /// (default 0; ties go to the function on the longest path to a sink).
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
     /// Passes all dependency results as one list parameter.
     pub fn as_list(mut self) -> Self {
         self.argument_inclusion = ArgumentInclusion::AsList;
@@ -175,6 +206,18 @@ impl Function {
     /// How dependency results are passed.
     pub fn argument_inclusion(&self) -> ArgumentInclusion {
         self.argument_inclusion
+    }
+    /// Its own timeout, if it overrides the execution's.
+    pub fn timeout_override(&self) -> Option<Duration> {
+        self.timeout
+    }
+    /// Its own retry backoff, if it overrides the execution's.
+    pub fn backoff_override(&self) -> Option<Backoff> {
+        self.backoff
+    }
+    /// Its priority (higher first).
+    pub fn priority_value(&self) -> i32 {
+        self.priority
     }
     /// True for an inline function.
     pub fn is_inline(&self) -> bool {

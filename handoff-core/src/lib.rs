@@ -18,6 +18,7 @@
 //! ```
 
 mod allocator;
+mod backoff;
 mod dag;
 mod function;
 mod ids;
@@ -31,6 +32,7 @@ pub use allocator::{
     AllocationError, AllocationStrategy, Allocator, Assignments, FirstAvailable, LoadBalanced,
     NodeCapacities, NodeView, allocate, candidates,
 };
+pub use backoff::Backoff;
 pub use dag::{Dag, ValidatedDag, ValidationError};
 pub use function::{ArgumentInclusion, Function, FunctionKind, Placement};
 pub use ids::{CodeName, DagId, FunctionId, NodeId, ResourceName};

@@ -49,6 +49,15 @@ pub enum CallError {
         /// The error's text.
         message: String,
     },
+    /// The attempt ran past its timeout. The thread running it was asked to stop (see
+    /// the runtime's cancellation token) but may still be busy.
+    #[error("`{code}` timed out after {after:?}")]
+    TimedOut {
+        /// The code called.
+        code: CodeName,
+        /// The timeout.
+        after: std::time::Duration,
+    },
     /// The function panicked; the panic was caught.
     #[error("`{code}` panicked: {message}")]
     Panicked {

@@ -28,7 +28,9 @@ pub enum ResultError {
     },
 }
 
-/// Every regular function's result and the node it ran on.
+/// Every regular function's result and the node it ran on. Two `Results` are equal when
+/// they belong to the same DAG id and hold the very same values (same allocations) on
+/// the same nodes.
 ///
 /// Indexing goes through the DAG's own index, so building this costs nothing per function.
 #[derive(Debug, Clone)]
@@ -101,3 +103,22 @@ impl Results {
         &self.dag
     }
 }
+
+impl PartialEq for Results {
+    fn eq(&self, other: &Self) -> bool {
+        self.dag.id() == other.dag.id()
+            && self.nodes == other.nodes
+            && self.values.len() == other.values.len()
+            && self
+                .values
+                .iter()
+                .zip(&other.values)
+                .all(|(a, b)| match (a, b) {
+                    (Some(a), Some(b)) => a.ptr_eq(b),
+                    (None, None) => true,
+                    _ => false,
+                })
+    }
+}
+
+impl Eq for Results {}

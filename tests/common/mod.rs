@@ -130,3 +130,14 @@ impl Rendezvous {
         *arrived >= self.target
     }
 }
+
+/// The one problem of a rejected execution (panics on anything else).
+#[allow(dead_code)]
+pub fn only_problem(err: &handoff::ExecuteError) -> handoff::Problem {
+    match err {
+        handoff::ExecuteError::Rejected { problems, .. } if problems.len() == 1 => {
+            problems[0].clone()
+        }
+        other => panic!("expected a rejection with one problem, got {other:?}"),
+    }
+}

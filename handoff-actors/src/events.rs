@@ -1,0 +1,184 @@
+//! The events of an execution: every step, as `tracing` events and, for a caller that
+//! asks, as a bounded stream.
+//!
+//! A consumer that falls behind never slows the execution down: when its buffer is
+//! full, events are dropped and counted, and the next event that fits is preceded by
+//! an [`EventKind::Lagged`] saying how many were lost.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use handoff_core::{CallError, DagId, FunctionId, NodeId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// One step of an execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// When it happened, in microseconds since the Unix epoch.
+    pub at_micros: u64,
+    /// The execution's DAG.
+    pub dag: DagId,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// All of the function's dependencies have finished.
+    Ready {
+        /// The function.
+        function: FunctionId,
+    },
+    /// A reservation for the function's cost was granted on `node`.
+    Reserved {
+        /// The function.
+        function: FunctionId,
+        /// Where.
+        node: NodeId,
+    },
+    /// An attempt started running.
+    Started {
+        /// The function.
+        function: FunctionId,
+        /// The attempt, from 1.
+        attempt: u32,
+        /// Where.
+        node: NodeId,
+    },
+    /// An attempt succeeded.
+    Finished {
+        /// The function.
+        function: FunctionId,
+        /// The attempt, from 1.
+        attempt: u32,
+        /// Where.
+        node: NodeId,
+    },
+    /// An attempt failed (an error, a panic, a timeout).
+    Failed {
+        /// The function.
+        function: FunctionId,
+        /// The attempt, from 1.
+        attempt: u32,
+        /// Where.
+        node: NodeId,
+        /// Why.
+        error: CallError,
+    },
+    /// The function will be tried again after `backoff`.
+    Retried {
+        /// The function.
+        function: FunctionId,
+        /// The attempt that will run next.
+        next_attempt: u32,
+        /// The wait before it.
+        backoff: Duration,
+    },
+    /// A running attempt was told to stop because the execution was cancelled.
+    Cancelled {
+        /// The function.
+        function: FunctionId,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// The function's value was stored on `node`.
+    Stored {
+        /// The function.
+        function: FunctionId,
+        /// Where.
+        node: NodeId,
+    },
+    /// The function's value was freed (its last consumer finished).
+    Freed {
+        /// The function.
+        function: FunctionId,
+    },
+    /// The execution ended: `ok` is false when it failed or was cancelled.
+    Ended {
+        /// Whether every function finished.
+        ok: bool,
+    },
+    /// The consumer fell behind and `missed` events were dropped before this one.
+    Lagged {
+        /// How many.
+        missed: u64,
+    },
+}
+
+impl EventKind {
+    /// The function the event is about, if any.
+    pub fn function(&self) -> Option<&FunctionId> {
+        match self {
+            EventKind::Ready { function }
+            | EventKind::Reserved { function, .. }
+            | EventKind::Started { function, .. }
+            | EventKind::Finished { function, .. }
+            | EventKind::Failed { function, .. }
+            | EventKind::Retried { function, .. }
+            | EventKind::Cancelled { function, .. }
+            | EventKind::Stored { function, .. }
+            | EventKind::Freed { function } => Some(function),
+            EventKind::Ended { .. } | EventKind::Lagged { .. } => None,
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch.
+pub(crate) fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The events of one execution, in the order the coordinator saw them. Ends when the
+/// execution has ended.
+#[derive(Debug)]
+pub struct EventStream(mpsc::Receiver<Event>);
+
+impl futures::Stream for EventStream {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// Where an execution's events go, if someone listens.
+pub(crate) struct EventSink {
+    tx: mpsc::Sender<Event>,
+    missed: u64,
+}
+
+impl EventSink {
+    /// A sink and its stream, buffering up to `capacity` events.
+    pub(crate) fn new(capacity: usize) -> (Self, EventStream) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (EventSink { tx, missed: 0 }, EventStream(rx))
+    }
+
+    /// Sends an event without ever waiting; counts it as missed when the buffer is full.
+    pub(crate) fn send(&mut self, event: Event) {
+        if self.missed > 0 {
+            let lagged = Event {
+                at_micros: event.at_micros,
+                dag: event.dag.clone(),
+                kind: EventKind::Lagged {
+                    missed: self.missed,
+                },
+            };
+            match self.tx.try_send(lagged) {
+                Ok(()) => self.missed = 0,
+                Err(_) => {
+                    self.missed += 1;
+                    return;
+                }
+            }
+        }
+        if self.tx.try_send(event).is_err() {
+            self.missed += 1;
+        }
+    }
+}

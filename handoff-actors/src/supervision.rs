@@ -1,0 +1,99 @@
+//! Supervision: a panic in an actor's handler becomes a typed failure for the caller and a
+//! supervised restart for the actor, never an unwind through the `System`'s thread.
+//!
+//! actix's `Supervisor` restarts an actor only when it *stops*, and restarts the same
+//! instance (it calls `Supervised::restarting`, then starts a fresh context over the same
+//! mailbox and address). So a handler runs its body through [`guarded`]: a panic is caught,
+//! logged, the actor is stopped, and its supervisor restarts it with its state kept.
+//! Messages queued meanwhile stay in the mailbox and are handled after the restart.
+//! Anything spawned on the actor's context (`ctx.spawn`, `ctx.run_later`) is dropped by
+//! the restart.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use actix::prelude::*;
+
+/// A handler of an actor panicked; the actor was stopped and its supervisor restarts it
+/// with its state kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {actor} panicked in a handler ({message}); it restarts with its state kept")]
+pub struct Panicked {
+    /// The actor, e.g. `"result store"`.
+    pub actor: &'static str,
+    /// The panic's message, or a placeholder when its payload is not a string.
+    pub message: String,
+}
+
+/// Asks an actor how many times its supervisor has restarted it.
+#[derive(Debug, Message)]
+#[rtype(result = "u32")]
+pub struct CountRestarts;
+
+/// For tests: makes the actor's handler panic (under [`guarded`], so the actor restarts
+/// with its state kept). The reply is always the [`Panicked`] failure.
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Panicked>")]
+pub struct Crash;
+
+/// Runs a handler's body, catching a panic.
+///
+/// On a panic it logs the actor and the panic's message, stops the actor (`ctx.stop()`)
+/// so that its actix `Supervisor` restarts it with its state, and returns the typed
+/// [`Panicked`] for the handler to turn into its reply (`.ok()` for an `Option`, a typed
+/// error variant, or `()`). The state may have been left half-updated by the panicking
+/// body; handlers keep their updates small enough that this is harmless.
+///
+/// The closure captures `self` while `ctx` is passed separately:
+///
+/// ```ignore
+/// fn handle(&mut self, msg: GetLocal, ctx: &mut Self::Context) -> Option<Value> {
+///     guarded("result store", ctx, || self.get(&msg.dag, &msg.id)).ok().flatten()
+/// }
+/// ```
+pub(crate) fn guarded<C, R>(
+    actor: &'static str,
+    ctx: &mut C,
+    body: impl FnOnce() -> R,
+) -> Result<R, Panicked>
+where
+    C: ActorContext,
+{
+    catch_unwind(AssertUnwindSafe(body)).map_err(|payload| {
+        let message = panic_message(payload.as_ref());
+        tracing::error!(actor, panic = %message, "handler panicked; restarting the actor");
+        ctx.stop();
+        Panicked { actor, message }
+    })
+}
+
+/// The message of a panic payload (`panic!` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a panic payload that is not a string".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_messages_are_read_from_str_and_string_payloads() {
+        let from_str = catch_unwind(|| panic!("plain")).expect_err("panics");
+        assert_eq!(panic_message(from_str.as_ref()), "plain");
+        let from_string = catch_unwind(|| panic!("formatted {}", 42)).expect_err("panics");
+        assert_eq!(panic_message(from_string.as_ref()), "formatted 42");
+        let other = catch_unwind(|| std::panic::panic_any(7_u8)).expect_err("panics");
+        assert_eq!(
+            panic_message(other.as_ref()),
+            "a panic payload that is not a string"
+        );
+    }
+}
