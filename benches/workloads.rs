@@ -73,21 +73,38 @@ fn payload(hops: usize, buffer: &bytes::Bytes) -> Dag {
     dag
 }
 
+/// Times one execution. With `events`, the execution streams its events into a
+/// buffer that large and a task consumes them as they come.
 async fn time(
     node: &NodeHandle,
     make: &dyn Fn() -> Dag,
     check: &dyn Fn(&handoff::Results),
+    events: usize,
 ) -> Duration {
     let dag = make().validate().expect("valid");
-    let id = dag.id().clone();
     let start = Instant::now();
-    let done = node
-        .execute(dag, ExecuteOptions::default())
+    let mut handle = node
+        .submit(dag, ExecuteOptions::default().events(events))
         .await
-        .expect("execute");
+        .expect("submit");
+    let consumer = handle.events().map(|mut stream| {
+        actix::spawn(async move {
+            let mut seen = 0_usize;
+            while futures::StreamExt::next(&mut stream).await.is_some() {
+                seen += 1;
+            }
+            seen
+        })
+    });
+    let done = handle.await.expect("execute");
     let elapsed = start.elapsed();
+    if let Some(consumer) = consumer {
+        assert!(
+            consumer.await.expect("consumer") > 0,
+            "events were delivered"
+        );
+    }
     check(&done.results);
-    node.drop_dag(id).await.expect("drop");
     elapsed
 }
 
@@ -185,14 +202,24 @@ fn main() {
             ),
         ];
         for (name, per, unit, make, check) in &workloads {
-            for _ in 0..2 {
-                time(&node, make.as_ref(), check.as_ref()).await;
+            for events in [0, 1 << 17] {
+                if events > 0 && !name.starts_with("fanout") {
+                    continue;
+                }
+                for _ in 0..2 {
+                    time(&node, make.as_ref(), check.as_ref(), events).await;
+                }
+                let mut samples = Vec::with_capacity(runs);
+                for _ in 0..runs {
+                    samples.push(time(&node, make.as_ref(), check.as_ref(), events).await);
+                }
+                let label = if events > 0 {
+                    format!("{name} +events")
+                } else {
+                    (*name).to_owned()
+                };
+                report(&label, *per, unit, samples);
             }
-            let mut samples = Vec::with_capacity(runs);
-            for _ in 0..runs {
-                samples.push(time(&node, make.as_ref(), check.as_ref()).await);
-            }
-            report(name, *per, unit, samples);
         }
     });
 }

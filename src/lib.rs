@@ -30,10 +30,10 @@
 //! ```
 
 pub use handoff_actors::{
-    CancellationToken, Capacities, Coordinator, CountValues, DropDag, Event, EventKind,
-    EventStream, Execute, ExecuteError, ExecuteOptions, ExecutionHandle, ExecutionResult,
-    ForgetDag, FreeValues, GetHandle, GetLocal, LocationRegistry, LookupLocation, NodeConfig,
-    NodeError, NodeHandle, NodeResources, NodeSupervisor, Problem, RegisterLocation,
+    CancellationToken, Capacities, Coordinator, CountRestarts, CountValues, DropDag, Event,
+    EventKind, EventStream, Execute, ExecuteError, ExecuteOptions, ExecutionHandle,
+    ExecutionResult, ForgetDag, FreeValues, GetHandle, GetLocal, LocationRegistry, LookupLocation,
+    NodeConfig, NodeError, NodeHandle, NodeResources, NodeSupervisor, Problem, RegisterLocation,
     RegisterLocations, RegisterNode, RegisteredNodes, ResourceManager, ResourcesAvailable,
     ResultStore, StoreValue, StoreValues, Submit, WaitError, WaitFor, is_cancelled, start_node,
 };

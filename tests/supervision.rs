@@ -1,6 +1,7 @@
-//! Supervision: a panic in a handler of the result store or the location registry is
-//! caught, the actor restarts under its supervisor with its state kept, and the node (and
-//! the actix `System` it runs in) keeps working.
+//! Supervision: a panic in a handler of the result store, the location registry, the
+//! resource manager or the coordinator is caught, the actor restarts under its
+//! supervisor with its state kept, and the node (and the actix `System` it runs in) keeps
+//! working. A panic in a user's resource tracker fails the execution that hit it.
 //!
 //! Panics are injected with `handoff_actors::Crash` (the `fault-injection` feature, on for
 //! these tests). Nothing waits on the clock: a restart is awaited by sending the next
@@ -288,4 +289,171 @@ async fn repeated_panics_never_take_the_node_or_the_system_down() {
         ),
         "the nodes do not share state"
     );
+}
+
+#[actix::test]
+async fn a_panicking_coordinator_restarts_and_new_dags_run() {
+    let node = start_local(seed_registry(), Resources::new().cpu(2)).await;
+    let kept = run_pipeline(&node, "kept", 4).await;
+    let crashed = guarded("crash", node.coordinator().send(Crash))
+        .await
+        .expect("the coordinator answers");
+    assert!(
+        matches!(
+            crashed,
+            Err(Panicked {
+                actor: "coordinator",
+                ..
+            })
+        ),
+        "{crashed:?}"
+    );
+    assert_eq!(
+        guarded("restarts", node.coordinator().send(CountRestarts)).await,
+        Ok(1)
+    );
+    // The other actors kept their state, and new DAGs run.
+    let stored = guarded("get_local_value", node.get_local_value("kept", "sink"))
+        .await
+        .expect("values stored before the crash are still there");
+    assert!(stored.ptr_eq(kept.results.value("sink").expect("sink")));
+    run_pipeline(&node, "after", 5).await;
+}
+
+#[actix::test]
+async fn a_panicking_resource_manager_restarts_with_its_registrations() {
+    let node = start_local(seed_registry(), Resources::new().cpu(3).memory(100)).await;
+    node.register_node("other", Resources::new().gpu(1))
+        .await
+        .expect("register");
+    let crashed = guarded("crash", node.resource_manager().send(Crash))
+        .await
+        .expect("the manager answers");
+    assert!(
+        matches!(
+            crashed,
+            Err(Panicked {
+                actor: "resource manager",
+                ..
+            })
+        ),
+        "{crashed:?}"
+    );
+    assert_eq!(
+        guarded("restarts", node.resource_manager().send(CountRestarts)).await,
+        Ok(1)
+    );
+    assert_eq!(
+        guarded("resources", node.node_resources("local")).await,
+        Ok(Some((
+            Resources::new().cpu(3).memory(100),
+            Resources::new().cpu(3).memory(100)
+        ))),
+        "capacity registered before the crash is kept"
+    );
+    assert_eq!(
+        guarded("resources", node.node_resources("other")).await,
+        Ok(Some((Resources::new().gpu(1), Resources::new().gpu(1))))
+    );
+    // A costed DAG still reserves, runs and gives everything back.
+    let dag = Dag::new()
+        .with(
+            Function::new("source", "identity")
+                .extra_arg(21_i64)
+                .with_cost(Resources::new().cpu(2)),
+        )
+        .with(
+            Function::new("transform", "multiply")
+                .arg("source")
+                .extra_arg(2_i64)
+                .with_cost(Resources::new().cpu(3)),
+        )
+        .validate()
+        .expect("valid DAG");
+    let done = guarded("execute", node.execute(dag, ExecuteOptions::default()))
+        .await
+        .expect("runs");
+    assert_eq!(done.results.get::<i64>("transform"), Ok(42));
+    assert_eq!(
+        guarded("resources", node.node_resources("local"))
+            .await
+            .expect("answer")
+            .map(|(_, available)| available),
+        Some(Resources::new().cpu(3).memory(100))
+    );
+}
+
+/// A tracker that panics when asked to reserve more than 1 cpu: user code inside the
+/// resource manager.
+struct PanickyTracker(handoff::SimpleResourceTracker);
+
+impl handoff::ResourceTracker for PanickyTracker {
+    fn register(
+        &mut self,
+        node: NodeId,
+        capabilities: Resources,
+    ) -> Result<(), handoff::RegisterNodeError> {
+        self.0.register(node, capabilities)
+    }
+    fn capabilities(&self, node: &NodeId) -> Option<Resources> {
+        self.0.capabilities(node)
+    }
+    fn available(&self, node: &NodeId) -> Option<Resources> {
+        self.0.available(node)
+    }
+    fn request(&mut self, node: &NodeId, cost: &Resources) -> Result<(), handoff::RequestError> {
+        assert!(
+            cost.get("cpu") <= handoff::Amount::from(1),
+            "this tracker cannot count past one cpu"
+        );
+        self.0.request(node, cost)
+    }
+    fn release(&mut self, node: &NodeId, cost: &Resources) -> Result<(), handoff::ReleaseError> {
+        self.0.release(node, cost)
+    }
+    fn nodes(&self) -> Vec<NodeId> {
+        self.0.nodes()
+    }
+}
+
+#[actix::test]
+async fn a_panicking_tracker_fails_the_execution_instead_of_hanging_it() {
+    let config = handoff::NodeConfig::new("local", seed_registry())
+        .capabilities(Resources::new().cpu(4))
+        .tracker(PanickyTracker(handoff::SimpleResourceTracker::new()));
+    let node = guarded("start", handoff::start_node(config))
+        .await
+        .expect("node");
+    let dag = Dag::new()
+        .with(
+            Function::new("big", "identity")
+                .extra_arg(1_i64)
+                .with_cost(Resources::new().cpu(2)),
+        )
+        .validate()
+        .expect("valid DAG");
+    let err = guarded("execute", node.execute(dag, ExecuteOptions::default()))
+        .await
+        .expect_err("the tracker panicked");
+    assert!(
+        matches!(
+            err,
+            handoff::ExecuteError::Allocation(handoff::AllocationError::NeverGranted { ref function, ref reason })
+                if function.as_str() == "big" && reason.contains("cannot count past one cpu")
+        ),
+        "{err:?}"
+    );
+    // The manager restarted and still works: a cost the tracker can count runs.
+    let dag = Dag::new()
+        .with(
+            Function::new("small", "identity")
+                .extra_arg(7_i64)
+                .with_cost(Resources::new().cpu(1)),
+        )
+        .validate()
+        .expect("valid DAG");
+    let done = guarded("execute", node.execute(dag, ExecuteOptions::default()))
+        .await
+        .expect("runs");
+    assert_eq!(done.results.get::<i64>("small"), Ok(7));
 }

@@ -24,6 +24,7 @@ use crate::location_registry::LocationRegistry;
 use crate::resource_manager::{Capacities, RequesterId, ResourceManager};
 use crate::result_store::ResultStore;
 use crate::run::{DagRun, ExecutionResult, RunSettings, RunSetup, ranks, targets};
+use crate::supervision::{CountRestarts, guarded};
 
 /// How to execute a DAG.
 #[derive(Debug, Clone)]
@@ -271,6 +272,7 @@ pub struct Coordinator {
     store: Addr<ResultStore>,
     locations: Addr<LocationRegistry>,
     next_requester: AtomicU64,
+    restarts: u32,
 }
 
 impl Coordinator {
@@ -290,6 +292,7 @@ impl Coordinator {
             store,
             locations,
             next_requester: AtomicU64::new(0),
+            restarts: 0,
         }
     }
 
@@ -440,6 +443,7 @@ impl Actor for Coordinator {
 
 impl Supervised for Coordinator {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.restarts += 1;
         tracing::warn!(node = %self.node, "coordinator restarting");
     }
 }
@@ -549,23 +553,67 @@ fn check_feasible(dag: &ValidatedDag, nodes: &[(NodeId, Resources)], problems: &
     }
 }
 
+/// The actor's name in panic reports.
+const ACTOR: &str = "coordinator";
+
+impl Coordinator {
+    /// [`submit`](Self::submit), with a panic while preparing turned into an error (and
+    /// a restart of the coordinator).
+    fn guarded_submit(
+        &mut self,
+        dag: ValidatedDag,
+        options: ExecuteOptions,
+        ctx: &mut Context<Self>,
+    ) -> Pin<Box<dyn Future<Output = Result<ExecutionHandle, ExecuteError>>>> {
+        let id = dag.id().clone();
+        match guarded(ACTOR, ctx, || self.submit(dag, options)) {
+            Ok(fut) => Box::pin(fut),
+            Err(panicked) => Box::pin(async move {
+                Err(ExecuteError::Internal {
+                    dag: id,
+                    message: panicked.to_string(),
+                })
+            }),
+        }
+    }
+}
+
+impl Handler<CountRestarts> for Coordinator {
+    type Result = u32;
+
+    fn handle(&mut self, _msg: CountRestarts, _ctx: &mut Self::Context) -> u32 {
+        self.restarts
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::supervision::Crash> for Coordinator {
+    type Result = Result<(), crate::supervision::Panicked>;
+
+    fn handle(&mut self, _msg: crate::supervision::Crash, ctx: &mut Self::Context) -> Self::Result {
+        guarded(ACTOR, ctx, || {
+            panic!("fault injection: the coordinator was told to crash")
+        })
+    }
+}
+
 impl Handler<Submit> for Coordinator {
     type Result = ResponseFuture<Result<ExecutionHandle, ExecuteError>>;
 
-    fn handle(&mut self, msg: Submit, _ctx: &mut Self::Context) -> Self::Result {
-        Box::pin(self.submit(msg.dag, msg.options))
+    fn handle(&mut self, msg: Submit, ctx: &mut Self::Context) -> Self::Result {
+        self.guarded_submit(msg.dag, msg.options, ctx)
     }
 }
 
 impl Handler<Execute> for Coordinator {
     type Result = ResponseFuture<Result<ExecutionResult, ExecuteError>>;
 
-    fn handle(&mut self, msg: Execute, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Execute, ctx: &mut Self::Context) -> Self::Result {
         let options = ExecuteOptions {
             cancel_on_drop: false,
             ..msg.options
         };
-        let submitted = self.submit(msg.dag, options);
+        let submitted = self.guarded_submit(msg.dag, options, ctx);
         Box::pin(async move {
             let mut handle = submitted.await?;
             let node = handle.node.clone();

@@ -66,6 +66,15 @@ pub enum ExecuteError {
         /// What had finished.
         finished: Results,
     },
+    /// A bug: the execution's coordinator panicked. Its reservations were given back
+    /// and its values freed; the node keeps running.
+    #[error("the coordinator of DAG `{dag}` panicked: {message}")]
+    Internal {
+        /// The DAG.
+        dag: DagId,
+        /// The panic's message.
+        message: String,
+    },
     /// An actor of the node stopped while the execution needed it.
     #[error("node `{node}` stopped during the execution of DAG `{dag}`")]
     NodeStopped {
@@ -108,6 +117,9 @@ pub enum NodeError {
     /// A node's capacity was refused.
     #[error(transparent)]
     Register(#[from] handoff_core::RegisterNodeError),
+    /// An actor's handler panicked; the actor restarts with its state kept.
+    #[error(transparent)]
+    Panicked(#[from] crate::supervision::Panicked),
     /// Waiting for a value failed.
     #[error(transparent)]
     Wait(#[from] crate::result_store::WaitError),

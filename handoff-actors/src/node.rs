@@ -191,7 +191,7 @@ impl NodeHandle {
             node: node.into(),
             capabilities,
         };
-        Ok(self.manager.send(msg).await.map_err(|_| self.stopped())??)
+        self.manager.send(msg).await.map_err(|_| self.stopped())?
     }
 
     /// True when the node could reserve `cost` right now.

@@ -7,12 +7,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use actix::prelude::*;
 use handoff_core::{
-    AllocationError, AllocationStrategy, Allocator, FunctionId, NodeId, NodeView,
-    RegisterNodeError, ResourceTracker, Resources, candidates,
+    AllocationError, AllocationStrategy, Allocator, FunctionId, NodeId, NodeView, ResourceTracker,
+    Resources, candidates,
 };
 use tokio::sync::mpsc;
 
+use crate::error::NodeError;
 use crate::executor::RunEvent;
+use crate::supervision::{CountRestarts, Panicked, guarded, guarded_with};
 
 /// Identifies one execution's requests to the resource manager.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,7 +92,7 @@ impl Message for Withdraw {
 
 /// Registers (or updates) a node's capacity. Current reservations are kept.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<(), RegisterNodeError>")]
+#[rtype(result = "Result<(), NodeError>")]
 pub struct RegisterNode {
     /// The node.
     pub node: NodeId,
@@ -144,6 +146,7 @@ pub struct ResourceManager {
     waiters: BTreeMap<(Reverse<Rank>, u64), Waiter>,
     next_waiter: u64,
     groups: HashMap<(RequesterId, u32), NodeId>,
+    restarts: u32,
     /// Reservations granted and not yet released.
     held: HashMap<GrantId, (RequesterId, NodeId, Resources)>,
     next_grant: u64,
@@ -159,6 +162,7 @@ impl ResourceManager {
             next_waiter: 0,
             groups: HashMap::new(),
             held: HashMap::new(),
+            restarts: 0,
             next_grant: 0,
         }
     }
@@ -342,6 +346,9 @@ impl ResourceManager {
     }
 }
 
+/// The actor's name in panic reports.
+const ACTOR: &str = "resource manager";
+
 impl Actor for ResourceManager {
     type Context = Context<Self>;
 
@@ -352,7 +359,16 @@ impl Actor for ResourceManager {
 
 impl Supervised for ResourceManager {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.restarts += 1;
         tracing::warn!(node = %self.local, "resource manager restarting; registrations and reservations kept");
+    }
+}
+
+impl Handler<CountRestarts> for ResourceManager {
+    type Result = u32;
+
+    fn handle(&mut self, _msg: CountRestarts, _ctx: &mut Self::Context) -> u32 {
+        self.restarts
     }
 }
 
@@ -360,26 +376,51 @@ impl Handler<Reserve> for ResourceManager {
     type Result = ();
 
     fn handle(&mut self, msg: Reserve, ctx: &mut Self::Context) {
-        let Reserve {
-            requester,
-            requests,
-            strategy,
-            notify,
-        } = msg;
-        let mut grants = Vec::new();
-        for request in requests {
-            match self.try_grant(requester, &request, &strategy) {
-                Some(grant) => grants.push(grant),
-                None => self.enqueue(Waiter {
-                    requester,
-                    request,
-                    strategy: strategy.clone(),
-                    notify: notify.clone(),
-                }),
+        // If the tracker (user code) panics, every request of the batch is refused
+        // rather than left waiting for a grant that would never come.
+        let requester = msg.requester;
+        let asked: Vec<(u32, FunctionId)> = msg
+            .requests
+            .iter()
+            .map(|r| (r.index, r.function.clone()))
+            .collect();
+        let notify_on_panic = msg.notify.clone();
+        let handled = guarded_with(ACTOR, ctx, |ctx| {
+            let Reserve {
+                requester,
+                requests,
+                strategy,
+                notify,
+            } = msg;
+            let mut grants = Vec::new();
+            for request in requests {
+                match self.try_grant(requester, &request, &strategy) {
+                    Some(grant) => grants.push(grant),
+                    None => self.enqueue(Waiter {
+                        requester,
+                        request,
+                        strategy: strategy.clone(),
+                        notify: notify.clone(),
+                    }),
+                }
             }
-        }
-        if !grants.is_empty() {
-            self.deliver(requester, notify, grants, ctx);
+            if !grants.is_empty() {
+                self.deliver(requester, notify, grants, ctx);
+            }
+        });
+        if let Err(panicked) = handled {
+            self.waiters.retain(|_, w| w.requester != requester);
+            let refusals = asked
+                .into_iter()
+                .map(|(index, function)| Grant {
+                    index,
+                    outcome: Err(AllocationError::NeverGranted {
+                        function,
+                        reason: panicked.to_string(),
+                    }),
+                })
+                .collect();
+            self.deliver(requester, notify_on_panic, refusals, ctx);
         }
     }
 }
@@ -388,10 +429,12 @@ impl Handler<Release> for ResourceManager {
     type Result = ();
 
     fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
-        for grant in msg.grants {
-            self.release(grant);
-        }
-        self.retry_waiters(ctx);
+        let _ = guarded_with(ACTOR, ctx, |ctx| {
+            for grant in msg.grants {
+                self.release(grant);
+            }
+            self.retry_waiters(ctx);
+        });
     }
 }
 
@@ -399,51 +442,71 @@ impl Handler<Withdraw> for ResourceManager {
     type Result = ();
 
     fn handle(&mut self, msg: Withdraw, ctx: &mut Self::Context) {
-        self.withdraw(msg.requester, ctx);
+        let _ = guarded_with(ACTOR, ctx, |ctx| self.withdraw(msg.requester, ctx));
     }
 }
 
 impl Handler<RegisterNode> for ResourceManager {
-    type Result = Result<(), RegisterNodeError>;
+    type Result = Result<(), NodeError>;
 
     fn handle(&mut self, msg: RegisterNode, ctx: &mut Self::Context) -> Self::Result {
-        self.tracker.register(msg.node, msg.capabilities)?;
-        self.retry_waiters(ctx);
-        Ok(())
+        guarded_with(ACTOR, ctx, |ctx| {
+            self.tracker.register(msg.node, msg.capabilities)?;
+            self.retry_waiters(ctx);
+            Ok(())
+        })?
     }
 }
 
 impl Handler<ResourcesAvailable> for ResourceManager {
     type Result = bool;
 
-    fn handle(&mut self, msg: ResourcesAvailable, _ctx: &mut Self::Context) -> bool {
-        self.tracker.resources_available(&msg.node, &msg.cost)
+    fn handle(&mut self, msg: ResourcesAvailable, ctx: &mut Self::Context) -> bool {
+        guarded(ACTOR, ctx, || {
+            self.tracker.resources_available(&msg.node, &msg.cost)
+        })
+        .unwrap_or(false)
     }
 }
 
 impl Handler<NodeResources> for ResourceManager {
     type Result = Option<(Resources, Resources)>;
 
-    fn handle(&mut self, msg: NodeResources, _ctx: &mut Self::Context) -> Self::Result {
-        Some((
-            self.tracker.capabilities(&msg.node)?,
-            self.tracker.available(&msg.node)?,
-        ))
+    fn handle(&mut self, msg: NodeResources, ctx: &mut Self::Context) -> Self::Result {
+        guarded(ACTOR, ctx, || {
+            Some((
+                self.tracker.capabilities(&msg.node)?,
+                self.tracker.available(&msg.node)?,
+            ))
+        })
+        .ok()
+        .flatten()
     }
 }
 
 impl Handler<Capacities> for ResourceManager {
     type Result = Vec<(NodeId, Resources)>;
 
-    fn handle(&mut self, _msg: Capacities, _ctx: &mut Self::Context) -> Self::Result {
-        self.ordered(true)
+    fn handle(&mut self, _msg: Capacities, ctx: &mut Self::Context) -> Self::Result {
+        guarded(ACTOR, ctx, || self.ordered(true)).unwrap_or_default()
     }
 }
 
 impl Handler<RegisteredNodes> for ResourceManager {
     type Result = Vec<(NodeId, Resources)>;
 
-    fn handle(&mut self, _msg: RegisteredNodes, _ctx: &mut Self::Context) -> Self::Result {
-        self.ordered(false)
+    fn handle(&mut self, _msg: RegisteredNodes, ctx: &mut Self::Context) -> Self::Result {
+        guarded(ACTOR, ctx, || self.ordered(false)).unwrap_or_default()
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::supervision::Crash> for ResourceManager {
+    type Result = Result<(), Panicked>;
+
+    fn handle(&mut self, _msg: crate::supervision::Crash, ctx: &mut Self::Context) -> Self::Result {
+        guarded(ACTOR, ctx, || {
+            panic!("fault injection: the resource manager was told to crash")
+        })
     }
 }

@@ -24,6 +24,7 @@ use crate::resource_manager::{
     Grant, Rank, Release, Request, RequesterId, Reserve, ResourceManager, Target, Withdraw,
 };
 use crate::result_store::{DropDag, FreeValues, ResultStore, StoreValues};
+use crate::supervision::guarded_with;
 
 /// The most calls one job takes from the ready queue at once.
 const MAX_BATCH: usize = 64;
@@ -789,6 +790,33 @@ impl DagRun {
 impl Actor for DagRun {
     type Context = Context<Self>;
 
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if self.finishing {
+            return;
+        }
+        // Stopped abnormally (a panic in a handler): stop the jobs, give back every
+        // reservation, free the values, and tell the caller.
+        self.shared.cancelled.store(true, Ordering::Relaxed);
+        for entry in self.jobs.values() {
+            entry.token.store(true, Ordering::Relaxed);
+        }
+        let withdraw = Withdraw {
+            requester: self.settings.requester,
+        };
+        send_detached(&self.manager, withdraw);
+        free_dag(&self.store, &self.locations, self.shared.dag.id());
+        let error = self
+            .failure
+            .take()
+            .unwrap_or_else(|| ExecuteError::Internal {
+                dag: self.shared.dag.id().clone(),
+                message: "the execution's coordinator stopped".to_owned(),
+            });
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(Err(error));
+        }
+    }
+
     fn started(&mut self, ctx: &mut Self::Context) {
         if let Some(events) = self.events.take() {
             ctx.add_stream(Events(events));
@@ -805,14 +833,23 @@ impl Actor for DagRun {
 
 impl StreamHandler<RunEvent> for DagRun {
     fn handle(&mut self, event: RunEvent, ctx: &mut Self::Context) {
-        // A cancel whose message did not fit in the channel is seen through the flag.
-        if self.running() && self.shared.cancelled.load(Ordering::Relaxed) {
-            self.cancel(ctx);
-        }
-        match event {
-            RunEvent::Finished(report) => self.on_finished(report, ctx),
-            RunEvent::Reserved(grants) => self.on_reserved(grants, ctx),
-            RunEvent::Cancel => self.cancel(ctx),
+        let handled = guarded_with("execution coordinator", ctx, |ctx| {
+            // A cancel whose message did not fit in the channel is seen through the flag.
+            if self.running() && self.shared.cancelled.load(Ordering::Relaxed) {
+                self.cancel(ctx);
+            }
+            match event {
+                RunEvent::Finished(report) => self.on_finished(report, ctx),
+                RunEvent::Reserved(grants) => self.on_reserved(grants, ctx),
+                RunEvent::Cancel => self.cancel(ctx),
+            }
+        });
+        if let Err(panicked) = handled {
+            // The actor is stopping: `stopped` gives everything back.
+            self.failure.get_or_insert(ExecuteError::Internal {
+                dag: self.shared.dag.id().clone(),
+                message: panicked.message,
+            });
         }
     }
 

@@ -70,6 +70,26 @@ where
 }
 
 /// The message of a panic payload (`panic!` gives a `&str` or a `String`).
+/// Like [`guarded`], for a body that needs the actor's context itself.
+pub(crate) fn guarded_with<C, R>(
+    actor: &'static str,
+    ctx: &mut C,
+    body: impl FnOnce(&mut C) -> R,
+) -> Result<R, Panicked>
+where
+    C: ActorContext,
+{
+    match catch_unwind(AssertUnwindSafe(|| body(ctx))) {
+        Ok(value) => Ok(value),
+        Err(payload) => {
+            let message = panic_message(payload.as_ref());
+            tracing::error!(actor, panic = %message, "handler panicked; stopping the actor");
+            ctx.stop();
+            Err(Panicked { actor, message })
+        }
+    }
+}
+
 fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(message) = payload.downcast_ref::<&str>() {
         (*message).to_owned()
