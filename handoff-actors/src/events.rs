@@ -126,6 +126,49 @@ impl EventKind {
     }
 }
 
+impl EventKind {
+    /// The event's name, as in `tracing` output: `ready`, `started`, `freed`, ….
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Ready { .. } => "ready",
+            EventKind::Reserved { .. } => "reserved",
+            EventKind::Started { .. } => "started",
+            EventKind::Finished { .. } => "finished",
+            EventKind::Failed { .. } => "failed",
+            EventKind::Retried { .. } => "retried",
+            EventKind::Cancelled { .. } => "cancelled",
+            EventKind::Stored { .. } => "stored",
+            EventKind::Freed { .. } => "freed",
+            EventKind::Ended { .. } => "ended",
+            EventKind::Lagged { .. } => "lagged",
+        }
+    }
+
+    /// The attempt the event is about, if any.
+    pub fn attempt(&self) -> Option<u32> {
+        match self {
+            EventKind::Started { attempt, .. }
+            | EventKind::Finished { attempt, .. }
+            | EventKind::Failed { attempt, .. }
+            | EventKind::Cancelled { attempt, .. } => Some(*attempt),
+            EventKind::Retried { next_attempt, .. } => Some(*next_attempt),
+            _ => None,
+        }
+    }
+
+    /// The node the event happened on, if any.
+    pub fn node(&self) -> Option<&NodeId> {
+        match self {
+            EventKind::Reserved { node, .. }
+            | EventKind::Started { node, .. }
+            | EventKind::Finished { node, .. }
+            | EventKind::Failed { node, .. }
+            | EventKind::Stored { node, .. } => Some(node),
+            _ => None,
+        }
+    }
+}
+
 /// Microseconds since the Unix epoch.
 pub(crate) fn now_micros() -> u64 {
     SystemTime::now()

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::error::NodeError;
 use crate::executor::RunEvent;
-use crate::supervision::{CountRestarts, Panicked, guarded, guarded_with};
+use crate::supervision::{CountRestarts, guarded, guarded_with};
 
 /// Identifies one execution's requests to the resource manager.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -502,7 +502,7 @@ impl Handler<RegisteredNodes> for ResourceManager {
 
 #[cfg(feature = "fault-injection")]
 impl Handler<crate::supervision::Crash> for ResourceManager {
-    type Result = Result<(), Panicked>;
+    type Result = Result<(), crate::supervision::Panicked>;
 
     fn handle(&mut self, _msg: crate::supervision::Crash, ctx: &mut Self::Context) -> Self::Result {
         guarded(ACTOR, ctx, || {

@@ -239,7 +239,16 @@ impl DagRun {
 
     fn emit(&mut self, at_micros: u64, kind: EventKind) {
         if self.trace {
-            tracing::debug!(dag = %self.shared.dag.id(), event = ?kind, "handoff event");
+            tracing::debug!(
+                dag = %self.shared.dag.id(),
+                function = kind.function().map(FunctionId::as_str),
+                attempt = kind.attempt(),
+                node = kind.node().map(NodeId::as_str),
+                at_micros,
+                details = ?kind,
+                "{}",
+                kind.name()
+            );
         }
         if let Some(sink) = &mut self.sink {
             sink.send(Event {
