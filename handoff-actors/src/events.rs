@@ -190,21 +190,34 @@ impl futures::Stream for EventStream {
 }
 
 /// Where an execution's events go, if someone listens.
+///
+/// The channel has two slots more than the buffer asked for, kept for the end: a
+/// [`EventKind::Lagged`] with what was lost since the consumer last had room, and the
+/// final [`EventKind::Ended`]. So even a consumer that reads nothing until the end
+/// learns how many events it missed, and that the execution ended.
 pub(crate) struct EventSink {
     tx: mpsc::Sender<Event>,
     missed: u64,
 }
 
+/// Slots kept free for the closing `Lagged` and `Ended`.
+const RESERVED: usize = 2;
+
 impl EventSink {
     /// A sink and its stream, buffering up to `capacity` events.
     pub(crate) fn new(capacity: usize) -> (Self, EventStream) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (tx, rx) = mpsc::channel(capacity.max(1) + RESERVED);
         (EventSink { tx, missed: 0 }, EventStream(rx))
     }
 
     /// Sends an event without ever waiting; counts it as missed when the buffer is full.
     pub(crate) fn send(&mut self, event: Event) {
         if self.missed > 0 {
+            // The lag notice and the event both need room, beyond the reserved slots.
+            if self.tx.capacity() < RESERVED + 2 {
+                self.missed += 1;
+                return;
+            }
             let lagged = Event {
                 at_micros: event.at_micros,
                 dag: event.dag.clone(),
@@ -212,16 +225,30 @@ impl EventSink {
                     missed: self.missed,
                 },
             };
-            match self.tx.try_send(lagged) {
-                Ok(()) => self.missed = 0,
-                Err(_) => {
-                    self.missed += 1;
-                    return;
-                }
+            if self.tx.try_send(lagged).is_err() {
+                self.missed += 1;
+                return;
             }
+            self.missed = 0;
         }
-        if self.tx.try_send(event).is_err() {
+        if self.tx.capacity() <= RESERVED || self.tx.try_send(event).is_err() {
             self.missed += 1;
         }
+    }
+
+    /// Sends the last event, preceded by what was missed, into the reserved slots.
+    pub(crate) fn close(mut self, last: Event) {
+        if self.missed > 0 {
+            let lagged = Event {
+                at_micros: last.at_micros,
+                dag: last.dag.clone(),
+                kind: EventKind::Lagged {
+                    missed: self.missed,
+                },
+            };
+            let _ = self.tx.try_send(lagged);
+            self.missed = 0;
+        }
+        let _ = self.tx.try_send(last);
     }
 }

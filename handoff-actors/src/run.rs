@@ -786,8 +786,16 @@ impl DagRun {
                 })
             };
             let ok = outcome.is_ok();
-            act.emit(now_micros(), EventKind::Ended { ok });
-            act.sink = None;
+            if act.trace {
+                tracing::debug!(dag = %act.shared.dag.id(), ok, "ended");
+            }
+            if let Some(sink) = act.sink.take() {
+                sink.close(Event {
+                    at_micros: now_micros(),
+                    dag: act.shared.dag.id().clone(),
+                    kind: EventKind::Ended { ok },
+                });
+            }
             if let Some(reply) = act.reply.take() {
                 let _ = reply.send(outcome);
             }

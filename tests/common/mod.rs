@@ -141,3 +141,51 @@ pub fn only_problem(err: &handoff::ExecuteError) -> handoff::Problem {
         other => panic!("expected a rejection with one problem, got {other:?}"),
     }
 }
+
+/// A gate that functions wait at until the test opens it. Waiting gives up after
+/// [`HANG_GUARD`], so a gate the test never opens cannot hang the test run.
+#[derive(Debug, Default)]
+pub struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Opens the gate for every waiter, now and later.
+    pub fn open(&self) {
+        *self.open.lock().expect("gate lock") = true;
+        self.opened.notify_all();
+    }
+
+    /// True once opened.
+    pub fn is_open(&self) -> bool {
+        *self.open.lock().expect("gate lock")
+    }
+
+    /// Waits until the gate is open: `true`, or `false` if the hang guard expired first.
+    pub fn wait(&self) -> bool {
+        let open = self.open.lock().expect("gate lock");
+        let (open, _) = self
+            .opened
+            .wait_timeout_while(open, HANG_GUARD, |open| !*open)
+            .expect("gate lock");
+        *open
+    }
+}
+
+/// Spins (yielding) until `cond` holds: `true`, or `false` if the hang guard expired
+/// first. For functions polling a flag such as `handoff::is_cancelled()`.
+pub fn spin_until(cond: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    while !cond() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+    true
+}
