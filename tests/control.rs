@@ -1432,3 +1432,49 @@ async fn every_problem_of_an_infeasible_dag_is_reported_at_once() {
     assert!(!ran.load(Ordering::SeqCst), "nothing ran");
     assert_all_released(&node).await;
 }
+
+#[actix::test]
+async fn a_failed_execution_frees_the_values_it_had_stored() {
+    let mut registry = Registry::new();
+    registry.register("one", || 1_i64).expect("register");
+    registry
+        .register_fallible("broken", |x: i64| -> Result<i64, String> {
+            Err(format!("no luck with {x}"))
+        })
+        .expect("register");
+    let node = start_local(registry, Resources::new()).await;
+    let dag = Dag::new()
+        .with(Function::new("a", "one"))
+        .with(Function::new("b", "one"))
+        .with(Function::new("c", "broken").arg("a").max_retries(0))
+        .validate()
+        .expect("valid DAG");
+    let dag_id = dag.id().clone();
+    let mut handle = guarded(
+        "submit",
+        node.submit(dag, ExecuteOptions::default().events(64)),
+    )
+    .await
+    .expect("feasible");
+    let events = handle.events().expect("asked for events");
+    let err = guarded("outcome", handle.outcome())
+        .await
+        .expect_err("c fails");
+    assert!(
+        matches!(err, ExecuteError::FunctionFailed { ref function, .. } if function.as_str() == "c"),
+        "{err:?}"
+    );
+    // `a` and `b` were stored before `c` failed...
+    let kinds = all_events(events).await;
+    let stored = kinds
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Stored { .. }))
+        .count();
+    assert_eq!(stored, 2, "{kinds:?}");
+    // ...and the node freed them with the failed execution.
+    assert_eq!(guarded("count", node.stored_values()).await, Ok(0));
+    assert_eq!(
+        guarded("lookup", node.lookup_data_location(dag_id, "a")).await,
+        Ok(None)
+    );
+}

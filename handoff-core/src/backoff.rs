@@ -89,6 +89,26 @@ mod tests {
     }
 
     #[test]
+    fn the_default_is_a_short_exponential_backoff_with_jitter() {
+        let b = Backoff::default();
+        assert_eq!(
+            b,
+            Backoff::Exponential {
+                base: Duration::from_millis(5),
+                max: Duration::from_secs(1),
+                jitter: true,
+            }
+        );
+        for (retry, top) in [(1, 5), (2, 10), (3, 20), (20, 1000)] {
+            for random in [0, 7, u64::MAX] {
+                let d = b.delay(retry, random);
+                let top = Duration::from_millis(top);
+                assert!(d >= top / 2 && d <= top, "retry {retry}: {d:?}");
+            }
+        }
+    }
+
+    #[test]
     fn none_and_fixed() {
         assert_eq!(Backoff::None.delay(3, 7), Duration::ZERO);
         assert_eq!(
