@@ -6,7 +6,6 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -249,17 +248,6 @@ impl Drop for ExecutionHandle {
         if self.cancel_on_drop && self.outcome.is_some() {
             self.cancel();
         }
-    }
-}
-
-/// Polls a oneshot as a future of the outcome.
-struct Outcome(oneshot::Receiver<Result<ExecutionResult, ExecuteError>>);
-
-impl Future for Outcome {
-    type Output = Option<Result<ExecutionResult, ExecuteError>>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(Result::ok)
     }
 }
 
@@ -614,16 +602,6 @@ impl Handler<Execute> for Coordinator {
             ..msg.options
         };
         let submitted = self.guarded_submit(msg.dag, options, ctx);
-        Box::pin(async move {
-            let mut handle = submitted.await?;
-            let node = handle.node.clone();
-            let dag = handle.dag_id.clone();
-            match handle.outcome.take() {
-                Some(rx) => Outcome(rx)
-                    .await
-                    .unwrap_or(Err(ExecuteError::NodeStopped { node, dag })),
-                None => Err(ExecuteError::NodeStopped { node, dag }),
-            }
-        })
+        Box::pin(async move { submitted.await?.outcome().await })
     }
 }

@@ -388,6 +388,16 @@ impl DagRun {
         ResourceManager: Handler<M>,
     {
         let fut = self.manager.send(msg);
+        self.awaited(fut, ctx);
+    }
+
+    /// Runs a message send to another actor of the node alongside the run; the run does
+    /// not reply before it completes, and fails if that actor has stopped.
+    fn awaited<T: 'static>(
+        &mut self,
+        fut: impl std::future::Future<Output = Result<T, MailboxError>> + 'static,
+        ctx: &mut Context<Self>,
+    ) {
         self.pending_io += 1;
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             act.pending_io -= 1;
@@ -578,14 +588,7 @@ impl DagRun {
             ids: std::mem::take(&mut self.to_free),
         };
         let fut = self.store.send(msg);
-        self.pending_io += 1;
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
-            act.pending_io -= 1;
-            if res.is_err() {
-                act.fail(act.stopped_error(), ctx);
-            }
-            act.maybe_finish(ctx);
-        }));
+        self.awaited(fut, ctx);
     }
 
     /// A failed attempt: retried after the backoff while attempts remain, else the
@@ -695,18 +698,7 @@ impl DagRun {
             values,
         });
         let register = self.locations.send(RegisterLocations { dag, locations });
-        self.pending_io += 1;
-        ctx.spawn(
-            async move { store.await.and(register.await) }
-                .into_actor(self)
-                .map(|res, act, ctx| {
-                    act.pending_io -= 1;
-                    if res.is_err() {
-                        act.fail(act.stopped_error(), ctx);
-                    }
-                    act.maybe_finish(ctx);
-                }),
-        );
+        self.awaited(async move { store.await.and(register.await) }, ctx);
     }
 
     fn fail(&mut self, error: ExecuteError, ctx: &mut Context<Self>) {
