@@ -1438,15 +1438,16 @@ async fn a_failed_execution_frees_the_values_it_had_stored() {
     let mut registry = Registry::new();
     registry.register("one", || 1_i64).expect("register");
     registry
-        .register_fallible("broken", |x: i64| -> Result<i64, String> {
-            Err(format!("no luck with {x}"))
+        .register_fallible("broken", |x: i64, y: i64| -> Result<i64, String> {
+            Err(format!("no luck with {x} and {y}"))
         })
         .expect("register");
     let node = start_local(registry, Resources::new()).await;
     let dag = Dag::new()
         .with(Function::new("a", "one"))
         .with(Function::new("b", "one"))
-        .with(Function::new("c", "broken").arg("a").max_retries(0))
+        // `c` runs only once both `a` and `b` have finished (and been stored).
+        .with(Function::new("c", "broken").args(["a", "b"]).max_retries(0))
         .validate()
         .expect("valid DAG");
     let dag_id = dag.id().clone();
