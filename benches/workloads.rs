@@ -155,6 +155,13 @@ fn main() {
                 Box::new(|r| assert_eq!(r.get::<i64>("total").expect("total"), 10_000)),
             ),
             (
+                "single function",
+                1,
+                "execution",
+                Box::new(|| Dag::new().with(Function::new("one", "one"))),
+                Box::new(|r| assert_eq!(r.get::<i64>("one").expect("one"), 1)),
+            ),
+            (
                 "chain 1000",
                 999,
                 "hop",
