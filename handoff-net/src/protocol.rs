@@ -1,0 +1,458 @@
+//! The messages of the request-response protocol between nodes ([`RPC_PROTOCOL`]).
+//!
+//! Every message is MessagePack with named fields (`rmp_serde::to_vec_named`), so fields
+//! can be added with `#[serde(default)]` without breaking older peers of the same
+//! [`PROTOCOL_VERSION`]. Values travel as their MessagePack bytes ([`Value`]'s serde form).
+
+use bytes::Bytes;
+use handoff_core::{CodeName, DagId, Function, FunctionId, NodeId, Resources, Value};
+use serde::{Deserialize, Serialize};
+
+/// The version of the Handoff wire protocol. Peers compare it when they connect (identify's
+/// `protocol_version`) and in [`Request::Hello`]; a peer with another version is refused and
+/// disconnected.
+pub const PROTOCOL_VERSION: &str = "handoff/1";
+
+/// The libp2p protocol name of the request-response protocol.
+pub const RPC_PROTOCOL: &str = "/handoff/rpc/1";
+
+/// A request from one node to another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Says who the sender is. The event loop answers it itself with [`Response::Hello`],
+    /// or with [`RpcError::VersionMismatch`] (and then refuses the peer).
+    Hello {
+        /// The sender's [`PROTOCOL_VERSION`].
+        version: String,
+        /// The sender's human-readable name.
+        name: String,
+    },
+    /// Runs a function on the receiver. Answered at once with [`Response::Accepted`] (or an
+    /// error); the outcome comes back later as a [`Request::Finished`] from the receiver, so
+    /// that a long function never runs into the request timeout.
+    Execute(ExecuteRequest),
+    /// Reads (a chunk of) a value stored on the receiver. Answered with [`Response::Chunk`].
+    Fetch(FetchRequest),
+    /// Asks what the receiver knows of `node`'s resources. Answered with
+    /// [`Response::Resources`] or [`RpcError::UnknownNode`].
+    Resources {
+        /// The node asked about (the receiver itself, or a node it tracks).
+        node: NodeId,
+    },
+    /// Registers the sender with the receiver's resource tracker. Answered with
+    /// [`Response::Ack`].
+    Register {
+        /// What the sender offers.
+        capabilities: Resources,
+    },
+    /// Reports the outcome of an [`Request::Execute`] the sender accepted earlier. Answered
+    /// with [`Response::Ack`].
+    Finished(FinishedReport),
+}
+
+impl Request {
+    /// The kind of request, for logs and errors.
+    pub fn kind(&self) -> RequestKind {
+        match self {
+            Request::Hello { .. } => RequestKind::Hello,
+            Request::Execute(_) => RequestKind::Execute,
+            Request::Fetch(_) => RequestKind::Fetch,
+            Request::Resources { .. } => RequestKind::Resources,
+            Request::Register { .. } => RequestKind::Register,
+            Request::Finished(_) => RequestKind::Finished,
+        }
+    }
+}
+
+/// The kinds of [`Request`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RequestKind {
+    /// [`Request::Hello`].
+    Hello,
+    /// [`Request::Execute`].
+    Execute,
+    /// [`Request::Fetch`].
+    Fetch,
+    /// [`Request::Resources`].
+    Resources,
+    /// [`Request::Register`].
+    Register,
+    /// [`Request::Finished`].
+    Finished,
+}
+
+impl std::fmt::Display for RequestKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Runs one function of a DAG on the receiving node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecuteRequest {
+    /// The DAG the function belongs to (and the namespace of its result).
+    pub dag: DagId,
+    /// The function: its code name, extra arguments (constants, carried inline), cost,
+    /// timeout and retry settings.
+    pub function: Function,
+    /// Where each dependency result lives, in the order of `function.arg_ids()`.
+    pub arguments: Vec<ArgumentSource>,
+    /// Which attempt this is (0 for the first), echoed in [`FinishedReport`].
+    pub attempt: u32,
+}
+
+/// Where one argument of an [`ExecuteRequest`] comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ArgumentSource {
+    /// The result of `function` is stored on `node`: the executing node fetches it from
+    /// there (or reads it locally when `node` is itself).
+    Remote {
+        /// The function whose result it is.
+        function: FunctionId,
+        /// The node that stores it.
+        node: NodeId,
+    },
+    /// The value travels inside the request (small values only: a request is limited to
+    /// the receiver's maximum request size).
+    Inline {
+        /// The function whose result it is.
+        function: FunctionId,
+        /// The value.
+        value: Value,
+    },
+}
+
+impl ArgumentSource {
+    /// The function whose result this argument is.
+    pub fn function(&self) -> &FunctionId {
+        match self {
+            ArgumentSource::Remote { function, .. } | ArgumentSource::Inline { function, .. } => {
+                function
+            }
+        }
+    }
+}
+
+/// Reads up to `max_len` bytes of the MessagePack form of a stored value, from `offset`.
+///
+/// A value of any size is read in bounded frames: ask for offset 0, learn the
+/// [`Chunk::total_len`], and ask for the next offsets until all bytes are in
+/// (`Client::fetch_value` does this).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchRequest {
+    /// The DAG.
+    pub dag: DagId,
+    /// The function whose result is asked for.
+    pub function: FunctionId,
+    /// The first byte asked for.
+    pub offset: u64,
+    /// How many bytes to send back: exactly `min(max_len, total_len - offset)`, as
+    /// [`answer`](Self::answer) does (the fetcher pipelines requests for the next offsets,
+    /// and rejects chunks of another length).
+    pub max_len: u32,
+}
+
+impl FetchRequest {
+    /// The answer to this request from `encoded`, the value's whole MessagePack form: the
+    /// chunk asked for (sliced without a copy), or [`RpcError::OutOfRange`] when the
+    /// offset lies past the end.
+    pub fn answer(&self, encoded: &Bytes) -> Response {
+        let total_len = encoded.len() as u64;
+        if self.offset > total_len {
+            return Response::Error(RpcError::OutOfRange {
+                dag: self.dag.clone(),
+                function: self.function.clone(),
+                offset: self.offset,
+                total_len,
+            });
+        }
+        // offset <= total_len <= usize::MAX here.
+        let start = usize::try_from(self.offset).unwrap_or(encoded.len());
+        let end = start
+            .saturating_add(self.max_len as usize)
+            .min(encoded.len());
+        Response::Chunk(Chunk {
+            dag: self.dag.clone(),
+            function: self.function.clone(),
+            offset: self.offset,
+            total_len,
+            bytes: encoded.slice(start..end),
+        })
+    }
+}
+
+/// A piece of the MessagePack form of a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// The DAG.
+    pub dag: DagId,
+    /// The function whose result it is.
+    pub function: FunctionId,
+    /// Where `bytes` start in the whole.
+    pub offset: u64,
+    /// The length of the whole.
+    pub total_len: u64,
+    /// The bytes.
+    pub bytes: Bytes,
+}
+
+/// The outcome of an [`ExecuteRequest`], reported by the node that ran it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinishedReport {
+    /// The DAG.
+    pub dag: DagId,
+    /// The function.
+    pub function: FunctionId,
+    /// The attempt, as in the [`ExecuteRequest`].
+    pub attempt: u32,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// What became of an executed function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The result is stored on the reporting node, which serves it through
+    /// [`Request::Fetch`].
+    Stored {
+        /// The size of its MessagePack form, in bytes.
+        size: u64,
+    },
+    /// The function failed.
+    Failed {
+        /// Why.
+        failure: ExecutionFailure,
+    },
+}
+
+/// Why an executed function produced no result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ExecutionFailure {
+    /// An argument could not be fetched from the node that stores it.
+    #[error("argument `{function}` could not be fetched from node {node}: {reason}")]
+    ArgumentUnavailable {
+        /// The function whose result was needed.
+        function: FunctionId,
+        /// The node asked for it.
+        node: NodeId,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The code returned an error (or its arguments had the wrong types).
+    #[error("the code failed: {message}")]
+    CodeFailed {
+        /// The error's text.
+        message: String,
+    },
+    /// The code panicked.
+    #[error("the code panicked: {message}")]
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
+    /// The run took longer than the function's timeout.
+    #[error("timed out after {after_ms} ms")]
+    TimedOut {
+        /// The timeout, in milliseconds.
+        after_ms: u64,
+    },
+    /// The execution was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// A reply to a [`Request`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    /// Answers [`Request::Hello`].
+    Hello {
+        /// The receiver's [`PROTOCOL_VERSION`].
+        version: String,
+        /// The receiver's human-readable name.
+        name: String,
+    },
+    /// Answers [`Request::Execute`]: the function will run; a [`Request::Finished`] follows.
+    Accepted {
+        /// The DAG.
+        dag: DagId,
+        /// The function.
+        function: FunctionId,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// Answers [`Request::Fetch`].
+    Chunk(Chunk),
+    /// Answers [`Request::Resources`].
+    Resources {
+        /// The node.
+        node: NodeId,
+        /// Its total capabilities.
+        capabilities: Resources,
+        /// What is free now.
+        free: Resources,
+    },
+    /// Answers [`Request::Register`] and [`Request::Finished`].
+    Ack,
+    /// The request was refused or failed.
+    Error(RpcError),
+}
+
+impl Response {
+    /// The name of the variant, for errors about unexpected responses.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::Hello { .. } => "Hello",
+            Response::Accepted { .. } => "Accepted",
+            Response::Chunk(_) => "Chunk",
+            Response::Resources { .. } => "Resources",
+            Response::Ack => "Ack",
+            Response::Error(_) => "Error",
+        }
+    }
+}
+
+/// Why a node refused or failed a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RpcError {
+    /// The two nodes speak different protocol versions.
+    #[error("protocol version mismatch: the receiver has `{ours}`, the sender `{theirs}`")]
+    VersionMismatch {
+        /// The receiver's version.
+        ours: String,
+        /// The sender's version.
+        theirs: String,
+    },
+    /// The value asked for is not stored on the receiver.
+    #[error("no value for `{function}` of DAG `{dag}` here")]
+    NotFound {
+        /// The DAG.
+        dag: DagId,
+        /// The function.
+        function: FunctionId,
+    },
+    /// A fetch asked for bytes past the end of the value.
+    #[error("offset {offset} is past the end of `{function}` of DAG `{dag}` ({total_len} bytes)")]
+    OutOfRange {
+        /// The DAG.
+        dag: DagId,
+        /// The function.
+        function: FunctionId,
+        /// The offset asked for.
+        offset: u64,
+        /// The value's length.
+        total_len: u64,
+    },
+    /// The receiver has no code of that name in its registry.
+    #[error("no code named `{code}` here")]
+    UnknownCode {
+        /// The code name.
+        code: CodeName,
+    },
+    /// The receiver knows nothing of that node.
+    #[error("unknown node {node}")]
+    UnknownNode {
+        /// The node.
+        node: NodeId,
+    },
+    /// The receiver cannot reserve what the function costs.
+    #[error("insufficient resources: needs {needed}, {free} free")]
+    InsufficientResources {
+        /// The cost.
+        needed: Resources,
+        /// What is free.
+        free: Resources,
+    },
+    /// The receiver has too much work queued to accept the request now; retry later.
+    #[error("busy: {pending} requests pending (limit {limit})")]
+    Busy {
+        /// Requests waiting.
+        pending: u32,
+        /// The limit.
+        limit: u32,
+    },
+    /// The receiver does not serve this kind of request.
+    #[error("{request} requests are not served here")]
+    Unsupported {
+        /// The kind of request.
+        request: RequestKind,
+    },
+    /// The receiver is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetch(offset: u64, max_len: u32) -> FetchRequest {
+        FetchRequest {
+            dag: DagId::new("d"),
+            function: FunctionId::new("f"),
+            offset,
+            max_len,
+        }
+    }
+
+    #[test]
+    fn fetch_answers_slice_the_encoded_value() {
+        let encoded = Bytes::from_static(b"0123456789");
+        match fetch(4, 3).answer(&encoded) {
+            Response::Chunk(chunk) => {
+                assert_eq!(&chunk.bytes[..], b"456");
+                assert_eq!(chunk.total_len, 10);
+                assert_eq!(chunk.offset, 4);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match fetch(8, 100).answer(&encoded) {
+            Response::Chunk(chunk) => assert_eq!(&chunk.bytes[..], b"89"),
+            other => panic!("unexpected {other:?}"),
+        }
+        match fetch(10, 100).answer(&encoded) {
+            Response::Chunk(chunk) => assert!(chunk.bytes.is_empty()),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            fetch(11, 1).answer(&encoded),
+            Response::Error(RpcError::OutOfRange {
+                offset: 11,
+                total_len: 10,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn requests_round_trip_through_msgpack() {
+        let request = Request::Execute(ExecuteRequest {
+            dag: DagId::new("d"),
+            function: Function::new("g", "double").arg("f").extra_arg(2_i64),
+            arguments: vec![
+                ArgumentSource::Remote {
+                    function: FunctionId::new("f"),
+                    node: NodeId::new("n"),
+                },
+                ArgumentSource::Inline {
+                    function: FunctionId::new("h"),
+                    value: Value::new(7_i64),
+                },
+            ],
+            attempt: 1,
+        });
+        let bytes = rmp_serde::to_vec_named(&request).expect("encode");
+        let back: Request = rmp_serde::from_slice(&bytes).expect("decode");
+        match back {
+            Request::Execute(execute) => {
+                assert_eq!(execute.function.code().as_str(), "double");
+                assert_eq!(execute.function.extra_args()[0].get::<i64>(), Ok(2));
+                assert_eq!(execute.arguments[0].function().as_str(), "f");
+                match &execute.arguments[1] {
+                    ArgumentSource::Inline { value, .. } => assert_eq!(value.get::<i64>(), Ok(7)),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
