@@ -288,10 +288,10 @@ impl ResourceManager {
     }
 
     fn release(&mut self, grant: GrantId) {
-        if let Some((_, node, cost)) = self.held.remove(&grant) {
-            if let Err(error) = self.tracker.release(&node, &cost) {
-                tracing::error!(%node, %error, "release refused");
-            }
+        if let Some((_, node, cost)) = self.held.remove(&grant)
+            && let Err(error) = self.tracker.release(&node, &cost)
+        {
+            tracing::error!(%node, %error, "release refused");
         }
     }
 

@@ -361,10 +361,10 @@ impl DagRun {
         let id = self.next_job;
         self.next_job += 1;
         let token = Arc::new(AtomicBool::new(false));
-        if let [call] = calls.as_slice() {
-            if let Some(timeout) = self.timeout_of(call.index) {
-                ctx.run_later(timeout, move |act, ctx| act.on_timeout(id, timeout, ctx));
-            }
+        if let [call] = calls.as_slice()
+            && let Some(timeout) = self.timeout_of(call.index)
+        {
+            ctx.run_later(timeout, move |act, ctx| act.on_timeout(id, timeout, ctx));
         }
         self.jobs.insert(
             id,

@@ -166,13 +166,13 @@ pub fn candidates(
     nodes: &NodeCapacities,
     allowed: Option<&NodeId>,
 ) -> Result<Vec<usize>, AllocationError> {
-    if let Some(node) = allowed {
-        if !nodes.iter().any(|(n, _)| n == node) {
-            return Err(AllocationError::UnknownNode {
-                function: function.clone(),
-                node: node.clone(),
-            });
-        }
+    if let Some(node) = allowed
+        && !nodes.iter().any(|(n, _)| n == node)
+    {
+        return Err(AllocationError::UnknownNode {
+            function: function.clone(),
+            node: node.clone(),
+        });
     }
     let fitting: Vec<usize> = nodes
         .iter()

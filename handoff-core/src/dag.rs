@@ -314,14 +314,14 @@ fn validate(dag: Dag) -> Result<ValidatedDag, ValidationError> {
     }
 
     for f in &functions {
-        if let Some(cost) = f.cost() {
-            if let Some((resource, amount)) = cost.first_invalid() {
-                return Err(ValidationError::InvalidCost {
-                    function: f.id().clone(),
-                    resource: resource.clone(),
-                    amount,
-                });
-            }
+        if let Some(cost) = f.cost()
+            && let Some((resource, amount)) = cost.first_invalid()
+        {
+            return Err(ValidationError::InvalidCost {
+                function: f.id().clone(),
+                resource: resource.clone(),
+                amount,
+            });
         }
         if f.is_inline() && *f.placement() != Placement::Any {
             return Err(ValidationError::InlinePlaced {

@@ -83,10 +83,10 @@ impl<T: Serialize + Send + Sync + 'static> Payload for T {
 /// Moves `v` out as a `U` when `T` and `U` are the same type, without allocating.
 fn cast<T: 'static, U: 'static>(v: T) -> Result<U, T> {
     let mut slot = Some(v);
-    if let Some(u) = (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
-        if let Some(u) = u.take() {
-            return Ok(u);
-        }
+    if let Some(u) = (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>()
+        && let Some(u) = u.take()
+    {
+        return Ok(u);
     }
     match slot {
         Some(v) => Err(v),
@@ -175,10 +175,10 @@ impl Value {
     pub fn shared<T: DeserializeOwned + Send + Sync + 'static>(
         &self,
     ) -> Result<Arc<T>, ValueError> {
-        if let Repr::Local(p) = &self.0 {
-            if let Ok(arc) = Arc::clone(p).into_any().downcast::<T>() {
-                return Ok(arc);
-            }
+        if let Repr::Local(p) = &self.0
+            && let Ok(arc) = Arc::clone(p).into_any().downcast::<T>()
+        {
+            return Ok(arc);
         }
         self.decode().map(Arc::new)
     }
