@@ -457,3 +457,54 @@ async fn a_panicking_tracker_fails_the_execution_instead_of_hanging_it() {
         .expect("runs");
     assert_eq!(done.results.get::<i64>("small"), Ok(7));
 }
+
+#[actix::test]
+async fn a_crashed_execution_gives_everything_back_and_says_so() {
+    let gate = std::sync::Arc::new(common::Gate::new());
+    let (started_tx, mut started) = tokio::sync::mpsc::channel::<()>(1);
+    let mut registry = seed_registry();
+    let open = std::sync::Arc::clone(&gate);
+    registry
+        .register("wait", move |x: i64| {
+            let _ = started_tx.try_send(());
+            open.wait();
+            x
+        })
+        .expect("register");
+    let node = start_local(registry, Resources::new().cpu(2)).await;
+    let dag = Dag::new()
+        .with(
+            Function::new("held", "wait")
+                .extra_arg(1_i64)
+                .with_cost(Resources::new().cpu(2)),
+        )
+        .with(Function::new("later", "identity").arg("held"))
+        .validate()
+        .expect("valid DAG");
+    let handle = guarded("submit", node.submit(dag, ExecuteOptions::default()))
+        .await
+        .expect("feasible");
+    // Once `held` runs (holding the whole node), the execution's own coordinator panics.
+    guarded("held starts", started.recv())
+        .await
+        .expect("started");
+    handle.crash_coordinator();
+    let err = guarded("outcome", handle.outcome())
+        .await
+        .expect_err("the coordinator crashed");
+    assert!(
+        matches!(err, handoff::ExecuteError::Internal { ref message, .. } if message.contains("fault injection")),
+        "{err:?}"
+    );
+    // Its reservation was given back (while `held`'s thread is still busy) and the node
+    // keeps running DAGs.
+    assert_eq!(
+        guarded("resources", node.node_resources("local"))
+            .await
+            .expect("answer")
+            .map(|(_, available)| available),
+        Some(Resources::new().cpu(2))
+    );
+    run_pipeline(&node, "after-crash", 3).await;
+    gate.open();
+}

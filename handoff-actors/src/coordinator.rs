@@ -220,6 +220,13 @@ impl ExecutionHandle {
         let _ = self.control.try_send(RunEvent::Cancel);
     }
 
+    /// Tests only: makes the execution's coordinator panic, as a bug would.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn crash_coordinator(&self) {
+        let _ = self.control.try_send(RunEvent::Crash);
+    }
+
     /// Waits for the outcome.
     pub async fn outcome(mut self) -> Result<ExecutionResult, ExecuteError> {
         let outcome = self.outcome.take();

@@ -91,6 +91,9 @@ pub(crate) enum RunEvent {
     Reserved(Vec<crate::resource_manager::Grant>),
     /// The caller asked to cancel the execution.
     Cancel,
+    /// Tests only: makes the execution's coordinator panic.
+    #[cfg(feature = "fault-injection")]
+    Crash,
 }
 
 /// Tells user code whether its call should stop: the execution was cancelled, or the

@@ -851,6 +851,10 @@ impl StreamHandler<RunEvent> for DagRun {
                 RunEvent::Finished(report) => self.on_finished(report, ctx),
                 RunEvent::Reserved(grants) => self.on_reserved(grants, ctx),
                 RunEvent::Cancel => self.cancel(ctx),
+                #[cfg(feature = "fault-injection")]
+                RunEvent::Crash => {
+                    panic!("fault injection: the execution's coordinator was told to crash")
+                }
             }
         });
         if let Err(panicked) = handled {
