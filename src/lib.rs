@@ -4,6 +4,11 @@
 //! Build a [`Dag`] of [`Function`]s that name code in a [`Registry`], validate it, start a
 //! node inside an actix `System` with [`start_node`], and [`execute`](NodeHandle::execute) it.
 //!
+//! To make the node a cluster member, start a [`ClusterNode`] instead (a [`NodeConfig`]
+//! plus a [`NetConfig`] with a [`ClusterKey`]), or run the `handoff-node` binary. Nodes
+//! find each other and answer resource and value requests; running a DAG's functions on
+//! other nodes is the next step.
+//!
 //! ```
 //! use handoff::{Dag, ExecuteOptions, Function, NodeConfig, Registry, start_node};
 //!
@@ -44,6 +49,13 @@ pub use handoff_core::{
     NodeView, Placement, RegisterError, RegisterNodeError, Registry, ReleaseError, RequestError,
     ResourceName, ResourceTracker, Resources, ResultError, Results, Shared, SimpleResourceTracker,
     ValidatedDag, ValidationError, Value, ValueError, allocate, candidates,
+};
+
+pub use handoff_net::{
+    Client as NetClient, ClientError as NetClientError, ClusterKey, ClusterKeyError, ClusterNode,
+    ClusterStartError, Config as NetConfig, ConfigBuilder as NetConfigBuilder,
+    ConfigError as NetConfigError, DiscoverError, DiscoveredNode, GetValueError, Keypair,
+    Multiaddr, NodeState, PeerId, RegisterCapacityError, ResourcesQueryError, Security,
 };
 
 /// The README's usage example, compiled and run as a doctest.

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use handoff_core::{
-    DagId, FunctionId, NodeId, Registry, ResourceTracker, Resources, SimpleResourceTracker,
-    ValidatedDag, Value,
+    CodeName, DagId, FunctionId, NodeId, Registry, ResourceTracker, Resources,
+    SimpleResourceTracker, ValidatedDag, Value,
 };
 
 use crate::coordinator::{Coordinator, Execute, ExecuteOptions, ExecutionHandle, Submit};
@@ -56,6 +56,16 @@ impl NodeConfig {
     pub fn parallelism(mut self, parallelism: usize) -> Self {
         self.parallelism = parallelism.max(1);
         self
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// The code names in the node's registry, sorted.
+    pub fn code_names(&self) -> Vec<CodeName> {
+        self.registry.names()
     }
 }
 

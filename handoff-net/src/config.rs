@@ -122,6 +122,11 @@ impl Config {
         }
     }
 
+    /// The node id this configuration gives the node (its key pair's `PeerId` in base58).
+    pub fn node_id(&self) -> handoff_core::NodeId {
+        crate::ids::node_id_of(&self.keypair.public().to_peer_id())
+    }
+
     /// The security choice.
     pub fn security(&self) -> &Security {
         &self.security

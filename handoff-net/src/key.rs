@@ -380,6 +380,7 @@ mod tests {
         assert!(debug.contains(key.fingerprint().as_str()));
         assert!(!debug.contains(&hex(&key.0)));
         std::fs::remove_file(&path).expect("clean up");
+        std::fs::remove_dir(&dir).expect("clean up");
         assert!(matches!(
             ClusterKey::from_file(&path),
             Err(ClusterKeyError::Io { .. })

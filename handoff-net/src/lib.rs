@@ -19,6 +19,10 @@
 //!   allocation ([`Codec`], [`FrameError`]) and a cap on requests in flight per peer. Large
 //!   values are fetched in bounded chunks ([`Client::fetch_value`]).
 //!
+//! [`ClusterNode`] puts a node's actors (`handoff-actors`) and its network layer together:
+//! peers it learns of are registered with its resource manager, and it answers requests
+//! from its actors.
+//!
 //! One tokio task owns the libp2p `Swarm`; the cloneable [`Client`] talks to it with
 //! bounded commands and oneshot replies, and the task delivers [`NetEvent`]s on a bounded
 //! channel.
@@ -51,6 +55,7 @@
 
 mod announce;
 mod client;
+mod cluster_node;
 mod codec;
 mod config;
 mod error;
@@ -63,6 +68,10 @@ mod swarm;
 
 pub use announce::{Announcement, NodeState};
 pub use client::{Client, GoneReason, Hello, NetEvent, Refusal, ResponseChannel};
+pub use cluster_node::{
+    ClusterNode, ClusterStartError, DiscoverError, DiscoveredNode, GetValueError,
+    RegisterCapacityError, ResourcesQueryError,
+};
 pub use codec::{Codec, Direction, FrameError};
 pub use config::{
     CHUNK_OVERHEAD_BYTES, Config, ConfigBuilder, ConfigError, DEFAULT_ANNOUNCE_INTERVAL,

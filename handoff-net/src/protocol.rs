@@ -39,10 +39,11 @@ pub enum Request {
         /// The node asked about (the receiver itself, or a node it tracks).
         node: NodeId,
     },
-    /// Registers the sender with the receiver's resource tracker. Answered with
+    /// Sets the receiver's own capacity (the seed's `register_node` aimed at a remote
+    /// node); the receiver registers it with its tracker and announces it. Answered with
     /// [`Response::Ack`].
     Register {
-        /// What the sender offers.
+        /// The receiver's new capacity.
         capabilities: Resources,
     },
     /// Reports the outcome of an [`Request::Execute`] the sender accepted earlier. Answered

@@ -1,0 +1,535 @@
+//! A node that is both an actor runtime (`handoff-actors`) and a cluster member: the
+//! bridge between the network's events and the node's actors.
+
+use handoff_actors::{NodeConfig, NodeError, NodeHandle, start_node};
+use handoff_core::{CodeName, DagId, FunctionId, NodeId, Resources, Value};
+use tokio::sync::{mpsc, watch};
+
+use crate::announce::{Announcement, NodeState};
+use crate::client::{Client, NetEvent};
+use crate::config::Config;
+use crate::error::{AnnounceError, ClientError, FetchError, RequestError, StartError};
+use crate::protocol::{Request, Response, RpcError};
+
+/// A node of the cluster as [`ClusterNode::discover_nodes`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveredNode {
+    /// Its id.
+    pub node: NodeId,
+    /// Its human-readable name.
+    pub name: String,
+    /// Its total capabilities.
+    pub capabilities: Resources,
+    /// The code names in its registry.
+    pub code_names: Vec<CodeName>,
+}
+
+impl DiscoveredNode {
+    fn from_announcement(announcement: Announcement) -> Self {
+        DiscoveredNode {
+            node: announcement.node,
+            name: announcement.name,
+            capabilities: announcement.state.capabilities,
+            code_names: announcement.state.code_names,
+        }
+    }
+}
+
+/// Why [`ClusterNode::start`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterStartError {
+    /// The actors node's id is not the id the network configuration gives the node
+    /// (build the [`NodeConfig`] with [`Config::node_id`]).
+    #[error("the node config's id {node} is not the network's node id {network}")]
+    NodeIdMismatch {
+        /// The id in the [`NodeConfig`].
+        node: NodeId,
+        /// The id of the network configuration's key pair.
+        network: NodeId,
+    },
+    /// The actors node did not start.
+    #[error("the actors node did not start: {source}")]
+    Node {
+        /// What went wrong.
+        #[source]
+        source: NodeError,
+    },
+    /// The network layer did not start.
+    #[error("the network layer did not start: {source}")]
+    Net {
+        /// What went wrong.
+        #[source]
+        source: StartError,
+    },
+}
+
+/// Why a question about a node's resources ([`ClusterNode::node_resources`],
+/// [`ClusterNode::resources_available`]) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourcesQueryError {
+    /// The local node's actors did not answer.
+    #[error("the local node did not answer: {source}")]
+    Local {
+        /// What went wrong.
+        #[source]
+        source: NodeError,
+    },
+    /// The request to the remote node failed.
+    #[error("asking node {node} for its resources failed: {source}")]
+    Remote {
+        /// The node asked.
+        node: NodeId,
+        /// What went wrong.
+        #[source]
+        source: RequestError,
+    },
+    /// The remote node answered something other than its resources.
+    #[error("node {node} answered {got} to a Resources request")]
+    UnexpectedResponse {
+        /// The node asked.
+        node: NodeId,
+        /// The kind of response it sent.
+        got: &'static str,
+    },
+}
+
+/// Why [`ClusterNode::register_node`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterCapacityError {
+    /// The local node's actors did not answer.
+    #[error("the local node did not register the capacity: {source}")]
+    Local {
+        /// What went wrong.
+        #[source]
+        source: NodeError,
+    },
+    /// The new state could not be announced.
+    #[error("the new capacity could not be announced: {source}")]
+    Announce {
+        /// What went wrong.
+        #[source]
+        source: AnnounceError,
+    },
+    /// The request to the remote node failed.
+    #[error("registering the capacity of node {node} failed: {source}")]
+    Remote {
+        /// The node.
+        node: NodeId,
+        /// What went wrong.
+        #[source]
+        source: RequestError,
+    },
+    /// The remote node answered something other than an acknowledgement.
+    #[error("node {node} answered {got} to a Register request")]
+    UnexpectedResponse {
+        /// The node.
+        node: NodeId,
+        /// The kind of response it sent.
+        got: &'static str,
+    },
+}
+
+/// Why [`ClusterNode::get_value`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GetValueError {
+    /// The value is not in the local store (or the local node did not answer).
+    #[error("local read failed: {source}")]
+    Local {
+        /// What went wrong.
+        #[source]
+        source: NodeError,
+    },
+    /// The fetch from the remote node failed.
+    #[error("fetch failed: {source}")]
+    Fetch {
+        /// What went wrong.
+        #[source]
+        source: FetchError,
+    },
+}
+
+/// Why [`ClusterNode::discover_nodes`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    /// The local node's actors did not answer.
+    #[error("the local node did not answer: {source}")]
+    Local {
+        /// What went wrong.
+        #[source]
+        source: NodeError,
+    },
+    /// The network layer has stopped.
+    #[error("the network layer did not answer: {source}")]
+    Net {
+        /// What went wrong.
+        #[source]
+        source: ClientError,
+    },
+}
+
+/// A node that is both an actor runtime and a cluster member.
+///
+/// [`start`](Self::start) it inside an actix `System`. A bridge task (local to the
+/// system's thread) reads the network's events one at a time: each announced peer is
+/// registered with the local resource manager (so the node's own `discover_nodes` lists
+/// it), and inbound requests are answered from the local actors — `Resources` from the
+/// resource manager, `Register` by setting this node's capacity and announcing it, `Fetch`
+/// from the result store. `Execute` is answered with [`RpcError::Unsupported`]: running
+/// functions on remote nodes is not there yet.
+#[derive(Debug)]
+pub struct ClusterNode {
+    node: NodeHandle,
+    client: Client,
+    code_names: Vec<CodeName>,
+    peers: watch::Receiver<Vec<DiscoveredNode>>,
+    bridge: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ClusterNode {
+    /// Starts the actors node, then the network layer announcing the node's capabilities,
+    /// free resources and code names (this replaces the state set in `net`), then the
+    /// bridge. Call it from inside an actix `System`. The [`NodeConfig`]'s id must be
+    /// [`net.node_id()`](Config::node_id).
+    pub async fn start(node: NodeConfig, net: Config) -> Result<ClusterNode, ClusterStartError> {
+        let network = net.node_id();
+        if node.id() != &network {
+            return Err(ClusterStartError::NodeIdMismatch {
+                node: node.id().clone(),
+                network,
+            });
+        }
+        let code_names = node.code_names();
+        let handle = start_node(node)
+            .await
+            .map_err(|source| ClusterStartError::Node { source })?;
+        let state = local_state(&handle, &code_names)
+            .await
+            .map_err(|source| ClusterStartError::Node { source })?;
+        let mut net = net;
+        net.state = state;
+        let (client, events) = crate::start(net)
+            .await
+            .map_err(|source| ClusterStartError::Net { source })?;
+        let (peers_tx, peers) = watch::channel(Vec::new());
+        let bridge = Bridge {
+            node: handle.clone(),
+            client: client.clone(),
+            code_names: code_names.clone(),
+            peers: peers_tx,
+        };
+        let bridge = actix::spawn(bridge.run(events));
+        Ok(ClusterNode {
+            node: handle,
+            client,
+            code_names,
+            peers,
+            bridge: Some(bridge),
+        })
+    }
+
+    /// The actors node.
+    pub fn node(&self) -> &NodeHandle {
+        &self.node
+    }
+
+    /// The network client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        self.node.id()
+    }
+
+    /// The live peers, updated by the bridge each time one is announced, changes, or goes
+    /// away. Await `changed()` on it to wait for discovery without polling.
+    pub fn peer_changes(&self) -> watch::Receiver<Vec<DiscoveredNode>> {
+        self.peers.clone()
+    }
+
+    /// This node first, then the live peers with what they last announced.
+    pub async fn discover_nodes(&self) -> Result<Vec<DiscoveredNode>, DiscoverError> {
+        let capabilities = self
+            .node
+            .node_resources(self.id().clone())
+            .await
+            .map_err(|source| DiscoverError::Local { source })?
+            .map(|(capabilities, _)| capabilities)
+            .unwrap_or_default();
+        let mut nodes = vec![DiscoveredNode {
+            node: self.id().clone(),
+            name: self.client.name().to_owned(),
+            capabilities,
+            code_names: self.code_names.clone(),
+        }];
+        let peers = self
+            .client
+            .peers()
+            .await
+            .map_err(|source| DiscoverError::Net { source })?;
+        nodes.extend(peers.into_iter().map(DiscoveredNode::from_announcement));
+        Ok(nodes)
+    }
+
+    /// A node's capacity and what it has free right now: this node's from the local
+    /// resource manager, another's by asking it over the network. `None` when the node
+    /// asked does not know itself (never for a live Handoff node).
+    pub async fn node_resources(
+        &self,
+        node: &NodeId,
+    ) -> Result<Option<(Resources, Resources)>, ResourcesQueryError> {
+        if node == self.id() {
+            return self
+                .node
+                .node_resources(node.clone())
+                .await
+                .map_err(|source| ResourcesQueryError::Local { source });
+        }
+        let request = Request::Resources { node: node.clone() };
+        match self.client.request(node, request).await {
+            Ok(Response::Resources {
+                capabilities, free, ..
+            }) => Ok(Some((capabilities, free))),
+            Err(RequestError::Remote {
+                error: RpcError::UnknownNode { .. },
+                ..
+            }) => Ok(None),
+            Err(source) => Err(ResourcesQueryError::Remote {
+                node: node.clone(),
+                source,
+            }),
+            Ok(other) => Err(ResourcesQueryError::UnexpectedResponse {
+                node: node.clone(),
+                got: other.kind(),
+            }),
+        }
+    }
+
+    /// True when `node` could reserve `cost` right now (asked as in
+    /// [`node_resources`](Self::node_resources)); false for a node that does not know
+    /// itself.
+    pub async fn resources_available(
+        &self,
+        node: &NodeId,
+        cost: &Resources,
+    ) -> Result<bool, ResourcesQueryError> {
+        Ok(self
+            .node_resources(node)
+            .await?
+            .is_some_and(|(_, free)| cost.fits_in(&free)))
+    }
+
+    /// Sets a node's capacity: this node's in the local resource manager (and announces
+    /// it), another's by sending it [`Request::Register`].
+    pub async fn register_node(
+        &self,
+        node: &NodeId,
+        capabilities: Resources,
+    ) -> Result<(), RegisterCapacityError> {
+        if node == self.id() {
+            return register_local(&self.node, &self.client, &self.code_names, capabilities).await;
+        }
+        match self
+            .client
+            .request(node, Request::Register { capabilities })
+            .await
+        {
+            Ok(Response::Ack) => Ok(()),
+            Ok(other) => Err(RegisterCapacityError::UnexpectedResponse {
+                node: node.clone(),
+                got: other.kind(),
+            }),
+            Err(source) => Err(RegisterCapacityError::Remote {
+                node: node.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// A value stored on `from`: read from the local result store when `from` is this
+    /// node, fetched over the network otherwise.
+    pub async fn get_value(
+        &self,
+        dag: &DagId,
+        id: &FunctionId,
+        from: &NodeId,
+    ) -> Result<Value, GetValueError> {
+        if from == self.id() {
+            return self
+                .node
+                .get_local_value(dag.clone(), id.clone())
+                .await
+                .map_err(|source| GetValueError::Local { source });
+        }
+        self.client
+            .fetch_value(from, dag, id)
+            .await
+            .map_err(|source| GetValueError::Fetch { source })
+    }
+
+    /// Stops the network layer (closing every connection) and waits for the bridge to
+    /// end. The node's actors stop with their actix `System`.
+    pub async fn shutdown(mut self) -> Result<(), ClientError> {
+        let stopped = self.client.shutdown().await;
+        if let Some(bridge) = self.bridge.take() {
+            // The bridge ends when the event channel closes; it does not panic.
+            let _ = bridge.await;
+        }
+        stopped
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        if let Some(bridge) = self.bridge.take() {
+            bridge.abort();
+        }
+    }
+}
+
+/// What this node announces: its capacity, what is free, its code names.
+async fn local_state(node: &NodeHandle, code_names: &[CodeName]) -> Result<NodeState, NodeError> {
+    let (capabilities, free) = node
+        .node_resources(node.id().clone())
+        .await?
+        .unwrap_or_default();
+    Ok(NodeState {
+        capabilities,
+        free,
+        code_names: code_names.to_vec(),
+    })
+}
+
+async fn register_local(
+    node: &NodeHandle,
+    client: &Client,
+    code_names: &[CodeName],
+    capabilities: Resources,
+) -> Result<(), RegisterCapacityError> {
+    node.register_node(node.id().clone(), capabilities)
+        .await
+        .map_err(|source| RegisterCapacityError::Local { source })?;
+    let state = local_state(node, code_names)
+        .await
+        .map_err(|source| RegisterCapacityError::Local { source })?;
+    client
+        .announce(state)
+        .await
+        .map_err(|source| RegisterCapacityError::Announce { source })
+}
+
+/// Feeds the network's events to the node's actors, one at a time (so the work it takes
+/// on is bounded by the event channel's capacity).
+struct Bridge {
+    node: NodeHandle,
+    client: Client,
+    code_names: Vec<CodeName>,
+    peers: watch::Sender<Vec<DiscoveredNode>>,
+}
+
+impl Bridge {
+    async fn run(self, mut events: mpsc::Receiver<NetEvent>) {
+        while let Some(event) = events.recv().await {
+            match event {
+                NetEvent::PeerAnnounced(announcement) => {
+                    let (peer, capabilities) = (
+                        announcement.node.clone(),
+                        announcement.state.capabilities.clone(),
+                    );
+                    if let Err(error) = self.node.register_node(peer.clone(), capabilities).await {
+                        tracing::warn!(%peer, "cannot register the announced node: {error}");
+                    }
+                    self.publish_peers().await;
+                }
+                NetEvent::PeerGone { .. } | NetEvent::PeerRefused { .. } => {
+                    self.publish_peers().await;
+                }
+                NetEvent::InboundRequest {
+                    node,
+                    request,
+                    channel,
+                } => {
+                    let kind = request.kind();
+                    let response = self.answer(request).await;
+                    if let Err(error) = self.client.respond(channel, response).await {
+                        tracing::debug!(%node, %kind, "could not answer: {error}");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn publish_peers(&self) {
+        match self.client.peers().await {
+            Ok(peers) => {
+                let peers: Vec<_> = peers
+                    .into_iter()
+                    .map(DiscoveredNode::from_announcement)
+                    .collect();
+                self.peers.send_if_modified(|current| {
+                    let changed = *current != peers;
+                    if changed {
+                        *current = peers;
+                    }
+                    changed
+                });
+            }
+            Err(error) => tracing::debug!("cannot list the peers: {error}"),
+        }
+    }
+
+    async fn answer(&self, request: Request) -> Response {
+        match request {
+            Request::Resources { node } => match self.node.node_resources(node.clone()).await {
+                Ok(Some((capabilities, free))) => Response::Resources {
+                    node,
+                    capabilities,
+                    free,
+                },
+                Ok(None) => Response::Error(RpcError::UnknownNode { node }),
+                Err(_) => Response::Error(RpcError::ShuttingDown),
+            },
+            Request::Register { capabilities } => {
+                match register_local(&self.node, &self.client, &self.code_names, capabilities).await
+                {
+                    Ok(()) => Response::Ack,
+                    Err(error) => {
+                        tracing::warn!("cannot register this node's new capacity: {error}");
+                        Response::Error(RpcError::ShuttingDown)
+                    }
+                }
+            }
+            Request::Fetch(fetch) => {
+                match self
+                    .node
+                    .get_local_value(fetch.dag.clone(), fetch.function.clone())
+                    .await
+                {
+                    Ok(value) => match value.to_msgpack() {
+                        Ok(encoded) => fetch.answer(&encoded),
+                        Err(error) => {
+                            tracing::warn!(
+                                dag = %fetch.dag,
+                                function = %fetch.function,
+                                "cannot encode the value: {error}"
+                            );
+                            Response::Error(RpcError::NotFound {
+                                dag: fetch.dag,
+                                function: fetch.function,
+                            })
+                        }
+                    },
+                    Err(NodeError::NotFound { .. }) => Response::Error(RpcError::NotFound {
+                        dag: fetch.dag,
+                        function: fetch.function,
+                    }),
+                    Err(_) => Response::Error(RpcError::ShuttingDown),
+                }
+            }
+            other => Response::Error(RpcError::Unsupported {
+                request: other.kind(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! Cluster nodes as real processes (`handoff-node`) on 127.0.0.1: discovery through a
+//! bootstrap node, a [`ClusterNode`] in the test process joining them, the cluster key
+//! keeping other nodes out, and the command line's errors.
+//!
+//! Every child process is killed and reaped when its guard drops (also on panic); child
+//! output is read on a thread into a bounded channel, and every wait has a deadline.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::time::{Duration, Instant};
+
+use handoff::{
+    ClusterKey, ClusterNode, DagId, Function, FunctionId, GetValueError, NetConfig, NodeConfig,
+    NodeId, Registry, Resources,
+};
+use handoff_net::{ExecuteRequest, FetchError, Request, RequestError, RequestKind, RpcError};
+
+/// The longest any single wait may take before the test is declared hung.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+const BIN: &str = env!("CARGO_BIN_EXE_handoff-node");
+
+/// A temporary directory under `std::env::temp_dir()`, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "handoff-{what}-{}-{nanos}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes a cluster key with `handoff-node keygen`.
+fn keygen(dir: &TempDir, name: &str) -> PathBuf {
+    let path = dir.file(name);
+    let out = Command::new(BIN)
+        .arg("keygen")
+        .arg(&path)
+        .output()
+        .expect("run keygen");
+    assert!(out.status.success(), "keygen failed: {out:?}");
+    path
+}
+
+/// A running `handoff-node run`, killed and reaped on drop.
+struct Proc {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    /// Every line read so far.
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(name: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(BIN)
+            .arg("run")
+            .args(["--name", name])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("RUST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("spawn handoff-node");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stdin = child.stdin.take();
+        let (tx, lines) = sync_channel(1024);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            name: name.to_owned(),
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the first line `pick` accepts.
+    fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(&str) -> Option<T>) -> T {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let picked = pick(&line);
+                    self.seen.push(line);
+                    if let Some(out) = picked {
+                        return out;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "{}: no {what} within {DEADLINE:?}; output: {:#?}",
+                    self.name, self.seen
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "{}: exited before {what}; output: {:#?}",
+                    self.name, self.seen
+                ),
+            }
+        }
+    }
+
+    /// Its address, from the `listening` line.
+    fn address(&mut self) -> String {
+        self.wait_for("listening line", |line| {
+            line.strip_prefix("listening ").map(str::to_owned)
+        })
+    }
+
+    /// Waits for a `peers` line equal to `peers <n> <expected>`.
+    fn wait_peers(&mut self, expected: &[&str]) {
+        let want = format!("peers {} {}", expected.len(), expected.join(","));
+        self.wait_for(&format!("`{want}`"), |line| (line == want).then_some(()));
+    }
+
+    /// Reads what is already there without waiting.
+    fn drain(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
+    /// Closes its standard input and waits for it to exit.
+    fn finish(mut self) -> ExitStatus {
+        drop(self.stdin.take());
+        let end = Instant::now() + DEADLINE;
+        // Its stdout closes when it exits.
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("{} did not exit when its stdin closed", self.name)
+                }
+            }
+        }
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn key_arg(path: &Path) -> String {
+    path.to_str().expect("utf-8 temp path").to_owned()
+}
+
+#[test]
+fn processes_and_an_in_process_node_discover_each_other() {
+    let dir = TempDir::new("cluster");
+    let key = keygen(&dir, "cluster.key");
+    let key_path = key_arg(&key);
+    let mut n1 = Proc::spawn("n1", &["--key", &key_path, "--cpu", "2"]);
+    let address = n1.address();
+    let with_bootstrap = |extra: &[&'static str]| {
+        let mut args = vec!["--key", key_path.as_str(), "--bootstrap", address.as_str()];
+        args.extend_from_slice(extra);
+        args
+    };
+    let mut n2 = Proc::spawn("n2", &with_bootstrap(&["--cpu", "4", "--gpu", "1"]));
+    let mut n3 = Proc::spawn("n3", &with_bootstrap(&["--cpu", "1", "--memory", "512"]));
+
+    n1.wait_peers(&["n2:4:1", "n3:1:0"]);
+    n2.wait_peers(&["n1:2:0", "n3:1:0"]);
+    n3.wait_peers(&["n1:2:0", "n2:4:1"]);
+
+    // A fourth node, in this process, joins through n1.
+    let cluster_key = ClusterKey::from_file(&key).expect("read the key keygen wrote");
+    let bootstrap = address.parse().expect("multiaddr");
+    actix::System::new().block_on(async move {
+        let net = NetConfig::builder(cluster_key)
+            .name("t")
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
+            .bootstrap(bootstrap)
+            .build()
+            .expect("config");
+        let node =
+            NodeConfig::new(net.node_id(), Registry::new()).capabilities(Resources::new().cpu(1));
+        let cluster = ClusterNode::start(node, net).await.expect("start");
+        let mut changes = cluster.peer_changes();
+        tokio::time::timeout(DEADLINE, changes.wait_for(|peers| peers.len() == 3))
+            .await
+            .expect("the three processes are discovered in time")
+            .expect("bridge running");
+
+        let nodes = cluster.discover_nodes().await.expect("discover");
+        assert_eq!(&nodes[0].node, cluster.id(), "self first");
+        let names: Vec<_> = nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names.len(), 4);
+        let find = |name: &str| {
+            nodes
+                .iter()
+                .find(|n| n.name == name)
+                .unwrap_or_else(|| panic!("{name} discovered: {names:?}"))
+                .clone()
+        };
+        let (p1, p2, p3) = (find("n1"), find("n2"), find("n3"));
+        assert_eq!(p1.capabilities, Resources::new().cpu(2));
+        assert_eq!(p2.capabilities, Resources::new().cpu(4).gpu(1));
+        assert_eq!(p3.capabilities, Resources::new().cpu(1).memory(512));
+        for p in [&p1, &p2, &p3] {
+            let codes: Vec<_> = p.code_names.iter().map(|c| c.as_str()).collect();
+            assert_eq!(codes, ["format", "identity", "multiply"]);
+        }
+        // The bridge registered them with the local resource manager.
+        let registered = cluster.node().discover_nodes().await.expect("registered");
+        assert_eq!(registered.len(), 4, "{registered:?}");
+
+        // Resources over request-response.
+        let (capabilities, free) = cluster
+            .node_resources(&p2.node)
+            .await
+            .expect("ask n2")
+            .expect("n2 knows itself");
+        assert_eq!(capabilities, Resources::new().cpu(4).gpu(1));
+        assert_eq!(free, capabilities);
+        let gpu = Resources::new().gpu(1);
+        assert!(
+            cluster
+                .resources_available(&p2.node, &gpu)
+                .await
+                .expect("ask n2")
+        );
+        assert!(
+            !cluster
+                .resources_available(&p1.node, &gpu)
+                .await
+                .expect("ask n1")
+        );
+
+        // Fetch is served from the remote store (nothing stored: NotFound).
+        let err = cluster
+            .get_value(&DagId::new("d"), &FunctionId::new("f"), &p1.node)
+            .await
+            .expect_err("nothing stored on n1");
+        assert!(
+            matches!(
+                err,
+                GetValueError::Fetch {
+                    source: FetchError::Request(RequestError::Remote {
+                        error: RpcError::NotFound { .. },
+                        ..
+                    })
+                }
+            ),
+            "{err:?}"
+        );
+        // Remote execution is not there yet.
+        let execute = Request::Execute(ExecuteRequest {
+            dag: DagId::new("d"),
+            function: Function::new("f", "identity").extra_arg(1_i64),
+            arguments: Vec::new(),
+            attempt: 0,
+        });
+        let err = cluster
+            .client()
+            .request(&p1.node, execute)
+            .await
+            .expect_err("unsupported");
+        assert!(
+            matches!(
+                err,
+                RequestError::Remote {
+                    error: RpcError::Unsupported {
+                        request: RequestKind::Execute
+                    },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+
+        // Register sets n3's capacity; n3 announces it.
+        cluster
+            .register_node(&p3.node, Resources::new().cpu(3))
+            .await
+            .expect("register on n3");
+        let n3_id: NodeId = p3.node.clone();
+        tokio::time::timeout(
+            DEADLINE,
+            changes.wait_for(|peers| {
+                peers
+                    .iter()
+                    .any(|p| p.node == n3_id && p.capabilities == Resources::new().cpu(3))
+            }),
+        )
+        .await
+        .expect("n3's new capacity is announced in time")
+        .expect("bridge running");
+        cluster.shutdown().await.expect("shutdown");
+    });
+
+    // n1 learns n3's new capacity too (with or without `t`, which may be gone by then).
+    n1.wait_for("n3's new capacity", |line| {
+        (line.starts_with("peers ") && line.contains("n3:3:0")).then_some(())
+    });
+    for proc in [n1, n2, n3] {
+        let name = proc.name.clone();
+        let status = proc.finish();
+        assert!(status.success(), "{name} exited cleanly: {status:?}");
+    }
+}
+
+#[test]
+fn nodes_with_another_key_or_no_key_never_join() {
+    let dir = TempDir::new("intruders");
+    let key = key_arg(&keygen(&dir, "cluster.key"));
+    let other = key_arg(&keygen(&dir, "other.key"));
+    let mut n1 = Proc::spawn("n1", &["--key", &key, "--cpu", "1"]);
+    let address = n1.address();
+    let mut n2 = Proc::spawn(
+        "n2",
+        &["--key", &key, "--bootstrap", &address, "--cpu", "1"],
+    );
+    n1.wait_peers(&["n2:1:0"]);
+    n2.wait_peers(&["n1:1:0"]);
+
+    let mut intruder = Proc::spawn("intruder", &["--key", &other, "--bootstrap", &address]);
+    let mut insecure = Proc::spawn("insecure", &["--insecure", "--bootstrap", &address]);
+    for outsider in [&mut intruder, &mut insecure] {
+        let line = outsider.wait_for("failed dial", |line| {
+            line.starts_with("dial failed").then(|| line.to_owned())
+        });
+        assert!(line.contains(&address), "{line}");
+    }
+    assert!(
+        intruder
+            .seen
+            .iter()
+            .any(|l| l.contains("likely cluster key mismatch")),
+        "{:?}",
+        intruder.seen
+    );
+    // A member joining after them is seen; the outsiders never were.
+    let mut n3 = Proc::spawn(
+        "n3",
+        &["--key", &key, "--bootstrap", &address, "--cpu", "1"],
+    );
+    n1.wait_peers(&["n2:1:0", "n3:1:0"]);
+    n3.wait_peers(&["n1:1:0", "n2:1:0"]);
+    for outsider in [&mut intruder, &mut insecure] {
+        outsider.drain();
+        assert!(
+            outsider
+                .seen
+                .iter()
+                .all(|l| !l.starts_with("peers ") || l == "peers 0"),
+            "{}: {:?}",
+            outsider.name,
+            outsider.seen
+        );
+    }
+    n1.drain();
+    assert!(
+        n1.seen
+            .iter()
+            .all(|l| !l.contains("intruder") && !l.contains("insecure")),
+        "{:?}",
+        n1.seen
+    );
+}
+
+#[test]
+fn run_without_a_security_choice_fails_and_keygen_writes_a_readable_key() {
+    let out = Command::new(BIN)
+        .args(["run", "--cpu", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--key FILE"), "{stderr}");
+    assert!(stderr.contains("--insecure"), "{stderr}");
+
+    let dir = TempDir::new("keygen");
+    let path = keygen(&dir, "cluster.key");
+    let key = ClusterKey::from_file(&path).expect("readable key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // An existing key is not overwritten.
+    let again = Command::new(BIN)
+        .arg("keygen")
+        .arg(&path)
+        .output()
+        .expect("keygen");
+    assert!(!again.status.success());
+    assert_eq!(ClusterKey::from_file(&path).expect("still readable"), key);
+}
