@@ -9,10 +9,10 @@
 //! Anything spawned on the actor's context (`ctx.spawn`, `ctx.run_later`) is dropped by
 //! the restart.
 
-use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use actix::prelude::*;
+use handoff_core::panic_message;
 
 /// A handler of an actor panicked; the actor was stopped and its supervisor restarts it
 /// with its state kept.
@@ -90,16 +90,6 @@ where
     }
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        (*message).to_owned()
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "a panic payload that is not a string".to_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,7 +103,7 @@ mod tests {
         let other = catch_unwind(|| std::panic::panic_any(7_u8)).expect_err("panics");
         assert_eq!(
             panic_message(other.as_ref()),
-            "a panic payload that is not a string"
+            "a panic with a non-string payload"
         );
     }
 }

@@ -36,7 +36,7 @@ pub use backoff::Backoff;
 pub use dag::{Dag, ValidatedDag, ValidationError};
 pub use function::{ArgumentInclusion, Function, FunctionKind, Placement};
 pub use ids::{CodeName, DagId, FunctionId, NodeId, ResourceName};
-pub use registry::{CallError, Code, Handler, RegisterError, Registry};
+pub use registry::{CallError, Code, Handler, RegisterError, Registry, panic_message};
 pub use resources::{Amount, Resources};
 pub use results::{ResultError, Results};
 pub use tracker::{

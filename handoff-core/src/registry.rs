@@ -149,7 +149,8 @@ handler!(8; A1 0, A2 1, A3 2, A4 3, A5 4, A6 5, A7 6, A8 7);
 struct Infallible<F, Args>(F, PhantomData<fn(Args)>);
 struct Fallible<F, Args>(F, PhantomData<fn(Args)>);
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+/// The text of a caught panic: its `&str` or `String` payload, or a placeholder.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {

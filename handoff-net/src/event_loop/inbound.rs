@@ -89,16 +89,8 @@ impl EventLoop {
                 .send_response(channel, response);
             return;
         }
-        if let Some(theirs) = self.refused.get(&peer) {
-            let response = Response::Error(RpcError::VersionMismatch {
-                ours: self.version.clone(),
-                theirs: theirs.clone(),
-            });
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .rpc
-                .send_response(channel, response);
+        if let Some(theirs) = self.refused.get(&peer).cloned() {
+            self.refuse_version(channel, theirs);
         } else if self.verified.contains(&peer) {
             self.forward(peer, request, channel);
         } else {
@@ -118,6 +110,23 @@ impl EventLoop {
                 held.push((request, channel));
             }
         }
+    }
+
+    /// Answers a request from a peer of another protocol version with the mismatch.
+    fn refuse_version(
+        &mut self,
+        channel: request_response::ResponseChannel<Response>,
+        theirs: String,
+    ) {
+        let response = Response::Error(RpcError::VersionMismatch {
+            ours: self.version.clone(),
+            theirs,
+        });
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .rpc
+            .send_response(channel, response);
     }
 
     /// Hands an inbound request to the application, or answers Busy when it is behind.
@@ -193,15 +202,7 @@ impl EventLoop {
             });
         }
         for (_, channel) in self.held.remove(&peer).unwrap_or_default() {
-            let response = Response::Error(RpcError::VersionMismatch {
-                ours: self.version.clone(),
-                theirs: theirs.clone(),
-            });
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .rpc
-                .send_response(channel, response);
+            self.refuse_version(channel, theirs.clone());
         }
         if self.peers.remove(&node) {
             self.emit(NetEvent::PeerGone {
