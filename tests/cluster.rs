@@ -269,7 +269,7 @@ fn processes_and_an_in_process_node_discover_each_other() {
 
         // Fetch is served from the remote store (nothing stored: NotFound).
         let err = cluster
-            .get_value(&DagId::new("d"), &FunctionId::new("f"), &p1.node)
+            .get_value(&DagId::new("d"), &FunctionId::new("f"), Some(&p1.node))
             .await
             .expect_err("nothing stored on n1");
         assert!(

@@ -139,6 +139,14 @@ pub enum GetValueError {
         #[source]
         source: NodeError,
     },
+    /// The value is not held here and no node is known to hold it.
+    #[error("`{id}` of DAG `{dag}` is not held here and no node is known to hold it")]
+    NotFound {
+        /// The DAG.
+        dag: DagId,
+        /// The value.
+        id: FunctionId,
+    },
     /// The fetch from the remote node failed.
     #[error("fetch failed: {source}")]
     Fetch {
@@ -347,25 +355,48 @@ impl ClusterNode {
         }
     }
 
-    /// A value stored on `from`: read from the local result store when `from` is this
-    /// node, fetched over the network otherwise.
+    /// A value, wherever it lives (the seed's `get_value`): from the local result store
+    /// when it is held here; otherwise fetched from `from`, or from the node the local
+    /// location registry names, and kept in the local store for the next reader (its
+    /// registered location stays the origin's).
     pub async fn get_value(
         &self,
         dag: &DagId,
         id: &FunctionId,
-        from: &NodeId,
+        from: Option<&NodeId>,
     ) -> Result<Value, GetValueError> {
-        if from == self.id() {
-            return self
-                .node
-                .get_local_value(dag.clone(), id.clone())
-                .await
-                .map_err(|source| GetValueError::Local { source });
+        match self.node.get_local_value(dag.clone(), id.clone()).await {
+            Ok(value) => return Ok(value),
+            Err(NodeError::NotFound { .. }) => {}
+            Err(source) => return Err(GetValueError::Local { source }),
         }
-        self.client
-            .fetch_value(from, dag, id)
+        let holder = match from {
+            Some(node) => Some(node.clone()),
+            None => self
+                .node
+                .lookup_data_location(dag.clone(), id.clone())
+                .await
+                .map_err(|source| GetValueError::Local { source })?,
+        };
+        let Some(holder) = holder.filter(|h| h != self.id()) else {
+            return Err(GetValueError::NotFound {
+                dag: dag.clone(),
+                id: id.clone(),
+            });
+        };
+        let value = self
+            .client
+            .fetch_value(&holder, dag, id)
             .await
-            .map_err(|source| GetValueError::Fetch { source })
+            .map_err(|source| GetValueError::Fetch { source })?;
+        let cache = handoff_actors::StoreValue {
+            dag: dag.clone(),
+            id: id.clone(),
+            value: value.clone(),
+        };
+        // A cache miss later only costs another fetch, so a stopped store is not an error.
+        let _ = self.node.result_store().send(cache).await;
+        Ok(value)
     }
 
     /// Stops the network layer (closing every connection) and waits for the bridge to
