@@ -165,7 +165,7 @@ impl Dag {
 }
 
 /// A compressed list of lists of indices.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Csr {
     offsets: Vec<u32>,
     items: Vec<u32>,
@@ -278,18 +278,9 @@ impl ValidatedDag {
                 .map(Function::localized)
                 .collect(),
             index: inner.index.clone(),
-            args: Csr {
-                offsets: inner.args.offsets.clone(),
-                items: inner.args.items.clone(),
-            },
-            deps: Csr {
-                offsets: inner.deps.offsets.clone(),
-                items: inner.deps.items.clone(),
-            },
-            dependents: Csr {
-                offsets: inner.dependents.offsets.clone(),
-                items: inner.dependents.items.clone(),
-            },
+            args: inner.args.clone(),
+            deps: inner.deps.clone(),
+            dependents: inner.dependents.clone(),
             group: (0..inner.functions.len() as u32).collect(),
             regular: inner.regular,
         }))
