@@ -20,7 +20,8 @@ use crate::error::{ExecuteError, Problem};
 use crate::events::{EventSink, EventStream};
 use crate::executor::{NO_NEXT, RunEvent, RunShared};
 use crate::location_registry::LocationRegistry;
-use crate::resource_manager::{Capacities, RequesterId, ResourceManager};
+use crate::remote::{NodeParts, SetTransport, SharedTransport};
+use crate::resource_manager::{ClusterView, ExecutableNode, RequesterId, ResourceManager};
 use crate::result_store::ResultStore;
 use crate::run::{DagRun, ExecutionResult, RunSettings, RunSetup, ranks, targets};
 use crate::supervision::{CountRestarts, guarded};
@@ -268,6 +269,7 @@ pub struct Coordinator {
     locations: Addr<LocationRegistry>,
     next_requester: AtomicU64,
     restarts: u32,
+    transport: Option<SharedTransport>,
 }
 
 impl Coordinator {
@@ -288,34 +290,52 @@ impl Coordinator {
             locations,
             next_requester: AtomicU64::new(0),
             restarts: 0,
+            transport: None,
         }
     }
 
-    /// Checks the DAG against the registry and the nodes' capacities, then starts its run.
+    /// What running a function sent by another node needs.
+    pub(crate) fn parts(&self) -> NodeParts {
+        NodeParts {
+            node: self.node.clone(),
+            registry: Arc::clone(&self.registry),
+            manager: self.manager.clone(),
+            store: self.store.clone(),
+            locations: self.locations.clone(),
+            requester: RequesterId(self.next_requester.fetch_add(1, Ordering::Relaxed)),
+        }
+    }
+
+    /// Checks the DAG against the registries and capacities of the nodes it may run on,
+    /// then starts its run.
     fn submit(
         &self,
         dag: ValidatedDag,
         options: ExecuteOptions,
     ) -> impl Future<Output = Result<ExecutionHandle, ExecuteError>> + 'static {
         let dag = if options.local { dag.localized() } else { dag };
+        // Without a transport (or with `local`), only this node runs functions.
+        let transport = self.transport.clone().filter(|_| !options.local);
         let mut problems = Vec::new();
-        let codes = resolve_codes(&dag, &self.registry, &mut problems);
+        let codes = resolve_codes(&dag, &self.registry, transport.is_some(), &mut problems);
         let manager = self.manager.clone();
         let (store, locations) = (self.store.clone(), self.locations.clone());
         let node = self.node.clone();
         let requester = RequesterId(self.next_requester.fetch_add(1, Ordering::Relaxed));
         let parallelism = options.parallelism.unwrap_or(self.parallelism);
-        let needs_check = dag
-            .functions()
-            .iter()
-            .any(|f| f.cost().is_some() || *f.placement() != Placement::Any);
+        let needs_check = dag.functions().iter().zip(&codes).any(|(f, code)| {
+            f.cost().is_some() || *f.placement() != Placement::Any || code.is_none()
+        });
         async move {
             if needs_check {
                 let stopped = || ExecuteError::NodeStopped {
                     node: node.clone(),
                     dag: dag.id().clone(),
                 };
-                let nodes = manager.send(Capacities).await.map_err(|_| stopped())?;
+                let mut nodes = manager.send(ClusterView).await.map_err(|_| stopped())?;
+                if transport.is_none() {
+                    nodes.retain(|n| n.node == node);
+                }
                 check_feasible(&dag, &nodes, &mut problems);
             }
             if !problems.is_empty() {
@@ -324,7 +344,6 @@ impl Coordinator {
                     problems,
                 });
             }
-            let codes = codes.into_iter().flatten().collect();
             Ok(start_run(
                 dag,
                 options,
@@ -332,6 +351,7 @@ impl Coordinator {
                 node,
                 requester,
                 parallelism,
+                transport,
                 manager,
                 store,
                 locations,
@@ -344,10 +364,11 @@ impl Coordinator {
 fn start_run(
     dag: ValidatedDag,
     options: ExecuteOptions,
-    codes: Vec<handoff_core::Code>,
+    codes: Vec<Option<handoff_core::Code>>,
     node: NodeId,
     requester: RequesterId,
     parallelism: usize,
+    transport: Option<SharedTransport>,
     manager: Addr<ResourceManager>,
     store: Addr<ResultStore>,
     locations: Addr<LocationRegistry>,
@@ -363,8 +384,9 @@ fn start_run(
     let cancelled = Arc::new(AtomicBool::new(false));
     let timed =
         |i: usize| options.timeout.is_some() || dag.function(i).timeout_override().is_some();
+    let local_code = |i: usize| codes[i].is_some();
     let shared = Arc::new(RunShared {
-        chain_next: chain_successors(&dag, timed),
+        chain_next: chain_successors(&dag, timed, local_code),
         codes,
         cancelled: Arc::clone(&cancelled),
         timestamps: sink.is_some() || tracing::enabled!(tracing::Level::DEBUG),
@@ -387,6 +409,7 @@ fn start_run(
             keep,
             targets: targets(&dag),
             ranks: ranks(&dag),
+            transport,
         },
         shared,
         events: rx,
@@ -443,20 +466,25 @@ impl Supervised for Coordinator {
     }
 }
 
-/// Resolves each function's code and checks its arity; records every problem.
+/// Resolves each function's code in this node's registry and checks its arity. A code
+/// not registered here is a problem unless other nodes may run it (`cluster`); whether
+/// one does is checked against the cluster view.
 fn resolve_codes(
     dag: &ValidatedDag,
     registry: &Registry,
+    cluster: bool,
     problems: &mut Vec<Problem>,
 ) -> Vec<Option<handoff_core::Code>> {
     dag.functions()
         .iter()
         .map(|f| {
             let Ok(code) = registry.get(f.code().as_str()) else {
-                problems.push(Problem::UnknownCode {
-                    function: f.id().clone(),
-                    code: f.code().clone(),
-                });
+                if !cluster {
+                    problems.push(Problem::UnknownCode {
+                        function: f.id().clone(),
+                        code: f.code().clone(),
+                    });
+                }
                 return None;
             };
             let given = match f.argument_inclusion() {
@@ -470,7 +498,6 @@ fn resolve_codes(
                     expected: code.arity(),
                     given,
                 });
-                return None;
             }
             Some(code.clone())
         })
@@ -480,7 +507,11 @@ fn resolve_codes(
 /// For each function, the dependent that runs right after it on the same thread: one
 /// whose only dependency it is, with the same cost, no placement of its own, and
 /// neither of them with a timeout.
-fn chain_successors(dag: &ValidatedDag, timed: impl Fn(usize) -> bool) -> Vec<u32> {
+fn chain_successors(
+    dag: &ValidatedDag,
+    timed: impl Fn(usize) -> bool,
+    local_code: impl Fn(usize) -> bool,
+) -> Vec<u32> {
     // A collocation root others follow must go through placement itself.
     let mut followed = vec![false; dag.len()];
     for i in 0..dag.len() {
@@ -499,6 +530,7 @@ fn chain_successors(dag: &ValidatedDag, timed: impl Fn(usize) -> bool) -> Vec<u3
             || *f.placement() != Placement::Any
             || dag.collocation_root(s) != s
             || timed(s)
+            || !local_code(s)
         {
             continue;
         }
@@ -510,8 +542,9 @@ fn chain_successors(dag: &ValidatedDag, timed: impl Fn(usize) -> bool) -> Vec<u3
     next
 }
 
-/// Records every function that could never be placed on the nodes that can run functions.
-fn check_feasible(dag: &ValidatedDag, nodes: &[(NodeId, Resources)], problems: &mut Vec<Problem>) {
+/// Records every function that could never be placed: no node it may run on has its
+/// code, or its cost fits none of them.
+fn check_feasible(dag: &ValidatedDag, nodes: &[ExecutableNode], problems: &mut Vec<Problem>) {
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); dag.len()];
     for i in 0..dag.len() {
         if !dag.function(i).is_inline() {
@@ -523,11 +556,44 @@ fn check_feasible(dag: &ValidatedDag, nodes: &[(NodeId, Resources)], problems: &
             Placement::Pinned(node) => Some(node),
             _ => None,
         };
+        // A function (and the inline functions it evaluates) runs where the code of each
+        // is registered; a group runs where all its members' codes are.
+        let mut needed: Vec<&handoff_core::CodeName> = Vec::new();
+        let mut missing = false;
+        for &m in group {
+            for i in std::iter::once(m).chain(inline_args(dag, m)) {
+                let f = dag.function(i);
+                let possible = nodes.iter().any(|n| {
+                    n.code_names.contains(f.code()) && pinned.is_none_or(|p| *p == n.node)
+                });
+                let pinned_unknown = pinned.is_some_and(|p| !nodes.iter().any(|n| n.node == *p));
+                if !possible && !pinned_unknown {
+                    let problem = Problem::UnknownCode {
+                        function: f.id().clone(),
+                        code: f.code().clone(),
+                    };
+                    // Without a cluster, resolving the codes reported it already.
+                    if !problems.contains(&problem) {
+                        problems.push(problem);
+                    }
+                    missing = true;
+                }
+                needed.push(f.code());
+            }
+        }
+        if missing {
+            continue;
+        }
+        let nodes: Vec<(NodeId, Resources)> = nodes
+            .iter()
+            .filter(|n| needed.iter().all(|c| n.code_names.contains(*c)))
+            .map(|n| (n.node.clone(), n.capacity.clone()))
+            .collect();
         let before = problems.len();
         for &m in group {
             let f = dag.function(m);
             let costs: Vec<&Resources> = f.cost().into_iter().collect();
-            if let Err(error) = candidates(f.id(), &costs, nodes, pinned) {
+            if let Err(error) = candidates(f.id(), &costs, &nodes, pinned) {
                 // One unknown pinned node is reported once per group.
                 let repeat = matches!(error, handoff_core::AllocationError::UnknownNode { .. })
                     && problems.len() > before;
@@ -541,11 +607,24 @@ fn check_feasible(dag: &ValidatedDag, nodes: &[(NodeId, Resources)], problems: &
                 .iter()
                 .filter_map(|&m| dag.function(m).cost())
                 .collect();
-            if let Err(error) = candidates(dag.function(root).id(), &costs, nodes, pinned) {
+            if let Err(error) = candidates(dag.function(root).id(), &costs, &nodes, pinned) {
                 problems.push(Problem::Allocation(error));
             }
         }
     }
+}
+
+/// The inline functions function `i` evaluates in place (its inline arguments, theirs, …).
+pub(crate) fn inline_args(dag: &ValidatedDag, i: usize) -> Vec<usize> {
+    let mut found = Vec::new();
+    let mut stack: Vec<usize> = dag.args(i).iter().map(|&a| a as usize).collect();
+    while let Some(a) = stack.pop() {
+        if dag.function(a).is_inline() && !found.contains(&a) {
+            found.push(a);
+            stack.extend(dag.args(a).iter().map(|&b| b as usize));
+        }
+    }
+    found
 }
 
 /// The actor's name in panic reports.
@@ -589,6 +668,14 @@ impl Handler<crate::supervision::Crash> for Coordinator {
         guarded(ACTOR, ctx, || {
             panic!("fault injection: the coordinator was told to crash")
         })
+    }
+}
+
+impl Handler<SetTransport> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetTransport, _ctx: &mut Self::Context) {
+        self.transport = Some(msg.0);
     }
 }
 

@@ -5,8 +5,9 @@ use handoff_core::{AllocationError, CallError, CodeName, DagId, FunctionId, Node
 /// Something that keeps a DAG from ever running, found before anything starts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum Problem {
-    /// A function names code that is not in the node's registry.
-    #[error("`{function}` runs `{code}`, which is not registered on this node")]
+    /// A function names code that no node it may run on has in its registry (this
+    /// node's, or a live cluster member's).
+    #[error("`{function}` runs `{code}`, which no node it may run on has registered")]
     UnknownCode {
         /// The function.
         function: FunctionId,
@@ -66,6 +67,9 @@ pub enum ExecuteError {
         /// What had finished.
         finished: Results,
     },
+    /// A result held on another node could not be fetched for the caller.
+    #[error(transparent)]
+    ResultUnavailable(#[from] crate::remote::FetchFailed),
     /// A bug: the execution's coordinator panicked. Its reservations were given back
     /// and its values freed; the node keeps running.
     #[error("the coordinator of DAG `{dag}` panicked: {message}")]

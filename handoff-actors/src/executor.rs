@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use handoff_core::{ArgumentInclusion, CallError, Code, NodeId, ValidatedDag, Value};
+use handoff_core::{CallError, Code, NodeId, ValidatedDag, Value};
 use tokio::sync::mpsc;
 
 use crate::events::now_micros;
@@ -27,8 +27,8 @@ pub(crate) const NO_NEXT: u32 = u32::MAX;
 /// What every job of one execution shares; immutable but for the cancel flag.
 pub(crate) struct RunShared {
     pub(crate) dag: ValidatedDag,
-    /// The code of each function, by index.
-    pub(crate) codes: Vec<Code>,
+    /// The code of each function, by index (`None` where only other nodes have it).
+    pub(crate) codes: Vec<Option<Code>>,
     /// The chain successor of each function, or [`NO_NEXT`].
     pub(crate) chain_next: Vec<u32>,
     /// Set when the execution is cancelled or has failed.
@@ -70,7 +70,8 @@ pub(crate) struct Outcome {
     pub(crate) attempt: u32,
     pub(crate) started_micros: u64,
     pub(crate) finished_micros: u64,
-    pub(crate) result: Result<Value, CallError>,
+    /// The value, or `None` when it stays on the (remote) node that ran it.
+    pub(crate) result: Result<Option<Value>, CallError>,
 }
 
 /// What a job reports when it ends.
@@ -107,8 +108,8 @@ pub(crate) enum RunEvent {
 /// ```
 #[derive(Debug, Clone)]
 pub struct CancellationToken {
-    run: Arc<AtomicBool>,
-    attempt: Arc<AtomicBool>,
+    pub(crate) run: Arc<AtomicBool>,
+    pub(crate) attempt: Arc<AtomicBool>,
 }
 
 impl CancellationToken {
@@ -124,7 +125,7 @@ impl CancellationToken {
 }
 
 thread_local! {
-    static CURRENT: RefCell<Option<CancellationToken>> = const { RefCell::new(None) };
+    pub(crate) static CURRENT: RefCell<Option<CancellationToken>> = const { RefCell::new(None) };
 }
 
 /// True when the call running on this thread should stop (see [`CancellationToken`]).
@@ -137,7 +138,7 @@ pub fn is_cancelled() -> bool {
 }
 
 /// Clears the thread's token when the job ends, even if it unwinds.
-struct TokenScope;
+pub(crate) struct TokenScope;
 
 impl Drop for TokenScope {
     fn drop(&mut self) {
@@ -199,7 +200,7 @@ impl RunShared {
                 attempt: call.attempt,
                 started_micros,
                 finished_micros,
-                result,
+                result: result.map(Some),
             });
             if failed {
                 break;
@@ -249,19 +250,13 @@ impl RunShared {
             };
             resolved.push(value);
         }
-        let extra = function.extra_args();
-        let params = match function.argument_inclusion() {
-            ArgumentInclusion::Variadic => {
-                resolved.extend(extra.iter().cloned());
-                resolved
-            }
-            ArgumentInclusion::AsList => {
-                let mut params = Vec::with_capacity(1 + extra.len());
-                params.push(Value::list(resolved));
-                params.extend(extra.iter().cloned());
-                params
-            }
-        };
-        self.codes[index].call(params)
+        let params = function.parameters(resolved);
+        match &self.codes[index] {
+            Some(code) => code.call(params),
+            // Only functions whose code this node has are run here.
+            None => Err(CallError::UnknownCode {
+                code: function.code().clone(),
+            }),
+        }
     }
 }

@@ -35,6 +35,7 @@ mod events;
 mod executor;
 mod location_registry;
 mod node;
+mod remote;
 mod resource_manager;
 mod result_store;
 mod run;
@@ -48,8 +49,13 @@ pub use location_registry::{
     ForgetDag, LocationRegistry, LookupLocation, RegisterLocation, RegisterLocations,
 };
 pub use node::{GetHandle, NodeConfig, NodeHandle, NodeSupervisor, start_node};
+pub use remote::{
+    FetchFailed, RemoteArgument, RemoteCall, RemoteResult, RunFunction, SetTransport,
+    SharedTransport, Transport,
+};
 pub use resource_manager::{
-    Capacities, NodeResources, RegisterNode, RegisteredNodes, ResourceManager, ResourcesAvailable,
+    Capacities, ClusterView, ExecutableNode, ForgetPeer, NodeResources, RegisterNode, RegisterPeer,
+    RegisteredNodes, ResourceManager, ResourcesAvailable,
 };
 pub use result_store::{
     CountValues, DropDag, FreeValues, GetLocal, ResultStore, StoreValue, StoreValues, WaitError,

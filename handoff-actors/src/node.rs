@@ -5,15 +5,17 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use handoff_core::{
-    CodeName, DagId, FunctionId, NodeId, Registry, ResourceTracker, Resources,
+    CallError, CodeName, DagId, FunctionId, NodeId, Registry, ResourceTracker, Resources,
     SimpleResourceTracker, ValidatedDag, Value,
 };
 
 use crate::coordinator::{Coordinator, Execute, ExecuteOptions, ExecutionHandle, Submit};
 use crate::error::{ExecuteError, NodeError};
 use crate::location_registry::{LocationRegistry, LookupLocation, RegisterLocation};
+use crate::remote::{RunFunction, SetTransport, SharedTransport};
 use crate::resource_manager::{
-    NodeResources, RegisterNode, RegisteredNodes, ResourceManager, ResourcesAvailable,
+    ForgetPeer, NodeResources, RegisterNode, RegisterPeer, RegisteredNodes, ResourceManager,
+    ResourcesAvailable,
 };
 use crate::result_store::{CountValues, DropDag, GetLocal, ResultStore, StoreValue, WaitFor};
 use crate::run::ExecutionResult;
@@ -121,7 +123,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         tracker,
         parallelism,
     } = config;
-    let manager_state = ResourceManager::new(tracker, id.clone());
+    let manager_state = ResourceManager::new(tracker, id.clone(), registry.names());
     let manager = Supervisor::start(move |_| manager_state);
     let store = Supervisor::start(|_| ResultStore::default());
     let locations = Supervisor::start(|_| LocationRegistry::default());
@@ -282,6 +284,50 @@ impl NodeHandle {
             },
         )
         .await
+    }
+
+    /// Installs the transport executions use to run functions on other nodes and fetch
+    /// their results (`handoff-net`'s cluster node does this).
+    pub async fn set_transport(&self, transport: SharedTransport) -> Result<(), NodeError> {
+        self.coordinator
+            .send(SetTransport(transport))
+            .await
+            .map_err(|_| self.stopped())
+    }
+
+    /// Makes another node a place functions can be sent to, with its capacity and the
+    /// code names in its registry.
+    pub async fn register_peer(
+        &self,
+        node: impl Into<NodeId>,
+        capabilities: Resources,
+        code_names: Vec<CodeName>,
+    ) -> Result<(), NodeError> {
+        let msg = RegisterPeer {
+            node: node.into(),
+            capabilities,
+            code_names,
+        };
+        self.manager.send(msg).await.map_err(|_| self.stopped())?
+    }
+
+    /// Stops sending functions to a node that left the cluster.
+    pub async fn forget_peer(&self, node: impl Into<NodeId>) -> Result<(), NodeError> {
+        let msg = ForgetPeer { node: node.into() };
+        self.manager.send(msg).await.map_err(|_| self.stopped())
+    }
+
+    /// Runs one attempt of a function another node sent here (see [`RunFunction`]).
+    pub async fn run_function(&self, msg: RunFunction) -> Result<Value, CallError> {
+        let code = msg.function.code().clone();
+        self.coordinator
+            .send(msg)
+            .await
+            .map_err(|_| CallError::Unavailable {
+                code,
+                node: self.id.clone(),
+                reason: "the node is stopping".to_owned(),
+            })?
     }
 
     /// Stores a value on this node and records that it lives here.

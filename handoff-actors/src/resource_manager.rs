@@ -3,12 +3,14 @@
 //! yet until capacity is released.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use actix::prelude::*;
+use futures::channel::oneshot;
 use handoff_core::{
-    AllocationError, AllocationStrategy, Allocator, FunctionId, NodeId, NodeView, ResourceTracker,
-    Resources, candidates,
+    AllocationError, AllocationStrategy, Allocator, CodeName, FunctionId, NodeId, NodeView,
+    ResourceTracker, Resources, candidates,
 };
 use tokio::sync::mpsc;
 
@@ -45,6 +47,8 @@ pub(crate) struct Request {
     pub(crate) index: u32,
     pub(crate) rank: Rank,
     pub(crate) function: FunctionId,
+    /// Only nodes whose registry holds this code are candidates.
+    pub(crate) code: CodeName,
     pub(crate) cost: Resources,
     pub(crate) target: Target,
 }
@@ -69,6 +73,22 @@ pub(crate) struct Reserve {
 }
 
 impl Message for Reserve {
+    type Result = ();
+}
+
+/// Reserve resources for one function; the grant (or refusal) arrives on `reply`, now or
+/// later. Used by a node running a function another node sent it.
+pub(crate) struct ReserveOne {
+    pub(crate) requester: RequesterId,
+    pub(crate) rank: Rank,
+    pub(crate) function: FunctionId,
+    pub(crate) code: CodeName,
+    pub(crate) cost: Resources,
+    pub(crate) target: Target,
+    pub(crate) reply: oneshot::Sender<Result<(GrantId, NodeId), AllocationError>>,
+}
+
+impl Message for ReserveOne {
     type Result = ();
 }
 
@@ -123,25 +143,81 @@ pub struct NodeResources {
 #[rtype(result = "Vec<(NodeId, Resources)>")]
 pub struct Capacities;
 
+/// Makes another node of the cluster a place functions can be sent to: registers (or
+/// updates) its capacity and the code names in its registry.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), NodeError>")]
+pub struct RegisterPeer {
+    /// The node.
+    pub node: NodeId,
+    /// Its capacity.
+    pub capabilities: Resources,
+    /// The code names in its registry.
+    pub code_names: Vec<CodeName>,
+}
+
+/// Stops sending functions to a node (it left the cluster). Its registration, and the
+/// reservations in progress on it, are kept until they are released.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ForgetPeer {
+    /// The node.
+    pub node: NodeId,
+}
+
+/// One node functions can be sent to, as the resource manager sees it.
+#[derive(Debug, Clone)]
+pub struct ExecutableNode {
+    /// The node.
+    pub node: NodeId,
+    /// Its capacity.
+    pub capacity: Resources,
+    /// The code names in its registry.
+    pub code_names: Arc<HashSet<CodeName>>,
+}
+
+/// Asks for every node functions can be sent to, local node first, with the code names
+/// each can run.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<ExecutableNode>")]
+pub struct ClusterView;
+
 /// Asks for the capacity of every registered node, local node first.
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<(NodeId, Resources)>")]
 pub struct RegisteredNodes;
 
+/// Where a waiter's grant goes.
+enum Notify {
+    /// An execution's event channel.
+    Run(mpsc::Sender<RunEvent>),
+    /// A single reservation's reply.
+    Once(oneshot::Sender<Result<(GrantId, NodeId), AllocationError>>),
+}
+
+impl Notify {
+    fn is_closed(&self) -> bool {
+        match self {
+            Notify::Run(sender) => sender.is_closed(),
+            Notify::Once(sender) => sender.is_canceled(),
+        }
+    }
+}
+
 struct Waiter {
     requester: RequesterId,
     request: Request,
     strategy: AllocationStrategy,
-    notify: mpsc::Sender<RunEvent>,
+    notify: Notify,
 }
 
 /// Owns the resource tracker of the node.
 pub struct ResourceManager {
     tracker: Box<dyn ResourceTracker>,
     local: NodeId,
-    /// Nodes functions can be sent to; only the local node until the network layer
-    /// adds peers.
-    executable: Vec<NodeId>,
+    /// Nodes functions can be sent to, with the code names each can run: the local node,
+    /// and the peers the network layer adds.
+    executable: HashMap<NodeId, Arc<HashSet<CodeName>>>,
     /// Queued requests, most urgent first (then oldest first).
     waiters: BTreeMap<(Reverse<Rank>, u64), Waiter>,
     next_waiter: u64,
@@ -153,10 +229,15 @@ pub struct ResourceManager {
 }
 
 impl ResourceManager {
-    pub(crate) fn new(tracker: Box<dyn ResourceTracker>, local: NodeId) -> Self {
+    pub(crate) fn new(
+        tracker: Box<dyn ResourceTracker>,
+        local: NodeId,
+        code_names: Vec<CodeName>,
+    ) -> Self {
+        let local_codes = Arc::new(code_names.into_iter().collect());
         ResourceManager {
             tracker,
-            executable: vec![local.clone()],
+            executable: HashMap::from([(local.clone(), local_codes)]),
             local,
             waiters: BTreeMap::new(),
             next_waiter: 0,
@@ -173,7 +254,7 @@ impl ResourceManager {
         nodes.sort_by_key(|n| (n != &self.local, n.clone()));
         nodes
             .into_iter()
-            .filter(|n| !only_executable || self.executable.contains(n))
+            .filter(|n| !only_executable || self.executable.contains_key(n))
             .filter_map(|n| self.tracker.capabilities(&n).map(|c| (n, c)))
             .collect()
     }
@@ -185,7 +266,12 @@ impl ResourceManager {
         request: &Request,
         strategy: &AllocationStrategy,
     ) -> Option<Grant> {
-        let nodes = self.ordered(true);
+        let mut nodes = self.ordered(true);
+        nodes.retain(|(node, _)| {
+            self.executable
+                .get(node)
+                .is_some_and(|codes| codes.contains(&request.code))
+        });
         let allowed = match &request.target {
             Target::Any => None,
             Target::Pinned(node) => Some(node.clone()),
@@ -266,10 +352,22 @@ impl ResourceManager {
     fn deliver(
         &mut self,
         requester: RequesterId,
-        notify: mpsc::Sender<RunEvent>,
-        grants: Vec<Grant>,
+        notify: Notify,
+        mut grants: Vec<Grant>,
         ctx: &mut Context<Self>,
     ) {
+        let notify = match notify {
+            Notify::Run(notify) => notify,
+            Notify::Once(reply) => {
+                if let Some(grant) = grants.pop()
+                    && let Err(Ok((id, _))) = reply.send(grant.outcome)
+                {
+                    self.release(id);
+                    self.retry_waiters(ctx);
+                }
+                return;
+            }
+        };
         match notify.try_send(RunEvent::Reserved(grants)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(event)) => {
@@ -315,7 +413,7 @@ impl ResourceManager {
 
     /// Grants queued requests that fit now, most urgent first.
     fn retry_waiters(&mut self, ctx: &mut Context<Self>) {
-        let mut granted: Vec<(RequesterId, mpsc::Sender<RunEvent>, Vec<Grant>)> = Vec::new();
+        let mut granted: Vec<(RequesterId, Notify, Vec<Grant>)> = Vec::new();
         let keys: Vec<(Reverse<Rank>, u64)> = self.waiters.keys().copied().collect();
         for key in keys {
             let Some(waiter) = self.waiters.remove(&key) else {
@@ -325,9 +423,19 @@ impl ResourceManager {
                 continue;
             }
             match self.try_grant(waiter.requester, &waiter.request, &waiter.strategy) {
-                Some(grant) => match granted.iter_mut().find(|(r, _, _)| *r == waiter.requester) {
-                    Some((_, _, grants)) => grants.push(grant),
-                    None => granted.push((waiter.requester, waiter.notify, vec![grant])),
+                Some(grant) => match waiter.notify {
+                    Notify::Run(notify) => {
+                        let batch = granted.iter_mut().find(|(r, n, _)| {
+                            *r == waiter.requester && matches!(n, Notify::Run(_))
+                        });
+                        match batch {
+                            Some((_, _, grants)) => grants.push(grant),
+                            None => {
+                                granted.push((waiter.requester, Notify::Run(notify), vec![grant]))
+                            }
+                        }
+                    }
+                    once => granted.push((waiter.requester, once, vec![grant])),
                 },
                 None => {
                     self.waiters.insert(key, waiter);
@@ -400,12 +508,12 @@ impl Handler<Reserve> for ResourceManager {
                         requester,
                         request,
                         strategy: strategy.clone(),
-                        notify: notify.clone(),
+                        notify: Notify::Run(notify.clone()),
                     }),
                 }
             }
             if !grants.is_empty() {
-                self.deliver(requester, notify, grants, ctx);
+                self.deliver(requester, Notify::Run(notify), grants, ctx);
             }
         });
         if let Err(panicked) = handled {
@@ -420,8 +528,98 @@ impl Handler<Reserve> for ResourceManager {
                     }),
                 })
                 .collect();
-            self.deliver(requester, notify_on_panic, refusals, ctx);
+            self.deliver(requester, Notify::Run(notify_on_panic), refusals, ctx);
         }
+    }
+}
+
+impl Handler<ReserveOne> for ResourceManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReserveOne, ctx: &mut Self::Context) {
+        let ReserveOne {
+            requester,
+            rank,
+            function,
+            code,
+            cost,
+            target,
+            reply,
+        } = msg;
+        let request = Request {
+            index: 0,
+            rank,
+            function: function.clone(),
+            code,
+            cost,
+            target,
+        };
+        let strategy = AllocationStrategy::FirstAvailable;
+        let granted = guarded_with(ACTOR, ctx, |_| {
+            self.try_grant(requester, &request, &strategy)
+        });
+        match granted {
+            Ok(Some(grant)) => self.deliver(requester, Notify::Once(reply), vec![grant], ctx),
+            Ok(None) => self.enqueue(Waiter {
+                requester,
+                request,
+                strategy,
+                notify: Notify::Once(reply),
+            }),
+            Err(panicked) => {
+                let _ = reply.send(Err(AllocationError::NeverGranted {
+                    function,
+                    reason: panicked.to_string(),
+                }));
+            }
+        }
+    }
+}
+
+impl Handler<RegisterPeer> for ResourceManager {
+    type Result = Result<(), NodeError>;
+
+    fn handle(&mut self, msg: RegisterPeer, ctx: &mut Self::Context) -> Self::Result {
+        guarded_with(ACTOR, ctx, |ctx| {
+            self.tracker.register(msg.node.clone(), msg.capabilities)?;
+            if msg.node != self.local {
+                let codes = Arc::new(msg.code_names.into_iter().collect());
+                self.executable.insert(msg.node, codes);
+            }
+            self.retry_waiters(ctx);
+            Ok(())
+        })?
+    }
+}
+
+impl Handler<ForgetPeer> for ResourceManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: ForgetPeer, _ctx: &mut Self::Context) {
+        if msg.node != self.local {
+            self.executable.remove(&msg.node);
+        }
+    }
+}
+
+impl Handler<ClusterView> for ResourceManager {
+    type Result = Vec<ExecutableNode>;
+
+    fn handle(&mut self, _msg: ClusterView, ctx: &mut Self::Context) -> Self::Result {
+        guarded(ACTOR, ctx, || {
+            self.ordered(true)
+                .into_iter()
+                .filter_map(|(node, capacity)| {
+                    let code_names = Arc::clone(self.executable.get(&node)?);
+                    Some(ExecutableNode {
+                        node,
+                        capacity,
+                        code_names,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
     }
 }
 

@@ -18,8 +18,9 @@ use tokio::sync::mpsc;
 
 use crate::error::ExecuteError;
 use crate::events::{Event, EventKind, EventSink, now_micros};
-use crate::executor::{Call, Hold, Job, JobReport, RunEvent, RunShared};
+use crate::executor::{Call, Hold, Job, JobReport, NO_NEXT, Outcome, RunEvent, RunShared};
 use crate::location_registry::{ForgetDag, LocationRegistry, RegisterLocations};
+use crate::remote::{RemoteArgument, RemoteCall, SharedTransport};
 use crate::resource_manager::{
     Grant, Rank, Release, Request, RequesterId, Reserve, ResourceManager, Target, Withdraw,
 };
@@ -77,7 +78,7 @@ impl Drop for ValuesGuard {
 
 /// Sends `msg` without waiting: into the mailbox if there is room, else from a task
 /// (or, outside any runtime, a short-lived thread) that waits for room.
-fn send_detached<A, M>(addr: &Addr<A>, msg: M)
+pub(crate) fn send_detached<A, M>(addr: &Addr<A>, msg: M)
 where
     A: Actor<Context = Context<A>> + Handler<M>,
     M: Message + Send + 'static,
@@ -126,6 +127,8 @@ pub(crate) struct RunSettings {
     pub(crate) keep: Vec<bool>,
     pub(crate) targets: Vec<Target>,
     pub(crate) ranks: Vec<Rank>,
+    /// How to reach other nodes; `None` runs everything here.
+    pub(crate) transport: Option<SharedTransport>,
 }
 
 /// Everything a run needs, prepared by the node coordinator.
@@ -159,8 +162,17 @@ pub(crate) struct DagRun {
     pending: Vec<u32>,
     /// Unfinished consumers of each value (for `free_intermediates`).
     consumers: Vec<u32>,
+    /// Each finished function's value, when it is held here (or came back inline).
     values: Vec<Option<Value>>,
+    /// The node each finished function ran on (and whose store holds its value).
     nodes: Vec<Option<NodeId>>,
+    /// Values that came back inline from another node: small, so they travel inline
+    /// to the nodes that run their consumers.
+    small: Vec<bool>,
+    /// Other nodes that ran functions of this execution (told to forget it at the end).
+    remote_nodes: Vec<NodeId>,
+    /// Whether the results held on other nodes were fetched for the caller.
+    collected: bool,
     attempts: Vec<u32>,
     /// Ready functions without a cost, most urgent first, waiting for a slot.
     ready: BinaryHeap<(Rank, Reverse<u32>)>,
@@ -202,6 +214,9 @@ impl DagRun {
             consumers,
             values: vec![None; n],
             nodes: vec![None; n],
+            small: vec![false; n],
+            remote_nodes: Vec::new(),
+            collected: false,
             attempts: vec![0; n],
             ready: BinaryHeap::new(),
             jobs: HashMap::new(),
@@ -286,7 +301,7 @@ impl DagRun {
             .map(|&d| {
                 self.values[d as usize]
                     .clone()
-                    .expect("a function is dispatched only after its dependencies finished")
+                    .expect("a call is built here only once its dependencies' values are here")
             })
             .collect();
         Call {
@@ -306,17 +321,27 @@ impl DagRun {
                 let function = self.id_of(index);
                 self.emit(now_micros(), EventKind::Ready { function });
             }
-            let rank = self.settings.ranks[index as usize];
-            let f = self.shared.dag.function(index as usize);
-            match f.cost() {
-                Some(cost) if !cost.is_empty() => requests.push(Request {
+            let i = index as usize;
+            let rank = self.settings.ranks[i];
+            let f = self.shared.dag.function(i);
+            let target = &self.settings.targets[i];
+            let cost = f.cost().filter(|c| !c.is_empty());
+            // Without a cost, a function runs in one of this execution's slots here,
+            // unless its placement or its code's whereabouts say otherwise.
+            let slot = cost.is_none()
+                && self.shared.codes[i].is_some()
+                && (self.settings.transport.is_none() || matches!(target, Target::Any));
+            if slot {
+                self.ready.push((rank, Reverse(index)));
+            } else {
+                requests.push(Request {
                     index,
                     rank,
                     function: f.id().clone(),
-                    cost: cost.clone(),
-                    target: self.settings.targets[index as usize].clone(),
-                }),
-                _ => self.ready.push((rank, Reverse(index))),
+                    code: f.code().clone(),
+                    cost: cost.cloned().unwrap_or_default(),
+                    target: target.clone(),
+                });
             }
         }
         if !requests.is_empty() {
@@ -335,25 +360,202 @@ impl DagRun {
     fn dispatch_ready(&mut self, ctx: &mut Context<Self>) {
         while self.slots > 0 && !self.ready.is_empty() {
             let share = self.ready.len().div_ceil(self.slots).min(MAX_BATCH);
-            let mut calls = Vec::with_capacity(share);
-            while calls.len() < share {
+            let mut batch = Vec::with_capacity(share);
+            while batch.len() < share {
                 let Some(&(_, Reverse(index))) = self.ready.peek() else {
                     break;
                 };
                 // A function with a timeout runs in a job of its own.
                 if self.timeout_of(index).is_some() {
-                    if calls.is_empty() {
+                    if batch.is_empty() {
                         self.ready.pop();
-                        calls.push(self.call_for(index));
+                        batch.push(index);
                     }
                     break;
                 }
                 self.ready.pop();
-                calls.push(self.call_for(index));
+                batch.push(index);
             }
             self.slots -= 1;
             let node = self.settings.node.clone();
-            self.start_job(calls, Hold::Slot, node, ctx);
+            self.launch(batch, Hold::Slot, node, ctx);
+        }
+    }
+
+    /// Starts a batch of functions on `node` (a batch of one on another node): here once
+    /// every value they take is here, fetching those held elsewhere first.
+    fn launch(&mut self, batch: Vec<u32>, hold: Hold, node: NodeId, ctx: &mut Context<Self>) {
+        if node != self.settings.node
+            && let Some(transport) = self.settings.transport.clone()
+        {
+            for index in batch {
+                self.start_remote(index, hold, node.clone(), &transport, ctx);
+            }
+            return;
+        }
+        let mut missing: Vec<u32> = batch
+            .iter()
+            .flat_map(|&i| self.shared.dag.deps(i as usize))
+            .copied()
+            .filter(|&d| self.values[d as usize].is_none())
+            .collect();
+        if missing.is_empty() {
+            let calls = batch.into_iter().map(|i| self.call_for(i)).collect();
+            self.start_job(calls, hold, node, ctx);
+            return;
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        self.fetch_then_launch(batch, missing, hold, node, ctx);
+    }
+
+    /// Fetches the values `batch` needs from the nodes that hold them, then launches it;
+    /// a value that cannot be fetched fails the attempts that needed it.
+    fn fetch_then_launch(
+        &mut self,
+        batch: Vec<u32>,
+        missing: Vec<u32>,
+        hold: Hold,
+        node: NodeId,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(transport) = self.settings.transport.clone() else {
+            // Values are held elsewhere only when there is a transport.
+            self.fail(self.stopped_error(), ctx);
+            self.release(hold, ctx);
+            return;
+        };
+        let dag = self.dag().id().clone();
+        let fetches: Vec<_> = missing
+            .iter()
+            .map(|&d| {
+                let holder = self.nodes[d as usize]
+                    .clone()
+                    .unwrap_or_else(|| self.settings.node.clone());
+                transport.fetch(dag.clone(), self.id_of(d), holder)
+            })
+            .collect();
+        self.pending_io += 1;
+        let fetched = futures::future::join_all(fetches);
+        ctx.spawn(fetched.into_actor(self).map(move |fetched, act, ctx| {
+            act.pending_io -= 1;
+            let mut failure = None;
+            for (d, outcome) in missing.into_iter().zip(fetched) {
+                match outcome {
+                    Ok(value) => {
+                        act.values[d as usize].get_or_insert(value);
+                    }
+                    Err(error) => failure = Some(error),
+                }
+            }
+            if !act.running() {
+                act.release(hold, ctx);
+            } else if let Some(error) = failure {
+                act.release(hold, ctx);
+                let mut newly_ready = Vec::new();
+                for index in batch {
+                    let attempt = act.attempts[index as usize] + 1;
+                    act.attempts[index as usize] = attempt;
+                    let code = act.shared.dag.function(index as usize).code().clone();
+                    let error = CallError::Unavailable {
+                        code,
+                        node: act.settings.node.clone(),
+                        reason: error.to_string(),
+                    };
+                    act.on_failed_attempt(index, attempt, error, &mut newly_ready, ctx);
+                }
+                if act.running() {
+                    act.schedule(newly_ready, ctx);
+                }
+            } else {
+                act.launch(batch, hold, node, ctx);
+            }
+            act.maybe_finish(ctx);
+        }));
+    }
+
+    /// Sends one attempt to another node; its outcome comes back on the run's channel
+    /// like a local job's.
+    fn start_remote(
+        &mut self,
+        index: u32,
+        hold: Hold,
+        node: NodeId,
+        transport: &SharedTransport,
+        ctx: &mut Context<Self>,
+    ) {
+        let i = index as usize;
+        let id = self.next_job;
+        self.next_job += 1;
+        let attempt = self.attempts[i] + 1;
+        let timeout = self.timeout_of(index);
+        let dag = &self.shared.dag;
+        let arguments = dag
+            .deps(i)
+            .iter()
+            .map(|&d| {
+                let d = d as usize;
+                let function = dag.function(d).id().clone();
+                match &self.values[d] {
+                    Some(value) if self.small[d] => RemoteArgument::Value {
+                        function,
+                        value: value.clone(),
+                    },
+                    _ => RemoteArgument::Held {
+                        function,
+                        node: self.nodes[d]
+                            .clone()
+                            .unwrap_or_else(|| self.settings.node.clone()),
+                    },
+                }
+            })
+            .collect();
+        let call = RemoteCall {
+            dag: dag.id().clone(),
+            node: node.clone(),
+            function: dag.function(i).clone(),
+            inline: crate::coordinator::inline_args(dag, i)
+                .into_iter()
+                .map(|a| dag.function(a).clone())
+                .collect(),
+            arguments,
+            attempt,
+            timeout,
+        };
+        let token = Arc::new(AtomicBool::new(false));
+        self.jobs.insert(
+            id,
+            JobEntry {
+                hold,
+                token,
+                calls: vec![(index, attempt)],
+            },
+        );
+        let timestamps = self.shared.timestamps;
+        let started_micros = if timestamps { now_micros() } else { 0 };
+        let events = self.shared.events.clone();
+        let running = transport.execute(call);
+        let report = async move {
+            let result = running.await;
+            let finished_micros = if timestamps { now_micros() } else { 0 };
+            let report = JobReport {
+                job: id,
+                outcomes: vec![Outcome {
+                    index,
+                    attempt,
+                    started_micros,
+                    finished_micros,
+                    result,
+                }],
+                unrun: Vec::new(),
+                node,
+            };
+            // The run has ended (cancelled or timed out) when this fails; nothing waits.
+            let _ = events.send(RunEvent::Finished(report)).await;
+        };
+        tokio::spawn(report);
+        if let Some(after) = timeout {
+            ctx.run_later(after, move |act, ctx| act.on_timeout(id, after, ctx));
         }
     }
 
@@ -437,8 +639,7 @@ impl DagRun {
                         let node = node.clone();
                         self.emit(now_micros(), EventKind::Reserved { function, node });
                     }
-                    let call = self.call_for(grant.index);
-                    self.start_job(vec![call], Hold::Reservation(id), node, ctx);
+                    self.launch(vec![grant.index], Hold::Reservation(id), node, ctx);
                 }
                 Ok((id, _)) => give_back.push(id),
                 Err(error) => self.fail(ExecuteError::Allocation(error), ctx),
@@ -479,6 +680,7 @@ impl DagRun {
             }
             match outcome.result {
                 Ok(value) => {
+                    let remote = report.node != self.settings.node;
                     if observed {
                         let (function, node) = (function.clone(), report.node.clone());
                         let attempt = outcome.attempt;
@@ -495,10 +697,19 @@ impl DagRun {
                     if self.settings.free_intermediates {
                         finished.push(outcome.index);
                     }
-                    self.values[i] = Some(value);
+                    self.small[i] = remote && value.is_some();
+                    self.values[i] = value;
                     self.nodes[i] = Some(report.node.clone());
                     self.remaining -= 1;
-                    let chained = self.shared.chain_next[i];
+                    // A function run elsewhere had no chain successor run after it.
+                    let chained = if remote {
+                        if !self.remote_nodes.contains(&report.node) {
+                            self.remote_nodes.push(report.node.clone());
+                        }
+                        NO_NEXT
+                    } else {
+                        self.shared.chain_next[i]
+                    };
                     for &d in self.shared.dag.dependents(i) {
                         let left = &mut self.pending[d as usize];
                         *left -= 1;
@@ -673,9 +884,11 @@ impl DagRun {
         self.maybe_finish(ctx);
     }
 
+    /// Records where each value lives (`node`) and keeps those that are here (`Some`) in
+    /// the node's result store.
     fn store_values(
         &mut self,
-        values: Vec<(FunctionId, Value)>,
+        values: Vec<(FunctionId, Option<Value>)>,
         node: &NodeId,
         ctx: &mut Context<Self>,
     ) {
@@ -693,12 +906,56 @@ impl DagRun {
             .iter()
             .map(|(id, _)| (id.clone(), node.clone()))
             .collect();
+        let values = values
+            .into_iter()
+            .filter_map(|(id, value)| Some((id, value?)))
+            .collect();
         let store = self.store.send(StoreValues {
             dag: dag.clone(),
             values,
         });
         let register = self.locations.send(RegisterLocations { dag, locations });
         self.awaited(async move { store.await.and(register.await) }, ctx);
+    }
+
+    /// Fetches the results the caller keeps that are held on other nodes only; true when
+    /// there were any (the run finishes once they are here).
+    fn collect_results(&mut self, ctx: &mut Context<Self>) -> bool {
+        let Some(transport) = self.settings.transport.clone() else {
+            return false;
+        };
+        let dag = self.shared.dag.clone();
+        let wanted: Vec<usize> = (0..dag.len())
+            .filter(|&i| {
+                self.settings.keep[i]
+                    && !dag.function(i).is_inline()
+                    && self.values[i].is_none()
+                    && self.nodes[i].is_some()
+            })
+            .collect();
+        if wanted.is_empty() {
+            return false;
+        }
+        let fetches: Vec<_> = wanted
+            .iter()
+            .filter_map(|&i| {
+                let holder = self.nodes[i].clone()?;
+                Some(transport.fetch(dag.id().clone(), dag.function(i).id().clone(), holder))
+            })
+            .collect();
+        self.pending_io += 1;
+        let fetched = futures::future::join_all(fetches);
+        ctx.spawn(fetched.into_actor(self).map(move |fetched, act, ctx| {
+            act.pending_io -= 1;
+            for (i, outcome) in wanted.into_iter().zip(fetched) {
+                match outcome {
+                    Ok(value) => act.values[i] = Some(value),
+                    Err(error) => act.fail(ExecuteError::ResultUnavailable(error), ctx),
+                }
+            }
+            act.maybe_finish(ctx);
+        }));
+        true
     }
 
     fn fail(&mut self, error: ExecuteError, ctx: &mut Context<Self>) {
@@ -741,7 +998,22 @@ impl DagRun {
         if self.finishing || !done || !self.jobs.is_empty() || self.pending_io > 0 {
             return;
         }
+        if self.running() && !self.collected {
+            self.collected = true;
+            if self.collect_results(ctx) {
+                return;
+            }
+        }
         self.finishing = true;
+        if let Some(transport) = &self.settings.transport
+            && !self.remote_nodes.is_empty()
+            && !(self.settings.keep_values && self.failure.is_none() && !self.cancelled)
+        {
+            // The caller has every result it keeps (fetched here); the other nodes drop
+            // theirs now.
+            let nodes = std::mem::take(&mut self.remote_nodes);
+            transport.forget(self.dag().id().clone(), nodes);
+        }
         // Give back anything still held (granted after a failure, or queued), then reply.
         let withdraw = self.manager.send(Withdraw {
             requester: self.settings.requester,
@@ -814,6 +1086,12 @@ impl Actor for DagRun {
         };
         send_detached(&self.manager, withdraw);
         free_dag(&self.store, &self.locations, self.shared.dag.id());
+        if let Some(transport) = &self.settings.transport
+            && !self.remote_nodes.is_empty()
+        {
+            let nodes = std::mem::take(&mut self.remote_nodes);
+            transport.forget(self.shared.dag.id().clone(), nodes);
+        }
         let error = self
             .failure
             .take()

@@ -224,6 +224,24 @@ impl Function {
         self.kind == FunctionKind::Inline
     }
 
+    /// The parameters its code is called with, given the values of its `args` (in
+    /// order): those values (or one list of them, for an as-list function), then its
+    /// extra arguments.
+    pub fn parameters(&self, mut args: Vec<Value>) -> Vec<Value> {
+        match self.argument_inclusion {
+            ArgumentInclusion::Variadic => {
+                args.extend(self.extra_args.iter().cloned());
+                args
+            }
+            ArgumentInclusion::AsList => {
+                let mut params = Vec::with_capacity(1 + self.extra_args.len());
+                params.push(Value::list(args));
+                params.extend(self.extra_args.iter().cloned());
+                params
+            }
+        }
+    }
+
     /// This function with no cost and no placement (what `execute_local` runs).
     pub fn localized(mut self) -> Self {
         self.cost = None;

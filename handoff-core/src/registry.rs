@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::CodeName;
+use crate::function::Function;
+use crate::ids::{CodeName, FunctionId};
 use crate::value::{FromValue, IntoValue, Value, ValueError};
 
 /// Why a call of registered code failed. Every variant names the code.
@@ -65,6 +66,17 @@ pub enum CallError {
         code: CodeName,
         /// The panic's message.
         message: String,
+    },
+    /// The attempt could not run on the node chosen for it: the node could not be
+    /// reached, refused the work, left the cluster, or could not get an argument.
+    #[error("`{code}` could not run on node `{node}`: {reason}")]
+    Unavailable {
+        /// The code to run.
+        code: CodeName,
+        /// The node chosen for it.
+        node: crate::ids::NodeId,
+        /// What went wrong.
+        reason: String,
     },
 }
 
@@ -318,6 +330,50 @@ impl Registry {
         let mut names: Vec<_> = self.codes.keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// Evaluates `function` away from its DAG: `values` holds the results of the regular
+    /// functions it depends on (directly or through inline arguments), and `inline` the
+    /// inline functions among its arguments (and theirs), which are evaluated in place.
+    /// This is how a node runs a function sent to it by another node.
+    pub fn evaluate(
+        &self,
+        function: &Function,
+        inline: &[Function],
+        values: &HashMap<FunctionId, Value>,
+    ) -> Result<Value, CallError> {
+        self.evaluate_at(function, inline, values, 0)
+    }
+
+    fn evaluate_at(
+        &self,
+        function: &Function,
+        inline: &[Function],
+        values: &HashMap<FunctionId, Value>,
+        depth: usize,
+    ) -> Result<Value, CallError> {
+        let code = self.get(function.code().as_str())?;
+        let mut args = Vec::with_capacity(function.arg_ids().len());
+        for id in function.arg_ids() {
+            let value = match values.get(id) {
+                Some(value) => value.clone(),
+                // Inline functions nest at most as deep as there are of them (a valid DAG
+                // has no cycle); the bound keeps a malformed request from recursing forever.
+                None => match inline.iter().find(|f| f.id() == id) {
+                    Some(f) if depth < inline.len() => {
+                        self.evaluate_at(f, inline, values, depth + 1)?
+                    }
+                    _ => {
+                        return Err(CallError::Failed {
+                            code: function.code().clone(),
+                            message: format!("argument `{id}` was not provided"),
+                        });
+                    }
+                },
+            };
+            args.push(value);
+        }
+        code.call(function.parameters(args))
     }
 
     /// Calls the function registered under `name`.

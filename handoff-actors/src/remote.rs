@@ -1,0 +1,278 @@
+//! Running functions on other nodes: what an execution's coordinator needs from the
+//! network layer ([`Transport`]), and what a node does with a function another node sent
+//! it ([`RunFunction`]).
+//!
+//! This crate knows nothing of the network: `handoff-net` implements [`Transport`] and
+//! installs it with [`NodeHandle::set_transport`](crate::NodeHandle::set_transport). Until
+//! a transport is installed (a node outside a cluster), every function runs locally.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures::future::BoxFuture;
+use handoff_core::{CallError, DagId, Function, FunctionId, NodeId, Registry, Value};
+
+use crate::coordinator::Coordinator;
+use crate::executor::{CURRENT, CancellationToken, TokenScope};
+use crate::location_registry::RegisterLocation;
+use crate::resource_manager::{Rank, ReserveOne, Target};
+use crate::result_store::StoreValue;
+
+/// Where one argument of a [`RemoteCall`] comes from.
+#[derive(Debug, Clone)]
+pub enum RemoteArgument {
+    /// The result of `function` is stored on `node`; the executing node fetches it (once,
+    /// for all its consumers there) or reads it locally when `node` is itself.
+    Held {
+        /// The function whose result it is.
+        function: FunctionId,
+        /// The node that stores it.
+        node: NodeId,
+    },
+    /// A small value that travels with the call.
+    Value {
+        /// The function whose result it is.
+        function: FunctionId,
+        /// The value.
+        value: Value,
+    },
+}
+
+impl RemoteArgument {
+    /// The function whose result this argument is.
+    pub fn function(&self) -> &FunctionId {
+        match self {
+            RemoteArgument::Held { function, .. } | RemoteArgument::Value { function, .. } => {
+                function
+            }
+        }
+    }
+}
+
+/// One attempt of one function, to run on another node.
+#[derive(Debug, Clone)]
+pub struct RemoteCall {
+    /// The DAG (the namespace of the result on the executing node).
+    pub dag: DagId,
+    /// The node to run it on.
+    pub node: NodeId,
+    /// The function.
+    pub function: Function,
+    /// The inline functions among its arguments (and theirs), evaluated in place.
+    pub inline: Vec<Function>,
+    /// Its regular dependencies' results: one entry per function whose result it takes
+    /// (directly or through inline arguments).
+    pub arguments: Vec<RemoteArgument>,
+    /// The attempt number (1 for the first).
+    pub attempt: u32,
+    /// The longest the attempt may run.
+    pub timeout: Option<Duration>,
+}
+
+/// What a finished remote attempt produced: the value when it was small enough to come
+/// back with the completion, or `None` when it stays on the executing node only.
+pub type RemoteResult = Result<Option<Value>, CallError>;
+
+/// Why a value could not be fetched from another node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{function}` of DAG `{dag}` could not be fetched from node `{node}`: {reason}")]
+pub struct FetchFailed {
+    /// The DAG.
+    pub dag: DagId,
+    /// The function whose result was asked for.
+    pub function: FunctionId,
+    /// The node asked.
+    pub node: NodeId,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// What an execution's coordinator needs from the network: run a function on another
+/// node, fetch a value from one, and tell nodes to forget a DAG.
+pub trait Transport: Send + Sync + 'static {
+    /// Runs one attempt on `call.node` and resolves when it has finished there. A
+    /// function that fails, or that could not run there (the node is unreachable, has
+    /// left, or refused), resolves to the [`CallError`] (the latter as
+    /// [`CallError::Unavailable`]); it never stays pending after the node has gone.
+    fn execute(&self, call: RemoteCall) -> BoxFuture<'static, RemoteResult>;
+
+    /// The value of `function` in `dag` stored on `node`. Implementations fetch a value
+    /// at most once at a time per node and keep it in the local result store, so its
+    /// other local consumers read it from there.
+    fn fetch(
+        &self,
+        dag: DagId,
+        function: FunctionId,
+        node: NodeId,
+    ) -> BoxFuture<'static, Result<Value, FetchFailed>>;
+
+    /// Tells `nodes` to drop every value of `dag` they hold (fire and forget).
+    fn forget(&self, dag: DagId, nodes: Vec<NodeId>);
+}
+
+/// A shared transport.
+pub type SharedTransport = Arc<dyn Transport>;
+
+/// Installs (or replaces) the transport executions use to reach other nodes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetTransport(pub SharedTransport);
+
+impl std::fmt::Debug for SetTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SetTransport(..)")
+    }
+}
+
+/// Runs one attempt of a function another node sent to this one: reserves its cost on
+/// this node (waiting while it does not fit now), evaluates it on the blocking pool with
+/// its timeout, stores the result here and records that it lives here.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Value, CallError>")]
+pub struct RunFunction {
+    /// The DAG.
+    pub dag: DagId,
+    /// The function.
+    pub function: Function,
+    /// The inline functions among its arguments (and theirs).
+    pub inline: Vec<Function>,
+    /// The values of its regular dependencies, by function id.
+    pub values: HashMap<FunctionId, Value>,
+    /// The longest the attempt may run.
+    pub timeout: Option<Duration>,
+}
+
+impl Handler<RunFunction> for Coordinator {
+    type Result = ResponseFuture<Result<Value, CallError>>;
+
+    fn handle(&mut self, msg: RunFunction, _ctx: &mut Self::Context) -> Self::Result {
+        let parts = self.parts();
+        Box::pin(run_function(parts, msg))
+    }
+}
+
+/// What [`run_function`] needs from the node.
+pub(crate) struct NodeParts {
+    pub(crate) node: NodeId,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) manager: Addr<crate::resource_manager::ResourceManager>,
+    pub(crate) store: Addr<crate::result_store::ResultStore>,
+    pub(crate) locations: Addr<crate::location_registry::LocationRegistry>,
+    pub(crate) requester: crate::resource_manager::RequesterId,
+}
+
+async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<Value, CallError> {
+    let RunFunction {
+        dag,
+        function,
+        inline,
+        values,
+        timeout,
+    } = msg;
+    let code = function.code().clone();
+    let unavailable = |reason: String| CallError::Unavailable {
+        code: code.clone(),
+        node: parts.node.clone(),
+        reason,
+    };
+    parts.registry.get(code.as_str())?;
+    let grant = match function.cost().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(cost) => {
+            let (reply, granted) = futures::channel::oneshot::channel();
+            let reserve = ReserveOne {
+                requester: parts.requester,
+                rank: Rank {
+                    priority: function.priority_value(),
+                    path: 1,
+                },
+                function: function.id().clone(),
+                code: code.clone(),
+                cost: cost.clone(),
+                target: Target::Pinned(parts.node.clone()),
+                reply,
+            };
+            parts
+                .manager
+                .send(reserve)
+                .await
+                .map_err(|_| unavailable("the node is stopping".to_owned()))?;
+            match granted.await {
+                Ok(Ok((grant, _))) => Some(grant),
+                Ok(Err(error)) => return Err(unavailable(error.to_string())),
+                Err(_) => return Err(unavailable("the node is stopping".to_owned())),
+            }
+        }
+    };
+    // Gives the reservation back however this ends (even if this future is dropped).
+    let _release = grant.map(|grant| ReleaseOnDrop {
+        manager: parts.manager.clone(),
+        grant,
+    });
+    let attempt = Arc::new(AtomicBool::new(false));
+    let token = CancellationToken {
+        run: Arc::new(AtomicBool::new(false)),
+        attempt: Arc::clone(&attempt),
+    };
+    let registry = Arc::clone(&parts.registry);
+    let id = function.id().clone();
+    let task = tokio::task::spawn_blocking(move || {
+        CURRENT.with(|c| *c.borrow_mut() = Some(token));
+        let _scope = TokenScope;
+        registry.evaluate(&function, &inline, &values)
+    });
+    let joined = match timeout {
+        None => task.await,
+        Some(after) => match tokio::time::timeout(after, task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                attempt.store(true, Ordering::Relaxed);
+                return Err(CallError::TimedOut { code, after });
+            }
+        },
+    };
+    let value = joined.map_err(|error| CallError::Panicked {
+        code: code.clone(),
+        message: error.to_string(),
+    })??;
+    store_here(&parts, dag, id, value.clone())
+        .await
+        .map_err(|_| unavailable("the node is stopping".to_owned()))?;
+    Ok(value)
+}
+
+/// Releases a reservation when dropped.
+struct ReleaseOnDrop {
+    manager: Addr<crate::resource_manager::ResourceManager>,
+    grant: crate::resource_manager::GrantId,
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        crate::run::send_detached(
+            &self.manager,
+            crate::resource_manager::Release {
+                grants: vec![self.grant],
+            },
+        );
+    }
+}
+
+/// Stores a remotely run function's result here and records that it lives here.
+async fn store_here(
+    parts: &NodeParts,
+    dag: DagId,
+    id: FunctionId,
+    value: Value,
+) -> Result<(), MailboxError> {
+    let register = RegisterLocation {
+        dag: dag.clone(),
+        id: id.clone(),
+        node: parts.node.clone(),
+    };
+    parts.store.send(StoreValue { dag, id, value }).await?;
+    parts.locations.send(register).await
+}
