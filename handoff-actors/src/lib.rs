@@ -50,7 +50,7 @@ pub use location_registry::{
 };
 pub use node::{GetHandle, NodeConfig, NodeHandle, NodeSupervisor, start_node};
 pub use remote::{
-    FetchFailed, RemoteArgument, RemoteCall, RemoteResult, RunFunction, SetTransport,
+    FetchFailed, Ran, RemoteArgument, RemoteCall, RemoteResult, RunFunction, SetTransport,
     SharedTransport, Transport,
 };
 pub use resource_manager::{
@@ -58,8 +58,8 @@ pub use resource_manager::{
     RegisteredNodes, ResourceManager, ResourcesAvailable,
 };
 pub use result_store::{
-    CountValues, DropDag, FreeValues, GetLocal, ResultStore, StoreValue, StoreValues, WaitError,
-    WaitFor,
+    CacheEncoded, CountValues, DropDag, FreeValues, GetEncoded, GetLocal, ResultStore, StoreValue,
+    StoreValues, WaitError, WaitFor,
 };
 pub use run::ExecutionResult;
 #[cfg(feature = "fault-injection")]

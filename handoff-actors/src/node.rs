@@ -12,7 +12,7 @@ use handoff_core::{
 use crate::coordinator::{Coordinator, Execute, ExecuteOptions, ExecutionHandle, Submit};
 use crate::error::{ExecuteError, NodeError};
 use crate::location_registry::{LocationRegistry, LookupLocation, RegisterLocation};
-use crate::remote::{RunFunction, SetTransport, SharedTransport};
+use crate::remote::{Ran, RunFunction, SetTransport, SharedTransport};
 use crate::resource_manager::{
     ForgetPeer, NodeResources, RegisterNode, RegisterPeer, RegisteredNodes, ResourceManager,
     ResourcesAvailable,
@@ -318,7 +318,7 @@ impl NodeHandle {
     }
 
     /// Runs one attempt of a function another node sent here (see [`RunFunction`]).
-    pub async fn run_function(&self, msg: RunFunction) -> Result<Value, CallError> {
+    pub async fn run_function(&self, msg: RunFunction) -> Result<Ran, CallError> {
         let code = msg.function.code().clone();
         self.coordinator
             .send(msg)

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use handoff_core::{CallError, DagId, Function, FunctionId, NodeId, Registry, Value};
 
@@ -19,7 +20,7 @@ use crate::coordinator::Coordinator;
 use crate::executor::{CURRENT, CancellationToken, TokenScope};
 use crate::location_registry::RegisterLocation;
 use crate::resource_manager::{Rank, ReserveOne, Target};
-use crate::result_store::StoreValue;
+use crate::result_store::{CacheEncoded, StoreValue};
 
 /// Where one argument of a [`RemoteCall`] comes from.
 #[derive(Debug, Clone)]
@@ -32,10 +33,13 @@ pub enum RemoteArgument {
         /// The node that stores it.
         node: NodeId,
     },
-    /// A small value that travels with the call.
+    /// A small value that may travel with the call (the transport may instead have it
+    /// fetched from `node`, which holds it, to keep the call's message small).
     Value {
         /// The function whose result it is.
         function: FunctionId,
+        /// The node that stores it.
+        node: NodeId,
         /// The value.
         value: Value,
     },
@@ -131,7 +135,7 @@ impl std::fmt::Debug for SetTransport {
 /// this node (waiting while it does not fit now), evaluates it on the blocking pool with
 /// its timeout, stores the result here and records that it lives here.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Value, CallError>")]
+#[rtype(result = "Result<Ran, CallError>")]
 pub struct RunFunction {
     /// The DAG.
     pub dag: DagId,
@@ -143,10 +147,22 @@ pub struct RunFunction {
     pub values: HashMap<FunctionId, Value>,
     /// The longest the attempt may run.
     pub timeout: Option<Duration>,
+    /// Also encode the result as MessagePack, on the blocking pool right after the call,
+    /// and keep that form in the result store for serving it to other nodes.
+    pub encode: bool,
+}
+
+/// What [`RunFunction`] produced.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    /// The result (also stored on this node).
+    pub value: Value,
+    /// Its MessagePack form, when asked for.
+    pub encoded: Option<Bytes>,
 }
 
 impl Handler<RunFunction> for Coordinator {
-    type Result = ResponseFuture<Result<Value, CallError>>;
+    type Result = ResponseFuture<Result<Ran, CallError>>;
 
     fn handle(&mut self, msg: RunFunction, _ctx: &mut Self::Context) -> Self::Result {
         let parts = self.parts();
@@ -164,13 +180,14 @@ pub(crate) struct NodeParts {
     pub(crate) requester: crate::resource_manager::RequesterId,
 }
 
-async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<Value, CallError> {
+async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<Ran, CallError> {
     let RunFunction {
         dag,
         function,
         inline,
         values,
         timeout,
+        encode,
     } = msg;
     let code = function.code().clone();
     let unavailable = |reason: String| CallError::Unavailable {
@@ -222,7 +239,15 @@ async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<Value, CallE
     let task = tokio::task::spawn_blocking(move || {
         CURRENT.with(|c| *c.borrow_mut() = Some(token));
         let _scope = TokenScope;
-        registry.evaluate(&function, &inline, &values)
+        let value = registry.evaluate(&function, &inline, &values)?;
+        let encoded = match encode {
+            false => None,
+            true => Some(value.to_msgpack().map_err(|error| CallError::Failed {
+                code: function.code().clone(),
+                message: format!("the result cannot be sent to other nodes: {error}"),
+            })?),
+        };
+        Ok::<_, CallError>(Ran { value, encoded })
     });
     let joined = match timeout {
         None => task.await,
@@ -234,14 +259,14 @@ async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<Value, CallE
             }
         },
     };
-    let value = joined.map_err(|error| CallError::Panicked {
+    let ran = joined.map_err(|error| CallError::Panicked {
         code: code.clone(),
         message: error.to_string(),
     })??;
-    store_here(&parts, dag, id, value.clone())
+    store_here(&parts, dag, id, &ran)
         .await
         .map_err(|_| unavailable("the node is stopping".to_owned()))?;
-    Ok(value)
+    Ok(ran)
 }
 
 /// Releases a reservation when dropped.
@@ -266,13 +291,23 @@ async fn store_here(
     parts: &NodeParts,
     dag: DagId,
     id: FunctionId,
-    value: Value,
+    ran: &Ran,
 ) -> Result<(), MailboxError> {
     let register = RegisterLocation {
         dag: dag.clone(),
         id: id.clone(),
         node: parts.node.clone(),
     };
-    parts.store.send(StoreValue { dag, id, value }).await?;
+    let value = ran.value.clone();
+    let store = StoreValue {
+        dag: dag.clone(),
+        id: id.clone(),
+        value,
+    };
+    parts.store.send(store).await?;
+    if let Some(bytes) = &ran.encoded {
+        let bytes = bytes.clone();
+        parts.store.send(CacheEncoded { dag, id, bytes }).await?;
+    }
     parts.locations.send(register).await
 }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use actix::prelude::*;
+use bytes::Bytes;
 use futures::channel::oneshot;
 use handoff_core::{DagId, FunctionId, Value};
 
@@ -112,12 +113,30 @@ type Waiters = Vec<oneshot::Sender<Value>>;
 #[derive(Default)]
 pub struct ResultStore {
     values: HashMap<DagId, HashMap<FunctionId, Value>>,
+    /// The MessagePack form of values served to other nodes, kept while the value is.
+    encoded: HashMap<(DagId, FunctionId), Bytes>,
     waiting: HashMap<DagId, HashMap<FunctionId, Waiters>>,
     restarts: u32,
 }
 
 impl ResultStore {
+    /// Forgets the encoded forms of a DAG's values (all of them with `ids: None`).
+    fn forget_encoded(&mut self, dag: &DagId, ids: Option<&[FunctionId]>) {
+        if self.encoded.is_empty() {
+            return;
+        }
+        match ids {
+            None => self.encoded.retain(|(d, _), _| d != dag),
+            Some(ids) => {
+                for id in ids {
+                    self.encoded.remove(&(dag.clone(), id.clone()));
+                }
+            }
+        }
+    }
+
     fn store(&mut self, dag: &DagId, id: FunctionId, value: Value) {
+        self.forget_encoded(dag, Some(std::slice::from_ref(&id)));
         if let Some(waiters) = self.waiting.get_mut(dag).and_then(|w| w.remove(&id)) {
             for tx in waiters {
                 let _ = tx.send(value.clone());
@@ -162,7 +181,7 @@ impl Handler<StoreValues> for ResultStore {
     fn handle(&mut self, msg: StoreValues, ctx: &mut Self::Context) {
         let _ = guarded(ACTOR, ctx, || {
             let has_waiters = self.waiting.get(&msg.dag).is_some_and(|w| !w.is_empty());
-            if has_waiters {
+            if has_waiters || !self.encoded.is_empty() {
                 for (id, value) in msg.values {
                     self.store(&msg.dag, id, value);
                 }
@@ -227,6 +246,7 @@ impl Handler<DropDag> for ResultStore {
     fn handle(&mut self, msg: DropDag, ctx: &mut Self::Context) -> usize {
         guarded(ACTOR, ctx, || {
             self.waiting.remove(&msg.dag);
+            self.forget_encoded(&msg.dag, None);
             self.values.remove(&msg.dag).map_or(0, |v| v.len())
         })
         .unwrap_or(0)
@@ -249,6 +269,7 @@ impl Handler<FreeValues> for ResultStore {
 
     fn handle(&mut self, msg: FreeValues, ctx: &mut Self::Context) -> usize {
         guarded(ACTOR, ctx, || {
+            self.forget_encoded(&msg.dag, Some(&msg.ids));
             let Some(values) = self.values.get_mut(&msg.dag) else {
                 return 0;
             };
@@ -263,6 +284,59 @@ impl Handler<FreeValues> for ResultStore {
             freed
         })
         .unwrap_or(0)
+    }
+}
+
+/// Gets a value held here with its MessagePack form, when [`CacheEncoded`] kept it.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<(Value, Option<Bytes>)>")]
+pub struct GetEncoded {
+    /// The DAG.
+    pub dag: DagId,
+    /// The value's id.
+    pub id: FunctionId,
+}
+
+impl Handler<GetEncoded> for ResultStore {
+    type Result = Option<(Value, Option<Bytes>)>;
+
+    fn handle(&mut self, msg: GetEncoded, ctx: &mut Self::Context) -> Self::Result {
+        guarded(ACTOR, ctx, || {
+            let value = self.values.get(&msg.dag)?.get(&msg.id)?.clone();
+            let encoded = self.encoded.get(&(msg.dag, msg.id)).cloned();
+            Some((value, encoded))
+        })
+        .ok()
+        .flatten()
+    }
+}
+
+/// Keeps the MessagePack form of a value held here (for serving it to other nodes in
+/// chunks without encoding it again); dropped with the value.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CacheEncoded {
+    /// The DAG.
+    pub dag: DagId,
+    /// The value's id.
+    pub id: FunctionId,
+    /// Its MessagePack form.
+    pub bytes: Bytes,
+}
+
+impl Handler<CacheEncoded> for ResultStore {
+    type Result = ();
+
+    fn handle(&mut self, msg: CacheEncoded, ctx: &mut Self::Context) {
+        let _ = guarded(ACTOR, ctx, || {
+            let held = self
+                .values
+                .get(&msg.dag)
+                .is_some_and(|v| v.contains_key(&msg.id));
+            if held {
+                self.encoded.insert((msg.dag, msg.id), msg.bytes);
+            }
+        });
     }
 }
 

@@ -499,6 +499,9 @@ impl DagRun {
                 match &self.values[d] {
                     Some(value) if self.small[d] => RemoteArgument::Value {
                         function,
+                        node: self.nodes[d]
+                            .clone()
+                            .unwrap_or_else(|| self.settings.node.clone()),
                         value: value.clone(),
                     },
                     _ => RemoteArgument::Held {

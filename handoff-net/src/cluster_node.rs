@@ -1,15 +1,20 @@
 //! A node that is both an actor runtime (`handoff-actors`) and a cluster member: the
 //! bridge between the network's events and the node's actors.
 
-use handoff_actors::{NodeConfig, NodeError, NodeHandle, start_node};
+use std::sync::Arc;
+
+use handoff_actors::{
+    CacheEncoded, FetchFailed, GetEncoded, NodeConfig, NodeError, NodeHandle, Transport, start_node,
+};
 use handoff_core::{CodeName, DagId, FunctionId, NodeId, Resources, Value};
 use tokio::sync::{mpsc, watch};
 
 use crate::announce::{Announcement, NodeState};
-use crate::client::{Client, NetEvent};
+use crate::client::{Client, NetEvent, ResponseChannel};
 use crate::config::Config;
-use crate::error::{AnnounceError, ClientError, FetchError, RequestError, StartError};
-use crate::protocol::{Request, Response, RpcError};
+use crate::error::{AnnounceError, ClientError, RequestError, StartError};
+use crate::protocol::{ExecuteRequest, FetchRequest, Request, Response, RpcError};
+use crate::transport::{NetTransport, TransferStats, serve_execute};
 
 /// A node of the cluster as [`ClusterNode::discover_nodes`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,7 +157,7 @@ pub enum GetValueError {
     Fetch {
         /// What went wrong.
         #[source]
-        source: FetchError,
+        source: FetchFailed,
     },
 }
 
@@ -190,6 +195,7 @@ pub struct ClusterNode {
     client: Client,
     code_names: Vec<CodeName>,
     peers: watch::Receiver<Vec<DiscoveredNode>>,
+    transport: NetTransport,
     bridge: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -215,15 +221,22 @@ impl ClusterNode {
             .map_err(|source| ClusterStartError::Node { source })?;
         let mut net = net;
         net.state = state;
+        let max_request_bytes = net.max_request_bytes();
         let (client, events) = crate::start(net)
             .await
             .map_err(|source| ClusterStartError::Net { source })?;
+        let transport = NetTransport::new(client.clone(), handle.clone(), max_request_bytes);
+        handle
+            .set_transport(Arc::new(transport.clone()))
+            .await
+            .map_err(|source| ClusterStartError::Node { source })?;
         let (peers_tx, peers) = watch::channel(Vec::new());
         let bridge = Bridge {
             node: handle.clone(),
             client: client.clone(),
             code_names: code_names.clone(),
             peers: peers_tx,
+            transport: transport.clone(),
         };
         let bridge = actix::spawn(bridge.run(events));
         Ok(ClusterNode {
@@ -231,6 +244,7 @@ impl ClusterNode {
             client,
             code_names,
             peers,
+            transport,
             bridge: Some(bridge),
         })
     }
@@ -384,19 +398,26 @@ impl ClusterNode {
                 id: id.clone(),
             });
         };
-        let value = self
-            .client
-            .fetch_value(&holder, dag, id)
+        self.transport
+            .fetch(dag.clone(), id.clone(), holder)
             .await
-            .map_err(|source| GetValueError::Fetch { source })?;
-        let cache = handoff_actors::StoreValue {
-            dag: dag.clone(),
-            id: id.clone(),
-            value: value.clone(),
-        };
-        // A cache miss later only costs another fetch, so a stopped store is not an error.
-        let _ = self.node.result_store().send(cache).await;
-        Ok(value)
+            .map_err(|source| GetValueError::Fetch { source })
+    }
+
+    /// What this node has fetched from other nodes so far.
+    pub fn transfers(&self) -> TransferStats {
+        self.transport.transfers()
+    }
+
+    /// Drops every value of a DAG held here and tells every live peer to drop theirs (for
+    /// DAGs executed with `keep_values`); returns how many values were dropped here.
+    pub async fn drop_dag(&self, dag: &DagId) -> Result<usize, NodeError> {
+        let dropped = self.node.drop_dag(dag.clone()).await?;
+        if let Ok(peers) = self.client.peers().await {
+            let nodes = peers.into_iter().map(|p| p.node).collect();
+            self.transport.forget(dag.clone(), nodes);
+        }
+        Ok(dropped)
     }
 
     /// Stops the network layer (closing every connection) and waits for the bridge to
@@ -457,6 +478,7 @@ struct Bridge {
     client: Client,
     code_names: Vec<CodeName>,
     peers: watch::Sender<Vec<DiscoveredNode>>,
+    transport: NetTransport,
 }
 
 impl Bridge {
@@ -464,29 +486,29 @@ impl Bridge {
         while let Some(event) = events.recv().await {
             match event {
                 NetEvent::PeerAnnounced(announcement) => {
-                    let (peer, capabilities) = (
-                        announcement.node.clone(),
+                    let peer = announcement.node.clone();
+                    let register = self.node.register_peer(
+                        peer.clone(),
                         announcement.state.capabilities.clone(),
+                        announcement.state.code_names.clone(),
                     );
-                    if let Err(error) = self.node.register_node(peer.clone(), capabilities).await {
+                    if let Err(error) = register.await {
                         tracing::warn!(%peer, "cannot register the announced node: {error}");
                     }
                     self.publish_peers().await;
                 }
-                NetEvent::PeerGone { .. } | NetEvent::PeerRefused { .. } => {
+                NetEvent::PeerGone { node, .. } | NetEvent::PeerRefused { node, .. } => {
+                    if let Err(error) = self.node.forget_peer(node.clone()).await {
+                        tracing::debug!(%node, "cannot forget the node: {error}");
+                    }
+                    self.transport.node_gone(&node);
                     self.publish_peers().await;
                 }
                 NetEvent::InboundRequest {
                     node,
                     request,
                     channel,
-                } => {
-                    let kind = request.kind();
-                    let response = self.answer(request).await;
-                    if let Err(error) = self.client.respond(channel, response).await {
-                        tracing::debug!(%node, %kind, "could not answer: {error}");
-                    }
-                }
+                } => self.serve(node, request, channel).await,
             }
         }
     }
@@ -510,6 +532,58 @@ impl Bridge {
         }
     }
 
+    /// Answers a request: at once for the quick ones; from a task of its own for those
+    /// that take a while (fetches, which may encode a value; executions, which answer
+    /// `Accepted` and report later).
+    async fn serve(&self, from: NodeId, request: Request, channel: ResponseChannel) {
+        let kind = request.kind();
+        let response = match request {
+            Request::Execute(execute) => match self.missing_code(&execute) {
+                Some(code) => Response::Error(RpcError::UnknownCode { code }),
+                None => {
+                    let accepted = Response::Accepted {
+                        dag: execute.dag.clone(),
+                        function: execute.function.id().clone(),
+                        attempt: execute.attempt,
+                    };
+                    actix::spawn(serve_execute(self.transport.clone(), from.clone(), execute));
+                    accepted
+                }
+            },
+            Request::Finished(report) => {
+                self.transport.finished(&from, report);
+                Response::Ack
+            }
+            Request::Forget { dag } => match self.node.drop_dag(dag).await {
+                Ok(_) => Response::Ack,
+                Err(_) => Response::Error(RpcError::ShuttingDown),
+            },
+            Request::Fetch(fetch) => {
+                let (node, client) = (self.node.clone(), self.client.clone());
+                actix::spawn(async move {
+                    let response = answer_fetch(&node, fetch).await;
+                    if let Err(error) = client.respond(channel, response).await {
+                        tracing::debug!(node = %from, "could not answer a fetch: {error}");
+                    }
+                });
+                return;
+            }
+            other => self.answer(other).await,
+        };
+        if let Err(error) = self.client.respond(channel, response).await {
+            tracing::debug!(node = %from, %kind, "could not answer: {error}");
+        }
+    }
+
+    /// The first code an execute request needs that this node's registry lacks.
+    fn missing_code(&self, execute: &ExecuteRequest) -> Option<CodeName> {
+        std::iter::once(&execute.function)
+            .chain(&execute.inline)
+            .map(|f| f.code())
+            .find(|code| !self.code_names.contains(code))
+            .cloned()
+    }
+
     async fn answer(&self, request: Request) -> Response {
         match request {
             Request::Resources { node } => match self.node.node_resources(node.clone()).await {
@@ -531,36 +605,49 @@ impl Bridge {
                     }
                 }
             }
-            Request::Fetch(fetch) => {
-                match self
-                    .node
-                    .get_local_value(fetch.dag.clone(), fetch.function.clone())
-                    .await
-                {
-                    Ok(value) => match value.to_msgpack() {
-                        Ok(encoded) => fetch.answer(&encoded),
-                        Err(error) => {
-                            tracing::warn!(
-                                dag = %fetch.dag,
-                                function = %fetch.function,
-                                "cannot encode the value: {error}"
-                            );
-                            Response::Error(RpcError::NotFound {
-                                dag: fetch.dag,
-                                function: fetch.function,
-                            })
-                        }
-                    },
-                    Err(NodeError::NotFound { .. }) => Response::Error(RpcError::NotFound {
-                        dag: fetch.dag,
-                        function: fetch.function,
-                    }),
-                    Err(_) => Response::Error(RpcError::ShuttingDown),
-                }
-            }
             other => Response::Error(RpcError::Unsupported {
                 request: other.kind(),
             }),
         }
     }
+}
+
+/// Answers a chunk request from the value's MessagePack form, encoding it (on the blocking
+/// pool) and keeping that form beside the value the first time it is asked for.
+async fn answer_fetch(node: &NodeHandle, fetch: FetchRequest) -> Response {
+    let not_found = |fetch: &FetchRequest| {
+        Response::Error(RpcError::NotFound {
+            dag: fetch.dag.clone(),
+            function: fetch.function.clone(),
+        })
+    };
+    let asked = GetEncoded {
+        dag: fetch.dag.clone(),
+        id: fetch.function.clone(),
+    };
+    let (value, encoded) = match node.result_store().send(asked).await {
+        Ok(Some(held)) => held,
+        Ok(None) => return not_found(&fetch),
+        Err(_) => return Response::Error(RpcError::ShuttingDown),
+    };
+    let encoded = match encoded {
+        Some(bytes) => bytes,
+        None => match tokio::task::spawn_blocking(move || value.to_msgpack()).await {
+            Ok(Ok(bytes)) => {
+                let cache = CacheEncoded {
+                    dag: fetch.dag.clone(),
+                    id: fetch.function.clone(),
+                    bytes: bytes.clone(),
+                };
+                let _ = node.result_store().send(cache).await;
+                bytes
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(dag = %fetch.dag, function = %fetch.function, "cannot encode the value: {error}");
+                return not_found(&fetch);
+            }
+            Err(_) => return Response::Error(RpcError::ShuttingDown),
+        },
+    };
+    fetch.answer(&encoded)
 }

@@ -65,6 +65,7 @@ mod key;
 mod peers;
 mod protocol;
 mod swarm;
+mod transport;
 
 pub use announce::{Announcement, NodeState};
 pub use client::{Client, GoneReason, Hello, NetEvent, Refusal, ResponseChannel};
@@ -90,9 +91,11 @@ pub use key::{
     CLUSTER_KEY_ENV, ClusterKey, ClusterKeyError, KeyFingerprint, KeyFormatError, Security,
 };
 pub use protocol::{
-    ArgumentSource, Chunk, ExecuteRequest, ExecutionFailure, FetchRequest, FinishedReport, Outcome,
-    PROTOCOL_VERSION, RPC_PROTOCOL, Request, RequestKind, Response, RpcError,
+    ArgumentSource, Chunk, ExecuteRequest, FetchRequest, FinishedReport, Outcome, PROTOCOL_VERSION,
+    RPC_PROTOCOL, Request, RequestKind, Response, RpcError,
 };
 
 /// The libp2p types that appear in this crate's API.
+pub use transport::{INLINE_RESULT_BYTES, TransferStats};
+
 pub use libp2p::{Multiaddr, PeerId, identity::Keypair};

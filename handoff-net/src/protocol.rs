@@ -5,7 +5,7 @@
 //! [`PROTOCOL_VERSION`]. Values travel as their MessagePack bytes ([`Value`]'s serde form).
 
 use bytes::Bytes;
-use handoff_core::{CodeName, DagId, Function, FunctionId, NodeId, Resources, Value};
+use handoff_core::{CallError, CodeName, DagId, Function, FunctionId, NodeId, Resources, Value};
 use serde::{Deserialize, Serialize};
 
 /// The version of the Handoff wire protocol. Peers compare it when they connect (identify's
@@ -49,6 +49,12 @@ pub enum Request {
     /// Reports the outcome of an [`Request::Execute`] the sender accepted earlier. Answered
     /// with [`Response::Ack`].
     Finished(FinishedReport),
+    /// Drops every value of a DAG the receiver holds (the execution that made them has
+    /// ended and its caller has what it keeps). Answered with [`Response::Ack`].
+    Forget {
+        /// The DAG.
+        dag: DagId,
+    },
 }
 
 impl Request {
@@ -61,6 +67,7 @@ impl Request {
             Request::Resources { .. } => RequestKind::Resources,
             Request::Register { .. } => RequestKind::Register,
             Request::Finished(_) => RequestKind::Finished,
+            Request::Forget { .. } => RequestKind::Forget,
         }
     }
 }
@@ -80,6 +87,8 @@ pub enum RequestKind {
     Register,
     /// [`Request::Finished`].
     Finished,
+    /// [`Request::Forget`].
+    Forget,
 }
 
 impl std::fmt::Display for RequestKind {
@@ -96,10 +105,17 @@ pub struct ExecuteRequest {
     /// The function: its code name, extra arguments (constants, carried inline), cost,
     /// timeout and retry settings.
     pub function: Function,
-    /// Where each dependency result lives, in the order of `function.arg_ids()`.
+    /// The inline functions among its arguments (and theirs), evaluated in place.
+    #[serde(default)]
+    pub inline: Vec<Function>,
+    /// Where the result of each regular function it depends on lives (directly or
+    /// through inline arguments).
     pub arguments: Vec<ArgumentSource>,
-    /// Which attempt this is (0 for the first), echoed in [`FinishedReport`].
+    /// Which attempt this is (1 for the first), echoed in [`FinishedReport`].
     pub attempt: u32,
+    /// The longest the attempt may run, in milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// Where one argument of an [`ExecuteRequest`] comes from.
@@ -211,55 +227,22 @@ pub struct FinishedReport {
 }
 
 /// What became of an executed function.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Outcome {
     /// The result is stored on the reporting node, which serves it through
     /// [`Request::Fetch`].
     Stored {
         /// The size of its MessagePack form, in bytes.
         size: u64,
+        /// The result itself, when it is small (at most [`INLINE_RESULT_BYTES`]).
+        #[serde(default)]
+        value: Option<Value>,
     },
-    /// The function failed.
+    /// The function failed, or could not run on the reporting node.
     Failed {
         /// Why.
-        failure: ExecutionFailure,
+        error: CallError,
     },
-}
-
-/// Why an executed function produced no result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum ExecutionFailure {
-    /// An argument could not be fetched from the node that stores it.
-    #[error("argument `{function}` could not be fetched from node {node}: {reason}")]
-    ArgumentUnavailable {
-        /// The function whose result was needed.
-        function: FunctionId,
-        /// The node asked for it.
-        node: NodeId,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The code returned an error (or its arguments had the wrong types).
-    #[error("the code failed: {message}")]
-    CodeFailed {
-        /// The error's text.
-        message: String,
-    },
-    /// The code panicked.
-    #[error("the code panicked: {message}")]
-    Panicked {
-        /// The panic message.
-        message: String,
-    },
-    /// The run took longer than the function's timeout.
-    #[error("timed out after {after_ms} ms")]
-    TimedOut {
-        /// The timeout, in milliseconds.
-        after_ms: u64,
-    },
-    /// The execution was cancelled.
-    #[error("cancelled")]
-    Cancelled,
 }
 
 /// A reply to a [`Request`].
@@ -440,6 +423,8 @@ mod tests {
                 },
             ],
             attempt: 1,
+            inline: Vec::new(),
+            timeout_ms: None,
         });
         let bytes = rmp_serde::to_vec_named(&request).expect("encode");
         let back: Request = rmp_serde::from_slice(&bytes).expect("decode");

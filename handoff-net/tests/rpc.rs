@@ -129,7 +129,9 @@ async fn an_oversized_request_is_refused_and_the_node_keeps_serving() {
             function: FunctionId::new("f"),
             value: Value::new(Bytes::from(vec![7_u8; 2 << 20])),
         }],
-        attempt: 0,
+        attempt: 1,
+        inline: Vec::new(),
+        timeout_ms: None,
     });
     let err = guarded(
         "oversized request",

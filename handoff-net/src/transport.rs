@@ -1,0 +1,444 @@
+//! The network side of remote execution: [`NetTransport`] implements the actors'
+//! [`Transport`] over request-response, and [`serve_execute`] runs what other nodes send.
+//!
+//! A function sent to another node travels as a [`Request::Execute`] naming where each
+//! argument lives; the receiver answers [`Response::Accepted`] at once, fetches what it
+//! does not hold, runs the function under its own reservation and reports with a
+//! [`Request::Finished`] (so a long function never runs into the request timeout). Results
+//! stay where they were made; a small one (at most [`INLINE_RESULT_BYTES`] encoded) also
+//! comes back inside the report, because a fetch round trip costs far more than carrying
+//! a few kilobytes, and travels inline to the nodes that consume it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::channel::oneshot;
+use futures::future::{BoxFuture, Shared};
+use handoff_actors::{
+    FetchFailed, NodeHandle, RemoteArgument, RemoteCall, RemoteResult, RunFunction, StoreValue,
+    Transport,
+};
+use handoff_core::{CallError, CodeName, DagId, FunctionId, NodeId, Value};
+
+use crate::client::Client;
+use crate::error::{FetchError, RequestError};
+use crate::protocol::{
+    ArgumentSource, ExecuteRequest, FinishedReport, Outcome, Request, Response, RpcError,
+};
+
+/// Results up to this size (MessagePack bytes) come back inside the completion report
+/// and travel inline to their consumers: below it, a fetch round trip (~0.3 ms on
+/// loopback) costs more than carrying the bytes.
+pub const INLINE_RESULT_BYTES: usize = 16 * 1024;
+
+/// True when a request failed only because the peer (or the way to it) is saturated:
+/// too many requests in flight to it, or its event queue is full.
+fn saturated(error: &RequestError) -> bool {
+    matches!(
+        error,
+        RequestError::TooManyInFlight { .. }
+            | RequestError::Remote {
+                error: RpcError::Busy { .. },
+                ..
+            }
+    )
+}
+
+/// Sends a request, waiting and trying again while the peer is saturated (the per-peer
+/// cap on requests in flight fails fast; many functions in flight to one node hit it).
+async fn request_patiently(
+    client: &Client,
+    node: &NodeId,
+    request: Request,
+) -> Result<Response, RequestError> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut pause = Duration::from_micros(100);
+    loop {
+        match client.request(node, request.clone()).await {
+            Err(error) if saturated(&error) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// How long [`request_patiently`] keeps trying a saturated peer.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// What identifies one remote attempt: the node running it, the DAG, the function and
+/// the attempt number.
+type AttemptKey = (NodeId, DagId, FunctionId, u32);
+
+type Fetching = Shared<BoxFuture<'static, Result<Value, FetchFailed>>>;
+
+/// Counts of the values this node moved over the network.
+#[derive(Debug, Default)]
+pub(crate) struct Transfers {
+    fetched: AtomicU64,
+    fetched_bytes: AtomicU64,
+    inline_received: AtomicU64,
+}
+
+/// A snapshot of what a node fetched from other nodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransferStats {
+    /// Values fetched from other nodes (each at most once per DAG while held here).
+    pub values_fetched: u64,
+    /// Their total size in MessagePack bytes.
+    pub bytes_fetched: u64,
+    /// Small results that came back inside completion reports.
+    pub inline_results: u64,
+}
+
+struct Inner {
+    local: NodeId,
+    client: Client,
+    node: NodeHandle,
+    /// Remote attempts waiting for their report, with their code (for errors).
+    pending: Mutex<HashMap<AttemptKey, (CodeName, oneshot::Sender<RemoteResult>)>>,
+    /// Fetches in flight, shared by everyone here who needs the same value.
+    fetching: Mutex<HashMap<(DagId, FunctionId), Fetching>>,
+    /// The most bytes of values to carry inline in one execute request.
+    inline_budget: usize,
+    transfers: Transfers,
+}
+
+/// The [`Transport`] of a cluster node. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct NetTransport {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for NetTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetTransport")
+            .field("local", &self.inner.local)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The maps stay consistent whatever panicked while holding them.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl NetTransport {
+    pub(crate) fn new(client: Client, node: NodeHandle, max_request_bytes: u32) -> Self {
+        NetTransport {
+            inner: Arc::new(Inner {
+                local: node.id().clone(),
+                client,
+                node,
+                pending: Mutex::new(HashMap::new()),
+                fetching: Mutex::new(HashMap::new()),
+                inline_budget: max_request_bytes as usize / 4,
+                transfers: Transfers::default(),
+            }),
+        }
+    }
+
+    pub(crate) fn transfers(&self) -> TransferStats {
+        let t = &self.inner.transfers;
+        TransferStats {
+            values_fetched: t.fetched.load(Ordering::Relaxed),
+            bytes_fetched: t.fetched_bytes.load(Ordering::Relaxed),
+            inline_results: t.inline_received.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A report from `from` arrived: settles the attempt waiting for it.
+    pub(crate) fn finished(&self, from: &NodeId, report: FinishedReport) {
+        let key = (from.clone(), report.dag, report.function, report.attempt);
+        let Some((_, reply)) = lock(&self.inner.pending).remove(&key) else {
+            tracing::debug!(node = %from, function = %key.2, "a report for no attempt waiting");
+            return;
+        };
+        let result = match report.outcome {
+            Outcome::Stored { value, .. } => {
+                if value.is_some() {
+                    self.inner
+                        .transfers
+                        .inline_received
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(value)
+            }
+            Outcome::Failed { error } => Err(error),
+        };
+        let _ = reply.send(result);
+    }
+
+    /// `node` left: every attempt it was running fails (to be retried elsewhere).
+    pub(crate) fn node_gone(&self, node: &NodeId) {
+        let gone: Vec<_> = {
+            let mut pending = lock(&self.inner.pending);
+            let keys: Vec<AttemptKey> = pending.keys().filter(|k| &k.0 == node).cloned().collect();
+            keys.into_iter()
+                .filter_map(|k| pending.remove(&k))
+                .collect()
+        };
+        for (code, reply) in gone {
+            let _ = reply.send(Err(CallError::Unavailable {
+                code,
+                node: node.clone(),
+                reason: "the node left the cluster".to_owned(),
+            }));
+        }
+    }
+
+    fn fetch_shared(&self, dag: DagId, function: FunctionId, holder: NodeId) -> Fetching {
+        let key = (dag.clone(), function.clone());
+        let mut fetching = lock(&self.inner.fetching);
+        if let Some(shared) = fetching.get(&key) {
+            return shared.clone();
+        }
+        let inner = Arc::clone(&self.inner);
+        let fetch = async move {
+            let outcome = fetch_once(&inner, &dag, &function, &holder).await;
+            lock(&inner.fetching).remove(&(dag, function));
+            outcome
+        };
+        let shared = fetch.boxed().shared();
+        fetching.insert(key, shared.clone());
+        shared
+    }
+}
+
+/// The value here if held, else fetched from `holder` and kept here for the next reader.
+async fn fetch_once(
+    inner: &Inner,
+    dag: &DagId,
+    function: &FunctionId,
+    holder: &NodeId,
+) -> Result<Value, FetchFailed> {
+    let failed = |reason: String| FetchFailed {
+        dag: dag.clone(),
+        function: function.clone(),
+        node: holder.clone(),
+        reason,
+    };
+    if let Ok(value) = inner
+        .node
+        .get_local_value(dag.clone(), function.clone())
+        .await
+    {
+        return Ok(value);
+    }
+    if holder == &inner.local {
+        return Err(failed("it is not held here".to_owned()));
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut pause = Duration::from_micros(100);
+    let value = loop {
+        match inner.client.fetch_value(holder, dag, function).await {
+            Ok(value) => break value,
+            Err(FetchError::Request(error))
+                if saturated(&error) && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(error) => return Err(failed(error.to_string())),
+        }
+    };
+    let size = value.to_msgpack().map_or(0, |b| b.len() as u64);
+    inner.transfers.fetched.fetch_add(1, Ordering::Relaxed);
+    inner
+        .transfers
+        .fetched_bytes
+        .fetch_add(size, Ordering::Relaxed);
+    let cache = StoreValue {
+        dag: dag.clone(),
+        id: function.clone(),
+        value: value.clone(),
+    };
+    // A store that stopped only costs a second fetch later.
+    let _ = inner.node.result_store().send(cache).await;
+    Ok(value)
+}
+
+impl Transport for NetTransport {
+    fn execute(&self, call: RemoteCall) -> BoxFuture<'static, RemoteResult> {
+        let inner = Arc::clone(&self.inner);
+        let code = call.function.code().clone();
+        let node = call.node.clone();
+        let key: AttemptKey = (
+            node.clone(),
+            call.dag.clone(),
+            call.function.id().clone(),
+            call.attempt,
+        );
+        let (reply, report) = oneshot::channel();
+        lock(&inner.pending).insert(key.clone(), (code.clone(), reply));
+        let mut budget = inner.inline_budget;
+        let arguments = call
+            .arguments
+            .into_iter()
+            .map(|argument| match argument {
+                RemoteArgument::Held { function, node } => {
+                    ArgumentSource::Remote { function, node }
+                }
+                RemoteArgument::Value {
+                    function,
+                    node,
+                    value,
+                } => {
+                    let size = value.to_msgpack().map_or(usize::MAX, |b| b.len());
+                    if size <= budget {
+                        budget -= size;
+                        ArgumentSource::Inline { function, value }
+                    } else {
+                        ArgumentSource::Remote { function, node }
+                    }
+                }
+            })
+            .collect();
+        let request = Request::Execute(ExecuteRequest {
+            dag: call.dag,
+            function: call.function,
+            inline: call.inline,
+            arguments,
+            attempt: call.attempt,
+            timeout_ms: call
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        });
+        async move {
+            let unavailable = |reason: String| CallError::Unavailable {
+                code: code.clone(),
+                node: node.clone(),
+                reason,
+            };
+            let refused = match request_patiently(&inner.client, &node, request).await {
+                Ok(Response::Accepted { .. }) => None,
+                Ok(other) => Some(unavailable(format!(
+                    "it answered {} to an execute request",
+                    other.kind()
+                ))),
+                Err(RequestError::Remote {
+                    error: RpcError::UnknownCode { code },
+                    ..
+                }) => Some(CallError::UnknownCode { code }),
+                Err(error) => Some(unavailable(error.to_string())),
+            };
+            if let Some(error) = refused {
+                lock(&inner.pending).remove(&key);
+                return Err(error);
+            }
+            match report.await {
+                Ok(result) => result,
+                Err(_) => Err(unavailable("the network layer stopped".to_owned())),
+            }
+        }
+        .boxed()
+    }
+
+    fn fetch(
+        &self,
+        dag: DagId,
+        function: FunctionId,
+        node: NodeId,
+    ) -> BoxFuture<'static, Result<Value, FetchFailed>> {
+        self.fetch_shared(dag, function, node).boxed()
+    }
+
+    fn forget(&self, dag: DagId, nodes: Vec<NodeId>) {
+        for node in nodes {
+            let client = self.inner.client.clone();
+            let request = Request::Forget { dag: dag.clone() };
+            tokio::spawn(async move {
+                if let Err(error) = request_patiently(&client, &node, request).await {
+                    tracing::debug!(%node, "could not tell the node to forget a DAG: {error}");
+                }
+            });
+        }
+    }
+}
+
+/// Runs a function `from` sent here (already accepted) and reports to it.
+pub(crate) async fn serve_execute(transport: NetTransport, from: NodeId, request: ExecuteRequest) {
+    let inner = &transport.inner;
+    let ExecuteRequest {
+        dag,
+        function,
+        inline,
+        arguments,
+        attempt,
+        timeout_ms,
+    } = request;
+    let id = function.id().clone();
+    let code = function.code().clone();
+    let mut values = HashMap::with_capacity(arguments.len());
+    let mut failure = None;
+    let fetches: Vec<_> = arguments
+        .into_iter()
+        .filter_map(|argument| match argument {
+            ArgumentSource::Inline { function, value } => {
+                values.insert(function, value);
+                None
+            }
+            ArgumentSource::Remote { function, node } => Some((
+                function.clone(),
+                transport.fetch_shared(dag.clone(), function, node),
+            )),
+        })
+        .collect();
+    for (function, fetch) in fetches {
+        match fetch.await {
+            Ok(value) => {
+                values.insert(function, value);
+            }
+            Err(error) => {
+                failure = Some(CallError::Unavailable {
+                    code: code.clone(),
+                    node: inner.local.clone(),
+                    reason: error.to_string(),
+                });
+                break;
+            }
+        }
+    }
+    let outcome = match failure {
+        Some(error) => Outcome::Failed { error },
+        None => {
+            let run = RunFunction {
+                dag: dag.clone(),
+                function,
+                inline,
+                values,
+                timeout: timeout_ms.map(Duration::from_millis),
+                encode: true,
+            };
+            match inner.node.run_function(run).await {
+                Ok(ran) => {
+                    let size = ran.encoded.as_ref().map_or(0, |b| b.len());
+                    let value = match &ran.encoded {
+                        Some(bytes) if size <= INLINE_RESULT_BYTES => {
+                            Some(Value::from_msgpack(bytes.clone()))
+                        }
+                        _ => None,
+                    };
+                    Outcome::Stored {
+                        size: size as u64,
+                        value,
+                    }
+                }
+                Err(error) => Outcome::Failed { error },
+            }
+        }
+    };
+    let report = Request::Finished(FinishedReport {
+        dag,
+        function: id,
+        attempt,
+        outcome,
+    });
+    if let Err(error) = request_patiently(&inner.client, &from, report).await {
+        tracing::warn!(node = %from, "could not report a finished function: {error}");
+    }
+}

@@ -1,0 +1,339 @@
+//! Remote execution between cluster nodes in this process, over 127.0.0.1: a DAG spans
+//! three nodes, each value travels only to the nodes that consume it (counted), once per
+//! node, placement and collocation hold across nodes, codes are checked against what the
+//! live nodes can run, remote failures are retried and reported, and a 10 MB result comes
+//! back to the caller intact.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use handoff::{
+    AllocationStrategy, CallError, ClusterKey, ClusterNode, Dag, ExecuteError, ExecuteOptions,
+    Function, NetConfig, NodeConfig, NodeId, Problem, Registry, Resources,
+};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn registry() -> Registry {
+    let mut registry = Registry::new();
+    registry
+        .register("make", |len: u64, fill: u8| {
+            Bytes::from(vec![fill; len as usize])
+        })
+        .expect("make");
+    registry
+        .register("len", |bytes: Bytes| bytes.len() as u64)
+        .expect("len");
+    registry
+        .register("add", |a: u64, b: u64| a + b)
+        .expect("add");
+    registry
+        .register_fallible("fail", |x: u64| -> Result<u64, String> {
+            Err(format!("refusing {x}"))
+        })
+        .expect("fail");
+    registry
+}
+
+async fn start(
+    key: &ClusterKey,
+    name: &str,
+    registry: Registry,
+    capabilities: Resources,
+    bootstrap: Option<handoff::Multiaddr>,
+) -> ClusterNode {
+    let mut net = NetConfig::builder(key.clone())
+        .name(name)
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"));
+    if let Some(address) = bootstrap {
+        net = net.bootstrap(address);
+    }
+    let net = net.build().expect("config");
+    let node = NodeConfig::new(net.node_id(), registry).capabilities(capabilities);
+    tokio::time::timeout(DEADLINE, ClusterNode::start(node, net))
+        .await
+        .expect("starts in time")
+        .expect("starts")
+}
+
+async fn address(node: &ClusterNode) -> handoff::Multiaddr {
+    node.client()
+        .listen_addresses()
+        .await
+        .expect("addresses")
+        .into_iter()
+        .next()
+        .expect("one address")
+}
+
+/// A coordinator `c` (no resources) and two workers: `a` (cpu 2) and `b` (cpu 2, gpu 1),
+/// each seeing the other two.
+struct Cluster {
+    c: ClusterNode,
+    a: ClusterNode,
+    b: ClusterNode,
+}
+
+async fn cluster(b_registry: Registry) -> Cluster {
+    let key = ClusterKey::generate();
+    let c = start(&key, "c", registry(), Resources::new(), None).await;
+    let at = address(&c).await;
+    let a = start(
+        &key,
+        "a",
+        registry(),
+        Resources::new().cpu(2),
+        Some(at.clone()),
+    )
+    .await;
+    let b = start(
+        &key,
+        "b",
+        b_registry,
+        Resources::new().cpu(2).gpu(1),
+        Some(at),
+    )
+    .await;
+    for node in [&c, &a, &b] {
+        let mut changes = node.peer_changes();
+        tokio::time::timeout(DEADLINE, changes.wait_for(|peers| peers.len() == 2))
+            .await
+            .expect("every node sees the other two in time")
+            .expect("bridge running");
+    }
+    // The coordinator's resource manager has the workers once their announcements are in.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let known = c.node().discover_nodes().await.expect("nodes");
+        if known.len() == 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "registered: {known:?}"
+        );
+        let mut changes = c.peer_changes();
+        let _ = tokio::time::timeout(Duration::from_millis(200), changes.changed()).await;
+    }
+    Cluster { c, a, b }
+}
+
+fn cpu() -> Resources {
+    Resources::new().cpu(1)
+}
+
+#[actix::test]
+async fn a_dag_spans_three_nodes_and_values_travel_only_to_their_consumers() {
+    let Cluster { c, a, b } = cluster(registry()).await;
+    let (a_id, b_id) = (a.id().clone(), b.id().clone());
+    let dag = Dag::new()
+        // 100 kB: too big to come back inline, so it stays on `a`.
+        .with(
+            Function::new("src", "make")
+                .extra_arg(100_000_u64)
+                .extra_arg(7_u8)
+                .pinned(a_id.clone())
+                .with_cost(cpu()),
+        )
+        // Two consumers on `b`: `src` crosses to `b` once.
+        .with(Function::new("left", "len").arg("src").pinned(b_id.clone()))
+        .with(
+            Function::new("left2", "len")
+                .arg("src")
+                .pinned(b_id.clone()),
+        )
+        // A consumer on `a` reads it where it is.
+        .with(
+            Function::new("right", "len")
+                .arg("src")
+                .pinned(a_id.clone()),
+        )
+        .with(
+            Function::new("lr", "add")
+                .args(["left", "left2"])
+                .pinned(b_id.clone()),
+        )
+        // Small results come back inline; the sum runs on whichever worker has a cpu.
+        .with(
+            Function::new("sum", "add")
+                .args(["lr", "right"])
+                .with_cost(cpu()),
+        )
+        .validate()
+        .expect("valid");
+    let options = ExecuteOptions::default().free_intermediates(["sum"]);
+    let done = tokio::time::timeout(DEADLINE, c.node().execute(dag, options))
+        .await
+        .expect("in time")
+        .expect("executes");
+    assert_eq!(done.results.get::<u64>("sum"), Ok(300_000));
+    let allocations = done.allocations();
+    assert_eq!(allocations["src"], a_id);
+    assert_eq!(allocations["right"], a_id);
+    assert_eq!(allocations["left"], b_id);
+    assert_eq!(allocations["left2"], b_id);
+    assert_eq!(allocations["lr"], b_id);
+    assert_ne!(&allocations["sum"], c.id(), "c has no cpu");
+
+    // `src` went to `b` once (100 kB and a few bytes of framing), and nowhere else; the
+    // coordinator fetched nothing: the small results came back inline.
+    let (ta, tb, tc) = (a.transfers(), b.transfers(), c.transfers());
+    assert_eq!(tb.values_fetched, 1, "b: {tb:?}");
+    assert!((100_000..100_100).contains(&tb.bytes_fetched), "b: {tb:?}");
+    assert_eq!(ta.values_fetched, 0, "a: {ta:?}");
+    assert_eq!(tc.values_fetched, 0, "c: {tc:?}");
+    assert!(tc.inline_results >= 4, "c: {tc:?}");
+}
+
+#[actix::test]
+async fn placement_costs_and_collocation_hold_across_nodes() {
+    let Cluster { c, a, b } = cluster(registry()).await;
+    let dag = Dag::new()
+        .with(
+            Function::new("gpu", "make")
+                .extra_arg(10_u64)
+                .extra_arg(1_u8)
+                .with_cost(Resources::new().gpu(1)),
+        )
+        .with(
+            Function::new("next", "len")
+                .arg("gpu")
+                .collocated_with("gpu"),
+        )
+        .with(
+            Function::new("on_a", "make")
+                .extra_arg(3_u64)
+                .extra_arg(2_u8)
+                .pinned(a.id().clone()),
+        )
+        .with(
+            Function::new("with_a", "len")
+                .arg("on_a")
+                .collocated_with("on_a"),
+        )
+        .validate()
+        .expect("valid");
+    let done = tokio::time::timeout(DEADLINE, c.node().execute(dag, ExecuteOptions::default()))
+        .await
+        .expect("in time")
+        .expect("executes");
+    let allocations = done.allocations();
+    assert_eq!(&allocations["gpu"], b.id(), "only b has a gpu");
+    assert_eq!(&allocations["next"], b.id());
+    assert_eq!(&allocations["on_a"], a.id());
+    assert_eq!(&allocations["with_a"], a.id());
+    assert_eq!(done.results.get::<u64>("next"), Ok(10));
+    assert_eq!(done.results.get::<u64>("with_a"), Ok(3));
+    // Every result is the caller's (none was freed), fetched or inline.
+    assert_eq!(
+        done.results.get::<Bytes>("on_a").expect("bytes"),
+        vec![2_u8; 3]
+    );
+}
+
+#[actix::test]
+async fn code_only_some_nodes_have_runs_there_and_code_none_has_is_refused() {
+    let mut only_b = registry();
+    only_b
+        .register("shout", |s: String| s.to_uppercase())
+        .expect("shout");
+    let Cluster { c, a, b } = cluster(only_b).await;
+
+    let dag = Dag::new()
+        .with(Function::new("loud", "shout").extra_arg("hi".to_owned()))
+        .validate()
+        .expect("valid");
+    let done = tokio::time::timeout(DEADLINE, c.node().execute(dag, ExecuteOptions::default()))
+        .await
+        .expect("in time")
+        .expect("executes on b, the one node with the code");
+    assert_eq!(&done.allocations()["loud"], b.id());
+    assert_eq!(done.results.get::<String>("loud"), Ok("HI".to_owned()));
+
+    let dag = Dag::new()
+        .with(Function::new("nobody", "whisper").extra_arg(1_u64))
+        .with(
+            Function::new("wrong_node", "shout")
+                .extra_arg("x".to_owned())
+                .pinned(a.id().clone()),
+        )
+        .validate()
+        .expect("valid");
+    let err = c
+        .node()
+        .execute(dag, ExecuteOptions::default())
+        .await
+        .expect_err("refused");
+    let ExecuteError::Rejected { problems, .. } = &err else {
+        panic!("expected a rejection, got {err:?}");
+    };
+    assert!(
+        problems.contains(&Problem::UnknownCode {
+            function: "nobody".into(),
+            code: "whisper".into()
+        }),
+        "{problems:?}"
+    );
+    assert!(
+        problems.contains(&Problem::UnknownCode {
+            function: "wrong_node".into(),
+            code: "shout".into()
+        }),
+        "{problems:?}"
+    );
+}
+
+#[actix::test]
+async fn a_failing_remote_function_is_retried_then_reported() {
+    let Cluster { c, a, .. } = cluster(registry()).await;
+    let dag = Dag::new()
+        .with(
+            Function::new("bad", "fail")
+                .extra_arg(5_u64)
+                .pinned(a.id().clone())
+                .max_retries(2),
+        )
+        .validate()
+        .expect("valid");
+    let options = ExecuteOptions::default().backoff(handoff::Backoff::None);
+    let err = tokio::time::timeout(DEADLINE, c.node().execute(dag, options))
+        .await
+        .expect("in time")
+        .expect_err("fails");
+    match err {
+        ExecuteError::FunctionFailed {
+            function,
+            attempts,
+            last_error: CallError::Failed { message, .. },
+        } => {
+            assert_eq!(function.as_str(), "bad");
+            assert_eq!(attempts, 3);
+            assert!(message.contains("refusing 5"), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[actix::test]
+async fn a_10_mb_result_made_elsewhere_reaches_the_caller_intact() {
+    let Cluster { c, b, .. } = cluster(registry()).await;
+    let dag = Dag::new()
+        .with(
+            Function::new("big", "make")
+                .extra_arg(10_000_000_u64)
+                .extra_arg(42_u8)
+                .pinned(b.id().clone()),
+        )
+        .validate()
+        .expect("valid");
+    let options = ExecuteOptions::default().allocation_strategy(AllocationStrategy::LoadBalanced);
+    let done = tokio::time::timeout(DEADLINE, c.node().execute(dag, options))
+        .await
+        .expect("in time")
+        .expect("executes");
+    let big = done.results.get::<Bytes>("big").expect("bytes");
+    assert_eq!(big.len(), 10_000_000);
+    assert!(big.iter().all(|&x| x == 42));
+    assert_eq!(c.transfers().values_fetched, 1);
+    let _: &NodeId = b.id();
+}
