@@ -13,10 +13,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::time::{Duration, Instant};
 
 use handoff::{
-    ClusterKey, ClusterNode, DagId, Function, FunctionId, GetValueError, NetConfig, NodeConfig,
-    NodeId, Registry, Resources,
+    ClusterKey, ClusterNode, DagId, FunctionId, GetValueError, NetConfig, NodeConfig, NodeId,
+    Registry, Resources,
 };
-use handoff_net::{ExecuteRequest, FetchError, Request, RequestError, RequestKind, RpcError};
 
 /// The longest any single wait may take before the test is declared hung.
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -197,7 +196,10 @@ fn processes_and_an_in_process_node_discover_each_other() {
         args
     };
     let mut n2 = Proc::spawn("n2", &with_bootstrap(&["--cpu", "4", "--gpu", "1"]));
-    let mut n3 = Proc::spawn("n3", &with_bootstrap(&["--cpu", "1", "--memory", "512"]));
+    let mut n3 = Proc::spawn(
+        "n3",
+        &with_bootstrap(&["--cpu", "1", "--memory", "512", "--custom", "licence=2"]),
+    );
 
     n1.wait_peers(&["n2:4:1", "n3:1:0"]);
     n2.wait_peers(&["n1:2:0", "n3:1:0"]);
@@ -236,10 +238,16 @@ fn processes_and_an_in_process_node_discover_each_other() {
         let (p1, p2, p3) = (find("n1"), find("n2"), find("n3"));
         assert_eq!(p1.capabilities, Resources::new().cpu(2));
         assert_eq!(p2.capabilities, Resources::new().cpu(4).gpu(1));
-        assert_eq!(p3.capabilities, Resources::new().cpu(1).memory(512));
+        assert_eq!(
+            p3.capabilities,
+            Resources::new().cpu(1).memory(512).with("licence", 2)
+        );
+        // Each process runs the demo registry.
+        let demo = handoff::demo::registry()
+            .expect("the demo registry builds")
+            .names();
         for p in [&p1, &p2, &p3] {
-            let codes: Vec<_> = p.code_names.iter().map(|c| c.as_str()).collect();
-            assert_eq!(codes, ["format", "identity", "multiply"]);
+            assert_eq!(p.code_names, demo, "{}", p.name);
         }
         // The bridge registered them with the local resource manager.
         let registered = cluster.node().discover_nodes().await.expect("registered");
@@ -274,41 +282,12 @@ fn processes_and_an_in_process_node_discover_each_other() {
             .expect_err("nothing stored on n1");
         assert!(
             matches!(
-                err,
-                GetValueError::Fetch {
-                    source: FetchError::Request(RequestError::Remote {
-                        error: RpcError::NotFound { .. },
-                        ..
-                    })
-                }
+                &err,
+                GetValueError::Fetch { source }
+                    if source.node == p1.node && source.reason.contains("no value for `f`")
             ),
             "{err:?}"
         );
-        // Remote execution is not there yet.
-        let execute = Request::Execute(ExecuteRequest {
-            dag: DagId::new("d"),
-            function: Function::new("f", "identity").extra_arg(1_i64),
-            arguments: Vec::new(),
-            attempt: 0,
-        });
-        let err = cluster
-            .client()
-            .request(&p1.node, execute)
-            .await
-            .expect_err("unsupported");
-        assert!(
-            matches!(
-                err,
-                RequestError::Remote {
-                    error: RpcError::Unsupported {
-                        request: RequestKind::Execute
-                    },
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-
         // Register sets n3's capacity; n3 announces it.
         cluster
             .register_node(&p3.node, Resources::new().cpu(3))

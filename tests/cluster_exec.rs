@@ -337,3 +337,47 @@ async fn a_10_mb_result_made_elsewhere_reaches_the_caller_intact() {
     assert_eq!(c.transfers().values_fetched, 1);
     let _: &NodeId = b.id();
 }
+
+/// Picks a node other than `avoid` where the cost fits now, when there is one.
+struct Avoid(NodeId);
+
+impl handoff::Allocator for Avoid {
+    fn choose(&self, cost: Option<&Resources>, nodes: &[handoff::NodeView<'_>]) -> Option<usize> {
+        nodes
+            .iter()
+            .position(|n| *n.id != self.0 && n.fits_now(cost))
+            .or_else(|| nodes.iter().position(|n| n.fits_now(cost)))
+    }
+}
+
+#[actix::test]
+async fn a_function_runs_where_its_input_bytes_are_before_the_allocators_pick() {
+    let Cluster { c, a, b } = cluster(registry()).await;
+    let dag = Dag::new()
+        .with(
+            Function::new("src", "make")
+                .extra_arg(200_000_u64)
+                .extra_arg(3_u8)
+                .pinned(a.id().clone()),
+        )
+        // Fits on `a` and on `b`; the allocator would pick `b`.
+        .with(Function::new("size", "len").arg("src").with_cost(cpu()))
+        .validate()
+        .expect("valid");
+    let strategy = AllocationStrategy::Custom(std::sync::Arc::new(Avoid(a.id().clone())));
+    let options = ExecuteOptions::default()
+        .allocation_strategy(strategy)
+        .free_intermediates(["size"]);
+    let done = tokio::time::timeout(DEADLINE, c.node().execute(dag, options))
+        .await
+        .expect("in time")
+        .expect("executes");
+    assert_eq!(done.results.get::<u64>("size"), Ok(200_000));
+    assert_eq!(
+        &done.allocations()["size"],
+        a.id(),
+        "a holds its 200 kB input"
+    );
+    assert_eq!(b.transfers().values_fetched, 0);
+    assert_eq!(a.transfers().values_fetched, 0);
+}

@@ -72,6 +72,8 @@ pub(crate) struct Outcome {
     pub(crate) finished_micros: u64,
     /// The value, or `None` when it stays on the (remote) node that ran it.
     pub(crate) result: Result<Option<Value>, CallError>,
+    /// The size of the value's MessagePack form when known (values made elsewhere), else 0.
+    pub(crate) size: u64,
 }
 
 /// What a job reports when it ends.
@@ -201,6 +203,7 @@ impl RunShared {
                 started_micros,
                 finished_micros,
                 result: result.map(Some),
+                size: 0,
             });
             if failed {
                 break;

@@ -50,8 +50,8 @@ pub use location_registry::{
 };
 pub use node::{GetHandle, NodeConfig, NodeHandle, NodeSupervisor, start_node};
 pub use remote::{
-    FetchFailed, Ran, RemoteArgument, RemoteCall, RemoteResult, RunFunction, SetTransport,
-    SharedTransport, Transport,
+    FetchFailed, Ran, RemoteArgument, RemoteCall, RemoteDone, RemoteResult, RunFunction,
+    SetTransport, SharedTransport, Transport,
 };
 pub use resource_manager::{
     Capacities, ClusterView, ExecutableNode, ForgetPeer, NodeResources, RegisterNode, RegisterPeer,

@@ -76,9 +76,18 @@ pub struct RemoteCall {
     pub timeout: Option<Duration>,
 }
 
-/// What a finished remote attempt produced: the value when it was small enough to come
-/// back with the completion, or `None` when it stays on the executing node only.
-pub type RemoteResult = Result<Option<Value>, CallError>;
+/// What a finished remote attempt produced.
+#[derive(Debug, Clone)]
+pub struct RemoteDone {
+    /// The value, when it was small enough to come back with the completion; `None`
+    /// when it stays on the executing node only.
+    pub value: Option<Value>,
+    /// The size of its MessagePack form, in bytes (weighs locality in placement).
+    pub size: u64,
+}
+
+/// The outcome of a remote attempt.
+pub type RemoteResult = Result<RemoteDone, CallError>;
 
 /// Why a value could not be fetched from another node.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

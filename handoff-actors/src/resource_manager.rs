@@ -51,6 +51,9 @@ pub(crate) struct Request {
     pub(crate) code: CodeName,
     pub(crate) cost: Resources,
     pub(crate) target: Target,
+    /// Bytes of the function's inputs each node holds, most first: among the nodes
+    /// where it fits now, the one holding the most is preferred to the allocator's pick.
+    pub(crate) locality: Vec<(NodeId, u64)>,
 }
 
 /// Identifies one granted reservation.
@@ -318,7 +321,13 @@ impl ResourceManager {
             }),
         };
         let idle = self.held.is_empty();
-        let Some(choice) = strategy.choose(Some(&request.cost), &views) else {
+        let local_pick = request.locality.iter().find_map(|(holder, _)| {
+            views
+                .iter()
+                .position(|v| v.id == holder && request.cost.fits_in(v.available))
+        });
+        let Some(choice) = local_pick.or_else(|| strategy.choose(Some(&request.cost), &views))
+        else {
             return idle.then(|| {
                 never("the allocator chose no node while every node was idle".to_owned())
             });
@@ -553,6 +562,7 @@ impl Handler<ReserveOne> for ResourceManager {
             code,
             cost,
             target,
+            locality: Vec::new(),
         };
         let strategy = AllocationStrategy::FirstAvailable;
         let granted = guarded_with(ACTOR, ctx, |_| {

@@ -169,6 +169,8 @@ pub(crate) struct DagRun {
     /// Values that came back inline from another node: small, so they travel inline
     /// to the nodes that run their consumers.
     small: Vec<bool>,
+    /// The encoded size of values made on other nodes (0 when unknown).
+    sizes: Vec<u64>,
     /// Other nodes that ran functions of this execution (told to forget it at the end).
     remote_nodes: Vec<NodeId>,
     /// Whether the results held on other nodes were fetched for the caller.
@@ -215,6 +217,7 @@ impl DagRun {
             values: vec![None; n],
             nodes: vec![None; n],
             small: vec![false; n],
+            sizes: vec![0; n],
             remote_nodes: Vec::new(),
             collected: false,
             attempts: vec![0; n],
@@ -334,6 +337,7 @@ impl DagRun {
             if slot {
                 self.ready.push((rank, Reverse(index)));
             } else {
+                let locality = self.locality(i);
                 requests.push(Request {
                     index,
                     rank,
@@ -341,6 +345,7 @@ impl DagRun {
                     code: f.code().clone(),
                     cost: cost.cloned().unwrap_or_default(),
                     target: target.clone(),
+                    locality,
                 });
             }
         }
@@ -355,6 +360,30 @@ impl DagRun {
             self.send_to_manager(msg, ctx);
         }
         self.dispatch_ready(ctx);
+    }
+
+    /// How many bytes of function `i`'s inputs each node holds (known only for values
+    /// made on other nodes; the biggest first).
+    fn locality(&self, i: usize) -> Vec<(NodeId, u64)> {
+        if self.settings.transport.is_none() {
+            return Vec::new();
+        }
+        let mut held: Vec<(NodeId, u64)> = Vec::new();
+        for &d in self.shared.dag.deps(i) {
+            let d = d as usize;
+            let (Some(node), size) = (&self.nodes[d], self.sizes[d]) else {
+                continue;
+            };
+            if size == 0 {
+                continue;
+            }
+            match held.iter_mut().find(|(n, _)| n == node) {
+                Some((_, total)) => *total += size,
+                None => held.push((node.clone(), size)),
+            }
+        }
+        held.sort_by_key(|h| std::cmp::Reverse(h.1));
+        held
     }
 
     fn dispatch_ready(&mut self, ctx: &mut Context<Self>) {
@@ -541,6 +570,10 @@ impl DagRun {
         let report = async move {
             let result = running.await;
             let finished_micros = if timestamps { now_micros() } else { 0 };
+            let (result, size) = match result {
+                Ok(done) => (Ok(done.value), done.size),
+                Err(error) => (Err(error), 0),
+            };
             let report = JobReport {
                 job: id,
                 outcomes: vec![Outcome {
@@ -549,6 +582,7 @@ impl DagRun {
                     started_micros,
                     finished_micros,
                     result,
+                    size,
                 }],
                 unrun: Vec::new(),
                 node,
@@ -701,6 +735,7 @@ impl DagRun {
                         finished.push(outcome.index);
                     }
                     self.small[i] = remote && value.is_some();
+                    self.sizes[i] = outcome.size;
                     self.values[i] = value;
                     self.nodes[i] = Some(report.node.clone());
                     self.remaining -= 1;

@@ -18,8 +18,8 @@ use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::{BoxFuture, Shared};
 use handoff_actors::{
-    FetchFailed, NodeHandle, RemoteArgument, RemoteCall, RemoteResult, RunFunction, StoreValue,
-    Transport,
+    FetchFailed, NodeHandle, RemoteArgument, RemoteCall, RemoteDone, RemoteResult, RunFunction,
+    StoreValue, Transport,
 };
 use handoff_core::{CallError, CodeName, DagId, FunctionId, NodeId, Value};
 
@@ -159,14 +159,14 @@ impl NetTransport {
             return;
         };
         let result = match report.outcome {
-            Outcome::Stored { value, .. } => {
+            Outcome::Stored { value, size } => {
                 if value.is_some() {
                     self.inner
                         .transfers
                         .inline_received
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(value)
+                Ok(RemoteDone { value, size })
             }
             Outcome::Failed { error } => Err(error),
         };
