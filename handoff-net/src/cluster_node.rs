@@ -221,11 +221,17 @@ impl ClusterNode {
             .map_err(|source| ClusterStartError::Node { source })?;
         let mut net = net;
         net.state = state;
-        let max_request_bytes = net.max_request_bytes();
+        let (max_request_bytes, max_in_flight) =
+            (net.max_request_bytes(), net.max_in_flight_per_peer());
         let (client, events) = crate::start(net)
             .await
             .map_err(|source| ClusterStartError::Net { source })?;
-        let transport = NetTransport::new(client.clone(), handle.clone(), max_request_bytes);
+        let transport = NetTransport::new(
+            client.clone(),
+            handle.clone(),
+            max_request_bytes,
+            max_in_flight,
+        );
         handle
             .set_transport(Arc::new(transport.clone()))
             .await

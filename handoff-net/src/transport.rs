@@ -22,6 +22,7 @@ use handoff_actors::{
     StoreValue, Transport,
 };
 use handoff_core::{CallError, CodeName, DagId, FunctionId, NodeId, Value};
+use tokio::sync::Semaphore;
 
 use crate::client::Client;
 use crate::error::{FetchError, RequestError};
@@ -50,10 +51,21 @@ fn saturated(error: &RequestError) -> bool {
 /// Sends a request, waiting and trying again while the peer is saturated (the per-peer
 /// cap on requests in flight fails fast; many functions in flight to one node hit it).
 async fn request_patiently(
-    client: &Client,
+    inner: &Inner,
     node: &NodeId,
     request: Request,
 ) -> Result<Response, RequestError> {
+    let gate = {
+        let mut gates = lock(&inner.gates);
+        Arc::clone(
+            gates
+                .entry(node.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(inner.gate_permits))),
+        )
+    };
+    // Held until the answer is in; the semaphore is never closed.
+    let _permit = gate.acquire().await;
+    let client = &inner.client;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let mut pause = Duration::from_micros(100);
     loop {
@@ -105,6 +117,10 @@ struct Inner {
     fetching: Mutex<HashMap<(DagId, FunctionId), Fetching>>,
     /// The most bytes of values to carry inline in one execute request.
     inline_budget: usize,
+    /// Per peer, the execute/report/forget requests that may be in flight at once: half
+    /// the network's per-peer cap, leaving the rest to value fetches.
+    gates: Mutex<HashMap<NodeId, Arc<Semaphore>>>,
+    gate_permits: usize,
     transfers: Transfers,
 }
 
@@ -128,7 +144,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl NetTransport {
-    pub(crate) fn new(client: Client, node: NodeHandle, max_request_bytes: u32) -> Self {
+    pub(crate) fn new(
+        client: Client,
+        node: NodeHandle,
+        max_request_bytes: u32,
+        max_in_flight_per_peer: usize,
+    ) -> Self {
         NetTransport {
             inner: Arc::new(Inner {
                 local: node.id().clone(),
@@ -137,6 +158,8 @@ impl NetTransport {
                 pending: Mutex::new(HashMap::new()),
                 fetching: Mutex::new(HashMap::new()),
                 inline_budget: max_request_bytes as usize / 4,
+                gates: Mutex::new(HashMap::new()),
+                gate_permits: (max_in_flight_per_peer / 2).max(1),
                 transfers: Transfers::default(),
             }),
         }
@@ -314,7 +337,7 @@ impl Transport for NetTransport {
                 node: node.clone(),
                 reason,
             };
-            let refused = match request_patiently(&inner.client, &node, request).await {
+            let refused = match request_patiently(&inner, &node, request).await {
                 Ok(Response::Accepted { .. }) => None,
                 Ok(other) => Some(unavailable(format!(
                     "it answered {} to an execute request",
@@ -349,10 +372,10 @@ impl Transport for NetTransport {
 
     fn forget(&self, dag: DagId, nodes: Vec<NodeId>) {
         for node in nodes {
-            let client = self.inner.client.clone();
+            let inner = Arc::clone(&self.inner);
             let request = Request::Forget { dag: dag.clone() };
             tokio::spawn(async move {
-                if let Err(error) = request_patiently(&client, &node, request).await {
+                if let Err(error) = request_patiently(&inner, &node, request).await {
                     tracing::debug!(%node, "could not tell the node to forget a DAG: {error}");
                 }
             });
@@ -438,7 +461,7 @@ pub(crate) async fn serve_execute(transport: NetTransport, from: NodeId, request
         attempt,
         outcome,
     });
-    if let Err(error) = request_patiently(&inner.client, &from, report).await {
+    if let Err(error) = request_patiently(inner, &from, report).await {
         tracing::warn!(node = %from, "could not report a finished function: {error}");
     }
 }
