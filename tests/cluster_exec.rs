@@ -381,3 +381,74 @@ async fn a_function_runs_where_its_input_bytes_are_before_the_allocators_pick() 
     assert_eq!(b.transfers().values_fetched, 0);
     assert_eq!(a.transfers().values_fetched, 0);
 }
+
+static RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static MOST: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts the calls running at once on the node running it, for a few milliseconds.
+fn gauged(x: u64) -> u64 {
+    use std::sync::atomic::Ordering::SeqCst;
+    let now = RUNNING.fetch_add(1, SeqCst) + 1;
+    MOST.fetch_max(now, SeqCst);
+    let start = std::time::Instant::now();
+    let mut spins = 0_u64;
+    while start.elapsed() < Duration::from_millis(5) {
+        spins = std::hint::black_box(spins + 1);
+    }
+    RUNNING.fetch_sub(1, SeqCst);
+    x
+}
+
+#[actix::test]
+async fn two_coordinators_never_run_more_on_a_worker_than_it_has() {
+    let with_gauge = || {
+        let mut r = registry();
+        r.register("gauged", gauged).expect("gauged");
+        r
+    };
+    let key = ClusterKey::generate();
+    let worker = start(&key, "w", with_gauge(), Resources::new().cpu(1), None).await;
+    let at = address(&worker).await;
+    let c1 = start(&key, "c1", with_gauge(), Resources::new(), Some(at.clone())).await;
+    let c2 = start(&key, "c2", with_gauge(), Resources::new(), Some(at)).await;
+    for c in [&c1, &c2] {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while !c
+            .node()
+            .discover_nodes()
+            .await
+            .expect("nodes")
+            .iter()
+            .any(|(n, _)| n == worker.id())
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "worker never registered"
+            );
+            let mut changes = c.peer_changes();
+            let _ = tokio::time::timeout(Duration::from_millis(200), changes.changed()).await;
+        }
+    }
+    let dag = |name: &str| {
+        let mut dag = Dag::with_id(name);
+        for i in 0..6_u64 {
+            dag.add_function(
+                Function::new(format!("g{i}"), "gauged")
+                    .extra_arg(i)
+                    .with_cost(cpu()),
+            );
+        }
+        dag.validate().expect("valid")
+    };
+    // Each coordinator sees the worker's whole cpu free and sends one at a time; the
+    // worker's own reservation makes the second wait.
+    let (r1, r2) = futures::join!(
+        c1.node().execute(dag("one"), ExecuteOptions::default()),
+        c2.node().execute(dag("two"), ExecuteOptions::default()),
+    );
+    for done in [r1.expect("one runs"), r2.expect("two runs")] {
+        assert!(done.allocations().values().all(|n| n == worker.id()));
+        assert_eq!(done.results.get::<u64>("g5"), Ok(5));
+    }
+    assert_eq!(MOST.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -187,8 +187,13 @@ pub enum DiscoverError {
 /// registered with the local resource manager (so the node's own `discover_nodes` lists
 /// it), and inbound requests are answered from the local actors — `Resources` from the
 /// resource manager, `Register` by setting this node's capacity and announcing it, `Fetch`
-/// from the result store. `Execute` is answered with [`RpcError::Unsupported`]: running
-/// functions on remote nodes is not there yet.
+/// from the result store (in chunks of the value's cached MessagePack form), `Execute` by
+/// running the function under this node's own reservation and reporting with `Finished`,
+/// `Forget` by dropping a DAG's values.
+///
+/// It also installs the node's transport: a DAG executed through
+/// [`node()`](Self::node) runs its functions on any live member whose registry has their
+/// code, where their cost fits (see `docs/semantics.md`, "Across nodes").
 #[derive(Debug)]
 pub struct ClusterNode {
     node: NodeHandle,
