@@ -5,9 +5,10 @@
 //! node inside an actix `System` with [`start_node`], and [`execute`](NodeHandle::execute) it.
 //!
 //! To make the node a cluster member, start a [`ClusterNode`] instead (a [`NodeConfig`]
-//! plus a [`NetConfig`] with a [`ClusterKey`]), or run the `handoff-node` binary. Nodes
-//! find each other and answer resource and value requests; running a DAG's functions on
-//! other nodes is the next step.
+//! plus a [`NetConfig`] with a [`ClusterKey`]), or run the `handoff-node` binary (or your
+//! own, with [`cli`]). Nodes find each other, and a DAG executed through a cluster node
+//! runs its functions on the nodes whose registry has their code and whose capacity fits
+//! their cost, fetching each value only where it is consumed.
 //!
 //! ```
 //! use handoff::{Dag, ExecuteOptions, Function, NodeConfig, Registry, start_node};
@@ -34,6 +35,9 @@
 //! # }
 //! ```
 
+pub mod cli;
+pub mod demo;
+
 pub use handoff_actors::{
     CancellationToken, Capacities, Coordinator, CountRestarts, CountValues, DropDag, Event,
     EventKind, EventStream, Execute, ExecuteError, ExecuteOptions, ExecutionHandle,
@@ -41,6 +45,10 @@ pub use handoff_actors::{
     NodeConfig, NodeError, NodeHandle, NodeResources, NodeSupervisor, Problem, RegisterLocation,
     RegisterLocations, RegisterNode, RegisteredNodes, ResourceManager, ResourcesAvailable,
     ResultStore, StoreValue, StoreValues, Submit, WaitError, WaitFor, is_cancelled, start_node,
+};
+pub use handoff_actors::{
+    ClusterView, ExecutableNode, FetchFailed, ForgetPeer, Ran, RegisterPeer, RemoteArgument,
+    RemoteCall, RemoteDone, RemoteResult, RunFunction, SetTransport, SharedTransport, Transport,
 };
 pub use handoff_core::{
     AllocationError, AllocationStrategy, Allocator, Amount, ArgumentInclusion, Assignments,
@@ -54,8 +62,9 @@ pub use handoff_core::{
 pub use handoff_net::{
     Client as NetClient, ClientError as NetClientError, ClusterKey, ClusterKeyError, ClusterNode,
     ClusterStartError, Config as NetConfig, ConfigBuilder as NetConfigBuilder,
-    ConfigError as NetConfigError, DiscoverError, DiscoveredNode, GetValueError, Keypair,
-    Multiaddr, NodeState, PeerId, RegisterCapacityError, ResourcesQueryError, Security,
+    ConfigError as NetConfigError, DiscoverError, DiscoveredNode, GetValueError,
+    INLINE_RESULT_BYTES, Keypair, Multiaddr, NodeState, PeerId, RegisterCapacityError,
+    ResourcesQueryError, Security, TransferStats,
 };
 
 /// The README's usage example, compiled and run as a doctest.

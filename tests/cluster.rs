@@ -1,6 +1,6 @@
 //! Cluster nodes as real processes (`handoff-node`) on 127.0.0.1: discovery through a
-//! bootstrap node, a [`ClusterNode`] in the test process joining them, the cluster key
-//! keeping other nodes out, and the command line's errors.
+//! bootstrap node, a [`ClusterNode`] in the test process joining them and executing a DAG
+//! on them, the cluster key keeping other nodes out, and the command line's errors.
 //!
 //! Every child process is killed and reaped when its guard drops (also on panic); child
 //! output is read on a thread into a bounded channel, and every wait has a deadline.
@@ -13,8 +13,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::time::{Duration, Instant};
 
 use handoff::{
-    ClusterKey, ClusterNode, DagId, FunctionId, GetValueError, NetConfig, NodeConfig, NodeId,
-    Registry, Resources,
+    ClusterKey, ClusterNode, Dag, DagId, ExecuteError, ExecuteOptions, Function, FunctionId,
+    GetValueError, NetConfig, NodeConfig, NodeId, Registry, Resources,
 };
 
 /// The longest any single wait may take before the test is declared hung.
@@ -288,6 +288,64 @@ fn processes_and_an_in_process_node_discover_each_other() {
             ),
             "{err:?}"
         );
+        // A DAG submitted here runs on the processes (this node's registry is empty):
+        // pinned functions on their node, the GPU cost on the only node with a GPU, each
+        // value fetched from where it was made.
+        let dag = Dag::new()
+            .with(
+                Function::new("one", "identity")
+                    .extra_arg(20_i64)
+                    .pinned(p1.node.clone()),
+            )
+            .with(
+                Function::new("two", "double")
+                    .arg("one")
+                    .pinned(p3.node.clone()),
+            )
+            .with(
+                Function::new("three", "add")
+                    .arg("two")
+                    .extra_arg(2_i64)
+                    .with_cost(Resources::new().gpu(1)),
+            )
+            .validate()
+            .expect("valid");
+        let done = tokio::time::timeout(
+            DEADLINE,
+            cluster.node().execute(dag, ExecuteOptions::default()),
+        )
+        .await
+        .expect("executed in time")
+        .expect("executed");
+        assert_eq!(done.results.get::<i64>("three").expect("an i64"), 42);
+        let ran_on = |function: &str| done.results.node(function).cloned();
+        assert_eq!(ran_on("one"), Some(p1.node.clone()));
+        assert_eq!(ran_on("two"), Some(p3.node.clone()));
+        assert_eq!(ran_on("three"), Some(p2.node.clone()));
+        // A function failing on another process is reported with its error.
+        let failing = Dag::new()
+            .with(
+                Function::new("boom", "fail")
+                    .extra_arg(7_i64)
+                    .pinned(p2.node.clone())
+                    .max_retries(0),
+            )
+            .validate()
+            .expect("valid");
+        let err = tokio::time::timeout(
+            DEADLINE,
+            cluster.node().execute(failing, ExecuteOptions::default()),
+        )
+        .await
+        .expect("failed in time")
+        .expect_err("`fail` fails");
+        assert!(
+            matches!(&err, ExecuteError::FunctionFailed { function, attempts: 1, .. }
+                if function.as_str() == "boom"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("fails on purpose"), "{err}");
+
         // Register sets n3's capacity; n3 announces it.
         cluster
             .register_node(&p3.node, Resources::new().cpu(3))

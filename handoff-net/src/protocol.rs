@@ -234,7 +234,7 @@ pub enum Outcome {
     Stored {
         /// The size of its MessagePack form, in bytes.
         size: u64,
-        /// The result itself, when it is small (at most [`INLINE_RESULT_BYTES`]).
+        /// The result itself, when it is small (at most [`INLINE_RESULT_BYTES`](crate::INLINE_RESULT_BYTES)).
         #[serde(default)]
         value: Option<Value>,
     },
