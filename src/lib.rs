@@ -49,6 +49,7 @@ pub use handoff_actors::{
 pub use handoff_actors::{
     ClusterView, ExecutableNode, FetchFailed, ForgetPeer, Ran, RegisterPeer, RemoteArgument,
     RemoteCall, RemoteDone, RemoteResult, RunFunction, SetTransport, SharedTransport, Transport,
+    WaitLocation,
 };
 pub use handoff_core::{
     AllocationError, AllocationStrategy, Allocator, Amount, ArgumentInclusion, Assignments,

@@ -452,3 +452,51 @@ async fn two_coordinators_never_run_more_on_a_worker_than_it_has() {
     }
     assert_eq!(MOST.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[actix::test]
+async fn get_result_waits_for_a_value_made_elsewhere_and_fetches_it() {
+    let Cluster { c, a, .. } = cluster(registry()).await;
+    let dag = Dag::new()
+        .with(
+            Function::new("src", "make")
+                .extra_arg(50_000_u64)
+                .extra_arg(9_u8)
+                .pinned(a.id().clone()),
+        )
+        .validate()
+        .expect("valid");
+    let dag_id = dag.id().clone();
+    let src = handoff::FunctionId::new("src");
+    // Asked for before it runs: the wait ends when `a` reports it.
+    let (result, done) = futures::join!(
+        c.get_result(&dag_id, &src, DEADLINE),
+        c.node()
+            .execute(dag, ExecuteOptions::default().keep_values(true)),
+    );
+    let done = done.expect("executes");
+    let value = result.expect("the result");
+    assert_eq!(value.get::<Bytes>().expect("bytes"), vec![9_u8; 50_000]);
+    assert_eq!(&done.allocations()["src"], a.id());
+
+    let nothing = handoff::FunctionId::new("nothing");
+    let missing = c
+        .get_result(&dag_id, &nothing, Duration::from_millis(100))
+        .await;
+    assert!(
+        matches!(
+            missing,
+            Err(handoff::GetValueError::Local {
+                source: handoff::NodeError::Wait(handoff::WaitError::Timeout { .. })
+            })
+        ),
+        "{missing:?}"
+    );
+    // Kept values stay on `a` until dropped everywhere.
+    assert!(
+        a.node()
+            .get_local_value(dag_id.clone(), "src")
+            .await
+            .is_ok()
+    );
+    c.drop_dag(&dag_id).await.expect("dropped");
+}

@@ -46,7 +46,7 @@ pub use error::{ExecuteError, NodeError, Problem};
 pub use events::{Event, EventKind, EventStream};
 pub use executor::{CancellationToken, is_cancelled};
 pub use location_registry::{
-    ForgetDag, LocationRegistry, LookupLocation, RegisterLocation, RegisterLocations,
+    ForgetDag, LocationRegistry, LookupLocation, RegisterLocation, RegisterLocations, WaitLocation,
 };
 pub use node::{GetHandle, NodeConfig, NodeHandle, NodeSupervisor, start_node};
 pub use remote::{

@@ -1,10 +1,13 @@
 //! The data-location registry actor: which node holds each value of each DAG.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use actix::prelude::*;
+use futures::channel::oneshot;
 use handoff_core::{DagId, FunctionId, NodeId};
 
+use crate::result_store::WaitError;
 use crate::supervision::{CountRestarts, guarded};
 #[cfg(feature = "fault-injection")]
 use crate::supervision::{Crash, Panicked};
@@ -44,6 +47,19 @@ pub struct LookupLocation {
     pub id: FunctionId,
 }
 
+/// Looks up where a value lives, waiting up to `timeout` for its location to be
+/// registered.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<NodeId, WaitError>")]
+pub struct WaitLocation {
+    /// The DAG.
+    pub dag: DagId,
+    /// The value's id.
+    pub id: FunctionId,
+    /// How long to wait.
+    pub timeout: Duration,
+}
+
 /// Forgets every location of a DAG; replies how many were forgotten.
 #[derive(Debug, Message)]
 #[rtype(result = "usize")]
@@ -59,7 +75,25 @@ pub struct ForgetDag {
 #[derive(Default)]
 pub struct LocationRegistry {
     locations: HashMap<DagId, HashMap<FunctionId, NodeId>>,
+    waiting: HashMap<DagId, HashMap<FunctionId, Vec<oneshot::Sender<NodeId>>>>,
     restarts: u32,
+}
+
+impl LocationRegistry {
+    /// Wakes whoever waits for these locations.
+    fn notify(&mut self, dag: &DagId, located: &[(FunctionId, NodeId)]) {
+        let Some(waiting) = self.waiting.get_mut(dag) else {
+            return;
+        };
+        for (id, node) in located {
+            for tx in waiting.remove(id).into_iter().flatten() {
+                let _ = tx.send(node.clone());
+            }
+        }
+        if waiting.is_empty() {
+            self.waiting.remove(dag);
+        }
+    }
 }
 
 impl Actor for LocationRegistry {
@@ -85,6 +119,9 @@ impl Handler<RegisterLocation> for LocationRegistry {
 
     fn handle(&mut self, msg: RegisterLocation, ctx: &mut Self::Context) {
         let _ = guarded(ACTOR, ctx, || {
+            if self.waiting.contains_key(&msg.dag) {
+                self.notify(&msg.dag, &[(msg.id.clone(), msg.node.clone())]);
+            }
             self.locations
                 .entry(msg.dag)
                 .or_default()
@@ -98,6 +135,9 @@ impl Handler<RegisterLocations> for LocationRegistry {
 
     fn handle(&mut self, msg: RegisterLocations, ctx: &mut Self::Context) {
         let _ = guarded(ACTOR, ctx, || {
+            if self.waiting.contains_key(&msg.dag) {
+                self.notify(&msg.dag, &msg.locations);
+            }
             self.locations
                 .entry(msg.dag)
                 .or_default()
@@ -118,11 +158,47 @@ impl Handler<LookupLocation> for LocationRegistry {
     }
 }
 
+impl Handler<WaitLocation> for LocationRegistry {
+    type Result = ResponseFuture<Result<NodeId, WaitError>>;
+
+    fn handle(&mut self, msg: WaitLocation, ctx: &mut Self::Context) -> Self::Result {
+        let WaitLocation { dag, id, timeout } = msg;
+        let found = guarded(ACTOR, ctx, || {
+            if let Some(node) = self.locations.get(&dag).and_then(|l| l.get(&id)) {
+                return Ok(node.clone());
+            }
+            let (tx, rx) = oneshot::channel();
+            let waiters = self
+                .waiting
+                .entry(dag.clone())
+                .or_default()
+                .entry(id.clone())
+                .or_default();
+            waiters.retain(|w| !w.is_canceled());
+            waiters.push(tx);
+            Err(rx)
+        });
+        let rx = match found {
+            Ok(Ok(node)) => return Box::pin(async move { Ok(node) }),
+            Ok(Err(rx)) => rx,
+            Err(_) => return Box::pin(async move { Err(WaitError::StoreRestarted { dag, id }) }),
+        };
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(node)) => Ok(node),
+                Ok(Err(_)) => Err(WaitError::Dropped { dag, id }),
+                Err(_) => Err(WaitError::Timeout { dag, id, timeout }),
+            }
+        })
+    }
+}
+
 impl Handler<ForgetDag> for LocationRegistry {
     type Result = usize;
 
     fn handle(&mut self, msg: ForgetDag, ctx: &mut Self::Context) -> usize {
         guarded(ACTOR, ctx, || {
+            self.waiting.remove(&msg.dag);
             self.locations.remove(&msg.dag).map_or(0, |l| l.len())
         })
         .unwrap_or(0)

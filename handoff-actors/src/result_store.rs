@@ -36,9 +36,9 @@ pub enum WaitError {
         /// The value.
         id: FunctionId,
     },
-    /// The result store panicked while handling the wait and restarted; the values it held
-    /// are kept, so asking again may succeed.
-    #[error("the result store restarted while waiting for `{id}` of DAG `{dag}`")]
+    /// The actor answering (the result store, or the location registry) panicked while
+    /// handling the wait and restarted; what it held is kept, so asking again may succeed.
+    #[error("the node's store restarted while waiting for `{id}` of DAG `{dag}`")]
     StoreRestarted {
         /// The DAG.
         dag: DagId,

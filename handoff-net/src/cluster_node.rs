@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use handoff_actors::{
-    CacheEncoded, FetchFailed, GetEncoded, NodeConfig, NodeError, NodeHandle, Transport, start_node,
+    CacheEncoded, FetchFailed, GetEncoded, NodeConfig, NodeError, NodeHandle, Transport,
+    WaitLocation, start_node,
 };
 use handoff_core::{CodeName, DagId, FunctionId, NodeId, Resources, Value};
 use tokio::sync::{mpsc, watch};
@@ -413,6 +414,37 @@ impl ClusterNode {
             .fetch(dag.clone(), id.clone(), holder)
             .await
             .map_err(|source| GetValueError::Fetch { source })
+    }
+
+    /// A value, wherever it lives (the seed's `get_result`): waits up to `timeout` for its
+    /// location to be known here (registered when the function that makes it finishes),
+    /// then reads it here or fetches it from that node as [`get_value`](Self::get_value)
+    /// does.
+    pub async fn get_result(
+        &self,
+        dag: &DagId,
+        id: &FunctionId,
+        timeout: std::time::Duration,
+    ) -> Result<Value, GetValueError> {
+        let wait = WaitLocation {
+            dag: dag.clone(),
+            id: id.clone(),
+            timeout,
+        };
+        let holder = self
+            .node
+            .location_registry()
+            .send(wait)
+            .await
+            .map_err(|_| GetValueError::Local {
+                source: NodeError::Stopped {
+                    node: self.id().clone(),
+                },
+            })?
+            .map_err(|error| GetValueError::Local {
+                source: NodeError::Wait(error),
+            })?;
+        self.get_value(dag, id, Some(&holder)).await
     }
 
     /// What this node has fetched from other nodes so far.
