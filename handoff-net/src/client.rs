@@ -50,7 +50,8 @@ pub(crate) enum Command {
 
 /// Something the network layer tells the node. Read them from the receiver `start`
 /// returns; when it is full, inbound requests are refused with
-/// [`RpcError::Busy`](crate::RpcError::Busy) and announcement events are dropped.
+/// [`RpcError::Busy`](crate::RpcError::Busy), while membership events (peers announced,
+/// gone, refused) wait for room and arrive in order: none is lost.
 #[derive(Debug)]
 pub enum NetEvent {
     /// A verified peer sent a request. Answer it with [`Client::respond`] before the

@@ -405,8 +405,8 @@ impl ConfigBuilder {
     }
 
     /// The capacity of the event channel returned by `start` (default 1024). When it is
-    /// full, inbound requests are answered with [`RpcError::Busy`](crate::RpcError::Busy)
-    /// and announcements are dropped (the peer table stays up to date).
+    /// full, inbound requests are answered with [`RpcError::Busy`](crate::RpcError::Busy);
+    /// membership events (peers announced, gone, refused) wait for room, in order.
     pub fn event_capacity(mut self, capacity: usize) -> Self {
         self.event_capacity = capacity;
         self

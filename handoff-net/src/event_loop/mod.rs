@@ -2,7 +2,7 @@
 //! checks peers' protocol versions, keeps the table of live peers, and delivers
 //! [`NetEvent`]s.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -129,6 +129,7 @@ pub async fn start(config: Config) -> Result<(Client, mpsc::Receiver<NetEvent>),
         refused: HashMap::new(),
         disconnects: FuturesUnordered::new(),
         held: HashMap::new(),
+        backlog: VecDeque::new(),
     };
     event_loop
         .wait_listening(&listeners)
@@ -190,7 +191,14 @@ struct EventLoop {
     disconnects: FuturesUnordered<BoxFuture<'static, PeerId>>,
     /// Inbound requests from connected peers not verified yet, answered once they are.
     held: HashMap<PeerId, Vec<(Request, request_response::ResponseChannel<Response>)>>,
+    /// Membership events (peers announced, gone, refused) waiting for room in the event
+    /// channel: they are never dropped, and leave in the order they happened.
+    backlog: VecDeque<NetEvent>,
 }
+
+/// The most membership events kept waiting for room in the event channel (one per peer
+/// change; only a consumer that stopped reading lets it grow).
+const MAX_BACKLOG: usize = 65_536;
 
 mod failure;
 mod gossip;
@@ -265,8 +273,14 @@ impl EventLoop {
             self.announce_interval,
         );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let events = self.events.clone();
         let shutdown_reply = loop {
             tokio::select! {
+                Ok(permit) = events.reserve(), if !self.backlog.is_empty() => {
+                    if let Some(event) = self.backlog.pop_front() {
+                        permit.send(event);
+                    }
+                }
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown { reply }) => break Some(reply),
                     Some(command) => self.on_command(command),
@@ -294,8 +308,14 @@ impl EventLoop {
     }
 
     fn emit(&mut self, event: NetEvent) {
+        let membership = !matches!(event, NetEvent::InboundRequest { .. });
+        if membership && !self.backlog.is_empty() {
+            self.queue_membership(event);
+            return;
+        }
         match self.events.try_send(event) {
             Ok(()) => {}
+            Err(TrySendError::Full(event)) if membership => self.queue_membership(event),
             Err(TrySendError::Full(event)) => {
                 tracing::warn!(
                     capacity = self.event_capacity,
@@ -304,6 +324,17 @@ impl EventLoop {
             }
             Err(TrySendError::Closed(_)) => {}
         }
+    }
+
+    fn queue_membership(&mut self, event: NetEvent) {
+        if self.backlog.len() >= MAX_BACKLOG {
+            tracing::error!(
+                limit = MAX_BACKLOG,
+                "membership backlog full (the event consumer stopped reading): dropped {event:?}"
+            );
+            return;
+        }
+        self.backlog.push_back(event);
     }
 
     fn on_command(&mut self, command: Command) {
