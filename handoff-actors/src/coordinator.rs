@@ -270,6 +270,9 @@ pub struct Coordinator {
     next_requester: AtomicU64,
     restarts: u32,
     transport: Option<SharedTransport>,
+    /// The event channels of the executions started here (closed ones are pruned), for
+    /// telling them about nodes that left.
+    runs: Arc<std::sync::Mutex<Vec<mpsc::Sender<RunEvent>>>>,
 }
 
 impl Coordinator {
@@ -291,6 +294,7 @@ impl Coordinator {
             next_requester: AtomicU64::new(0),
             restarts: 0,
             transport: None,
+            runs: Arc::default(),
         }
     }
 
@@ -323,6 +327,7 @@ impl Coordinator {
         let node = self.node.clone();
         let requester = RequesterId(self.next_requester.fetch_add(1, Ordering::Relaxed));
         let parallelism = options.parallelism.unwrap_or(self.parallelism);
+        let runs = Arc::clone(&self.runs);
         let needs_check = dag.functions().iter().zip(&codes).any(|(f, code)| {
             f.cost().is_some() || *f.placement() != Placement::Any || code.is_none()
         });
@@ -344,7 +349,8 @@ impl Coordinator {
                     problems,
                 });
             }
-            Ok(start_run(
+            let cluster = transport.is_some();
+            let handle = start_run(
                 dag,
                 options,
                 codes,
@@ -355,7 +361,15 @@ impl Coordinator {
                 manager,
                 store,
                 locations,
-            ))
+            );
+            if cluster {
+                let mut runs = runs
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                runs.retain(|r| !r.is_closed());
+                runs.push(handle.control.clone());
+            }
+            Ok(handle)
         }
     }
 }
@@ -668,6 +682,39 @@ impl Handler<crate::supervision::Crash> for Coordinator {
         guarded(ACTOR, ctx, || {
             panic!("fault injection: the coordinator was told to crash")
         })
+    }
+}
+
+/// Tells the executions running here that a node left the cluster (the network layer
+/// sends it): what they ran there runs again elsewhere, and values that lived only there
+/// and are still needed are recomputed.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct NodeLost {
+    /// The node.
+    pub node: NodeId,
+}
+
+impl Handler<NodeLost> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: NodeLost, _ctx: &mut Self::Context) {
+        let runs: Vec<_> = {
+            let mut runs = self
+                .runs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            runs.retain(|r| !r.is_closed());
+            runs.clone()
+        };
+        for run in runs {
+            let event = RunEvent::NodeLost(msg.node.clone());
+            if let Err(mpsc::error::TrySendError::Full(event)) = run.try_send(event) {
+                actix::spawn(async move {
+                    let _ = run.send(event).await;
+                });
+            }
+        }
     }
 }
 

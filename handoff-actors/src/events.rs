@@ -96,6 +96,20 @@ pub enum EventKind {
         /// The function.
         function: FunctionId,
     },
+    /// A node that ran or held part of the execution left the cluster (connection lost,
+    /// or no announcement within the time-to-live).
+    NodeLost {
+        /// The node.
+        node: NodeId,
+    },
+    /// A finished function's value lived only on a lost node and is still needed: the
+    /// function runs again.
+    Recomputing {
+        /// The function.
+        function: FunctionId,
+        /// The node its value was lost with.
+        node: NodeId,
+    },
     /// The execution ended: `ok` is false when it failed or was cancelled.
     Ended {
         /// Whether every function finished.
@@ -120,8 +134,9 @@ impl EventKind {
             | EventKind::Retried { function, .. }
             | EventKind::Cancelled { function, .. }
             | EventKind::Stored { function, .. }
-            | EventKind::Freed { function } => Some(function),
-            EventKind::Ended { .. } | EventKind::Lagged { .. } => None,
+            | EventKind::Freed { function }
+            | EventKind::Recomputing { function, .. } => Some(function),
+            EventKind::Ended { .. } | EventKind::Lagged { .. } | EventKind::NodeLost { .. } => None,
         }
     }
 }
@@ -141,6 +156,8 @@ impl EventKind {
             EventKind::Freed { .. } => "freed",
             EventKind::Ended { .. } => "ended",
             EventKind::Lagged { .. } => "lagged",
+            EventKind::NodeLost { .. } => "node_lost",
+            EventKind::Recomputing { .. } => "recomputing",
         }
     }
 
@@ -163,7 +180,9 @@ impl EventKind {
             | EventKind::Started { node, .. }
             | EventKind::Finished { node, .. }
             | EventKind::Failed { node, .. }
-            | EventKind::Stored { node, .. } => Some(node),
+            | EventKind::Stored { node, .. }
+            | EventKind::NodeLost { node }
+            | EventKind::Recomputing { node, .. } => Some(node),
             _ => None,
         }
     }

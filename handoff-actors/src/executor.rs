@@ -94,6 +94,8 @@ pub(crate) enum RunEvent {
     Reserved(Vec<crate::resource_manager::Grant>),
     /// The caller asked to cancel the execution.
     Cancel,
+    /// A node left the cluster.
+    NodeLost(NodeId),
     /// Tests only: makes the execution's coordinator panic.
     #[cfg(feature = "fault-injection")]
     Crash,

@@ -41,14 +41,14 @@ mod result_store;
 mod run;
 mod supervision;
 
-pub use coordinator::{Coordinator, Execute, ExecuteOptions, ExecutionHandle, Submit};
+pub use coordinator::{Coordinator, Execute, ExecuteOptions, ExecutionHandle, NodeLost, Submit};
 pub use error::{ExecuteError, NodeError, Problem};
 pub use events::{Event, EventKind, EventStream};
 pub use executor::{CancellationToken, is_cancelled};
 pub use location_registry::{
     ForgetDag, LocationRegistry, LookupLocation, RegisterLocation, RegisterLocations, WaitLocation,
 };
-pub use node::{GetHandle, NodeConfig, NodeHandle, NodeSupervisor, start_node};
+pub use node::{DEFAULT_NODE_GRACE, GetHandle, NodeConfig, NodeHandle, NodeSupervisor, start_node};
 pub use remote::{
     FetchFailed, Ran, RemoteArgument, RemoteCall, RemoteDone, RemoteResult, RunFunction,
     SetTransport, SharedTransport, Transport,

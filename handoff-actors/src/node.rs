@@ -9,7 +9,7 @@ use handoff_core::{
     SimpleResourceTracker, ValidatedDag, Value,
 };
 
-use crate::coordinator::{Coordinator, Execute, ExecuteOptions, ExecutionHandle, Submit};
+use crate::coordinator::{Coordinator, Execute, ExecuteOptions, ExecutionHandle, NodeLost, Submit};
 use crate::error::{ExecuteError, NodeError};
 use crate::location_registry::{LocationRegistry, LookupLocation, RegisterLocation};
 use crate::remote::{Ran, RunFunction, SetTransport, SharedTransport};
@@ -27,7 +27,11 @@ pub struct NodeConfig {
     registry: Registry,
     tracker: Box<dyn ResourceTracker>,
     parallelism: usize,
+    node_grace: Duration,
 }
+
+/// Default for [`NodeConfig::node_grace`]: 10 s.
+pub const DEFAULT_NODE_GRACE: Duration = Duration::from_secs(10);
 
 impl NodeConfig {
     /// A node with this id and function registry, no resources, the in-memory tracker
@@ -39,7 +43,16 @@ impl NodeConfig {
             registry,
             tracker: Box::new(SimpleResourceTracker::new()),
             parallelism: std::thread::available_parallelism().map_or(1, usize::from),
+            node_grace: DEFAULT_NODE_GRACE,
         }
+    }
+
+    /// How long a function that must run on a node that left the cluster (pinned, or
+    /// collocated with functions placed there) waits for it to come back before failing
+    /// with `AllocationError::NodeDown` (default [`DEFAULT_NODE_GRACE`]).
+    pub fn node_grace(mut self, grace: Duration) -> Self {
+        self.node_grace = grace;
+        self
     }
 
     /// The resources this node offers.
@@ -122,8 +135,9 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         registry,
         tracker,
         parallelism,
+        node_grace,
     } = config;
-    let manager_state = ResourceManager::new(tracker, id.clone(), registry.names());
+    let manager_state = ResourceManager::new(tracker, id.clone(), registry.names(), node_grace);
     let manager = Supervisor::start(move |_| manager_state);
     let store = Supervisor::start(|_| ResultStore::default());
     let locations = Supervisor::start(|_| LocationRegistry::default());
@@ -311,10 +325,17 @@ impl NodeHandle {
         self.manager.send(msg).await.map_err(|_| self.stopped())?
     }
 
-    /// Stops sending functions to a node that left the cluster.
+    /// A node left the cluster: stops sending functions there, and tells the executions
+    /// running here (what they ran there runs again elsewhere; values that lived only
+    /// there and are still needed are recomputed).
     pub async fn forget_peer(&self, node: impl Into<NodeId>) -> Result<(), NodeError> {
-        let msg = ForgetPeer { node: node.into() };
-        self.manager.send(msg).await.map_err(|_| self.stopped())
+        let node = node.into();
+        let msg = ForgetPeer { node: node.clone() };
+        self.manager.send(msg).await.map_err(|_| self.stopped())?;
+        self.coordinator
+            .send(NodeLost { node })
+            .await
+            .map_err(|_| self.stopped())
     }
 
     /// Runs one attempt of a function another node sent here (see [`RunFunction`]).

@@ -54,6 +54,8 @@ pub(crate) struct Request {
     /// Bytes of the function's inputs each node holds, most first: among the nodes
     /// where it fits now, the one holding the most is preferred to the allocator's pick.
     pub(crate) locality: Vec<(NodeId, u64)>,
+    /// The node its last attempt failed on, avoided when another can take it now.
+    pub(crate) avoid: Option<NodeId>,
 }
 
 /// Identifies one granted reservation.
@@ -229,6 +231,11 @@ pub struct ResourceManager {
     /// Reservations granted and not yet released.
     held: HashMap<GrantId, (RequesterId, NodeId, Resources)>,
     next_grant: u64,
+    /// Peers that left, by departure number: requests that must run there wait for them
+    /// to come back for `grace`, then fail.
+    departed: HashMap<NodeId, u64>,
+    departures: u64,
+    grace: std::time::Duration,
 }
 
 impl ResourceManager {
@@ -236,6 +243,7 @@ impl ResourceManager {
         tracker: Box<dyn ResourceTracker>,
         local: NodeId,
         code_names: Vec<CodeName>,
+        grace: std::time::Duration,
     ) -> Self {
         let local_codes = Arc::new(code_names.into_iter().collect());
         ResourceManager {
@@ -248,6 +256,48 @@ impl ResourceManager {
             held: HashMap::new(),
             restarts: 0,
             next_grant: 0,
+            departed: HashMap::new(),
+            departures: 0,
+            grace,
+        }
+    }
+
+    /// The node a request must run on, if its placement (or its group's) says so.
+    fn required_node(&self, requester: RequesterId, target: &Target) -> Option<NodeId> {
+        match target {
+            Target::Any => None,
+            Target::Pinned(node) => Some(node.clone()),
+            Target::Group { root, pinned } => self
+                .groups
+                .get(&(requester, *root))
+                .cloned()
+                .or_else(|| pinned.clone()),
+        }
+    }
+
+    /// The grace period for `node` is over: requests that must run there fail.
+    fn give_up_on(&mut self, node: &NodeId, ctx: &mut Context<Self>) {
+        let keys: Vec<(Reverse<Rank>, u64)> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| {
+                self.required_node(w.requester, &w.request.target).as_ref() == Some(node)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            let Some(waiter) = self.waiters.remove(&key) else {
+                continue;
+            };
+            let grant = Grant {
+                index: waiter.request.index,
+                outcome: Err(AllocationError::NodeDown {
+                    function: waiter.request.function.clone(),
+                    node: node.clone(),
+                    grace: self.grace,
+                }),
+            };
+            self.deliver(waiter.requester, waiter.notify, vec![grant], ctx);
         }
     }
 
@@ -269,22 +319,21 @@ impl ResourceManager {
         request: &Request,
         strategy: &AllocationStrategy,
     ) -> Option<Grant> {
+        let allowed = self.required_node(requester, &request.target);
+        if allowed
+            .as_ref()
+            .is_some_and(|n| self.departed.contains_key(n))
+        {
+            // Its node left: wait for it to come back, until the grace period ends.
+            return None;
+        }
         let mut nodes = self.ordered(true);
         nodes.retain(|(node, _)| {
             self.executable
                 .get(node)
                 .is_some_and(|codes| codes.contains(&request.code))
         });
-        let allowed = match &request.target {
-            Target::Any => None,
-            Target::Pinned(node) => Some(node.clone()),
-            Target::Group { root, pinned } => self
-                .groups
-                .get(&(requester, *root))
-                .cloned()
-                .or_else(|| pinned.clone()),
-        };
-        let fitting = match candidates(
+        let mut fitting = match candidates(
             &request.function,
             &[&request.cost],
             &nodes,
@@ -298,6 +347,23 @@ impl ResourceManager {
                 });
             }
         };
+        // A retry after the function's own failure goes elsewhere when another node can
+        // take it now.
+        if let Some(avoid) = &request.avoid {
+            let others: Vec<usize> = fitting
+                .iter()
+                .copied()
+                .filter(|&i| nodes[i].0 != *avoid)
+                .collect();
+            let any_free = others.iter().any(|&i| {
+                self.tracker
+                    .available(&nodes[i].0)
+                    .is_some_and(|free| request.cost.fits_in(&free))
+            });
+            if any_free {
+                fitting = others;
+            }
+        }
         let available: Vec<Resources> = fitting
             .iter()
             .map(|&i| self.tracker.available(&nodes[i].0).unwrap_or_default())
@@ -563,6 +629,7 @@ impl Handler<ReserveOne> for ResourceManager {
             cost,
             target,
             locality: Vec::new(),
+            avoid: None,
         };
         let strategy = AllocationStrategy::FirstAvailable;
         let granted = guarded_with(ACTOR, ctx, |_| {
@@ -594,6 +661,9 @@ impl Handler<RegisterPeer> for ResourceManager {
             self.tracker.register(msg.node.clone(), msg.capabilities)?;
             if msg.node != self.local {
                 let codes = Arc::new(msg.code_names.into_iter().collect());
+                if self.departed.remove(&msg.node).is_some() {
+                    tracing::info!(node = %msg.node, "a node that left is back");
+                }
                 self.executable.insert(msg.node, codes);
             }
             self.retry_waiters(ctx);
@@ -605,10 +675,21 @@ impl Handler<RegisterPeer> for ResourceManager {
 impl Handler<ForgetPeer> for ResourceManager {
     type Result = ();
 
-    fn handle(&mut self, msg: ForgetPeer, _ctx: &mut Self::Context) {
-        if msg.node != self.local {
-            self.executable.remove(&msg.node);
+    fn handle(&mut self, msg: ForgetPeer, ctx: &mut Self::Context) {
+        if msg.node == self.local || self.executable.remove(&msg.node).is_none() {
+            return;
         }
+        // Groups placed there (and not pinned there) form again elsewhere.
+        self.groups.retain(|_, n| *n != msg.node);
+        self.departures += 1;
+        let departure = self.departures;
+        self.departed.insert(msg.node.clone(), departure);
+        let node = msg.node;
+        ctx.run_later(self.grace, move |act, ctx| {
+            if act.departed.get(&node) == Some(&departure) {
+                act.give_up_on(&node, ctx);
+            }
+        });
     }
 }
 

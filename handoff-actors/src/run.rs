@@ -30,6 +30,15 @@ use crate::supervision::guarded_with;
 /// The most calls one job takes from the ready queue at once.
 const MAX_BATCH: usize = 64;
 
+/// The most re-runs of one function, after attempts that could not run where they were
+/// sent, that do not count against `max_retries`.
+const MAX_FREE_RERUNS: u32 = 16;
+
+/// How many more times results held elsewhere are collected after a failed fetch, and the
+/// pause before each (times the round).
+const COLLECT_ROUNDS: u32 = 3;
+const COLLECT_PAUSE: Duration = Duration::from_millis(200);
+
 /// What `execute` returns: the DAG id, every result and where each function ran.
 ///
 /// The node's result store keeps a copy of the DAG's values while this result lives;
@@ -175,6 +184,19 @@ pub(crate) struct DagRun {
     remote_nodes: Vec<NodeId>,
     /// Whether the results held on other nodes were fetched for the caller.
     collected: bool,
+    /// Functions handed to the scheduling machinery (ready queue, reservation, job,
+    /// fetch, backoff) and not finished: a dependency finishing must not start them twice.
+    scheduled: Vec<bool>,
+    /// Attempts of each function that could not run where they were sent (a node left,
+    /// an argument could not be fetched): re-run without counting against `max_retries`.
+    free_reruns: Vec<u32>,
+    /// Nodes that left the cluster during the execution.
+    lost: Vec<NodeId>,
+    /// The node each function's last attempt failed on by its own fault (its retry goes
+    /// elsewhere when it can).
+    failed_on: Vec<Option<NodeId>>,
+    /// How many times collecting the results held elsewhere failed.
+    collect_rounds: u32,
     attempts: Vec<u32>,
     /// Ready functions without a cost, most urgent first, waiting for a slot.
     ready: BinaryHeap<(Rank, Reverse<u32>)>,
@@ -220,6 +242,11 @@ impl DagRun {
             sizes: vec![0; n],
             remote_nodes: Vec::new(),
             collected: false,
+            scheduled: vec![false; n],
+            free_reruns: vec![0; n],
+            lost: Vec::new(),
+            collect_rounds: 0,
+            failed_on: vec![None; n],
             attempts: vec![0; n],
             ready: BinaryHeap::new(),
             jobs: HashMap::new(),
@@ -320,6 +347,7 @@ impl DagRun {
         let mut requests = Vec::new();
         let observed = self.observed();
         for index in ready {
+            self.scheduled[index as usize] = true;
             if observed {
                 let function = self.id_of(index);
                 self.emit(now_micros(), EventKind::Ready { function });
@@ -346,6 +374,7 @@ impl DagRun {
                     cost: cost.cloned().unwrap_or_default(),
                     target: target.clone(),
                     locality,
+                    avoid: self.failed_on[i].clone(),
                 });
             }
         }
@@ -414,6 +443,18 @@ impl DagRun {
     /// Starts a batch of functions on `node` (a batch of one on another node): here once
     /// every value they take is here, fetching those held elsewhere first.
     fn launch(&mut self, batch: Vec<u32>, hold: Hold, node: NodeId, ctx: &mut Context<Self>) {
+        // A dependency lost with a node and being recomputed: the function waits for it
+        // (it is scheduled again when its last dependency finishes).
+        let (batch, waiting): (Vec<u32>, Vec<u32>) = batch
+            .into_iter()
+            .partition(|&i| self.pending[i as usize] == 0);
+        for i in waiting {
+            self.scheduled[i as usize] = false;
+        }
+        if batch.is_empty() {
+            self.release(hold, ctx);
+            return;
+        }
         if node != self.settings.node
             && let Some(transport) = self.settings.transport.clone()
         {
@@ -716,7 +757,10 @@ impl DagRun {
                 );
             }
             match outcome.result {
+                // Already finished (an earlier attempt's report): nothing to do.
+                Ok(_) if self.nodes[i].is_some() => {}
                 Ok(value) => {
+                    self.scheduled[i] = false;
                     let remote = report.node != self.settings.node;
                     if observed {
                         let (function, node) = (function.clone(), report.node.clone());
@@ -749,9 +793,13 @@ impl DagRun {
                         self.shared.chain_next[i]
                     };
                     for &d in self.shared.dag.dependents(i) {
-                        let left = &mut self.pending[d as usize];
-                        *left -= 1;
-                        if *left == 0 && d != chained {
+                        let du = d as usize;
+                        if self.nodes[du].is_some() {
+                            continue;
+                        }
+                        let left = &mut self.pending[du];
+                        *left = left.saturating_sub(1);
+                        if *left == 0 && d != chained && !self.scheduled[du] {
                             newly_ready.push(d);
                         }
                     }
@@ -769,6 +817,9 @@ impl DagRun {
                                 error,
                             },
                         );
+                    }
+                    if !matches!(error, CallError::Unavailable { .. }) {
+                        self.failed_on[i] = Some(report.node.clone());
                     }
                     self.on_failed_attempt(
                         outcome.index,
@@ -801,7 +852,8 @@ impl DagRun {
         let i = index as usize;
         for k in 0..self.shared.dag.deps(i).len() {
             let d = self.shared.dag.deps(i)[k] as usize;
-            self.consumers[d] -= 1;
+            // A function run again (its value was lost with a node) consumes again.
+            self.consumers[d] = self.consumers[d].saturating_sub(1);
             if self.consumers[d] == 0 {
                 self.free(d);
             }
@@ -850,18 +902,30 @@ impl DagRun {
         newly_ready: &mut Vec<u32>,
         ctx: &mut Context<Self>,
     ) {
-        let f = self.shared.dag.function(index as usize);
+        let i = index as usize;
+        // An attempt that could not run where it was sent is not the function's failure:
+        // it runs again without counting (up to a bound, so an unusable cluster still ends).
+        if matches!(error, CallError::Unavailable { .. }) && self.free_reruns[i] < MAX_FREE_RERUNS {
+            self.free_reruns[i] += 1;
+        }
+        let counted = attempt.saturating_sub(self.free_reruns[i]);
+        let f = self.shared.dag.function(i);
         let allowed = f
             .max_retries_override()
             .unwrap_or(self.settings.max_retries);
         tracing::debug!(dag = %self.shared.dag.id(), function = %f.id(), attempt, %error, "attempt failed");
-        if attempt > allowed {
+        if counted > allowed {
             let err = ExecuteError::FunctionFailed {
                 function: f.id().clone(),
-                attempts: attempt,
+                attempts: counted,
                 last_error: error,
             };
             self.fail(err, ctx);
+            return;
+        }
+        if self.pending[i] > 0 {
+            // A dependency is being recomputed: it runs again once that is done.
+            self.scheduled[i] = false;
             return;
         }
         let backoff = f.backoff_override().unwrap_or(self.settings.backoff);
@@ -956,6 +1020,98 @@ impl DagRun {
         self.awaited(async move { store.await.and(register.await) }, ctx);
     }
 
+    /// A node left the cluster: the values that lived only there and are still needed
+    /// (by an unfinished function, or by the caller) are recomputed, with whatever of their
+    /// inputs is gone too (recursively). Attempts running there fail on their own (the
+    /// transport reports them) and run again elsewhere.
+    fn on_node_lost(&mut self, node: NodeId, ctx: &mut Context<Self>) {
+        if !self.running() || self.lost.contains(&node) {
+            return;
+        }
+        self.lost.push(node.clone());
+        let touched = self.remote_nodes.contains(&node);
+        self.remote_nodes.retain(|n| *n != node);
+        if !touched {
+            return;
+        }
+        if self.observed() {
+            self.emit(now_micros(), EventKind::NodeLost { node: node.clone() });
+        }
+        self.recompute_lost(node, ctx);
+    }
+
+    /// Resets the functions whose values were lost with `node` and are still needed (and
+    /// their lost inputs, recursively), and schedules those that can run now.
+    fn recompute_lost(&mut self, node: NodeId, ctx: &mut Context<Self>) {
+        let dag = self.shared.dag.clone();
+        let n = dag.len();
+        let done = |act: &Self, i: usize| act.nodes[i].is_some();
+        let gone = |act: &Self, i: usize| {
+            act.values[i].is_none()
+                && act.nodes[i]
+                    .as_ref()
+                    .is_some_and(|h| act.lost.contains(h) || *h == act.settings.node)
+        };
+        let needed = |act: &Self, i: usize| {
+            act.settings.keep[i] || dag.dependents(i).iter().any(|&s| !done(act, s as usize))
+        };
+        let mut reset = vec![false; n];
+        let mut stack: Vec<usize> = (0..n)
+            .filter(|&i| {
+                !dag.function(i).is_inline()
+                    && self.nodes[i].as_ref() == Some(&node)
+                    && self.values[i].is_none()
+                    && needed(self, i)
+            })
+            .collect();
+        while let Some(i) = stack.pop() {
+            if reset[i] {
+                continue;
+            }
+            reset[i] = true;
+            for &p in dag.deps(i) {
+                let p = p as usize;
+                if done(self, p) && !reset[p] && gone(self, p) {
+                    stack.push(p);
+                }
+            }
+        }
+        let again: Vec<usize> = (0..n).filter(|&i| reset[i]).collect();
+        if again.is_empty() {
+            return;
+        }
+        tracing::info!(dag = %dag.id(), %node, count = again.len(), "recomputing values lost with a node");
+        for &i in &again {
+            let held = self.nodes[i].take().unwrap_or_else(|| node.clone());
+            self.small[i] = false;
+            self.sizes[i] = 0;
+            self.remaining += 1;
+            if self.observed() {
+                let function = dag.function(i).id().clone();
+                let kind = EventKind::Recomputing {
+                    function,
+                    node: held,
+                };
+                self.emit(now_micros(), kind);
+            }
+        }
+        for x in 0..n {
+            if !done(self, x) && !dag.function(x).is_inline() {
+                self.pending[x] = dag
+                    .deps(x)
+                    .iter()
+                    .filter(|&&d| !done(self, d as usize))
+                    .count() as u32;
+            }
+        }
+        let ready: Vec<u32> = again
+            .into_iter()
+            .filter(|&i| self.pending[i] == 0 && !self.scheduled[i])
+            .map(|i| i as u32)
+            .collect();
+        self.schedule(ready, ctx);
+    }
+
     /// Fetches the results the caller keeps that are held on other nodes only; true when
     /// there were any (the run finishes once they are here).
     fn collect_results(&mut self, ctx: &mut Context<Self>) -> bool {
@@ -985,10 +1141,40 @@ impl DagRun {
         let fetched = futures::future::join_all(fetches);
         ctx.spawn(fetched.into_actor(self).map(move |fetched, act, ctx| {
             act.pending_io -= 1;
+            let mut lost_meanwhile = Vec::new();
+            let mut failed = None;
             for (i, outcome) in wanted.into_iter().zip(fetched) {
                 match outcome {
                     Ok(value) => act.values[i] = Some(value),
-                    Err(error) => act.fail(ExecuteError::ResultUnavailable(error), ctx),
+                    // Its node left while the results were collected: recomputed.
+                    Err(error) if act.lost.contains(&error.node) => {
+                        lost_meanwhile.push(error.node);
+                    }
+                    Err(error) => failed = Some(error),
+                }
+            }
+            if act.running() {
+                if !lost_meanwhile.is_empty() {
+                    for node in lost_meanwhile {
+                        act.recompute_lost(node, ctx);
+                    }
+                    act.collected = false;
+                }
+                if let Some(error) = failed {
+                    // The node may be leaving (its departure not seen yet): collect again
+                    // a few times before giving up.
+                    act.collect_rounds += 1;
+                    if act.collect_rounds > COLLECT_ROUNDS {
+                        act.fail(ExecuteError::ResultUnavailable(error), ctx);
+                    } else {
+                        let pause = COLLECT_PAUSE * act.collect_rounds;
+                        act.pending_io += 1;
+                        ctx.run_later(pause, |act, ctx| {
+                            act.pending_io -= 1;
+                            act.collected = false;
+                            act.maybe_finish(ctx);
+                        });
+                    }
                 }
             }
             act.maybe_finish(ctx);
@@ -1167,6 +1353,7 @@ impl StreamHandler<RunEvent> for DagRun {
                 RunEvent::Finished(report) => self.on_finished(report, ctx),
                 RunEvent::Reserved(grants) => self.on_reserved(grants, ctx),
                 RunEvent::Cancel => self.cancel(ctx),
+                RunEvent::NodeLost(node) => self.on_node_lost(node, ctx),
                 #[cfg(feature = "fault-injection")]
                 RunEvent::Crash => {
                     panic!("fault injection: the execution's coordinator was told to crash")

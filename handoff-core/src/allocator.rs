@@ -142,6 +142,19 @@ pub enum AllocationError {
         /// The node.
         node: NodeId,
     },
+    /// The function must run on a node (pinned, or collocated with functions placed
+    /// there) that left the cluster and did not come back within the grace period.
+    #[error(
+        "`{function}` must run on `{node}`, which left the cluster and did not come back within {grace:?}"
+    )]
+    NodeDown {
+        /// The function.
+        function: FunctionId,
+        /// The node.
+        node: NodeId,
+        /// How long it was waited for.
+        grace: std::time::Duration,
+    },
 }
 
 /// The capacity of the nodes to allocate over, in preference order (local node first).

@@ -596,7 +596,7 @@ proptest! {
             Err(AllocationError::UnknownNode { function, node }) => {
                 prop_assert!(nodes.is_empty(), "`{}` pinned to `{}`", function, node);
             }
-            Err(other @ AllocationError::NeverGranted { .. }) => {
+            Err(other @ (AllocationError::NeverGranted { .. } | AllocationError::NodeDown { .. })) => {
                 prop_assert!(false, "planning never reports a runtime refusal: {}", other);
             }
         }

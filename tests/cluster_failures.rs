@@ -1,0 +1,427 @@
+//! Surviving the loss of a node, with cluster nodes in this process over 127.0.0.1: a
+//! node is "lost" when its network layer shuts down (its connections close, as when its
+//! process dies). What it was running runs again elsewhere, values that lived only there
+//! and are still needed are recomputed (two levels deep here), a function that must run
+//! on it waits for it for the grace period and then fails naming it, and a node that comes
+//! back with the same identity is used again.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use handoff::{
+    AllocationError, AllocationStrategy, ClusterKey, ClusterNode, Dag, Event, EventKind,
+    ExecuteError, ExecuteOptions, Function, Keypair, NetConfig, NodeConfig, NodeId, Registry,
+    Resources,
+};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A gate functions wait at until the test opens it (or a deadline passes).
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    fn open(&self) {
+        let (open, changed) = &*self.0;
+        *open.lock().expect("gate") = true;
+        changed.notify_all();
+    }
+
+    fn wait(&self) -> bool {
+        let (open, changed) = &*self.0;
+        let guard = open.lock().expect("gate");
+        let (guard, _) = changed
+            .wait_timeout_while(guard, DEADLINE, |open| !*open)
+            .expect("gate");
+        *guard
+    }
+}
+
+fn registry(gate: &Gate) -> Registry {
+    let mut registry = Registry::new();
+    registry
+        .register("make", |len: u64, fill: u8| {
+            Bytes::from(vec![fill; len as usize])
+        })
+        .expect("make");
+    registry
+        .register("copy", |bytes: Bytes| Bytes::from(bytes.to_vec()))
+        .expect("copy");
+    registry
+        .register("len", |bytes: Bytes| bytes.len() as u64)
+        .expect("len");
+    registry.register("inc", |x: u64| x + 1).expect("inc");
+    registry
+        .register("join", |bytes: Bytes, gate: u64| bytes.len() as u64 + gate)
+        .expect("join");
+    let gate = gate.clone();
+    registry
+        .register_fallible("gate", move || {
+            if gate.wait() {
+                Ok(1_u64)
+            } else {
+                Err("the gate never opened")
+            }
+        })
+        .expect("gate");
+    registry
+}
+
+struct Node {
+    cluster: ClusterNode,
+    keypair: Keypair,
+}
+
+async fn start_with(
+    key: &ClusterKey,
+    name: &str,
+    keypair: Keypair,
+    registry: Registry,
+    capabilities: Resources,
+    bootstrap: Option<handoff::Multiaddr>,
+    grace: Duration,
+) -> Node {
+    let mut net = NetConfig::builder(key.clone())
+        .name(name)
+        .keypair(keypair.clone())
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"));
+    if let Some(address) = bootstrap {
+        net = net.bootstrap(address);
+    }
+    let net = net.build().expect("config");
+    let node = NodeConfig::new(net.node_id(), registry)
+        .capabilities(capabilities)
+        .node_grace(grace);
+    let cluster = tokio::time::timeout(DEADLINE, ClusterNode::start(node, net))
+        .await
+        .expect("starts in time")
+        .expect("starts");
+    Node { cluster, keypair }
+}
+
+async fn address(node: &ClusterNode) -> handoff::Multiaddr {
+    node.client()
+        .listen_addresses()
+        .await
+        .expect("addresses")
+        .into_iter()
+        .next()
+        .expect("one address")
+}
+
+/// Waits until `c`'s resource manager can run functions on every node in `nodes`.
+async fn wait_executable(c: &ClusterNode, nodes: &[&NodeId]) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut changes = c.peer_changes();
+    loop {
+        let known = c.node().discover_nodes().await.expect("nodes");
+        let peers = c.discover_nodes().await.expect("peers");
+        if nodes
+            .iter()
+            .all(|n| known.iter().any(|(k, _)| k == *n) && peers.iter().any(|p| p.node == **n))
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never saw {nodes:?}: {known:?}"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(200), changes.changed()).await;
+    }
+}
+
+/// Picks `prefer` whenever the cost fits there now, else any node where it does.
+struct Prefer(NodeId);
+
+impl handoff::Allocator for Prefer {
+    fn choose(&self, cost: Option<&Resources>, nodes: &[handoff::NodeView<'_>]) -> Option<usize> {
+        nodes
+            .iter()
+            .position(|n| *n.id == self.0 && n.fits_now(cost))
+            .or_else(|| nodes.iter().position(|n| n.fits_now(cost)))
+    }
+}
+
+/// Reads events until one satisfies `pick`.
+async fn until(events: &mut handoff::EventStream, what: &str, pick: impl Fn(&Event) -> bool) {
+    let found = tokio::time::timeout(DEADLINE, async {
+        while let Some(event) = events.next().await {
+            if pick(&event) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "no {what}");
+}
+
+fn cpu() -> Resources {
+    Resources::new().cpu(1)
+}
+
+#[actix::test]
+async fn values_lost_with_a_node_are_recomputed_two_levels_deep() {
+    let gate = Gate::default();
+    let key = ClusterKey::generate();
+    let grace = Duration::from_secs(10);
+    let c = start_with(
+        &key,
+        "c",
+        Keypair::generate_ed25519(),
+        registry(&gate),
+        Resources::new(),
+        None,
+        grace,
+    )
+    .await;
+    let at = address(&c.cluster).await;
+    let victim = start_with(
+        &key,
+        "victim",
+        Keypair::generate_ed25519(),
+        registry(&gate),
+        Resources::new().cpu(2),
+        Some(at.clone()),
+        grace,
+    )
+    .await;
+    let survivor = start_with(
+        &key,
+        "survivor",
+        Keypair::generate_ed25519(),
+        registry(&gate),
+        Resources::new().cpu(2),
+        Some(at),
+        grace,
+    )
+    .await;
+    let (v, s) = (victim.cluster.id().clone(), survivor.cluster.id().clone());
+    wait_executable(&c.cluster, &[&v, &s]).await;
+
+    // l1 → l2 on the victim (100 kB each: they stay there); `hold` waits at the gate on
+    // the survivor; `sink` needs l2 and `hold`.
+    let dag = Dag::new()
+        .with(
+            Function::new("l1", "make")
+                .extra_arg(100_000_u64)
+                .extra_arg(4_u8)
+                .with_cost(cpu()),
+        )
+        .with(Function::new("l2", "copy").arg("l1").with_cost(cpu()))
+        .with(Function::new("hold", "gate").pinned(s.clone()))
+        .with(
+            Function::new("sink", "join")
+                .args(["l2", "hold"])
+                .with_cost(cpu()),
+        )
+        .validate()
+        .expect("valid");
+    let options = ExecuteOptions::default()
+        .allocation_strategy(AllocationStrategy::Custom(Arc::new(Prefer(v.clone()))))
+        .free_intermediates(["sink"])
+        .events(4096);
+    let mut handle = c
+        .cluster
+        .node()
+        .submit(dag, options)
+        .await
+        .expect("submitted");
+    let mut events = handle.events().expect("events");
+    until(&mut events, "l2 stored on the victim", |e| {
+        matches!(&e.kind, EventKind::Stored { function, node } if function.as_str() == "l2" && *node == v)
+    })
+    .await;
+
+    // The victim goes away with l1 and l2; then `hold` finishes.
+    victim.cluster.shutdown().await.expect("victim stops");
+    until(
+        &mut events,
+        "the victim reported lost",
+        |e| matches!(&e.kind, EventKind::NodeLost { node } if *node == v),
+    )
+    .await;
+    gate.open();
+
+    let mut recomputed = Vec::new();
+    while let Some(event) = tokio::time::timeout(DEADLINE, events.next())
+        .await
+        .expect("events in time")
+    {
+        if let EventKind::Recomputing { function, node } = &event.kind {
+            assert_eq!(node, &v);
+            recomputed.push(function.as_str().to_owned());
+        }
+    }
+    recomputed.sort();
+    assert_eq!(recomputed, ["l1", "l2"]);
+    let done = tokio::time::timeout(DEADLINE, handle)
+        .await
+        .expect("in time")
+        .expect("completes");
+    assert_eq!(done.results.get::<u64>("sink"), Ok(100_001));
+    for f in ["l1", "l2", "sink"] {
+        assert_eq!(done.allocations()[f], s, "{f} ran again on the survivor");
+    }
+}
+
+#[actix::test]
+async fn a_function_pinned_to_a_lost_node_fails_after_the_grace_period_naming_it() {
+    let gate = Gate::default();
+    let key = ClusterKey::generate();
+    let grace = Duration::from_millis(300);
+    let c = start_with(
+        &key,
+        "c",
+        Keypair::generate_ed25519(),
+        registry(&gate),
+        Resources::new(),
+        None,
+        grace,
+    )
+    .await;
+    let at = address(&c.cluster).await;
+    let gone = start_with(
+        &key,
+        "gone",
+        Keypair::generate_ed25519(),
+        registry(&gate),
+        Resources::new().cpu(1),
+        Some(at.clone()),
+        grace,
+    )
+    .await;
+    let stays = start_with(
+        &key,
+        "stays",
+        Keypair::generate_ed25519(),
+        registry(&gate),
+        Resources::new().cpu(1),
+        Some(at),
+        grace,
+    )
+    .await;
+    let (g, s) = (gone.cluster.id().clone(), stays.cluster.id().clone());
+    wait_executable(&c.cluster, &[&g, &s]).await;
+    let dag = Dag::new()
+        .with(Function::new("hold", "gate").pinned(s.clone()))
+        .with(Function::new("there", "inc").arg("hold").pinned(g.clone()))
+        .validate()
+        .expect("valid");
+    let handle = c
+        .cluster
+        .node()
+        .submit(dag, ExecuteOptions::default())
+        .await
+        .expect("submitted");
+    gone.cluster.shutdown().await.expect("stops");
+    let mut changes = c.cluster.peer_changes();
+    tokio::time::timeout(
+        DEADLINE,
+        changes.wait_for(|peers| peers.iter().all(|p| p.node != g)),
+    )
+    .await
+    .expect("seen gone in time")
+    .expect("bridge");
+    gate.open();
+    let err = tokio::time::timeout(DEADLINE, handle)
+        .await
+        .expect("in time")
+        .expect_err("fails");
+    match err {
+        ExecuteError::Allocation(AllocationError::NodeDown {
+            function,
+            node,
+            grace: waited,
+        }) => {
+            assert_eq!(function.as_str(), "there");
+            assert_eq!(node, g);
+            assert_eq!(waited, grace);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[actix::test]
+async fn a_node_that_comes_back_within_the_grace_period_gets_its_work() {
+    let gate = Gate::default();
+    let key = ClusterKey::generate();
+    let grace = Duration::from_secs(20);
+    let c = start_with(
+        &key,
+        "c",
+        Keypair::generate_ed25519(),
+        registry(&gate),
+        Resources::new(),
+        None,
+        grace,
+    )
+    .await;
+    let at = address(&c.cluster).await;
+    let keypair = Keypair::generate_ed25519();
+    let first = start_with(
+        &key,
+        "back",
+        keypair,
+        registry(&gate),
+        Resources::new().cpu(1),
+        Some(at.clone()),
+        grace,
+    )
+    .await;
+    let stays = start_with(
+        &key,
+        "stays",
+        Keypair::generate_ed25519(),
+        registry(&gate),
+        Resources::new().cpu(1),
+        Some(at.clone()),
+        grace,
+    )
+    .await;
+    let (b, s) = (first.cluster.id().clone(), stays.cluster.id().clone());
+    wait_executable(&c.cluster, &[&b, &s]).await;
+    let dag = Dag::new()
+        .with(Function::new("hold", "gate").pinned(s.clone()))
+        .with(Function::new("there", "inc").arg("hold").pinned(b.clone()))
+        .validate()
+        .expect("valid");
+    let handle = c
+        .cluster
+        .node()
+        .submit(dag, ExecuteOptions::default())
+        .await
+        .expect("submitted");
+    let keypair = first.keypair.clone();
+    first.cluster.shutdown().await.expect("stops");
+    let mut changes = c.cluster.peer_changes();
+    tokio::time::timeout(
+        DEADLINE,
+        changes.wait_for(|peers| peers.iter().all(|p| p.node != b)),
+    )
+    .await
+    .expect("seen gone in time")
+    .expect("bridge");
+    // `there` waits for its node; the node comes back (same identity, new address).
+    let again = start_with(
+        &key,
+        "back",
+        keypair,
+        registry(&gate),
+        Resources::new().cpu(1),
+        Some(at),
+        grace,
+    )
+    .await;
+    assert_eq!(again.cluster.id(), &b);
+    wait_executable(&c.cluster, &[&b]).await;
+    gate.open();
+    let err_or_done = tokio::time::timeout(DEADLINE, handle)
+        .await
+        .expect("in time");
+    let done = err_or_done.expect("runs on the node that came back");
+    assert_eq!(done.allocations()["there"], b);
+    assert_eq!(done.results.get::<u64>("there"), Ok(2));
+}
