@@ -469,3 +469,151 @@ fn run_without_a_security_choice_fails_and_keygen_writes_a_readable_key() {
     assert!(!again.status.success());
     assert_eq!(ClusterKey::from_file(&path).expect("still readable"), key);
 }
+
+/// The DAG of the kill test: `chains` chains of sleep (40 + i ms) → ×1000 → that many
+/// bytes (40 kB and up: too big to travel inline, so they stay where they were made) →
+/// their length, and a sum over every chain.
+fn kill_dag(round: usize, chains: usize) -> (handoff::ValidatedDag, i64) {
+    let cpu = || Resources::new().cpu(1);
+    let mut dag = Dag::with_id(format!("kill-{round}"));
+    let mut expected = 0;
+    for i in 0..chains {
+        let ms = 40 + i as u64;
+        expected += ms as i64 * 1000;
+        dag.add_function(
+            Function::new(format!("s{i}"), "sleep_ms")
+                .extra_arg(ms)
+                .with_cost(cpu()),
+        );
+        dag.add_function(
+            Function::new(format!("m{i}"), "multiply")
+                .arg(format!("s{i}"))
+                .extra_arg(1000_i64)
+                .with_cost(cpu()),
+        );
+        dag.add_function(
+            Function::new(format!("b{i}"), "bytes")
+                .arg(format!("m{i}"))
+                .extra_arg(i as u8)
+                .with_cost(cpu()),
+        );
+        dag.add_function(
+            Function::new(format!("l{i}"), "len_of")
+                .arg(format!("b{i}"))
+                .with_cost(cpu()),
+        );
+    }
+    dag.add_function(
+        Function::new("total", "sum")
+            .args((0..chains).map(|i| format!("l{i}")))
+            .as_list()
+            .with_cost(cpu()),
+    );
+    (dag.validate().expect("valid"), expected)
+}
+
+/// SIGKILL of a worker process in the middle of a DAG, at a different moment each round:
+/// the DAG still completes with the right result. `KILL_ROUNDS` sets the rounds (5 by
+/// default); each prints `round <n>: killed after <k> finished: ok|<error>`, and the test
+/// ends with `tally <ok>/<rounds>`.
+#[test]
+fn a_worker_killed_mid_dag_does_not_stop_it() {
+    let rounds: usize = std::env::var("KILL_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let chains = 8;
+    let dir = TempDir::new("kill");
+    let key = keygen(&dir, "cluster.key");
+    let key_path = key_arg(&key);
+    let mut survivor = Proc::spawn("survivor", &["--key", &key_path, "--cpu", "2"]);
+    let address = survivor.address();
+    let cluster_key = ClusterKey::from_file(&key).expect("read the key");
+    let bootstrap: handoff::Multiaddr = address.parse().expect("multiaddr");
+    let mut outcomes = Vec::new();
+    actix::System::new().block_on(async move {
+        let net = NetConfig::builder(cluster_key)
+            .name("coordinator")
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
+            .bootstrap(bootstrap)
+            .build()
+            .expect("config");
+        let node = NodeConfig::new(net.node_id(), Registry::new());
+        let cluster = ClusterNode::start(node, net).await.expect("start");
+        for round in 0..rounds {
+            // A fresh victim each round, killed after a different number of finished
+            // functions (early, in the middle, late).
+            let mut victim = Proc::spawn(
+                &format!("victim-{round}"),
+                &["--key", &key_path, "--cpu", "2", "--bootstrap", &address],
+            );
+            victim.address();
+            let mut changes = cluster.peer_changes();
+            tokio::time::timeout(
+                DEADLINE,
+                changes.wait_for(|peers| {
+                    peers.len() == 2 && peers.iter().any(|p| p.name == format!("victim-{round}"))
+                }),
+            )
+            .await
+            .expect("the victim is discovered in time")
+            .expect("bridge running");
+            let victim_id = cluster
+                .discover_nodes()
+                .await
+                .expect("nodes")
+                .into_iter()
+                .find(|n| n.name == format!("victim-{round}"))
+                .expect("victim listed")
+                .node;
+            // The resource manager has it once the bridge registered it.
+            while !cluster
+                .node()
+                .discover_nodes()
+                .await
+                .expect("registered")
+                .iter()
+                .any(|(n, _)| *n == victim_id)
+            {
+                let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
+            }
+            let kill_after = 1 + (round * 7) % (4 * chains);
+            let (dag, expected) = kill_dag(round, chains);
+            let mut handle = cluster
+                .node()
+                .submit(dag, ExecuteOptions::default().events(8192))
+                .await
+                .expect("submitted");
+            let mut events = handle.events().expect("events");
+            let mut finished = 0;
+            let mut on_victim = 0;
+            while finished < kill_after {
+                let event = tokio::time::timeout(DEADLINE, futures::StreamExt::next(&mut events))
+                    .await
+                    .expect("events in time")
+                    .expect("the execution runs");
+                if let handoff::EventKind::Finished { node, .. } = &event.kind {
+                    finished += 1;
+                    on_victim += usize::from(*node == victim_id);
+                }
+            }
+            drop(victim); // SIGKILL, then reaped
+            let outcome = tokio::time::timeout(DEADLINE, handle).await;
+            let line = match outcome {
+                Ok(Ok(done)) if done.results.get::<i64>("total") == Ok(expected) => "ok".to_owned(),
+                Ok(Ok(done)) => format!("wrong total {:?}", done.results.get::<i64>("total")),
+                Ok(Err(error)) => format!("failed: {error}"),
+                Err(_) => "hung".to_owned(),
+            };
+            println!(
+                "round {round}: killed after {finished} finished ({on_victim} on the victim): {line}"
+            );
+            outcomes.push(line);
+        }
+        let ok = outcomes.iter().filter(|l| *l == "ok").count();
+        println!("tally {ok}/{rounds}");
+        assert_eq!(ok, rounds, "{outcomes:?}");
+        cluster.shutdown().await.expect("shutdown");
+    });
+    survivor.drain();
+}
