@@ -17,6 +17,7 @@
 //! | `bytes` | `(u64 len, u8 fill) -> Bytes` | `len` bytes of `fill` (at most [`MAX_BYTES`]) |
 //! | `len_of` | `(Bytes) -> u64` | the length of a byte string, read without a copy |
 //! | `fail` | `(i64) -> i64` | always fails with [`DemoError::Failed`] |
+//! | `crash` | `(i64) -> i64` | aborts the process running it (for failure tests) |
 //! | `sleep_ms` | `(u64) -> u64` | sleeps that many milliseconds (at most [`MAX_SLEEP_MS`]) and returns them |
 //! | `load_data` | `(u32 count) -> Vec<i64>` | the seed's data loader: `1..=count` |
 //! | `gpu_process` | `(Vec<i64>) -> Vec<i64>` | the seed's "GPU" step: squares each value |
@@ -276,6 +277,11 @@ pub fn registry() -> Result<Registry, RegisterError> {
     registry.register_fallible("fail", |input: i64| {
         Err::<i64, _>(DemoError::Failed { input })
     })?;
+    registry.register("crash", |code: i64| -> i64 {
+        // Failure tests: the process running it dies at once, as if it had crashed.
+        tracing::error!(code, "demo `crash`: aborting this process");
+        std::process::abort()
+    })?;
     registry.register_fallible("sleep_ms", sleep_ms)?;
     registry.register_fallible("load_data", load_data)?;
     registry.register_fallible("gpu_process", |values: Vec<i64>| gpu_process(&values))?;
@@ -502,6 +508,7 @@ mod tests {
                 "add",
                 "aggregate",
                 "bytes",
+                "crash",
                 "double",
                 "fail",
                 "filter",

@@ -617,3 +617,87 @@ fn a_worker_killed_mid_dag_does_not_stop_it() {
     });
     survivor.drain();
 }
+
+/// A function that kills every node it runs on (the demo's `crash` aborts the process) is
+/// stopped after `max_node_deaths` deaths, and the error blames it alone: the functions
+/// running beside it on other nodes are not blamed.
+#[test]
+fn a_function_that_keeps_killing_its_node_is_stopped_and_blamed() {
+    let dir = TempDir::new("crash");
+    let key = keygen(&dir, "cluster.key");
+    let key_path = key_arg(&key);
+    let mut first = Proc::spawn("w0", &["--key", &key_path, "--cpu", "1"]);
+    let address = first.address();
+    let mut workers = vec![first];
+    for i in 1..3 {
+        let mut w = Proc::spawn(
+            &format!("w{i}"),
+            &["--key", &key_path, "--cpu", "1", "--bootstrap", &address],
+        );
+        w.address();
+        workers.push(w);
+    }
+    let cluster_key = ClusterKey::from_file(&key).expect("read the key");
+    let bootstrap: handoff::Multiaddr = address.parse().expect("multiaddr");
+    actix::System::new().block_on(async move {
+        let net = NetConfig::builder(cluster_key)
+            .name("coordinator")
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
+            .bootstrap(bootstrap)
+            .build()
+            .expect("config");
+        let node = NodeConfig::new(net.node_id(), Registry::new());
+        let cluster = ClusterNode::start(node, net).await.expect("start");
+        let mut changes = cluster.peer_changes();
+        tokio::time::timeout(DEADLINE, changes.wait_for(|peers| peers.len() == 3))
+            .await
+            .expect("the workers are discovered in time")
+            .expect("bridge running");
+        while cluster.node().discover_nodes().await.expect("nodes").len() < 4 {
+            let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
+        }
+        let cpu = || Resources::new().cpu(1);
+        let dag = Dag::new()
+            .with(
+                Function::new("boom", "crash")
+                    .extra_arg(1_i64)
+                    .with_cost(cpu()),
+            )
+            .with(
+                Function::new("calm1", "sleep_ms")
+                    .extra_arg(300_u64)
+                    .with_cost(cpu()),
+            )
+            .with(
+                Function::new("calm2", "sleep_ms")
+                    .extra_arg(300_u64)
+                    .with_cost(cpu()),
+            )
+            .validate()
+            .expect("valid");
+        let options = ExecuteOptions::default().max_node_deaths(2);
+        let err = tokio::time::timeout(DEADLINE, cluster.node().execute(dag, options))
+            .await
+            .expect("ends in time")
+            .expect_err("stopped");
+        match err {
+            ExecuteError::CrashLoop {
+                function,
+                deaths,
+                nodes,
+            } => {
+                assert_eq!(function.as_str(), "boom");
+                assert_eq!(deaths, 2);
+                assert_eq!(nodes.len(), 2, "{nodes:?}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        cluster.shutdown().await.expect("shutdown");
+    });
+    // Two workers died running `boom`; one is left.
+    let exited: Vec<_> = workers
+        .iter_mut()
+        .map(|w| w.child.try_wait().expect("try_wait").is_some())
+        .collect();
+    assert_eq!(exited.iter().filter(|e| **e).count(), 2, "{exited:?}");
+}

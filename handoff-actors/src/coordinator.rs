@@ -54,6 +54,10 @@ pub struct ExecuteOptions {
     pub events: usize,
     /// Cancel the execution when its [`ExecutionHandle`] is dropped before it ends.
     pub cancel_on_drop: bool,
+    /// How many node deaths one function may be blamed for (the node's process died
+    /// while it ran there) before the execution fails with `ExecuteError::CrashLoop`.
+    /// Default 3.
+    pub max_node_deaths: u32,
 }
 
 impl Default for ExecuteOptions {
@@ -70,6 +74,7 @@ impl Default for ExecuteOptions {
             keep_values: false,
             events: 0,
             cancel_on_drop: false,
+            max_node_deaths: 3,
         }
     }
 }
@@ -143,6 +148,13 @@ impl ExecuteOptions {
     /// Cancels the execution when its handle is dropped before it ends.
     pub fn cancel_on_drop(mut self, cancel: bool) -> Self {
         self.cancel_on_drop = cancel;
+        self
+    }
+
+    /// How many node deaths one function may be blamed for before the execution fails
+    /// with `ExecuteError::CrashLoop` (at least 1; default 3).
+    pub fn max_node_deaths(mut self, deaths: u32) -> Self {
+        self.max_node_deaths = deaths.max(1);
         self
     }
 }
@@ -424,6 +436,7 @@ fn start_run(
             targets: targets(&dag),
             ranks: ranks(&dag),
             transport,
+            max_node_deaths: options.max_node_deaths,
         },
         shared,
         events: rx,

@@ -67,6 +67,17 @@ pub enum ExecuteError {
         /// What had finished.
         finished: Results,
     },
+    /// A function kept killing the nodes that ran it (their processes died while it ran):
+    /// it was stopped after `deaths` such deaths, on `nodes`.
+    #[error("`{function}` was running when {deaths} node(s) died ({}); it is not run again", nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    CrashLoop {
+        /// The function blamed.
+        function: FunctionId,
+        /// How many node deaths it was blamed for.
+        deaths: u32,
+        /// The nodes that died.
+        nodes: Vec<NodeId>,
+    },
     /// A result held on another node could not be fetched for the caller.
     #[error(transparent)]
     ResultUnavailable(#[from] crate::remote::FetchFailed),

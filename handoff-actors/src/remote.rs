@@ -74,6 +74,10 @@ pub struct RemoteCall {
     pub attempt: u32,
     /// The longest the attempt may run.
     pub timeout: Option<Duration>,
+    /// Ask the node to confirm the call started before running it (for a function
+    /// suspected of killing the nodes that run it): if the node then dies, the loss is
+    /// [`CallError::NodeLost`] with `running: true`.
+    pub report_start: bool,
 }
 
 /// What a finished remote attempt produced.
@@ -143,7 +147,7 @@ impl std::fmt::Debug for SetTransport {
 /// Runs one attempt of a function another node sent to this one: reserves its cost on
 /// this node (waiting while it does not fit now), evaluates it on the blocking pool with
 /// its timeout, stores the result here and records that it lives here.
-#[derive(Debug, Message)]
+#[derive(Message)]
 #[rtype(result = "Result<Ran, CallError>")]
 pub struct RunFunction {
     /// The DAG.
@@ -159,6 +163,20 @@ pub struct RunFunction {
     /// Also encode the result as MessagePack, on the blocking pool right after the call,
     /// and keep that form in the result store for serving it to other nodes.
     pub encode: bool,
+    /// Awaited once the reservation is granted, just before the code is called (the
+    /// network layer reports the start to the node that sent the function).
+    pub before_start: Option<BoxFuture<'static, ()>>,
+}
+
+impl std::fmt::Debug for RunFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunFunction")
+            .field("dag", &self.dag)
+            .field("function", &self.function.id())
+            .field("timeout", &self.timeout)
+            .field("encode", &self.encode)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What [`RunFunction`] produced.
@@ -197,6 +215,7 @@ async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<Ran, CallErr
         values,
         timeout,
         encode,
+        before_start,
     } = msg;
     let code = function.code().clone();
     let unavailable = |reason: String| CallError::Unavailable {
@@ -238,6 +257,9 @@ async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<Ran, CallErr
         manager: parts.manager.clone(),
         grant,
     });
+    if let Some(started) = before_start {
+        started.await;
+    }
     let attempt = Arc::new(AtomicBool::new(false));
     let token = CancellationToken {
         run: Arc::new(AtomicBool::new(false)),

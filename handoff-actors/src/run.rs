@@ -138,6 +138,8 @@ pub(crate) struct RunSettings {
     pub(crate) ranks: Vec<Rank>,
     /// How to reach other nodes; `None` runs everything here.
     pub(crate) transport: Option<SharedTransport>,
+    /// Node deaths a function may be blamed for before the execution fails.
+    pub(crate) max_node_deaths: u32,
 }
 
 /// Everything a run needs, prepared by the node coordinator.
@@ -197,6 +199,13 @@ pub(crate) struct DagRun {
     failed_on: Vec<Option<NodeId>>,
     /// How many times collecting the results held elsewhere failed.
     collect_rounds: u32,
+    /// Node deaths each function was blamed for (see `on_failed_attempt`).
+    deaths: Vec<u32>,
+    /// The nodes those deaths were.
+    death_nodes: Vec<Vec<NodeId>>,
+    /// The suspect (a function blamed for a node death) in flight, if any; others wait.
+    suspect_running: Option<u32>,
+    suspects_waiting: std::collections::VecDeque<(u32, Hold, NodeId)>,
     attempts: Vec<u32>,
     /// Ready functions without a cost, most urgent first, waiting for a slot.
     ready: BinaryHeap<(Rank, Reverse<u32>)>,
@@ -246,6 +255,10 @@ impl DagRun {
             free_reruns: vec![0; n],
             lost: Vec::new(),
             collect_rounds: 0,
+            deaths: vec![0; n],
+            death_nodes: vec![Vec::new(); n],
+            suspect_running: None,
+            suspects_waiting: std::collections::VecDeque::new(),
             failed_on: vec![None; n],
             attempts: vec![0; n],
             ready: BinaryHeap::new(),
@@ -459,6 +472,12 @@ impl DagRun {
             && let Some(transport) = self.settings.transport.clone()
         {
             for index in batch {
+                // Functions suspected of killing nodes run one at a time, so that the next
+                // node death is blamed on the one running.
+                if self.deaths[index as usize] > 0 && self.suspect_running.is_some() {
+                    self.suspects_waiting.push_back((index, hold, node.clone()));
+                    continue;
+                }
                 self.start_remote(index, hold, node.clone(), &transport, ctx);
             }
             return;
@@ -583,7 +602,12 @@ impl DagRun {
                 }
             })
             .collect();
+        let report_start = self.deaths[i] > 0;
+        if report_start {
+            self.suspect_running = Some(index);
+        }
         let call = RemoteCall {
+            report_start,
             dag: dag.id().clone(),
             node: node.clone(),
             function: dag.function(i).clone(),
@@ -734,6 +758,11 @@ impl DagRun {
         let Some(entry) = self.jobs.remove(&report.job) else {
             return;
         };
+        if let Some(&(index, _)) = entry.calls.first()
+            && self.suspect_running == Some(index)
+        {
+            self.next_suspect(ctx);
+        }
         self.release(entry.hold, ctx);
         // Calls the job handed back unstarted are ready again, ahead of the rest.
         let mut newly_ready = report.unrun;
@@ -818,7 +847,10 @@ impl DagRun {
                             },
                         );
                     }
-                    if !matches!(error, CallError::Unavailable { .. }) {
+                    if !matches!(
+                        error,
+                        CallError::Unavailable { .. } | CallError::NodeLost { .. }
+                    ) {
                         self.failed_on[i] = Some(report.node.clone());
                     }
                     self.on_failed_attempt(
@@ -894,6 +926,26 @@ impl DagRun {
 
     /// A failed attempt: retried after the backoff while attempts remain, else the
     /// execution fails.
+    /// Starts the next suspect waiting, if any (the one in flight has ended).
+    fn next_suspect(&mut self, ctx: &mut Context<Self>) {
+        self.suspect_running = None;
+        let Some(transport) = self.settings.transport.clone() else {
+            return;
+        };
+        while let Some((index, hold, node)) = self.suspects_waiting.pop_front() {
+            if !self.running() || self.lost.contains(&node) {
+                self.release(hold, ctx);
+                if self.running() {
+                    self.scheduled[index as usize] = false;
+                    self.schedule(vec![index], ctx);
+                }
+                continue;
+            }
+            self.start_remote(index, hold, node, &transport, ctx);
+            return;
+        }
+    }
+
     fn on_failed_attempt(
         &mut self,
         index: u32,
@@ -903,9 +955,34 @@ impl DagRun {
         ctx: &mut Context<Self>,
     ) {
         let i = index as usize;
+        // A node died while running it. The first death is counted against every
+        // function that was there (nothing tells them apart yet); after that, the
+        // function is a suspect: it runs alone among suspects and reports when it starts,
+        // and a death counts only if it was running.
+        if let CallError::NodeLost { node, running, .. } = &error
+            && (self.deaths[i] == 0 || *running)
+        {
+            self.deaths[i] += 1;
+            if !self.death_nodes[i].contains(node) {
+                self.death_nodes[i].push(node.clone());
+            }
+            if self.deaths[i] >= self.settings.max_node_deaths {
+                let err = ExecuteError::CrashLoop {
+                    function: self.id_of(index),
+                    deaths: self.deaths[i],
+                    nodes: self.death_nodes[i].clone(),
+                };
+                self.fail(err, ctx);
+                return;
+            }
+        }
         // An attempt that could not run where it was sent is not the function's failure:
         // it runs again without counting (up to a bound, so an unusable cluster still ends).
-        if matches!(error, CallError::Unavailable { .. }) && self.free_reruns[i] < MAX_FREE_RERUNS {
+        if matches!(
+            error,
+            CallError::Unavailable { .. } | CallError::NodeLost { .. }
+        ) && self.free_reruns[i] < MAX_FREE_RERUNS
+        {
             self.free_reruns[i] += 1;
         }
         let counted = attempt.saturating_sub(self.free_reruns[i]);
@@ -957,6 +1034,11 @@ impl DagRun {
         let Some(entry) = self.jobs.remove(&job) else {
             return;
         };
+        if let Some(&(index, _)) = entry.calls.first()
+            && self.suspect_running == Some(index)
+        {
+            self.next_suspect(ctx);
+        }
         entry.token.store(true, Ordering::Relaxed);
         self.release(entry.hold, ctx);
         let Some(&(index, attempt)) = entry.calls.first() else {

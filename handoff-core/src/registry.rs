@@ -67,8 +67,20 @@ pub enum CallError {
         /// The panic's message.
         message: String,
     },
+    /// The node running the attempt left the cluster (its process died, or it stopped
+    /// answering). `running` is true when the node had reported that the call started
+    /// (nodes report it for functions already suspected of killing nodes).
+    #[error("`{code}` was lost with node `{node}`{}", if *running { " while running" } else { "" })]
+    NodeLost {
+        /// The code.
+        code: CodeName,
+        /// The node.
+        node: crate::ids::NodeId,
+        /// Whether the call had started there.
+        running: bool,
+    },
     /// The attempt could not run on the node chosen for it: the node could not be
-    /// reached, refused the work, left the cluster, or could not get an argument.
+    /// reached, refused the work, or could not get an argument.
     #[error("`{code}` could not run on node `{node}`: {reason}")]
     Unavailable {
         /// The code to run.

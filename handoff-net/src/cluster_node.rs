@@ -597,6 +597,14 @@ impl Bridge {
                 self.transport.finished(&from, report);
                 Response::Ack
             }
+            Request::Started {
+                dag,
+                function,
+                attempt,
+            } => {
+                self.transport.started(&from, dag, function, attempt);
+                Response::Ack
+            }
             Request::Forget { dag } => match self.node.drop_dag(dag).await {
                 Ok(_) => Response::Ack,
                 Err(_) => Response::Error(RpcError::ShuttingDown),

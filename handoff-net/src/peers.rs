@@ -30,10 +30,23 @@ struct Entry {
 #[derive(Debug, Default)]
 pub(crate) struct PeerTable {
     peers: HashMap<NodeId, Entry>,
+    /// The last sequence number of peers that left: a late copy of an announcement they
+    /// made before leaving (gossip relays them) must not bring them back; a node that
+    /// really comes back announces with a higher number (they start at the clock).
+    departed: HashMap<NodeId, u64>,
 }
+
+/// The most departed peers remembered.
+const MAX_DEPARTED: usize = 4096;
 
 impl PeerTable {
     pub(crate) fn apply(&mut self, announcement: Announcement, now: Instant) -> Applied {
+        if let Some(&last) = self.departed.get(&announcement.node) {
+            if announcement.seq <= last {
+                return Applied::Stale;
+            }
+            self.departed.remove(&announcement.node);
+        }
         match self.peers.get_mut(&announcement.node) {
             None => {
                 self.peers.insert(
@@ -64,7 +77,28 @@ impl PeerTable {
     }
 
     pub(crate) fn remove(&mut self, node: &NodeId) -> bool {
-        self.peers.remove(node).is_some()
+        match self.peers.remove(node) {
+            Some(entry) => {
+                self.remember_departure(node.clone(), entry.announcement.seq);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remember_departure(&mut self, node: NodeId, seq: u64) {
+        if self.departed.len() >= MAX_DEPARTED {
+            // Forget the oldest departure (the smallest sequence number).
+            if let Some(oldest) = self
+                .departed
+                .iter()
+                .min_by_key(|(_, seq)| **seq)
+                .map(|(n, _)| n.clone())
+            {
+                self.departed.remove(&oldest);
+            }
+        }
+        self.departed.insert(node, seq);
     }
 
     /// Removes and returns the nodes not heard from within `ttl`.
@@ -76,7 +110,7 @@ impl PeerTable {
             .map(|(node, _)| node.clone())
             .collect();
         for node in &expired {
-            self.peers.remove(node);
+            self.remove(node);
         }
         expired
     }
@@ -138,6 +172,11 @@ mod tests {
         assert_eq!(expired, vec![NodeId::new("a")]);
         assert!(table.contains(&NodeId::new("b")));
         assert!(table.remove(&NodeId::new("b")));
-        assert!(table.list().is_empty());
+        // A late copy of what they announced before leaving does not bring them back; a
+        // newer announcement does.
+        assert_eq!(table.apply(announcement("a", 1, 1), t0), Applied::Stale);
+        assert_eq!(table.apply(announcement("b", 1, 1), t0), Applied::Stale);
+        assert_eq!(table.apply(announcement("a", 2, 1), t0), Applied::New);
+        assert_eq!(table.list().len(), 1);
     }
 }

@@ -49,6 +49,16 @@ pub enum Request {
     /// Reports the outcome of an [`Request::Execute`] the sender accepted earlier. Answered
     /// with [`Response::Ack`].
     Finished(FinishedReport),
+    /// Says that an [`ExecuteRequest`] with `report_start` is about to call its code.
+    /// Answered with [`Response::Ack`]; the sender's code runs only after the answer.
+    Started {
+        /// The DAG.
+        dag: DagId,
+        /// The function.
+        function: FunctionId,
+        /// The attempt.
+        attempt: u32,
+    },
     /// Drops every value of a DAG the receiver holds (the execution that made them has
     /// ended and its caller has what it keeps). Answered with [`Response::Ack`].
     Forget {
@@ -68,6 +78,7 @@ impl Request {
             Request::Register { .. } => RequestKind::Register,
             Request::Finished(_) => RequestKind::Finished,
             Request::Forget { .. } => RequestKind::Forget,
+            Request::Started { .. } => RequestKind::Started,
         }
     }
 }
@@ -89,6 +100,8 @@ pub enum RequestKind {
     Finished,
     /// [`Request::Forget`].
     Forget,
+    /// [`Request::Started`].
+    Started,
 }
 
 impl std::fmt::Display for RequestKind {
@@ -116,6 +129,10 @@ pub struct ExecuteRequest {
     /// The longest the attempt may run, in milliseconds.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Report with a [`Request::Started`] (and its acknowledgement) before calling the code,
+    /// so that the sender knows it was running if this node dies.
+    #[serde(default)]
+    pub report_start: bool,
 }
 
 /// Where one argument of an [`ExecuteRequest`] comes from.
@@ -425,6 +442,7 @@ mod tests {
             attempt: 1,
             inline: Vec::new(),
             timeout_ms: None,
+            report_start: false,
         });
         let bytes = rmp_serde::to_vec_named(&request).expect("encode");
         let back: Request = rmp_serde::from_slice(&bytes).expect("decode");

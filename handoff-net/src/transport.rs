@@ -79,6 +79,10 @@ async fn request_patiently(
     }
 }
 
+/// How long an attempt whose execute request lost its connection waits for the node's
+/// departure (or its report) before it counts as unavailable.
+const DEPARTURE_WAIT: Duration = Duration::from_secs(5);
+
 /// How long [`request_patiently`] keeps trying a saturated peer.
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -107,12 +111,21 @@ pub struct TransferStats {
     pub inline_results: u64,
 }
 
+/// A remote attempt waiting for its report.
+struct Pending {
+    /// Its code (for errors).
+    code: CodeName,
+    /// Whether the node confirmed that the call started.
+    started: bool,
+    reply: oneshot::Sender<RemoteResult>,
+}
+
 struct Inner {
     local: NodeId,
     client: Client,
     node: NodeHandle,
-    /// Remote attempts waiting for their report, with their code (for errors).
-    pending: Mutex<HashMap<AttemptKey, (CodeName, oneshot::Sender<RemoteResult>)>>,
+    /// Remote attempts waiting for their report.
+    pending: Mutex<HashMap<AttemptKey, Pending>>,
     /// Fetches in flight, shared by everyone here who needs the same value.
     fetching: Mutex<HashMap<(DagId, FunctionId), Fetching>>,
     /// The most bytes of values to carry inline in one execute request.
@@ -177,7 +190,7 @@ impl NetTransport {
     /// A report from `from` arrived: settles the attempt waiting for it.
     pub(crate) fn finished(&self, from: &NodeId, report: FinishedReport) {
         let key = (from.clone(), report.dag, report.function, report.attempt);
-        let Some((_, reply)) = lock(&self.inner.pending).remove(&key) else {
+        let Some(Pending { reply, .. }) = lock(&self.inner.pending).remove(&key) else {
             tracing::debug!(node = %from, function = %key.2, "a report for no attempt waiting");
             return;
         };
@@ -205,12 +218,20 @@ impl NetTransport {
                 .filter_map(|k| pending.remove(&k))
                 .collect()
         };
-        for (code, reply) in gone {
-            let _ = reply.send(Err(CallError::Unavailable {
-                code,
+        for pending in gone {
+            let _ = pending.reply.send(Err(CallError::NodeLost {
+                code: pending.code,
                 node: node.clone(),
-                reason: "the node left the cluster".to_owned(),
+                running: pending.started,
             }));
+        }
+    }
+
+    /// `from` says an attempt it was sent is about to call its code.
+    pub(crate) fn started(&self, from: &NodeId, dag: DagId, function: FunctionId, attempt: u32) {
+        let key = (from.clone(), dag, function, attempt);
+        if let Some(pending) = lock(&self.inner.pending).get_mut(&key) {
+            pending.started = true;
         }
     }
 
@@ -297,7 +318,12 @@ impl Transport for NetTransport {
             call.attempt,
         );
         let (reply, report) = oneshot::channel();
-        lock(&inner.pending).insert(key.clone(), (code.clone(), reply));
+        let pending = Pending {
+            code: code.clone(),
+            started: false,
+            reply,
+        };
+        lock(&inner.pending).insert(key.clone(), pending);
         let mut budget = inner.inline_budget;
         let arguments = call
             .arguments
@@ -330,6 +356,7 @@ impl Transport for NetTransport {
             timeout_ms: call
                 .timeout
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            report_start: call.report_start,
         });
         async move {
             let unavailable = |reason: String| CallError::Unavailable {
@@ -347,6 +374,24 @@ impl Transport for NetTransport {
                     error: RpcError::UnknownCode { code },
                     ..
                 }) => Some(CallError::UnknownCode { code }),
+                // The connection broke with the request in flight: the node may have
+                // taken it and died running it. Its departure, if it comes, settles the
+                // attempt as lost with the node (so a function that kills its node is
+                // blamed); otherwise it is unavailable after a while.
+                Err(
+                    error @ (RequestError::ConnectionClosed { .. }
+                    | RequestError::Io { .. }
+                    | RequestError::Timeout { .. }),
+                ) => {
+                    return match tokio::time::timeout(DEPARTURE_WAIT, report).await {
+                        Ok(Ok(result)) => result,
+                        Ok(Err(_)) => Err(unavailable("the network layer stopped".to_owned())),
+                        Err(_) => {
+                            lock(&inner.pending).remove(&key);
+                            Err(unavailable(error.to_string()))
+                        }
+                    };
+                }
                 Err(error) => Some(unavailable(error.to_string())),
             };
             if let Some(error) = refused {
@@ -393,6 +438,7 @@ pub(crate) async fn serve_execute(transport: NetTransport, from: NodeId, request
         arguments,
         attempt,
         timeout_ms,
+        report_start,
     } = request;
     let id = function.id().clone();
     let code = function.code().clone();
@@ -429,6 +475,25 @@ pub(crate) async fn serve_execute(transport: NetTransport, from: NodeId, request
     let outcome = match failure {
         Some(error) => Outcome::Failed { error },
         None => {
+            // Confirmed before the code runs, so that the sender knows it was running if
+            // this process dies in it.
+            let before_start = report_start.then(|| {
+                let inner = Arc::clone(&transport.inner);
+                let (from, started) = (
+                    from.clone(),
+                    Request::Started {
+                        dag: dag.clone(),
+                        function: id.clone(),
+                        attempt,
+                    },
+                );
+                async move {
+                    if let Err(error) = request_patiently(&inner, &from, started).await {
+                        tracing::debug!(node = %from, "could not report a start: {error}");
+                    }
+                }
+                .boxed()
+            });
             let run = RunFunction {
                 dag: dag.clone(),
                 function,
@@ -436,6 +501,7 @@ pub(crate) async fn serve_execute(transport: NetTransport, from: NodeId, request
                 values,
                 timeout: timeout_ms.map(Duration::from_millis),
                 encode: true,
+                before_start,
             };
             match inner.node.run_function(run).await {
                 Ok(ran) => {

@@ -132,6 +132,7 @@ async fn an_oversized_request_is_refused_and_the_node_keeps_serving() {
         attempt: 1,
         inline: Vec::new(),
         timeout_ms: None,
+        report_start: false,
     });
     let err = guarded(
         "oversized request",
