@@ -425,3 +425,116 @@ async fn a_node_that_comes_back_within_the_grace_period_gets_its_work() {
     assert_eq!(done.allocations()["there"], b);
     assert_eq!(done.results.get::<u64>("there"), Ok(2));
 }
+
+/// Polls `check` until it holds or the deadline passes (nothing tells the test when a
+/// worker has cleaned up, so it looks).
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix::test]
+async fn a_worker_drops_the_work_and_values_of_a_coordinator_that_died() {
+    let gate = Gate::default();
+    let key = ClusterKey::generate();
+    let grace = Duration::from_millis(300);
+    let c = start_with(
+        &key,
+        "c",
+        Keypair::generate_ed25519(),
+        registry(&gate),
+        Resources::new(),
+        None,
+        grace,
+    )
+    .await;
+    let at = address(&c.cluster).await;
+    let w = start_with(
+        &key,
+        "w",
+        Keypair::generate_ed25519(),
+        registry(&gate),
+        Resources::new().cpu(2),
+        Some(at),
+        grace,
+    )
+    .await;
+    let wid = w.cluster.id().clone();
+    wait_executable(&c.cluster, &[&wid]).await;
+    // A value stored on the worker, a call held at the gate there, and one waiting for
+    // the cpu the others hold.
+    let dag = Dag::new()
+        .with(
+            Function::new("big", "make")
+                .extra_arg(100_000_u64)
+                .extra_arg(1_u8)
+                .pinned(wid.clone()),
+        )
+        .with(
+            Function::new("held", "gate")
+                .with_cost(cpu())
+                .pinned(wid.clone()),
+        )
+        .with(
+            Function::new("also", "gate")
+                .with_cost(cpu())
+                .pinned(wid.clone()),
+        )
+        .with(
+            Function::new("queued", "len")
+                .arg("big")
+                .with_cost(Resources::new().cpu(2))
+                .pinned(wid.clone()),
+        )
+        .validate()
+        .expect("valid");
+    let mut handle = c
+        .cluster
+        .node()
+        .submit(dag, ExecuteOptions::default().events(1024))
+        .await
+        .expect("submitted");
+    let mut events = handle.events().expect("events");
+    until(
+        &mut events,
+        "big stored on the worker",
+        |e| matches!(&e.kind, EventKind::Stored { function, .. } if function.as_str() == "big"),
+    )
+    .await;
+    let worker = w.cluster.node().clone();
+    eventually("both gated calls hold the worker's cpu", async || {
+        let (_, free) = worker
+            .node_resources(wid.clone())
+            .await
+            .expect("resources")
+            .expect("known");
+        free.get("cpu") == handoff::Amount::ZERO
+    })
+    .await;
+    assert_eq!(worker.stored_values().await.expect("count"), 1);
+
+    // The coordinator dies; after the grace period the worker drops everything of it.
+    drop(handle);
+    c.cluster.shutdown().await.expect("coordinator stops");
+    eventually(
+        "the worker dropped the dead coordinator's value",
+        async || worker.stored_values().await.expect("count") == 0,
+    )
+    .await;
+    // The gated calls end; what they return is not stored, and the cpu comes back, the
+    // queued call's wait withdrawn.
+    gate.open();
+    eventually("the worker's cpu is all free again", async || {
+        let (capacity, free) = worker
+            .node_resources(wid.clone())
+            .await
+            .expect("resources")
+            .expect("known");
+        free == capacity
+    })
+    .await;
+    assert_eq!(worker.stored_values().await.expect("count"), 0);
+}

@@ -12,7 +12,7 @@ use handoff_core::{
 use crate::coordinator::{Coordinator, Execute, ExecuteOptions, ExecutionHandle, NodeLost, Submit};
 use crate::error::{ExecuteError, NodeError};
 use crate::location_registry::{LocationRegistry, LookupLocation, RegisterLocation};
-use crate::remote::{Ran, RunFunction, SetTransport, SharedTransport};
+use crate::remote::{GetParts, Ran, RunFunction, SetTransport, SharedTransport};
 use crate::resource_manager::{
     ForgetPeer, NodeResources, RegisterNode, RegisterPeer, RegisteredNodes, ResourceManager,
     ResourcesAvailable,
@@ -76,6 +76,11 @@ impl NodeConfig {
     /// The node's id.
     pub fn id(&self) -> &NodeId {
         &self.id
+    }
+
+    /// The grace period set with [`node_grace`](Self::node_grace).
+    pub fn grace(&self) -> Duration {
+        self.node_grace
     }
 
     /// The code names in the node's registry, sorted.
@@ -339,16 +344,22 @@ impl NodeHandle {
     }
 
     /// Runs one attempt of a function another node sent here (see [`RunFunction`]).
+    ///
+    /// The attempt runs in the caller's task: dropping the returned future before it ends
+    /// gives its reservation back (or withdraws its wait for one), tells its call to stop
+    /// (see [`CancellationToken`](crate::CancellationToken)) and stores nothing.
     pub async fn run_function(&self, msg: RunFunction) -> Result<Ran, CallError> {
         let code = msg.function.code().clone();
-        self.coordinator
-            .send(msg)
+        let parts = self
+            .coordinator
+            .send(GetParts)
             .await
             .map_err(|_| CallError::Unavailable {
                 code,
                 node: self.id.clone(),
                 reason: "the node is stopping".to_owned(),
-            })?
+            })?;
+        crate::remote::run_function(parts, msg).await
     }
 
     /// Stores a value on this node and records that it lives here.

@@ -197,6 +197,37 @@ impl Handler<RunFunction> for Coordinator {
     }
 }
 
+/// Asks the coordinator for what running a function sent by another node needs, so that
+/// the caller runs it in its own task (and can drop it: see
+/// [`NodeHandle::run_function`](crate::NodeHandle::run_function)).
+pub(crate) struct GetParts;
+
+impl Message for GetParts {
+    type Result = NodeParts;
+}
+
+impl Handler<GetParts> for Coordinator {
+    type Result = MessageResult<GetParts>;
+
+    fn handle(&mut self, _msg: GetParts, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.parts())
+    }
+}
+
+/// Sets the attempt's cancellation flag when the attempt is dropped before it ended.
+struct StopOnDrop {
+    flag: Arc<AtomicBool>,
+    ended: bool,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// What [`run_function`] needs from the node.
 pub(crate) struct NodeParts {
     pub(crate) node: NodeId,
@@ -207,7 +238,7 @@ pub(crate) struct NodeParts {
     pub(crate) requester: crate::resource_manager::RequesterId,
 }
 
-async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<Ran, CallError> {
+pub(crate) async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<Ran, CallError> {
     let RunFunction {
         dag,
         function,
@@ -224,8 +255,14 @@ async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<Ran, CallErr
         reason,
     };
     parts.registry.get(code.as_str())?;
-    let grant = match function.cost().filter(|c| !c.is_empty()) {
-        None => None,
+    // Gives the reservation back however this ends (even if this future is dropped while
+    // it waits for it, or holds it): everything this requester holds or waits for.
+    let _withdraw = WithdrawOnDrop {
+        manager: parts.manager.clone(),
+        requester: parts.requester,
+    };
+    match function.cost().filter(|c| !c.is_empty()) {
+        None => {}
         Some(cost) => {
             let (reply, granted) = futures::channel::oneshot::channel();
             let reserve = ReserveOne {
@@ -246,21 +283,20 @@ async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<Ran, CallErr
                 .await
                 .map_err(|_| unavailable("the node is stopping".to_owned()))?;
             match granted.await {
-                Ok(Ok((grant, _))) => Some(grant),
+                Ok(Ok(_)) => {}
                 Ok(Err(error)) => return Err(unavailable(error.to_string())),
                 Err(_) => return Err(unavailable("the node is stopping".to_owned())),
             }
         }
-    };
-    // Gives the reservation back however this ends (even if this future is dropped).
-    let _release = grant.map(|grant| ReleaseOnDrop {
-        manager: parts.manager.clone(),
-        grant,
-    });
+    }
     if let Some(started) = before_start {
         started.await;
     }
     let attempt = Arc::new(AtomicBool::new(false));
+    let mut stop = StopOnDrop {
+        flag: Arc::clone(&attempt),
+        ended: false,
+    };
     let token = CancellationToken {
         run: Arc::new(AtomicBool::new(false)),
         attempt: Arc::clone(&attempt),
@@ -290,6 +326,7 @@ async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<Ran, CallErr
             }
         },
     };
+    stop.ended = true;
     let ran = joined.map_err(|error| CallError::Panicked {
         code: code.clone(),
         message: error.to_string(),
@@ -300,18 +337,18 @@ async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<Ran, CallErr
     Ok(ran)
 }
 
-/// Releases a reservation when dropped.
-struct ReleaseOnDrop {
+/// Withdraws a requester's reservations and waits when dropped.
+struct WithdrawOnDrop {
     manager: Addr<crate::resource_manager::ResourceManager>,
-    grant: crate::resource_manager::GrantId,
+    requester: crate::resource_manager::RequesterId,
 }
 
-impl Drop for ReleaseOnDrop {
+impl Drop for WithdrawOnDrop {
     fn drop(&mut self) {
         crate::run::send_detached(
             &self.manager,
-            crate::resource_manager::Release {
-                grants: vec![self.grant],
+            crate::resource_manager::Withdraw {
+                requester: self.requester,
             },
         );
     }

@@ -219,6 +219,7 @@ impl ClusterNode {
             });
         }
         let code_names = node.code_names();
+        let grace = node.grace();
         let handle = start_node(node)
             .await
             .map_err(|source| ClusterStartError::Node { source })?;
@@ -237,6 +238,7 @@ impl ClusterNode {
             handle.clone(),
             max_request_bytes,
             max_in_flight,
+            grace,
         );
         handle
             .set_transport(Arc::new(transport.clone()))
@@ -538,6 +540,7 @@ impl Bridge {
                     if let Err(error) = register.await {
                         tracing::warn!(%peer, "cannot register the announced node: {error}");
                     }
+                    self.transport.node_back(&peer);
                     self.publish_peers().await;
                 }
                 NetEvent::PeerGone { node, .. } | NetEvent::PeerRefused { node, .. } => {
@@ -589,7 +592,16 @@ impl Bridge {
                         function: execute.function.id().clone(),
                         attempt: execute.attempt,
                     };
-                    actix::spawn(serve_execute(self.transport.clone(), from.clone(), execute));
+                    let (transport, dag) = (self.transport.clone(), execute.dag.clone());
+                    let id = transport.track(&dag, &from);
+                    let serving = {
+                        let (transport, dag, from) = (transport.clone(), dag.clone(), from.clone());
+                        actix::spawn(async move {
+                            serve_execute(transport.clone(), from, execute).await;
+                            transport.untrack(&dag, id);
+                        })
+                    };
+                    transport.set_abort(&dag, id, serving.abort_handle());
                     accepted
                 }
             },
@@ -605,10 +617,10 @@ impl Bridge {
                 self.transport.started(&from, dag, function, attempt);
                 Response::Ack
             }
-            Request::Forget { dag } => match self.node.drop_dag(dag).await {
-                Ok(_) => Response::Ack,
-                Err(_) => Response::Error(RpcError::ShuttingDown),
-            },
+            Request::Forget { dag } => {
+                self.transport.stop_serving(&dag);
+                self.forget(dag).await
+            }
             Request::Fetch(fetch) => {
                 let (node, client) = (self.node.clone(), self.client.clone());
                 actix::spawn(async move {
@@ -623,6 +635,14 @@ impl Bridge {
         };
         if let Err(error) = self.client.respond(channel, response).await {
             tracing::debug!(node = %from, %kind, "could not answer: {error}");
+        }
+    }
+
+    /// Drops a DAG's values here ([`Request::Forget`]).
+    async fn forget(&self, dag: DagId) -> Response {
+        match self.node.drop_dag(dag).await {
+            Ok(_) => Response::Ack,
+            Err(_) => Response::Error(RpcError::ShuttingDown),
         }
     }
 

@@ -111,6 +111,13 @@ pub struct TransferStats {
     pub inline_results: u64,
 }
 
+/// The executions of one DAG this node serves: who coordinates it, and the tasks serving
+/// its functions (aborted when it is forgotten).
+struct Served {
+    coordinator: NodeId,
+    tasks: HashMap<u64, Option<tokio::task::AbortHandle>>,
+}
+
 /// A remote attempt waiting for its report.
 struct Pending {
     /// Its code (for errors).
@@ -130,6 +137,14 @@ struct Inner {
     fetching: Mutex<HashMap<(DagId, FunctionId), Fetching>>,
     /// The most bytes of values to carry inline in one execute request.
     inline_budget: usize,
+    /// Work this node does for executions coordinated elsewhere, by DAG.
+    served: Mutex<HashMap<DagId, Served>>,
+    next_task: AtomicU64,
+    /// Peers that left and have not come back.
+    gone: Mutex<std::collections::HashSet<NodeId>>,
+    /// How long the values and pending work of a departed coordinator's executions are
+    /// kept, in case it comes back.
+    grace: Duration,
     /// Per peer, the execute/report/forget requests that may be in flight at once: half
     /// the network's per-peer cap, leaving the rest to value fetches.
     gates: Mutex<HashMap<NodeId, Arc<Semaphore>>>,
@@ -162,6 +177,7 @@ impl NetTransport {
         node: NodeHandle,
         max_request_bytes: u32,
         max_in_flight_per_peer: usize,
+        grace: Duration,
     ) -> Self {
         NetTransport {
             inner: Arc::new(Inner {
@@ -171,6 +187,10 @@ impl NetTransport {
                 pending: Mutex::new(HashMap::new()),
                 fetching: Mutex::new(HashMap::new()),
                 inline_budget: max_request_bytes as usize / 4,
+                served: Mutex::new(HashMap::new()),
+                next_task: AtomicU64::new(0),
+                gone: Mutex::new(std::collections::HashSet::new()),
+                grace,
                 gates: Mutex::new(HashMap::new()),
                 gate_permits: (max_in_flight_per_peer / 2).max(1),
                 transfers: Transfers::default(),
@@ -209,8 +229,11 @@ impl NetTransport {
         let _ = reply.send(result);
     }
 
-    /// `node` left: every attempt it was running fails (to be retried elsewhere).
+    /// `node` left: every attempt it was running fails (to be retried elsewhere), and the
+    /// executions it coordinated here are dropped if it does not come back in time.
     pub(crate) fn node_gone(&self, node: &NodeId) {
+        lock(&self.inner.gone).insert(node.clone());
+        self.orphan_after_grace(node);
         let gone: Vec<_> = {
             let mut pending = lock(&self.inner.pending);
             let keys: Vec<AttemptKey> = pending.keys().filter(|k| &k.0 == node).cloned().collect();
@@ -225,6 +248,81 @@ impl NetTransport {
                 running: pending.started,
             }));
         }
+    }
+
+    /// Records a task serving a function of `dag` for `coordinator`; returns its id.
+    pub(crate) fn track(&self, dag: &DagId, coordinator: &NodeId) -> u64 {
+        let id = self.inner.next_task.fetch_add(1, Ordering::Relaxed);
+        lock(&self.inner.served)
+            .entry(dag.clone())
+            .or_insert_with(|| Served {
+                coordinator: coordinator.clone(),
+                tasks: HashMap::new(),
+            })
+            .tasks
+            .insert(id, None);
+        id
+    }
+
+    /// Keeps the handle that aborts task `id` (unless it has ended already).
+    pub(crate) fn set_abort(&self, dag: &DagId, id: u64, abort: tokio::task::AbortHandle) {
+        if let Some(served) = lock(&self.inner.served).get_mut(dag)
+            && let Some(slot) = served.tasks.get_mut(&id)
+        {
+            *slot = Some(abort);
+        }
+    }
+
+    /// Task `id` has ended.
+    pub(crate) fn untrack(&self, dag: &DagId, id: u64) {
+        if let Some(served) = lock(&self.inner.served).get_mut(dag) {
+            served.tasks.remove(&id);
+        }
+    }
+
+    /// Stops serving `dag`: aborts the tasks still serving its functions (their
+    /// reservations are withdrawn and nothing more is stored).
+    pub(crate) fn stop_serving(&self, dag: &DagId) {
+        let served = lock(&self.inner.served).remove(dag);
+        for abort in served
+            .into_iter()
+            .flat_map(|s| s.tasks.into_values())
+            .flatten()
+        {
+            abort.abort();
+        }
+    }
+
+    /// A peer is announced again: it is not gone any more.
+    pub(crate) fn node_back(&self, node: &NodeId) {
+        lock(&self.inner.gone).remove(node);
+    }
+
+    /// After the grace period, if `coordinator` has not come back, drops the work and
+    /// values of the executions it coordinated here.
+    fn orphan_after_grace(&self, coordinator: &NodeId) {
+        let dags: Vec<DagId> = lock(&self.inner.served)
+            .iter()
+            .filter(|(_, s)| s.coordinator == *coordinator)
+            .map(|(dag, _)| dag.clone())
+            .collect();
+        if dags.is_empty() {
+            return;
+        }
+        let (transport, coordinator) = (self.clone(), coordinator.clone());
+        actix::spawn(async move {
+            tokio::time::sleep(transport.inner.grace).await;
+            if !lock(&transport.inner.gone).contains(&coordinator) {
+                return;
+            }
+            for dag in dags {
+                tracing::info!(%dag, %coordinator, "its coordinator left: dropping its work and values here");
+                transport.stop_serving(&dag);
+                if let Err(error) = transport.inner.node.drop_dag(dag.clone()).await {
+                    tracing::debug!(%dag, "could not drop the values: {error}");
+                }
+            }
+        });
     }
 
     /// `from` says an attempt it was sent is about to call its code.
