@@ -14,7 +14,7 @@ use crate::announce::{Announcement, NodeState};
 use crate::client::{Client, NetEvent, ResponseChannel};
 use crate::config::Config;
 use crate::error::{AnnounceError, ClientError, RequestError, StartError};
-use crate::protocol::{ExecuteRequest, FetchRequest, Request, Response, RpcError};
+use crate::protocol::{ExecuteRequest, FetchRequest, NodeStats, Request, Response, RpcError};
 use crate::transport::{NetTransport, TransferStats, serve_execute};
 
 /// A node of the cluster as [`ClusterNode::discover_nodes`] lists it.
@@ -449,6 +449,27 @@ impl ClusterNode {
         self.get_value(dag, id, Some(&holder)).await
     }
 
+    /// What a node holds and has reserved right now: this node's from its actors,
+    /// another's by asking it ([`Request::Stats`]).
+    pub async fn node_stats(&self, node: &NodeId) -> Result<NodeStats, ResourcesQueryError> {
+        if node == self.id() {
+            return node_stats(&self.node, &self.transport)
+                .await
+                .map_err(|source| ResourcesQueryError::Local { source });
+        }
+        match self.client.request(node, Request::Stats).await {
+            Ok(Response::Stats(stats)) => Ok(stats),
+            Ok(other) => Err(ResourcesQueryError::UnexpectedResponse {
+                node: node.clone(),
+                got: other.kind(),
+            }),
+            Err(source) => Err(ResourcesQueryError::Remote {
+                node: node.clone(),
+                source,
+            }),
+        }
+    }
+
     /// What this node has fetched from other nodes so far.
     pub fn transfers(&self) -> TransferStats {
         self.transport.transfers()
@@ -646,6 +667,10 @@ impl Bridge {
         }
     }
 
+    async fn stats(&self) -> Result<NodeStats, NodeError> {
+        node_stats(&self.node, &self.transport).await
+    }
+
     /// The first code an execute request needs that this node's registry lacks.
     fn missing_code(&self, execute: &ExecuteRequest) -> Option<CodeName> {
         std::iter::once(&execute.function)
@@ -664,6 +689,10 @@ impl Bridge {
                     free,
                 },
                 Ok(None) => Response::Error(RpcError::UnknownNode { node }),
+                Err(_) => Response::Error(RpcError::ShuttingDown),
+            },
+            Request::Stats => match self.stats().await {
+                Ok(stats) => Response::Stats(stats),
                 Err(_) => Response::Error(RpcError::ShuttingDown),
             },
             Request::Register { capabilities } => {
@@ -721,4 +750,19 @@ async fn answer_fetch(node: &NodeHandle, fetch: FetchRequest) -> Response {
         },
     };
     fetch.answer(&encoded)
+}
+
+/// What `node` holds and has reserved.
+async fn node_stats(node: &NodeHandle, transport: &NetTransport) -> Result<NodeStats, NodeError> {
+    let values = node.stored_values().await? as u64;
+    let (capacity, free) = node
+        .node_resources(node.id().clone())
+        .await?
+        .unwrap_or_default();
+    Ok(NodeStats {
+        values,
+        capacity,
+        free,
+        serving: transport.serving(),
+    })
 }

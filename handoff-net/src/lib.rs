@@ -91,11 +91,10 @@ pub use key::{
     CLUSTER_KEY_ENV, ClusterKey, ClusterKeyError, KeyFingerprint, KeyFormatError, Security,
 };
 pub use protocol::{
-    ArgumentSource, Chunk, ExecuteRequest, FetchRequest, FinishedReport, Outcome, PROTOCOL_VERSION,
-    RPC_PROTOCOL, Request, RequestKind, Response, RpcError,
+    ArgumentSource, Chunk, ExecuteRequest, FetchRequest, FinishedReport, NodeStats, Outcome,
+    PROTOCOL_VERSION, RPC_PROTOCOL, Request, RequestKind, Response, RpcError,
 };
-
-/// The libp2p types that appear in this crate's API.
 pub use transport::{INLINE_RESULT_BYTES, TransferStats};
 
+/// The libp2p types that appear in this crate's API.
 pub use libp2p::{Multiaddr, PeerId, identity::Keypair};

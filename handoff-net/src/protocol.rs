@@ -59,6 +59,9 @@ pub enum Request {
         /// The attempt.
         attempt: u32,
     },
+    /// Asks what the receiver holds and has reserved right now (for checking that nothing
+    /// leaks). Answered with [`Response::Stats`].
+    Stats,
     /// Drops every value of a DAG the receiver holds (the execution that made them has
     /// ended and its caller has what it keeps). Answered with [`Response::Ack`].
     Forget {
@@ -79,6 +82,7 @@ impl Request {
             Request::Finished(_) => RequestKind::Finished,
             Request::Forget { .. } => RequestKind::Forget,
             Request::Started { .. } => RequestKind::Started,
+            Request::Stats => RequestKind::Stats,
         }
     }
 }
@@ -102,6 +106,8 @@ pub enum RequestKind {
     Forget,
     /// [`Request::Started`].
     Started,
+    /// [`Request::Stats`].
+    Stats,
 }
 
 impl std::fmt::Display for RequestKind {
@@ -262,6 +268,19 @@ pub enum Outcome {
     },
 }
 
+/// What a node holds and has reserved ([`Request::Stats`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// Values in its result store, over all DAGs.
+    pub values: u64,
+    /// Its capacity.
+    pub capacity: Resources,
+    /// What of it is free.
+    pub free: Resources,
+    /// Functions it is running (or about to run) for other nodes' executions.
+    pub serving: u64,
+}
+
 /// A reply to a [`Request`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
@@ -292,6 +311,8 @@ pub enum Response {
         /// What is free now.
         free: Resources,
     },
+    /// Answers [`Request::Stats`].
+    Stats(NodeStats),
     /// Answers [`Request::Register`] and [`Request::Finished`].
     Ack,
     /// The request was refused or failed.
@@ -306,6 +327,7 @@ impl Response {
             Response::Accepted { .. } => "Accepted",
             Response::Chunk(_) => "Chunk",
             Response::Resources { .. } => "Resources",
+            Response::Stats(_) => "Stats",
             Response::Ack => "Ack",
             Response::Error(_) => "Error",
         }

@@ -264,6 +264,14 @@ impl NetTransport {
         id
     }
 
+    /// How many tasks serve other nodes' functions here.
+    pub(crate) fn serving(&self) -> u64 {
+        lock(&self.inner.served)
+            .values()
+            .map(|s| s.tasks.len() as u64)
+            .sum()
+    }
+
     /// Keeps the handle that aborts task `id` (unless it has ended already).
     pub(crate) fn set_abort(&self, dag: &DagId, id: u64, abort: tokio::task::AbortHandle) {
         if let Some(served) = lock(&self.inner.served).get_mut(dag)
