@@ -65,7 +65,8 @@ use handoff_actors::NodeConfig;
 /// The flags of `run`, as shown in the usage text.
 pub const RUN_FLAGS: &str = "(--key FILE | --insecure) [--listen MULTIADDR] \
                              [--bootstrap MULTIADDR]...\n    [--name NAME] [--cpu N] \
-                             [--memory MB] [--gpu N] [--custom NAME=AMOUNT]...";
+                             [--memory MB] [--gpu N] [--custom NAME=AMOUNT]... \
+                             [--identity FILE]";
 
 /// The address a node listens on when `--listen` is not given: loopback, any free port.
 pub const DEFAULT_LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
@@ -122,6 +123,11 @@ pub struct RunArgs {
     pub gpu: u32,
     /// Other resources offered (`--custom NAME=AMOUNT`, repeatable), in the order given.
     pub custom: Vec<(ResourceName, Amount)>,
+    /// Where the node's identity (its libp2p key pair, hence its node id) is kept
+    /// (`--identity FILE`): read when the file exists, else generated and written there
+    /// (mode 0600), so that a restarted node comes back as the same node. Without it, each
+    /// start is a new node.
+    pub identity: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -141,6 +147,7 @@ impl RunArgs {
             memory: 0,
             gpu: 0,
             custom: Vec::new(),
+            identity: None,
         }
     }
 
@@ -236,6 +243,14 @@ pub enum RunError {
     KeyFileExists {
         /// The file.
         path: PathBuf,
+    },
+    /// The node's identity file could not be read or written.
+    #[error("identity file {path}: {reason}", path = path.display())]
+    Identity {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
     },
     /// The cluster key could not be read or written.
     #[error(transparent)]
@@ -392,6 +407,7 @@ pub fn parse_run(args: impl IntoIterator<Item = String>) -> Result<RunArgs, Args
     let mut listen = None;
     let mut bootstrap = Vec::new();
     let mut name = None;
+    let mut identity = None;
     let (mut cpu, mut memory, mut gpu) = (None, 0, 0);
     let mut custom: Vec<(ResourceName, Amount)> = Vec::new();
     while let Some(flag) = args.next() {
@@ -401,6 +417,7 @@ pub fn parse_run(args: impl IntoIterator<Item = String>) -> Result<RunArgs, Args
             "--listen" => listen = Some(parsed(&flag, value(&flag, &mut args)?)?),
             "--bootstrap" => bootstrap.push(parsed(&flag, value(&flag, &mut args)?)?),
             "--name" => name = Some(value(&flag, &mut args)?),
+            "--identity" => identity = Some(PathBuf::from(value(&flag, &mut args)?)),
             "--cpu" => cpu = Some(parsed(&flag, value(&flag, &mut args)?)?),
             "--memory" => memory = parsed(&flag, value(&flag, &mut args)?)?,
             "--gpu" => gpu = parsed(&flag, value(&flag, &mut args)?)?,
@@ -434,6 +451,7 @@ pub fn parse_run(args: impl IntoIterator<Item = String>) -> Result<RunArgs, Args
     run.memory = memory;
     run.gpu = gpu;
     run.custom = custom;
+    run.identity = identity;
     Ok(run)
 }
 
@@ -497,6 +515,38 @@ pub fn keygen(file: &Path) -> Result<(), RunError> {
     Ok(())
 }
 
+/// The key pair kept in `path`, or a new one written there (mode 0600) when the file does
+/// not exist.
+pub fn load_or_create_identity(path: &Path) -> Result<Keypair, RunError> {
+    use std::io::Write;
+    let failed = |reason: String| RunError::Identity {
+        path: path.to_owned(),
+        reason,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)
+            .map_err(|error| failed(format!("not a key pair: {error}"))),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let keypair = Keypair::generate_ed25519();
+            let bytes = keypair
+                .to_protobuf_encoding()
+                .map_err(|error| failed(error.to_string()))?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut file = options.open(path).map_err(|e| failed(e.to_string()))?;
+            file.write_all(&bytes).map_err(|e| failed(e.to_string()))?;
+            file.sync_all().map_err(|e| failed(e.to_string()))?;
+            Ok(keypair)
+        }
+        Err(error) => Err(failed(error.to_string())),
+    }
+}
+
 /// Runs a node in a new actix `System` until its standard input closes (see
 /// [`run_node`]). Call it from outside any `System`.
 pub fn run(args: RunArgs, registry: Registry) -> Result<(), RunError> {
@@ -511,7 +561,10 @@ pub async fn run_node(args: RunArgs, registry: Registry) -> Result<(), RunError>
         KeyChoice::File(path) => Security::from(ClusterKey::from_file(path)?),
         KeyChoice::Insecure => Security::Insecure,
     };
-    let keypair = Keypair::generate_ed25519();
+    let keypair = match &args.identity {
+        Some(path) => load_or_create_identity(path)?,
+        None => Keypair::generate_ed25519(),
+    };
     let peer = keypair.public().to_peer_id();
     let name = args.name.clone().unwrap_or_else(|| {
         let id = peer.to_base58();

@@ -829,3 +829,101 @@ fn many_dags_in_a_row_leave_nothing_behind() {
         cluster.shutdown().await.expect("shutdown");
     });
 }
+
+/// A worker process killed in the middle of a DAG comes back as the same node (same
+/// `--identity` file, a new OS-chosen port) and runs the function that waits for it.
+#[test]
+fn a_killed_node_that_comes_back_gets_its_work() {
+    let dir = TempDir::new("rejoin");
+    let key = keygen(&dir, "cluster.key");
+    let key_path = key_arg(&key);
+    let identity = dir.file("back.identity");
+    let identity_path = key_arg(&identity);
+    let mut stays = Proc::spawn("stays", &["--key", &key_path, "--cpu", "1"]);
+    let address = stays.address();
+    let back_args = [
+        "--key",
+        key_path.as_str(),
+        "--cpu",
+        "1",
+        "--bootstrap",
+        address.as_str(),
+        "--identity",
+        identity_path.as_str(),
+    ];
+    let mut back = Proc::spawn("back", &back_args);
+    back.address();
+    let cluster_key = ClusterKey::from_file(&key).expect("read the key");
+    let bootstrap: handoff::Multiaddr = address.parse().expect("multiaddr");
+    actix::System::new().block_on(async move {
+        let net = NetConfig::builder(cluster_key)
+            .name("coordinator")
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
+            .bootstrap(bootstrap)
+            .build()
+            .expect("config");
+        let node = NodeConfig::new(net.node_id(), Registry::new()).node_grace(DEADLINE);
+        let cluster = ClusterNode::start(node, net).await.expect("start");
+        let mut changes = cluster.peer_changes();
+        tokio::time::timeout(DEADLINE, changes.wait_for(|peers| peers.len() == 2))
+            .await
+            .expect("discovered in time")
+            .expect("bridge running");
+        while cluster.node().discover_nodes().await.expect("nodes").len() < 3 {
+            let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
+        }
+        let find = |peers: &[handoff::DiscoveredNode], name: &str| {
+            peers
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| p.node.clone())
+        };
+        let peers = cluster.discover_nodes().await.expect("nodes");
+        let (stays_id, back_id) = (
+            find(&peers, "stays").expect("stays"),
+            find(&peers, "back").expect("back"),
+        );
+        let dag = Dag::new()
+            .with(
+                Function::new("hold", "sleep_ms")
+                    .extra_arg(200_u64)
+                    .pinned(stays_id.clone()),
+            )
+            .with(
+                Function::new("there", "identity")
+                    .arg("hold")
+                    .pinned(back_id.clone()),
+            )
+            .validate()
+            .expect("valid");
+        let handle = cluster
+            .node()
+            .submit(dag, ExecuteOptions::default())
+            .await
+            .expect("submitted");
+        drop(back); // SIGKILL
+        tokio::time::timeout(
+            DEADLINE,
+            changes.wait_for(|peers| peers.iter().all(|p| p.node != back_id)),
+        )
+        .await
+        .expect("seen gone in time")
+        .expect("bridge running");
+        let mut again = Proc::spawn("back", &back_args);
+        let again_address = again.address();
+        assert_ne!(again_address, back_address, "a new address");
+        assert!(
+            again_address.ends_with(back_id.as_str()),
+            "the same node id"
+        );
+        let done = tokio::time::timeout(DEADLINE, handle)
+            .await
+            .expect("in time")
+            .expect("runs on the node that came back");
+        assert_eq!(done.results.node("there"), Some(&back_id));
+        assert_eq!(done.results.get::<i64>("there"), Ok(200));
+        cluster.shutdown().await.expect("shutdown");
+        again.drain();
+    });
+    stays.drain();
+}
