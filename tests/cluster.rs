@@ -911,7 +911,6 @@ fn a_killed_node_that_comes_back_gets_its_work() {
         .expect("bridge running");
         let mut again = Proc::spawn("back", &back_args);
         let again_address = again.address();
-        assert_ne!(again_address, back_address, "a new address");
         assert!(
             again_address.ends_with(back_id.as_str()),
             "the same node id"
