@@ -608,22 +608,17 @@ impl Bridge {
             Request::Execute(execute) => match self.missing_code(&execute) {
                 Some(code) => Response::Error(RpcError::UnknownCode { code }),
                 None => {
-                    let accepted = Response::Accepted {
-                        dag: execute.dag.clone(),
-                        function: execute.function.id().clone(),
-                        attempt: execute.attempt,
-                    };
                     let (transport, dag) = (self.transport.clone(), execute.dag.clone());
                     let id = transport.track(&dag, &from);
                     let serving = {
-                        let (transport, dag, from) = (transport.clone(), dag.clone(), from.clone());
+                        let (transport, dag) = (transport.clone(), dag.clone());
                         actix::spawn(async move {
-                            serve_execute(transport.clone(), from, execute).await;
+                            serve_execute(transport.clone(), from, execute, channel).await;
                             transport.untrack(&dag, id);
                         })
                     };
                     transport.set_abort(&dag, id, serving.abort_handle());
-                    accepted
+                    return;
                 }
             },
             Request::Finished(report) => {

@@ -27,9 +27,10 @@ pub enum Request {
         /// The sender's human-readable name.
         name: String,
     },
-    /// Runs a function on the receiver. Answered at once with [`Response::Accepted`] (or an
-    /// error); the outcome comes back later as a [`Request::Finished`] from the receiver, so
-    /// that a long function never runs into the request timeout.
+    /// Runs a function on the receiver. Answered with the outcome ([`Response::Finished`])
+    /// when the function ends quickly, else with [`Response::Accepted`] (or an error) and the
+    /// outcome later as a [`Request::Finished`] from the receiver, so that a long function
+    /// never runs into the request timeout.
     Execute(ExecuteRequest),
     /// Reads (a chunk of) a value stored on the receiver. Answered with [`Response::Chunk`].
     Fetch(FetchRequest),
@@ -300,6 +301,9 @@ pub enum Response {
         /// The attempt.
         attempt: u32,
     },
+    /// Answers [`Request::Execute`] when the function ended quickly: its outcome (no
+    /// [`Request::Finished`] follows).
+    Finished(FinishedReport),
     /// Answers [`Request::Fetch`].
     Chunk(Chunk),
     /// Answers [`Request::Resources`].
@@ -325,6 +329,7 @@ impl Response {
         match self {
             Response::Hello { .. } => "Hello",
             Response::Accepted { .. } => "Accepted",
+            Response::Finished(_) => "Finished",
             Response::Chunk(_) => "Chunk",
             Response::Resources { .. } => "Resources",
             Response::Stats(_) => "Stats",

@@ -24,7 +24,7 @@ use handoff_actors::{
 use handoff_core::{CallError, CodeName, DagId, FunctionId, NodeId, Value};
 use tokio::sync::Semaphore;
 
-use crate::client::Client;
+use crate::client::{Client, ResponseChannel};
 use crate::error::{FetchError, RequestError};
 use crate::protocol::{
     ArgumentSource, ExecuteRequest, FinishedReport, Outcome, Request, Response, RpcError,
@@ -472,6 +472,14 @@ impl Transport for NetTransport {
             };
             let refused = match request_patiently(&inner, &node, request).await {
                 Ok(Response::Accepted { .. }) => None,
+                // It ran quickly: the answer is the outcome.
+                Ok(Response::Finished(report)) => {
+                    NetTransport {
+                        inner: Arc::clone(&inner),
+                    }
+                    .finished(&node, report);
+                    None
+                }
                 Ok(other) => Some(unavailable(format!(
                     "it answered {} to an execute request",
                     other.kind()
@@ -535,7 +543,57 @@ impl Transport for NetTransport {
 }
 
 /// Runs a function `from` sent here (already accepted) and reports to it.
-pub(crate) async fn serve_execute(transport: NetTransport, from: NodeId, request: ExecuteRequest) {
+/// Runs a function `from` sent here and answers: with the outcome itself when it is
+/// ready within [`QUICK_ANSWER`] (one round trip for a quick function), else with
+/// `Accepted` at once and a [`Request::Finished`] report later (so a long function never
+/// runs into the request timeout).
+pub(crate) async fn serve_execute(
+    transport: NetTransport,
+    from: NodeId,
+    request: ExecuteRequest,
+    channel: ResponseChannel,
+) {
+    let accepted = Response::Accepted {
+        dag: request.dag.clone(),
+        function: request.function.id().clone(),
+        attempt: request.attempt,
+    };
+    let client = transport.inner.client.clone();
+    let work = run_execute(&transport, &from, request);
+    futures::pin_mut!(work);
+    let late = match tokio::time::timeout(QUICK_ANSWER, &mut work).await {
+        Ok(report) => {
+            // If this answer is lost, the sender learns nothing: it times out and runs the
+            // function again.
+            if let Err(error) = client.respond(channel, Response::Finished(report)).await {
+                tracing::debug!(node = %from, "could not answer an execute request: {error}");
+            }
+            return;
+        }
+        Err(_) => {
+            if let Err(error) = client.respond(channel, accepted).await {
+                tracing::debug!(node = %from, "could not accept an execute request: {error}");
+            }
+            work.await
+        }
+    };
+    let report = Request::Finished(late);
+    if let Err(error) = request_patiently(&transport.inner, &from, report).await {
+        tracing::warn!(node = %from, "could not report a finished function: {error}");
+    }
+}
+
+/// How long a node running a function another node sent it waits for the outcome before
+/// answering `Accepted` (and reporting the outcome later).
+const QUICK_ANSWER: Duration = Duration::from_millis(50);
+
+/// Runs a function `from` sent here: fetches its arguments, runs it under this node's own
+/// reservation, and says what became of it.
+async fn run_execute(
+    transport: &NetTransport,
+    from: &NodeId,
+    request: ExecuteRequest,
+) -> FinishedReport {
     let inner = &transport.inner;
     let ExecuteRequest {
         dag,
@@ -627,13 +685,10 @@ pub(crate) async fn serve_execute(transport: NetTransport, from: NodeId, request
             }
         }
     };
-    let report = Request::Finished(FinishedReport {
+    FinishedReport {
         dag,
         function: id,
         attempt,
         outcome,
-    });
-    if let Err(error) = request_patiently(inner, &from, report).await {
-        tracing::warn!(node = %from, "could not report a finished function: {error}");
     }
 }
