@@ -896,6 +896,9 @@ fn a_killed_node_that_comes_back_gets_its_work() {
             )
             .validate()
             .expect("valid");
+        // A direct connection to it (a peer known only through gossip is declared gone
+        // after the announcement time-to-live; one connected to, as soon as it dies).
+        cluster.node_resources(&back_id).await.expect("asked");
         let handle = cluster
             .node()
             .submit(dag, ExecuteOptions::default())

@@ -67,24 +67,42 @@ pub struct Announcement {
     pub state: NodeState,
 }
 
-/// Why a received announcement was not accepted.
+/// Why a received announcement was not accepted ([`Announcement::decode`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum AnnouncementError {
+pub enum AnnouncementError {
     /// Larger than the limit (checked before decoding).
     #[error("announcement of {len} bytes exceeds the maximum of {max}")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Not a valid announcement.
     #[error("malformed announcement: {reason}")]
-    Malformed { reason: String },
+    Malformed {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The gossip message carries no signer (impossible with strict validation).
     #[error("unsigned announcement")]
     Unsigned,
     /// The node id inside does not match the signer of the message.
     #[error("announcement for node {claimed} signed by {signer}")]
-    ForeignNode { claimed: NodeId, signer: NodeId },
+    ForeignNode {
+        /// The node the announcement names.
+        claimed: NodeId,
+        /// The node that signed it.
+        signer: NodeId,
+    },
     /// The node speaks another protocol version.
     #[error("protocol version mismatch: ours `{ours}`, theirs `{theirs}`")]
-    VersionMismatch { ours: String, theirs: String },
+    VersionMismatch {
+        /// Our version.
+        ours: String,
+        /// The sender's.
+        theirs: String,
+    },
 }
 
 impl AnnouncementError {
@@ -104,6 +122,21 @@ pub(crate) fn encode(announcement: &Announcement) -> Result<Vec<u8>, rmp_serde::
     rmp_serde::to_vec_named(announcement)
 }
 
+impl Announcement {
+    /// Decodes and checks the payload of a gossip message, as the event loop does with
+    /// every announcement it receives: at most `max_bytes` (checked before decoding), a
+    /// well-formed MessagePack announcement, naming its `signer`, of protocol `version`,
+    /// without negative amounts. Never panics, whatever the bytes.
+    pub fn decode(
+        data: &[u8],
+        signer: Option<PeerId>,
+        max_bytes: usize,
+        version: &str,
+    ) -> Result<Announcement, AnnouncementError> {
+        decode(data, signer, max_bytes, version)
+    }
+}
+
 /// Decodes and checks a gossip message's payload.
 pub(crate) fn decode(
     data: &[u8],
@@ -119,7 +152,7 @@ pub(crate) fn decode(
     }
     let signer = source.ok_or(AnnouncementError::Unsigned)?;
     let announcement: Announcement =
-        rmp_serde::from_slice(data).map_err(|e| AnnouncementError::Malformed {
+        crate::codec::decode(data).map_err(|e| AnnouncementError::Malformed {
             reason: e.to_string(),
         })?;
     let signer = node_id_of(&signer);
@@ -207,10 +240,64 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn deep_nesting_and_inflated_lengths_are_malformed() {
+        let peer = PeerId::random();
+        let valid = encode(&sample(&peer)).expect("encode");
+        // One more field, nested 10 000 arrays deep (the top-level map has 6 fields).
+        let mut deep = valid.clone();
+        assert_eq!(deep[0], 0x86);
+        deep[0] = 0x87;
+        deep.extend_from_slice(&[0xa1, b'x']);
+        deep.extend(std::iter::repeat_n(0x91, 10_000));
+        deep.push(0xc0);
+        assert!(matches!(
+            decode(&deep, Some(peer), 1 << 20, "v1"),
+            Err(AnnouncementError::Malformed { .. })
+        ));
+        // The code names cut off by an array header claiming 65 535 of them.
+        let at = valid
+            .windows(10)
+            .position(|w| w == b"code_names")
+            .expect("field")
+            + 10;
+        let mut inflated = valid[..at].to_vec();
+        inflated.extend_from_slice(&[0xdc, 0xff, 0xff]);
+        assert!(matches!(
+            decode(&inflated, Some(peer), 1 << 20, "v1"),
+            Err(AnnouncementError::Malformed { .. })
+        ));
+    }
+
     proptest! {
         #[test]
         fn random_payloads_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = decode(&bytes, Some(PeerId::random()), 1024, "v1");
+        }
+
+        /// A valid announcement with bytes flipped, inserted or removed: never a panic,
+        /// and what is still accepted is an announcement that survives a round trip.
+        #[test]
+        fn mutated_announcements_never_panic(
+            edits in proptest::collection::vec((0_u8..3, any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        ) {
+            let peer = PeerId::random();
+            let mut bytes = encode(&sample(&peer)).expect("encode");
+            for (op, at, byte) in edits {
+                let i = at.index(bytes.len() + 1);
+                match op {
+                    0 if i < bytes.len() => bytes[i] ^= byte.max(1),
+                    1 => bytes.insert(i, byte),
+                    _ if i < bytes.len() => {
+                        bytes.remove(i);
+                    }
+                    _ => {}
+                }
+            }
+            if let Ok(announcement) = decode(&bytes, Some(peer), 1 << 20, "v1") {
+                let again = encode(&announcement).expect("encode");
+                prop_assert_eq!(decode(&again, Some(peer), 1 << 20, "v1"), Ok(announcement));
+            }
         }
     }
 }

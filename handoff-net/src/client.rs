@@ -365,7 +365,10 @@ impl Client {
         if first.bytes.len() as u64 == total_len {
             return Ok(Value::from_msgpack(first.bytes));
         }
-        let mut buffer = BytesMut::with_capacity(total_len as usize);
+        // The buffer grows with the bytes that actually arrive: the length a peer claims
+        // is not trusted with an allocation (at most a window of chunks ahead).
+        let ahead = chunk_len.saturating_mul(self.fetch.window as u64 + 1);
+        let mut buffer = BytesMut::with_capacity(total_len.min(ahead) as usize);
         buffer.extend_from_slice(&first.bytes);
         let mut next = chunk_len;
         let mut in_flight = FuturesOrdered::new();

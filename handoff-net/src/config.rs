@@ -83,6 +83,7 @@ pub struct Config {
     pub(crate) max_value_bytes: u64,
     pub(crate) max_announcement_bytes: usize,
     pub(crate) max_in_flight_per_peer: usize,
+    pub(crate) max_inbound_per_peer: usize,
     pub(crate) event_capacity: usize,
     pub(crate) command_capacity: usize,
     #[cfg(feature = "mdns")]
@@ -115,6 +116,7 @@ impl Config {
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             max_announcement_bytes: DEFAULT_MAX_ANNOUNCEMENT_BYTES,
             max_in_flight_per_peer: DEFAULT_MAX_IN_FLIGHT_PER_PEER,
+            max_inbound_per_peer: None,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             command_capacity: DEFAULT_COMMAND_CAPACITY,
             #[cfg(feature = "mdns")]
@@ -163,6 +165,10 @@ impl Config {
     pub fn max_in_flight_per_peer(&self) -> usize {
         self.max_in_flight_per_peer
     }
+    /// The cap on inbound requests from one peer waiting for their answer.
+    pub fn max_inbound_per_peer(&self) -> usize {
+        self.max_inbound_per_peer
+    }
     /// The request-response streams allowed per connection: `2 × max_in_flight_per_peer + 16`.
     pub fn max_concurrent_streams(&self) -> usize {
         2 * self.max_in_flight_per_peer + 16
@@ -194,6 +200,7 @@ pub struct ConfigBuilder {
     max_value_bytes: u64,
     max_announcement_bytes: usize,
     max_in_flight_per_peer: usize,
+    max_inbound_per_peer: Option<usize>,
     event_capacity: usize,
     command_capacity: usize,
     #[cfg(feature = "mdns")]
@@ -404,6 +411,25 @@ impl ConfigBuilder {
         self
     }
 
+    /// The cap on inbound requests from one peer that wait for their answer at once
+    /// (default: [`max_in_flight_per_peer`](Self::max_in_flight_per_peer), so that a peer
+    /// configured like this node never reaches it). A request from a peer at the cap is
+    /// answered at once with [`RpcError::Busy`](crate::RpcError::Busy) (a sender retries
+    /// later) and never reaches the application: a peer that floods requests is throttled
+    /// to this many, and the event channel and the node's work stay open to the others.
+    /// Requests count from their arrival (also while their peer's protocol version is not
+    /// verified yet) until their answer is sent or they fail (the application dropped the
+    /// [`ResponseChannel`](crate::ResponseChannel), the request timed out, the connection
+    /// closed). `Hello` requests, answered by the event loop itself, do not count.
+    ///
+    /// The event channel is shared: with many peers at their cap it can still fill up
+    /// ([`event_capacity`](Self::event_capacity)), and further requests are then answered
+    /// Busy whoever sends them.
+    pub fn max_inbound_per_peer(mut self, cap: usize) -> Self {
+        self.max_inbound_per_peer = Some(cap);
+        self
+    }
+
     /// The capacity of the event channel returned by `start` (default 1024). When it is
     /// full, inbound requests are answered with [`RpcError::Busy`](crate::RpcError::Busy);
     /// membership events (peers announced, gone, refused) wait for room, in order.
@@ -449,6 +475,11 @@ impl ConfigBuilder {
         }
         for (field, n) in [
             ("max_in_flight_per_peer", self.max_in_flight_per_peer),
+            (
+                "max_inbound_per_peer",
+                self.max_inbound_per_peer
+                    .unwrap_or(self.max_in_flight_per_peer),
+            ),
             ("fetch_window", self.fetch_window),
             ("event_capacity", self.event_capacity),
             ("command_capacity", self.command_capacity),
@@ -551,6 +582,9 @@ impl ConfigBuilder {
             max_value_bytes: self.max_value_bytes,
             max_announcement_bytes: self.max_announcement_bytes,
             max_in_flight_per_peer: self.max_in_flight_per_peer,
+            max_inbound_per_peer: self
+                .max_inbound_per_peer
+                .unwrap_or(self.max_in_flight_per_peer),
             event_capacity: self.event_capacity,
             command_capacity: self.command_capacity,
             #[cfg(feature = "mdns")]
@@ -572,6 +606,24 @@ mod tests {
         assert_eq!(config.peer_ttl, DEFAULT_ANNOUNCE_INTERVAL * 3);
         assert_eq!(config.max_concurrent_streams(), 272);
         assert!(config.max_concurrent_streams() < 512);
+        assert_eq!(
+            config.max_inbound_per_peer(),
+            DEFAULT_MAX_IN_FLIGHT_PER_PEER
+        );
+        let custom = Config::builder(key.clone())
+            .max_in_flight_per_peer(64)
+            .build()
+            .expect("custom");
+        assert_eq!(
+            custom.max_inbound_per_peer(),
+            64,
+            "follows the outbound cap"
+        );
+        let custom = Config::builder(key.clone())
+            .max_inbound_per_peer(8)
+            .build()
+            .expect("custom");
+        assert_eq!(custom.max_inbound_per_peer(), 8);
         assert_eq!(
             config.listen_addresses()[0].to_string(),
             "/ip4/0.0.0.0/tcp/0"
@@ -616,6 +668,12 @@ mod tests {
             b().max_request_bytes(16).build(),
             Err(ConfigError::FrameLimitTooSmall { .. })
         ));
+        assert_eq!(
+            b().max_inbound_per_peer(0).build().map(|_| ()),
+            Err(ConfigError::Zero {
+                field: "max_inbound_per_peer"
+            })
+        );
         assert!(matches!(
             b().max_in_flight_per_peer(2).build(),
             Err(ConfigError::FetchWindowTooLarge { window: 4, cap: 2 })

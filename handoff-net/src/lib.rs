@@ -67,7 +67,7 @@ mod protocol;
 mod swarm;
 mod transport;
 
-pub use announce::{Announcement, NodeState};
+pub use announce::{Announcement, AnnouncementError, NodeState};
 pub use client::{Client, GoneReason, Hello, NetEvent, Refusal, ResponseChannel};
 pub use cluster_node::{
     ClusterNode, ClusterStartError, DiscoverError, DiscoveredNode, GetValueError,

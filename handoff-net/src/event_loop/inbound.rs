@@ -1,4 +1,5 @@
-//! Requests from peers, and checking their protocol versions.
+//! Requests from peers, the per-peer cap on those waiting for an answer, and checking
+//! peers' protocol versions.
 
 use super::*;
 
@@ -7,8 +8,10 @@ impl EventLoop {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 Message::Request {
-                    request, channel, ..
-                } => self.on_inbound(peer, request, channel),
+                    request_id,
+                    request,
+                    channel,
+                } => self.on_inbound(peer, request_id, request, channel),
                 Message::Response {
                     request_id,
                     response,
@@ -51,19 +54,42 @@ impl EventLoop {
                 };
                 let _ = pending.reply.send(Err(error));
             }
-            request_response::Event::InboundFailure { peer, error, .. } => match &error {
-                InboundFailure::Io(e) if FrameError::of(e).is_some() => {
-                    tracing::warn!(peer = %peer, "refused an inbound request: {e}");
+            request_response::Event::InboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.inbound_done(request_id);
+                match &error {
+                    InboundFailure::Io(e) if FrameError::of(e).is_some() => {
+                        let refused = self.refused_frames.entry(peer).or_default();
+                        *refused += 1;
+                        // A peer sending garbage costs what it sends (the codec allocates
+                        // with the bytes received); its log lines are rationed.
+                        if refused.is_power_of_two() {
+                            tracing::warn!(
+                                peer = %peer,
+                                refused = *refused,
+                                "refused an inbound request: {e}"
+                            );
+                        } else {
+                            tracing::debug!(peer = %peer, "refused an inbound request: {e}");
+                        }
+                    }
+                    _ => tracing::debug!(peer = %peer, "inbound request failed: {error}"),
                 }
-                _ => tracing::debug!(peer = %peer, "inbound request failed: {error}"),
-            },
-            request_response::Event::ResponseSent { .. } => {}
+            }
+            request_response::Event::ResponseSent { request_id, .. } => {
+                self.inbound_done(request_id)
+            }
         }
     }
 
     fn on_inbound(
         &mut self,
         peer: PeerId,
+        id: InboundRequestId,
         request: Request,
         channel: request_response::ResponseChannel<Response>,
     ) {
@@ -91,25 +117,74 @@ impl EventLoop {
         }
         if let Some(theirs) = self.refused.get(&peer).cloned() {
             self.refuse_version(channel, theirs);
-        } else if self.verified.contains(&peer) {
+            return;
+        }
+        let pending = self.inbound_per_peer.get(&peer).copied().unwrap_or(0);
+        if pending >= self.max_inbound_per_peer {
+            self.throttle(peer, pending, request.kind(), channel);
+            return;
+        }
+        self.inbound_per_peer.insert(peer, pending + 1);
+        self.inbound.insert(id, peer);
+        if self.verified.contains(&peer) {
             self.forward(peer, request, channel);
         } else {
-            let held = self.held.entry(peer).or_default();
-            if held.len() >= self.max_in_flight_per_peer {
-                let limit = self.max_in_flight_per_peer as u32;
-                let response = Response::Error(RpcError::Busy {
-                    pending: limit,
-                    limit,
-                });
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .rpc
-                    .send_response(channel, response);
-            } else {
-                held.push((request, channel));
+            self.held.entry(peer).or_default().push((request, channel));
+        }
+    }
+
+    /// Answers Busy to a request from a peer at its inbound cap.
+    fn throttle(
+        &mut self,
+        peer: PeerId,
+        pending: usize,
+        kind: crate::protocol::RequestKind,
+        channel: request_response::ResponseChannel<Response>,
+    ) {
+        let limit = self.max_inbound_per_peer;
+        if self.throttled.insert(peer) {
+            tracing::warn!(
+                peer = %peer,
+                pending,
+                limit,
+                "peer at its cap of inbound requests: answering Busy until some are answered"
+            );
+        } else {
+            tracing::debug!(peer = %peer, "answering an inbound {kind} request with Busy");
+        }
+        let response = Response::Error(RpcError::Busy {
+            pending: u32::try_from(pending).unwrap_or(u32::MAX),
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        });
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .rpc
+            .send_response(channel, response);
+    }
+
+    /// An inbound request was answered or failed: it no longer counts against its peer.
+    fn inbound_done(&mut self, id: InboundRequestId) {
+        let Some(peer) = self.inbound.remove(&id) else {
+            return;
+        };
+        if let Some(n) = self.inbound_per_peer.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.inbound_per_peer.remove(&peer);
+                self.throttled.remove(&peer);
             }
         }
+    }
+
+    /// Forgets the inbound requests of a peer whose last connection closed (libp2p also
+    /// reports each as failed; this keeps the counts right whatever the order).
+    pub(super) fn forget_inbound(&mut self, peer: PeerId) {
+        if self.inbound_per_peer.remove(&peer).is_some() {
+            self.inbound.retain(|_, p| *p != peer);
+        }
+        self.throttled.remove(&peer);
+        self.refused_frames.remove(&peer);
     }
 
     /// Answers a request from a peer of another protocol version with the mismatch.

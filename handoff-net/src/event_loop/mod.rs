@@ -12,7 +12,9 @@ use futures::stream::FuturesUnordered;
 use handoff_core::NodeId;
 use libp2p::core::transport::ListenerId;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId, PublishError};
-use libp2p::request_response::{self, InboundFailure, Message, OutboundFailure, OutboundRequestId};
+use libp2p::request_response::{
+    self, InboundFailure, InboundRequestId, Message, OutboundFailure, OutboundRequestId,
+};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, ListenError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, TransportError, identify};
@@ -119,6 +121,7 @@ pub async fn start(config: Config) -> Result<(Client, mpsc::Receiver<NetEvent>),
         peer_ttl: config.peer_ttl,
         max_announcement_bytes: config.max_announcement_bytes,
         max_in_flight_per_peer: config.max_in_flight_per_peer,
+        max_inbound_per_peer: config.max_inbound_per_peer,
         event_capacity: config.event_capacity,
         listeners: listeners.iter().map(|(id, _)| *id).collect(),
         pending: HashMap::new(),
@@ -129,6 +132,10 @@ pub async fn start(config: Config) -> Result<(Client, mpsc::Receiver<NetEvent>),
         refused: HashMap::new(),
         disconnects: FuturesUnordered::new(),
         held: HashMap::new(),
+        inbound: HashMap::new(),
+        inbound_per_peer: HashMap::new(),
+        throttled: HashSet::new(),
+        refused_frames: HashMap::new(),
         backlog: VecDeque::new(),
     };
     event_loop
@@ -174,6 +181,7 @@ struct EventLoop {
     peer_ttl: Duration,
     max_announcement_bytes: usize,
     max_in_flight_per_peer: usize,
+    max_inbound_per_peer: usize,
     event_capacity: usize,
     listeners: Vec<ListenerId>,
     /// Outbound requests awaiting their response, by libp2p's request id.
@@ -191,6 +199,18 @@ struct EventLoop {
     disconnects: FuturesUnordered<BoxFuture<'static, PeerId>>,
     /// Inbound requests from connected peers not verified yet, answered once they are.
     held: HashMap<PeerId, Vec<(Request, request_response::ResponseChannel<Response>)>>,
+    /// Inbound requests waiting for their answer (held, or handed to the application),
+    /// with their peer: the per-peer cap counts them until libp2p reports the answer sent
+    /// or the request failed.
+    inbound: HashMap<InboundRequestId, PeerId>,
+    /// How many of `inbound` each peer has.
+    inbound_per_peer: HashMap<PeerId, usize>,
+    /// Peers answered Busy for being at their inbound cap, until their count falls back
+    /// to zero (so a flood is logged once, not once per request).
+    throttled: HashSet<PeerId>,
+    /// Inbound frames refused per connected peer (too large, malformed), to log the 1st,
+    /// 2nd, 4th, 8th… only.
+    refused_frames: HashMap<PeerId, u64>,
     /// Membership events (peers announced, gone, refused) waiting for room in the event
     /// channel: they are never dropped, and leave in the order they happened.
     backlog: VecDeque<NetEvent>,
@@ -542,6 +562,7 @@ impl EventLoop {
                 if num_established == 0 {
                     self.verified.remove(&peer_id);
                     self.held.remove(&peer_id);
+                    self.forget_inbound(peer_id);
                     let node = node_id_of(&peer_id);
                     if self.peers.remove(&node) {
                         tracing::info!(%node, "peer disconnected");
