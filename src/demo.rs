@@ -26,6 +26,7 @@
 //! | `resize` | `(Tile, u32 factor) -> Tile` | shrinks a tile by `factor`, averaging blocks |
 //! | `filter` | `(Tile) -> Tile` | a 3×3 box blur |
 //! | `gpu_enhance` | `(Tile) -> Tile` | stretches the contrast to the full 0–255 range |
+//! | `hold_tile` | `(Tile, u64 ms) -> Tile` | passes a tile on after sleeping `ms` (for failure tests) |
 //! | `aggregate` | `(List<Tile>) -> Summary` | a [`Summary`] of an as-list argument of tiles |
 //!
 //! Each is also a plain Rust function here (or a one-liner in [`registry`]), so a
@@ -292,6 +293,9 @@ pub fn registry() -> Result<Registry, RegisterError> {
     })?;
     registry.register("filter", |tile: Shared<Tile>| filter(&tile))?;
     registry.register("gpu_enhance", |tile: Shared<Tile>| gpu_enhance(&tile))?;
+    registry.register_fallible("hold_tile", |tile: Shared<Tile>, ms: u64| {
+        sleep_ms(ms).map(|_| tile)
+    })?;
     registry.register("aggregate", |tiles: List<Shared<Tile>>| {
         aggregate(tiles.iter().map(|tile| &**tile))
     })?;
@@ -516,6 +520,7 @@ mod tests {
                 "format_result",
                 "gpu_enhance",
                 "gpu_process",
+                "hold_tile",
                 "identity",
                 "len_of",
                 "load_data",

@@ -929,3 +929,211 @@ fn a_killed_node_that_comes_back_gets_its_work() {
     });
     stays.drain();
 }
+
+/// Starts a coordinator in this process (no resources, `grace` for lost nodes) joined to
+/// `bootstrap`, and waits until its resource manager can run functions on `peers` nodes.
+async fn coordinator(key: &Path, bootstrap: &str, grace: Duration, peers: usize) -> ClusterNode {
+    let net = NetConfig::builder(ClusterKey::from_file(key).expect("read the key"))
+        .name("coordinator")
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
+        .bootstrap(bootstrap.parse().expect("multiaddr"))
+        .build()
+        .expect("config");
+    let node = NodeConfig::new(net.node_id(), Registry::new()).node_grace(grace);
+    let cluster = ClusterNode::start(node, net).await.expect("start");
+    let mut changes = cluster.peer_changes();
+    tokio::time::timeout(DEADLINE, changes.wait_for(|p| p.len() == peers))
+        .await
+        .expect("discovered in time")
+        .expect("bridge running");
+    while cluster.node().discover_nodes().await.expect("nodes").len() < peers + 1 {
+        let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
+    }
+    cluster
+}
+
+/// The id of the peer named `name`, connected to directly (so that its death is seen
+/// as soon as its connection closes, not after the announcement time-to-live).
+async fn connected_peer(cluster: &ClusterNode, name: &str) -> NodeId {
+    let node = cluster
+        .discover_nodes()
+        .await
+        .expect("nodes")
+        .into_iter()
+        .find(|n| n.name == name)
+        .unwrap_or_else(|| panic!("{name} discovered"))
+        .node;
+    cluster.node_resources(&node).await.expect("asked");
+    node
+}
+
+#[test]
+fn a_function_pinned_to_a_killed_worker_fails_after_the_grace_period() {
+    let dir = TempDir::new("pinned-dead");
+    let key = keygen(&dir, "cluster.key");
+    let key_path = key_arg(&key);
+    let mut stays = Proc::spawn("stays", &["--key", &key_path, "--cpu", "1"]);
+    let address = stays.address();
+    let mut victim = Proc::spawn(
+        "victim",
+        &["--key", &key_path, "--cpu", "1", "--bootstrap", &address],
+    );
+    victim.address();
+    let grace = Duration::from_millis(500);
+    actix::System::new().block_on(async move {
+        let cluster = coordinator(&key, &address, grace, 2).await;
+        let stays_id = connected_peer(&cluster, "stays").await;
+        let victim_id = connected_peer(&cluster, "victim").await;
+        let dag = Dag::new()
+            .with(
+                Function::new("hold", "sleep_ms")
+                    .extra_arg(300_u64)
+                    .pinned(stays_id),
+            )
+            .with(
+                Function::new("there", "identity")
+                    .arg("hold")
+                    .pinned(victim_id.clone()),
+            )
+            .validate()
+            .expect("valid");
+        let handle = cluster
+            .node()
+            .submit(dag, ExecuteOptions::default())
+            .await
+            .expect("submitted");
+        drop(victim); // SIGKILL
+        let err = tokio::time::timeout(DEADLINE, handle)
+            .await
+            .expect("in time")
+            .expect_err("its node never came back");
+        match err {
+            ExecuteError::Allocation(handoff::AllocationError::NodeDown {
+                function,
+                node,
+                grace: waited,
+            }) => {
+                assert_eq!(function.as_str(), "there");
+                assert_eq!(node, victim_id);
+                assert_eq!(waited, grace);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        cluster.shutdown().await.expect("shutdown");
+    });
+    stays.drain();
+}
+
+/// Picks `prefer` whenever the cost fits there now, else any node where it does.
+struct Prefer(NodeId);
+
+impl handoff::Allocator for Prefer {
+    fn choose(&self, cost: Option<&Resources>, nodes: &[handoff::NodeView<'_>]) -> Option<usize> {
+        nodes
+            .iter()
+            .position(|n| *n.id == self.0 && n.fits_now(cost))
+            .or_else(|| nodes.iter().position(|n| n.fits_now(cost)))
+    }
+}
+
+/// A worker process dies holding two generations of tiles (a tile and its filtered
+/// copy, both too big to travel inline); the aggregate still needs the second: both are
+/// recomputed on the survivor and the summary is the one computed locally.
+#[test]
+fn tiles_lost_with_a_killed_worker_are_recomputed_two_levels_deep() {
+    use futures::StreamExt;
+    use handoff::demo;
+    let dir = TempDir::new("lineage");
+    let key = keygen(&dir, "cluster.key");
+    let key_path = key_arg(&key);
+    let mut survivor = Proc::spawn("survivor", &["--key", &key_path, "--cpu", "2"]);
+    let address = survivor.address();
+    let mut victim = Proc::spawn(
+        "victim",
+        &["--key", &key_path, "--cpu", "2", "--bootstrap", &address],
+    );
+    victim.address();
+    actix::System::new().block_on(async move {
+        let cluster = coordinator(&key, &address, DEADLINE, 2).await;
+        let survivor_id = connected_peer(&cluster, "survivor").await;
+        let victim_id = connected_peer(&cluster, "victim").await;
+        let cpu = || Resources::new().cpu(1);
+        let dag = Dag::new()
+            .with(
+                Function::new("a", "make_tile")
+                    .extra_arg(1_u32)
+                    .extra_arg(160_u32)
+                    .with_cost(cpu()),
+            )
+            .with(Function::new("b", "filter").arg("a").with_cost(cpu()))
+            .with(
+                Function::new("s", "make_tile")
+                    .extra_arg(2_u32)
+                    .extra_arg(160_u32)
+                    .pinned(survivor_id.clone()),
+            )
+            .with(
+                Function::new("w", "hold_tile")
+                    .arg("s")
+                    .extra_arg(700_u64)
+                    .pinned(survivor_id.clone()),
+            )
+            .with(
+                Function::new("agg", "aggregate")
+                    .args(["b", "w"])
+                    .as_list()
+                    .with_cost(cpu()),
+            )
+            .validate()
+            .expect("valid");
+        let options = ExecuteOptions::default()
+            .allocation_strategy(handoff::AllocationStrategy::Custom(std::sync::Arc::new(
+                Prefer(victim_id.clone()),
+            )))
+            .free_intermediates(["agg"])
+            .events(4096);
+        let mut handle = cluster
+            .node()
+            .submit(dag, options)
+            .await
+            .expect("submitted");
+        let mut events = handle.events().expect("events");
+        loop {
+            let event = tokio::time::timeout(DEADLINE, events.next())
+                .await
+                .expect("events in time")
+                .expect("runs");
+            if matches!(&event.kind, handoff::EventKind::Stored { function, node }
+                if function.as_str() == "b" && *node == victim_id)
+            {
+                break;
+            }
+        }
+        drop(victim); // SIGKILL, with `a` and `b` held only there
+        let mut recomputed = Vec::new();
+        while let Some(event) = tokio::time::timeout(DEADLINE, events.next())
+            .await
+            .expect("events in time")
+        {
+            if let handoff::EventKind::Recomputing { function, .. } = &event.kind {
+                recomputed.push(function.as_str().to_owned());
+            }
+        }
+        recomputed.sort();
+        assert_eq!(recomputed, ["a", "b"]);
+        let done = tokio::time::timeout(DEADLINE, handle)
+            .await
+            .expect("in time")
+            .expect("completes");
+        let expected = demo::aggregate([
+            &demo::filter(&demo::make_tile(1, 160).expect("tile")),
+            &demo::make_tile(2, 160).expect("tile"),
+        ]);
+        assert_eq!(done.results.get::<demo::Summary>("agg"), Ok(expected));
+        for f in ["a", "b", "agg"] {
+            assert_eq!(done.results.node(f), Some(&survivor_id), "{f}");
+        }
+        cluster.shutdown().await.expect("shutdown");
+    });
+    survivor.drain();
+}
