@@ -64,7 +64,7 @@ pub use handoff_net::{
     Client as NetClient, ClientError as NetClientError, ClusterKey, ClusterKeyError, ClusterNode,
     ClusterStartError, Config as NetConfig, ConfigBuilder as NetConfigBuilder,
     ConfigError as NetConfigError, DiscoverError, DiscoveredNode, GetValueError,
-    INLINE_RESULT_BYTES, Keypair, Multiaddr, NodeState, PeerId, RegisterCapacityError,
+    INLINE_RESULT_BYTES, Keypair, Multiaddr, NodeState, NodeStats, PeerId, RegisterCapacityError,
     ResourcesQueryError, Security, TransferStats,
 };
 

@@ -75,10 +75,14 @@ struct Proc {
 
 impl Proc {
     fn spawn(name: &str, args: &[&str]) -> Proc {
-        let mut child = Command::new(BIN)
-            .arg("run")
-            .args(["--name", name])
-            .args(args)
+        let mut command = Command::new(BIN);
+        command.arg("run").args(["--name", name]).args(args);
+        Proc::start(name, command)
+    }
+
+    /// Starts `command` (stdin and stdout piped, stderr shown with `RUST_LOG`).
+    fn start(name: &str, mut command: Command) -> Proc {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(if std::env::var_os("RUST_LOG").is_some() {
@@ -87,7 +91,7 @@ impl Proc {
                 Stdio::null()
             })
             .spawn()
-            .expect("spawn handoff-node");
+            .expect("spawn the process");
         let stdout = child.stdout.take().expect("piped stdout");
         let stdin = child.stdin.take();
         let (tx, lines) = sync_channel(1024);
@@ -1136,4 +1140,181 @@ fn tiles_lost_with_a_killed_worker_are_recomputed_two_levels_deep() {
         cluster.shutdown().await.expect("shutdown");
     });
     survivor.drain();
+}
+
+/// The environment variables that make `coordinator_process` coordinate (it is run by
+/// `a_killed_coordinator_leaves_its_workers_clean`, as a child process of this test binary).
+const COORDINATE_AT: &str = "HANDOFF_TEST_COORDINATE_AT";
+const COORDINATE_KEY: &str = "HANDOFF_TEST_COORDINATE_KEY";
+const COORDINATE_WORKER: &str = "HANDOFF_TEST_COORDINATE_WORKER";
+
+/// Not a test on its own (ignored): the coordinator process of
+/// `a_killed_coordinator_leaves_its_workers_clean`. It submits a DAG to the worker, prints
+/// `running` once the worker holds a value and runs two calls, and waits to be killed.
+#[test]
+#[ignore = "run as a child process by a_killed_coordinator_leaves_its_workers_clean"]
+fn coordinator_process() {
+    use futures::StreamExt;
+    let (Ok(at), Ok(key), Ok(worker)) = (
+        std::env::var(COORDINATE_AT),
+        std::env::var(COORDINATE_KEY),
+        std::env::var(COORDINATE_WORKER),
+    ) else {
+        return;
+    };
+    let worker = NodeId::new(worker);
+    actix::System::new().block_on(async move {
+        let cluster = coordinator(Path::new(&key), &at, DEADLINE, 1).await;
+        let cpu = || Resources::new().cpu(1);
+        let dag = Dag::new()
+            .with(
+                Function::new("big", "bytes")
+                    .extra_arg(100_000_u64)
+                    .extra_arg(3_u8)
+                    .pinned(worker.clone()),
+            )
+            .with(
+                Function::new("held", "gate")
+                    .with_cost(cpu())
+                    .pinned(worker.clone()),
+            )
+            .with(
+                Function::new("also", "gate")
+                    .with_cost(cpu())
+                    .pinned(worker.clone()),
+            )
+            .with(
+                Function::new("queued", "len_of")
+                    .arg("big")
+                    .with_cost(Resources::new().cpu(2))
+                    .pinned(worker.clone()),
+            )
+            .validate()
+            .expect("valid");
+        let mut handle = cluster
+            .node()
+            .submit(dag, ExecuteOptions::default().events(1024))
+            .await
+            .expect("submitted");
+        let mut events = handle.events().expect("events");
+        let mut started = 0;
+        let mut stored = false;
+        while !(stored && started == 2) {
+            let event = events.next().await.expect("runs");
+            match &event.kind {
+                handoff::EventKind::Stored { function, .. } if function.as_str() == "big" => {
+                    stored = true;
+                }
+                handoff::EventKind::Reserved { function, .. }
+                    if function.as_str() == "held" || function.as_str() == "also" =>
+                {
+                    started += 1;
+                }
+                _ => {}
+            }
+        }
+        println!("running");
+        // Killed here by the test; the handle keeps the execution alive until then.
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)
+        })
+        .await;
+        drop(handle);
+    });
+}
+
+/// A coordinator process killed in the middle of an execution: after the grace period
+/// the worker (in this process) has dropped its value, its pending work and its
+/// reservations, and nothing it finishes afterwards is kept.
+#[test]
+fn a_killed_coordinator_leaves_its_workers_clean() {
+    let dir = TempDir::new("coordinator-death");
+    let key = keygen(&dir, "cluster.key");
+    let gate = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let mut registry = handoff::demo::registry().expect("demo registry");
+    {
+        let gate = std::sync::Arc::clone(&gate);
+        registry
+            .register_fallible("gate", move || {
+                let (open, changed) = &*gate;
+                let guard = open.lock().map_err(|_| "poisoned")?;
+                let (guard, _) = changed
+                    .wait_timeout_while(guard, DEADLINE, |open| !*open)
+                    .map_err(|_| "poisoned")?;
+                if *guard {
+                    Ok(1_u64)
+                } else {
+                    Err("the gate never opened")
+                }
+            })
+            .expect("gate");
+    }
+    let cluster_key = ClusterKey::from_file(&key).expect("read the key");
+    actix::System::new().block_on(async move {
+        let net = NetConfig::builder(cluster_key)
+            .name("worker")
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
+            .build()
+            .expect("config");
+        let node = NodeConfig::new(net.node_id(), registry)
+            .capabilities(Resources::new().cpu(2))
+            .node_grace(Duration::from_millis(300));
+        let worker = ClusterNode::start(node, net).await.expect("start");
+        let address = worker
+            .client()
+            .listen_addresses()
+            .await
+            .expect("addresses")
+            .into_iter()
+            .next()
+            .expect("an address");
+        let at = format!("{address}/p2p/{}", worker.id());
+        let mut command = Command::new(std::env::current_exe().expect("this test binary"));
+        command
+            .args(["--exact", "coordinator_process", "--ignored", "--nocapture"])
+            .env(COORDINATE_AT, &at)
+            .env(COORDINATE_KEY, key_arg(&key))
+            .env(COORDINATE_WORKER, worker.id().as_str());
+        let mut coordinator = Proc::start("coordinator", command);
+        let (tx, rx) = futures::channel::oneshot::channel();
+        // The child's output is read on a thread: its waits must not block this System.
+        let reader = std::thread::spawn(move || {
+            coordinator.wait_for("the running line", |l| (l == "running").then_some(()));
+            let _ = tx.send(());
+            coordinator
+        });
+        tokio::time::timeout(DEADLINE, rx)
+            .await
+            .expect("the coordinator runs its DAG in time")
+            .expect("reader thread");
+        let node = worker.node().clone();
+        let stats = worker.node_stats(worker.id()).await.expect("stats");
+        assert_eq!(stats.values, 1, "{stats:?}");
+        assert_eq!(stats.free.get("cpu"), handoff::Amount::ZERO, "{stats:?}");
+        drop(reader.join().expect("reader")); // SIGKILL
+        let clean = |stats: &handoff::NodeStats| {
+            stats.values == 0 && stats.free == stats.capacity && stats.serving == 0
+        };
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let mut opened = false;
+        loop {
+            let stats = worker.node_stats(worker.id()).await.expect("stats");
+            if stats.values == 0 && !opened {
+                // Its value is gone; the gated calls may end now: what they return must
+                // not be kept, and the cpu must come back.
+                let (open, changed) = &*gate;
+                *open.lock().expect("gate") = true;
+                changed.notify_all();
+                opened = true;
+            }
+            if opened && clean(&stats) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{stats:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(node.stored_values().await.expect("count"), 0);
+        worker.shutdown().await.expect("shutdown");
+    });
 }
