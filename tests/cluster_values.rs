@@ -84,3 +84,51 @@ async fn a_value_held_elsewhere_is_fetched_where_it_lives_and_cached() {
         Ok(Some(holder.id().clone()))
     );
 }
+
+#[actix::test]
+async fn a_value_stored_by_hand_on_a_node_that_left_is_reported_lost_with_it() {
+    let key = ClusterKey::generate();
+    let holder = start(&key, "holder", None).await;
+    let address = holder
+        .client()
+        .listen_addresses()
+        .await
+        .expect("addresses")
+        .into_iter()
+        .next()
+        .expect("one address");
+    let reader = start(&key, "reader", Some(address)).await;
+    let mut changes = reader.peer_changes();
+    tokio::time::timeout(DEADLINE, changes.wait_for(|peers| !peers.is_empty()))
+        .await
+        .expect("the holder is discovered in time")
+        .expect("bridge running");
+    let (dag, id) = (DagId::new("d"), FunctionId::new("by-hand"));
+    let holder_id = holder.id().clone();
+    holder
+        .node()
+        .store_value(dag.clone(), id.clone(), Value::new(7_i64))
+        .await
+        .expect("store");
+    reader
+        .node()
+        .register_data_location(dag.clone(), id.clone(), holder_id.clone())
+        .await
+        .expect("register location");
+    holder.shutdown().await.expect("holder stops");
+    tokio::time::timeout(DEADLINE, changes.wait_for(|peers| peers.is_empty()))
+        .await
+        .expect("the holder is seen gone in time")
+        .expect("bridge running");
+    let lost = reader.get_value(&dag, &id, None).await;
+    match lost {
+        Err(GetValueError::Lost {
+            dag: d,
+            id: i,
+            node,
+        }) => {
+            assert_eq!((d, i, node), (dag, id, holder_id));
+        }
+        other => panic!("expected Lost, got {other:?}"),
+    }
+}

@@ -153,6 +153,20 @@ pub enum GetValueError {
         /// The value.
         id: FunctionId,
     },
+    /// The only copy lived on a node that left the cluster. Nothing can rebuild it from
+    /// here: values of a running execution are recomputed by that execution, but this
+    /// one is asked for outside of one (stored by hand, or its execution has ended).
+    #[error(
+        "`{id}` of DAG `{dag}` was lost with node `{node}`, which left the cluster; outside its execution nothing can rebuild it"
+    )]
+    Lost {
+        /// The DAG.
+        dag: DagId,
+        /// The value.
+        id: FunctionId,
+        /// The node it lived on.
+        node: NodeId,
+    },
     /// The fetch from the remote node failed.
     #[error("fetch failed: {source}")]
     Fetch {
@@ -412,10 +426,30 @@ impl ClusterNode {
                 id: id.clone(),
             });
         };
+        if self.transport.is_gone(&holder) {
+            return Err(GetValueError::Lost {
+                dag: dag.clone(),
+                id: id.clone(),
+                node: holder,
+            });
+        }
         self.transport
             .fetch(dag.clone(), id.clone(), holder)
             .await
-            .map_err(|source| GetValueError::Fetch { source })
+            .map_err(|source| match source {
+                // It left while we asked.
+                FetchFailed {
+                    dag,
+                    function,
+                    node,
+                    ..
+                } if self.transport.is_gone(&node) => GetValueError::Lost {
+                    dag,
+                    id: function,
+                    node,
+                },
+                source => GetValueError::Fetch { source },
+            })
     }
 
     /// A value, wherever it lives (the seed's `get_result`): waits up to `timeout` for its

@@ -301,6 +301,11 @@ impl NetTransport {
         }
     }
 
+    /// True when `node` left the cluster and has not come back.
+    pub(crate) fn is_gone(&self, node: &NodeId) -> bool {
+        lock(&self.inner.gone).contains(node)
+    }
+
     /// A peer is announced again: it is not gone any more.
     pub(crate) fn node_back(&self, node: &NodeId) {
         lock(&self.inner.gone).remove(node);
