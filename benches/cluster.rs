@@ -9,7 +9,11 @@
 //!   the worker, all in flight at once;
 //! - the time to fetch a 10 MB value from the worker.
 //!
-//! `ROUNDS`, `FANOUT` and `RUNS` (environment) change the sizes.
+//! `ROUNDS`, `FANOUT` and `RUNS` (environment) change the sizes. After the table it prints
+//! one `json {...}` line per measurement (seconds; the per-unit figure in seconds).
+//!
+//! Without the `--bench` argument (how `cargo test` runs this target) it runs in quick
+//! mode: tiny sizes, a short warm-up; only the correctness checks matter there.
 
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
@@ -42,14 +46,18 @@ fn net(key: &ClusterKey, name: &str, bootstrap: Option<Multiaddr>) -> NetConfig 
     net.build().expect("config")
 }
 
-/// The `run`th 10 MB value the worker holds.
+/// The `run`th value the worker holds (10 MB; 100 kB in quick mode).
 fn big(run: usize) -> (DagId, FunctionId) {
     (DagId::new(format!("big-{run}")), FunctionId::new("big"))
 }
 
-/// Starts the worker on its own thread, holding `values` 10 MB values; returns its id and
-/// address, and a sender that stops it.
-fn spawn_worker(key: ClusterKey, values: usize) -> (NodeId, Multiaddr, std_mpsc::SyncSender<()>) {
+/// Starts the worker on its own thread, holding `values` values of `size` bytes; returns
+/// its id and address, and a sender that stops it.
+fn spawn_worker(
+    key: ClusterKey,
+    values: usize,
+    size: usize,
+) -> (NodeId, Multiaddr, std_mpsc::SyncSender<()>) {
     let (ready_tx, ready_rx) = std_mpsc::sync_channel(1);
     let (stop_tx, stop_rx) = std_mpsc::sync_channel::<()>(1);
     std::thread::spawn(move || {
@@ -60,7 +68,7 @@ fn spawn_worker(key: ClusterKey, values: usize) -> (NodeId, Multiaddr, std_mpsc:
             let node = ClusterNode::start(config, net)
                 .await
                 .expect("worker starts");
-            let payload = bytes::Bytes::from(vec![5_u8; 10_000_000]);
+            let payload = bytes::Bytes::from(vec![5_u8; size]);
             for run in 0..values {
                 let (dag, id) = big(run);
                 node.node()
@@ -88,23 +96,43 @@ fn spawn_worker(key: ClusterKey, values: usize) -> (NodeId, Multiaddr, std_mpsc:
     (id, address, stop_tx)
 }
 
-fn summary(label: &str, mut times: Vec<Duration>, per: usize, unit: &str) {
+/// Prints a line of the table; returns the measurement as a JSON object.
+fn summary(label: &str, mut times: Vec<Duration>, per: usize, unit: &str) -> String {
     times.sort();
     let median = times[times.len() / 2];
+    let (min, max) = (times[0], times[times.len() - 1]);
     let each = median / per as u32;
     println!(
-        "{label:<44} median {median:>10.3?}  min {:>10.3?}  max {:>10.3?}  ({each:.2?} per {unit})",
-        times[0],
-        times[times.len() - 1],
+        "{label:<44} median {median:>10.3?}  min {min:>10.3?}  max {max:>10.3?}  ({each:.2?} per {unit})",
     );
+    // The labels and units here hold no character JSON would need escaped.
+    format!(
+        "{{\"name\":\"{label}\",\"median_s\":{},\"min_s\":{},\"max_s\":{},\"per_unit\":{},\"unit\":\"s/{unit}\"}}",
+        median.as_secs_f64(),
+        min.as_secs_f64(),
+        max.as_secs_f64(),
+        each.as_secs_f64(),
+    )
 }
 
 fn main() {
-    let rounds = env("ROUNDS", 300);
-    let fanout = env("FANOUT", 2000);
-    let runs = env("RUNS", 10);
+    // `cargo bench` passes `--bench`; `cargo test` does not: quick mode.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    // In quick mode the fetched value is 100 kB: 10 MB takes seconds in a debug build.
+    let (rounds, fanout, runs, warmup, size) = if quick {
+        println!("quick mode (no --bench): tiny sizes, correctness only");
+        (3, 20, 1, 2, 100_000)
+    } else {
+        (
+            env("ROUNDS", 300),
+            env("FANOUT", 2000),
+            env("RUNS", 10).max(1),
+            50,
+            10_000_000,
+        )
+    };
     let key = ClusterKey::generate();
-    let (worker, address, stop) = spawn_worker(key.clone(), runs + 1);
+    let (worker, address, stop) = spawn_worker(key.clone(), runs + 1, size);
     actix::System::new().block_on(async move {
         let net = net(&key, "coordinator", Some(address));
         let config = NodeConfig::new(net.node_id(), registry());
@@ -131,7 +159,8 @@ fn main() {
                 .validate()
                 .expect("valid")
         };
-        for i in 0..50 {
+        let mut json = Vec::new();
+        for i in 0..warmup {
             let done = c.node().execute(one(i), ExecuteOptions::default()).await;
             assert_eq!(
                 done.expect("runs").results.get::<i64>("f"),
@@ -149,12 +178,12 @@ fn main() {
                 Ok(i as i64 + 1)
             );
         }
-        summary(
+        json.push(summary(
             "one remote trivial function (round trip)",
             times,
             1,
             "function",
-        );
+        ));
 
         let many = |run: usize| {
             let mut dag = Dag::with_id(format!("many-{run}"));
@@ -182,14 +211,14 @@ fn main() {
                 times.push(elapsed);
             }
         }
-        summary(
+        json.push(summary(
             &format!("{fanout} remote trivial functions in flight"),
             times,
             fanout,
             "function",
-        );
+        ));
 
-        // 10 MB held on the worker, fetched by the coordinator (a new DAG id each time, so
+        // The value held on the worker, fetched by the coordinator (a new DAG id each time, so
         // nothing is cached; the worker encodes each once, as it would a fresh result).
         let mut times = Vec::with_capacity(runs);
         for run in 0..runs + 1 {
@@ -200,15 +229,20 @@ fn main() {
                 .await
                 .expect("fetched");
             let elapsed = start.elapsed();
-            assert_eq!(
-                value.get::<bytes::Bytes>().expect("bytes").len(),
-                10_000_000
-            );
+            assert_eq!(value.get::<bytes::Bytes>().expect("bytes").len(), size);
             if run > 0 {
                 times.push(elapsed);
             }
         }
-        summary("fetch a 10 MB value from the worker", times, 1, "fetch");
+        let label = if size == 10_000_000 {
+            "fetch a 10 MB value from the worker".to_owned()
+        } else {
+            format!("fetch a {size} B value from the worker")
+        };
+        json.push(summary(&label, times, 1, "fetch"));
+        for line in &json {
+            println!("json {line}");
+        }
         let _ = c.shutdown().await;
     });
     let _ = stop.send(());

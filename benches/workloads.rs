@@ -1,17 +1,41 @@
 //! Local workloads, timed end to end through `NodeHandle::execute` (validation excluded).
 //!
 //! `cargo bench --bench workloads` prints the median, min and max of several runs after
-//! a warm-up. Every run checks its result.
+//! a warm-up, then one `json {...}` line per workload. Every run checks its result.
+//!
+//! Without the `--bench` argument (how `cargo test` runs this target) it runs in quick
+//! mode: tiny sizes, one run, no warm-up; only the correctness checks matter there.
+//!
+//! Environment: `RUNS` (runs per workload), `BIG` (functions in the `big` workload).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use handoff::{
-    Dag, ExecuteOptions, Function, List, NodeConfig, NodeHandle, Registry, Shared, Value,
-    start_node,
+    AllocationStrategy, Dag, ExecuteOptions, Function, List, NodeConfig, NodeHandle, NodeId,
+    Registry, Resources, Shared, Value, start_node,
 };
 
-fn registry() -> Registry {
+/// How many `nap` functions run right now, and the most seen at once.
+#[derive(Default)]
+struct Gauge {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+fn registry(gauge: Arc<Gauge>) -> Registry {
     let mut r = Registry::new();
+    r.register("nap", move |ms: u64| {
+        let now = gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
+        gauge.peak.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(ms));
+        gauge.now.fetch_sub(1, Ordering::SeqCst);
+        ms
+    })
+    .expect("register");
+    r.register("next", |a: i64, b: i64| a.max(b) + 1)
+        .expect("register");
     r.register("one", || 1_i64).expect("register");
     r.register("inc", |x: i64| x + 1).expect("register");
     r.register("add", |a: i64, b: i64| a + b).expect("register");
@@ -46,7 +70,9 @@ fn chain(n: usize) -> Dag {
     dag
 }
 
-fn layers(width: usize, depth: usize) -> Dag {
+/// `depth` layers of `width` functions, each taking 2 of the layer above and combining
+/// them with `code` (`add`: `l{d}_j` is 2^d; `next`: it is d + 1).
+fn layers(width: usize, depth: usize, code: &str) -> Dag {
     let mut dag = Dag::new();
     for j in 0..width {
         dag.add_function(Function::new(format!("l0_{j}"), "one"));
@@ -54,7 +80,7 @@ fn layers(width: usize, depth: usize) -> Dag {
     for l in 1..depth {
         for j in 0..width {
             dag.add_function(
-                Function::new(format!("l{l}_{j}"), "add")
+                Function::new(format!("l{l}_{j}"), code)
                     .arg(format!("l{}_{j}", l - 1))
                     .arg(format!("l{}_{}", l - 1, (j + 1) % width)),
             );
@@ -69,6 +95,19 @@ fn payload(hops: usize, buffer: &bytes::Bytes) -> Dag {
     let mut dag = Dag::new().with(Function::new("p0", "pass").extra_arg(buffer.clone()));
     for i in 1..hops {
         dag.add_function(Function::new(format!("p{i}"), "pass").arg(format!("p{}", i - 1)));
+    }
+    dag
+}
+
+/// `n` functions that each sleep `ms` and cost 1 cpu.
+fn sleepers(n: usize, ms: u64) -> Dag {
+    let mut dag = Dag::new();
+    for i in 0..n {
+        dag.add_function(
+            Function::new(format!("s{i}"), "nap")
+                .extra_arg(ms)
+                .with_cost(Resources::new().cpu(1)),
+        );
     }
     dag
 }
@@ -112,91 +151,322 @@ async fn time(
     elapsed
 }
 
-fn report(name: &str, per: usize, unit: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    let median = samples[samples.len() / 2];
-    let per_item = |d: Duration| d.as_secs_f64() * 1e6 / per as f64;
-    println!(
-        "{name:<22} median {:>9.3} ms  min {:>9.3} ms  max {:>9.3} ms  | {:>7.3} µs/{unit} ({:.0} {unit}/s)",
-        median.as_secs_f64() * 1e3,
-        samples[0].as_secs_f64() * 1e3,
-        samples[samples.len() - 1].as_secs_f64() * 1e3,
-        per_item(median),
-        per as f64 / median.as_secs_f64(),
-    );
+/// One line of the report: seconds, and a per-unit figure with its unit.
+struct Row {
+    name: String,
+    median: f64,
+    min: f64,
+    max: f64,
+    per_unit: f64,
+    unit: String,
+    /// More JSON fields, already formatted (`"key":value,...`), or empty.
+    extra: String,
+}
+
+impl Row {
+    fn new(name: &str, mut samples: Vec<Duration>, per_unit: f64, unit: &str) -> Self {
+        samples.sort();
+        Row {
+            name: name.to_owned(),
+            median: samples[samples.len() / 2].as_secs_f64(),
+            min: samples[0].as_secs_f64(),
+            max: samples[samples.len() - 1].as_secs_f64(),
+            per_unit,
+            unit: unit.to_owned(),
+            extra: String::new(),
+        }
+    }
+
+    fn print(&self, note: &str) {
+        println!(
+            "{:<26} median {:>9.3} ms  min {:>9.3} ms  max {:>9.3} ms  | {note}",
+            self.name,
+            self.median * 1e3,
+            self.min * 1e3,
+            self.max * 1e3,
+        );
+    }
+
+    fn json(&self) -> String {
+        let sep = if self.extra.is_empty() { "" } else { "," };
+        format!(
+            "{{\"name\":{},\"median_s\":{},\"min_s\":{},\"max_s\":{},\"per_unit\":{},\"unit\":{}{sep}{}}}",
+            quote(&self.name),
+            self.median,
+            self.min,
+            self.max,
+            self.per_unit,
+            quote(&self.unit),
+            self.extra,
+        )
+    }
+}
+
+/// A JSON string (the names here are plain; this covers the rest anyway).
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A row per unit of work: µs per unit and units per second.
+fn report(name: &str, per: usize, unit: &str, samples: Vec<Duration>) -> Row {
+    let mut row = Row::new(name, samples, 0.0, &format!("µs/{unit}"));
+    row.per_unit = row.median * 1e6 / per as f64;
+    row.print(&format!(
+        "{:>7.3} µs/{unit} ({:.0} {unit}/s)",
+        row.per_unit,
+        per as f64 / row.median
+    ));
+    row
+}
+
+/// A field of `/proc/self/status` in bytes (`VmRSS`, `VmHWM`); `None` off Linux.
+fn memory(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or_else(
+        || "n/a".to_owned(),
+        |b| format!("{:.1} MiB", b as f64 / 1048576.0),
+    )
+}
+
+fn json_or_null(x: Option<u64>) -> String {
+    x.map_or_else(|| "null".to_owned(), |x| x.to_string())
 }
 
 /// A name, the number of units timed, the unit, how to build the DAG and how to check it.
 type Workload = (
-    &'static str,
+    String,
     usize,
     &'static str,
     Box<dyn Fn() -> Dag>,
     Box<dyn Fn(&handoff::Results)>,
 );
 
+/// Sizes: tiny in quick mode, the real ones under `cargo bench`.
+struct Sizes {
+    runs: usize,
+    warmup: usize,
+    fanout: usize,
+    chain: usize,
+    width: usize,
+    depth: usize,
+    sleepers: usize,
+    nap_ms: u64,
+    big: usize,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        let env = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        if quick {
+            Sizes {
+                runs: 1,
+                warmup: 0,
+                fanout: 100,
+                chain: 10,
+                width: 10,
+                depth: 3,
+                sleepers: 4,
+                nap_ms: 10,
+                big: 10_000,
+            }
+        } else {
+            Sizes {
+                runs: env("RUNS", 10).max(1),
+                warmup: 2,
+                fanout: 10_000,
+                chain: 1000,
+                width: 100,
+                depth: 20,
+                sleepers: 16,
+                nap_ms: 100,
+                big: env("BIG", 1_000_000).max(4),
+            }
+        }
+    }
+}
+
+/// The `big` workload: a layered DAG of about `n` functions (√n layers of √n), each
+/// function taking 2 of the layer above. Validation, allocation over 2 nodes and the
+/// execution on `node` are timed separately, once each.
+async fn big(node: &NodeHandle, n: usize, rows: &mut Vec<Row>) {
+    let width = (n as f64).sqrt().round().max(2.0) as usize;
+    let depth = (n / width).max(2);
+    let n = width * depth;
+    let before = memory("VmRSS");
+    let start = Instant::now();
+    let dag = layers(width, depth, "next");
+    let build = start.elapsed();
+    let start = Instant::now();
+    let dag = dag.validate().expect("valid");
+    let validate = start.elapsed();
+    let built = memory("VmRSS");
+    assert_eq!(dag.len(), n);
+
+    let nodes = [
+        (NodeId::new("a"), Resources::new().cpu(2)),
+        (NodeId::new("b"), Resources::new().cpu(2)),
+    ];
+    let start = Instant::now();
+    let plan = handoff::allocate(&dag, &nodes, &AllocationStrategy::default()).expect("allocates");
+    let allocate = start.elapsed();
+    assert_eq!(plan.nodes.len(), n, "every function placed");
+    assert!(plan.waiting.is_empty(), "no cost, nothing waits");
+    drop(plan);
+
+    let start = Instant::now();
+    let done = node
+        .execute(dag, ExecuteOptions::default())
+        .await
+        .expect("execute");
+    let execute = start.elapsed();
+    assert_eq!(done.results.len(), n);
+    let last = format!("l{}_{}", depth - 1, width / 2);
+    assert_eq!(
+        done.results.get::<i64>(&last).expect("last layer"),
+        depth as i64
+    );
+    drop(done);
+    assert_eq!(node.stored_values().await.expect("count"), 0);
+    let peak = memory("VmHWM");
+
+    let per_fn = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "big: {depth} layers x {width} = {n} functions, built in {:.3} s (untimed below)",
+        build.as_secs_f64()
+    );
+    let label = format!("big {n} validate");
+    let row = Row::new(&label, vec![validate], per_fn(validate), "µs/fn");
+    row.print(&format!("{:>7.3} µs/fn", row.per_unit));
+    rows.push(row);
+    let label = format!("big {n} allocate (2 nodes)");
+    let row = Row::new(&label, vec![allocate], per_fn(allocate), "µs/fn");
+    row.print(&format!("{:>7.3} µs/fn", row.per_unit));
+    rows.push(row);
+    let label = format!("big {n} execute");
+    let mut row = Row::new(&label, vec![execute], per_fn(execute), "µs/fn");
+    let delta = |after: Option<u64>| Some(after?.saturating_sub(before?) / n as u64);
+    row.print(&format!(
+        "{:>7.3} µs/fn; peak RSS {}, {} B/fn at peak, validated DAG {} B/fn",
+        row.per_unit,
+        mib(peak),
+        delta(peak).map_or_else(|| "n/a".to_owned(), |b| b.to_string()),
+        delta(built).map_or_else(|| "n/a".to_owned(), |b| b.to_string()),
+    ));
+    row.extra = format!(
+        "\"functions\":{n},\"validate_s\":{},\"allocate_s\":{},\"peak_rss_bytes\":{},\"bytes_per_function\":{},\"dag_bytes_per_function\":{}",
+        validate.as_secs_f64(),
+        allocate.as_secs_f64(),
+        json_or_null(peak),
+        json_or_null(delta(peak)),
+        json_or_null(delta(built)),
+    );
+    rows.push(row);
+}
+
 fn main() {
-    let runs = std::env::var("RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(10);
-    let big = bytes::Bytes::from(vec![7_u8; 10 << 20]);
+    // `cargo bench` passes `--bench`; `cargo test` does not: quick mode.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let sizes = Sizes::new(quick);
+    if quick {
+        println!("quick mode (no --bench): tiny sizes, correctness only");
+    }
+    let buffer = bytes::Bytes::from(vec![7_u8; 10 << 20]);
     let small = bytes::Bytes::from(vec![7_u8; 10]);
+    let gauge = Arc::new(Gauge::default());
     actix::System::new().block_on(async move {
-        let node = start_node(NodeConfig::new("bench", registry()))
+        let node = start_node(NodeConfig::new("bench", registry(gauge.clone())))
             .await
             .expect("node");
+        let mut rows = Vec::new();
+        // First, so that its memory figures start from a small process.
+        big(&node, sizes.big, &mut rows).await;
+
+        let Sizes {
+            fanout: fan,
+            chain: hops,
+            width,
+            depth,
+            ..
+        } = sizes;
         let workloads: Vec<Workload> = vec![
             (
-                "fanout 10k + sum",
-                10_001,
+                format!("fanout {fan} + sum"),
+                fan + 1,
                 "fn",
-                Box::new(|| fanout(10_000)),
-                Box::new(|r| assert_eq!(r.get::<i64>("total").expect("total"), 10_000)),
+                Box::new(move || fanout(fan)),
+                Box::new(move |r| assert_eq!(r.get::<i64>("total").expect("total"), fan as i64)),
             ),
             (
-                "single function",
+                "single function".to_owned(),
                 1,
                 "execution",
                 Box::new(|| Dag::new().with(Function::new("one", "one"))),
                 Box::new(|r| assert_eq!(r.get::<i64>("one").expect("one"), 1)),
             ),
             (
-                "chain 1000",
-                999,
+                format!("chain {hops}"),
+                hops - 1,
                 "hop",
-                Box::new(|| chain(1000)),
-                Box::new(|r| assert_eq!(r.get::<i64>("c999").expect("c999"), 1000)),
+                Box::new(move || chain(hops)),
+                Box::new(move |r| {
+                    let last = format!("c{}", hops - 1);
+                    assert_eq!(r.get::<i64>(&last).expect("last"), hops as i64)
+                }),
             ),
             (
-                "layers 20x100",
-                2000,
+                format!("layers {depth}x{width}"),
+                depth * width,
                 "fn",
-                Box::new(|| layers(100, 20)),
-                Box::new(|r| assert_eq!(r.get::<i64>("l19_0").expect("l19_0"), 1 << 19)),
+                Box::new(move || layers(width, depth, "add")),
+                Box::new(move |r| {
+                    let last = format!("l{}_0", depth - 1);
+                    assert_eq!(r.get::<i64>(&last).expect("last"), 1 << (depth - 1))
+                }),
             ),
             (
-                "payload 10 x 10 MB",
+                "payload 10 x 10 MB".to_owned(),
                 9,
                 "hop",
                 Box::new({
-                    let big = big.clone();
-                    move || payload(10, &big)
+                    let buffer = buffer.clone();
+                    move || payload(10, &buffer)
                 }),
                 Box::new({
-                    let big = big.clone();
+                    let buffer = buffer.clone();
                     move |r| {
                         let last = r
                             .value("p9")
                             .expect("p9")
                             .shared::<bytes::Bytes>()
                             .expect("bytes");
-                        assert_eq!(last.as_ptr(), big.as_ptr(), "no copy along the chain");
+                        assert_eq!(last.as_ptr(), buffer.as_ptr(), "no copy along the chain");
                     }
                 }),
             ),
             (
-                "payload 10 x 10 B",
+                "payload 10 x 10 B".to_owned(),
                 9,
                 "hop",
                 Box::new(move || payload(10, &small)),
@@ -217,20 +487,64 @@ fn main() {
                 if events > 0 && !name.starts_with("fanout") {
                     continue;
                 }
-                for _ in 0..2 {
+                for _ in 0..sizes.warmup {
                     time(&node, make.as_ref(), check.as_ref(), events).await;
                 }
-                let mut samples = Vec::with_capacity(runs);
-                for _ in 0..runs {
+                let mut samples = Vec::with_capacity(sizes.runs);
+                for _ in 0..sizes.runs {
                     samples.push(time(&node, make.as_ref(), check.as_ref(), events).await);
                 }
                 let label = if events > 0 {
                     format!("{name} +events")
                 } else {
-                    (*name).to_owned()
+                    name.clone()
                 };
-                report(&label, *per, unit, samples);
+                rows.push(report(&label, *per, unit, samples));
             }
+        }
+
+        // Sleepers on a node with 2 cpus: at most 2 at once, ideally n * ms / 2.
+        let (n, ms) = (sizes.sleepers, sizes.nap_ms);
+        let cpu2 = start_node(
+            NodeConfig::new("bench-cpu2", registry(gauge.clone()))
+                .capabilities(Resources::new().cpu(2)),
+        )
+        .await
+        .expect("node");
+        let ideal = Duration::from_millis(ms * n as u64 / 2);
+        let make = move || sleepers(n, ms);
+        let check = {
+            let gauge = gauge.clone();
+            move |r: &handoff::Results| {
+                for i in 0..n {
+                    assert_eq!(r.get::<u64>(&format!("s{i}")).expect("slept"), ms);
+                }
+                let peak = gauge.peak.swap(0, Ordering::SeqCst);
+                assert!(peak <= 2, "{peak} ran at once on 2 cpus");
+                assert!(peak >= 1, "the sleepers ran");
+            }
+        };
+        for _ in 0..sizes.warmup {
+            time(&cpu2, &make, &check, 0).await;
+        }
+        let mut samples = Vec::with_capacity(sizes.runs);
+        for _ in 0..sizes.runs {
+            samples.push(time(&cpu2, &make, &check, 0).await);
+        }
+        let label = format!("sleep-parallel {n}x{ms}ms cpu2");
+        let mut row = Row::new(&label, samples, 0.0, "x ideal");
+        row.per_unit = row.median / ideal.as_secs_f64();
+        row.print(&format!(
+            "makespan {:.3} s = {:.3} x ideal {:.3} s (never more than 2 at once)",
+            row.median,
+            row.per_unit,
+            ideal.as_secs_f64()
+        ));
+        row.extra = format!("\"ideal_s\":{}", ideal.as_secs_f64());
+        rows.push(row);
+
+        for row in &rows {
+            println!("json {}", row.json());
         }
     });
 }
