@@ -172,18 +172,6 @@ struct Csr {
 }
 
 impl Csr {
-    fn from_lists(lists: impl IntoIterator<Item = impl IntoIterator<Item = u32>>) -> Self {
-        let mut csr = Csr {
-            offsets: vec![0],
-            items: Vec::new(),
-        };
-        for list in lists {
-            csr.items.extend(list);
-            csr.offsets.push(csr.items.len() as u32);
-        }
-        csr
-    }
-
     fn get(&self, i: usize) -> &[u32] {
         &self.items[self.offsets[i] as usize..self.offsets[i + 1] as usize]
     }
@@ -304,6 +292,9 @@ fn validate(dag: Dag) -> Result<ValidatedDag, ValidationError> {
         }
     }
 
+    let mut arg_offsets: Vec<u32> = Vec::with_capacity(n + 1);
+    arg_offsets.push(0);
+    let mut arg_items: Vec<u32> = Vec::with_capacity(n * 2);
     for f in &functions {
         if let Some(cost) = f.cost()
             && let Some((resource, amount)) = cost.first_invalid()
@@ -325,14 +316,21 @@ fn validate(dag: Dag) -> Result<ValidatedDag, ValidationError> {
             });
         }
         for dep in f.arg_ids() {
-            if !index.contains_key(dep) {
+            let Some(&d) = index.get(dep) else {
                 return Err(ValidationError::UnknownDependency {
                     function: f.id().clone(),
                     dependency: dep.clone(),
                 });
-            }
+            };
+            // Each argument is looked up once; everything below uses these indices.
+            arg_items.push(d);
         }
+        arg_offsets.push(arg_items.len() as u32);
     }
+    let original_args = Csr {
+        offsets: arg_offsets,
+        items: arg_items,
+    };
 
     let group = collocation_groups(&functions, &index)?;
 
@@ -341,9 +339,8 @@ fn validate(dag: Dag) -> Result<ValidatedDag, ValidationError> {
     for _ in 0..n {
         graph.add_node(());
     }
-    for (i, f) in functions.iter().enumerate() {
-        for dep in f.arg_ids() {
-            let d = index[dep];
+    for i in 0..n {
+        for &d in original_args.get(i) {
             graph.add_edge(NodeIndex::new(d as usize), NodeIndex::new(i), ());
         }
     }
@@ -370,33 +367,76 @@ fn validate(dag: Dag) -> Result<ValidatedDag, ValidationError> {
         *v = position[*v as usize];
     }
 
-    let args = Csr::from_lists(
-        functions
-            .iter()
-            .map(|f| f.arg_ids().iter().map(|a| index[a]).collect::<Vec<_>>()),
-    );
+    let mut args = Csr {
+        offsets: Vec::with_capacity(n + 1),
+        items: Vec::with_capacity(original_args.items.len()),
+    };
+    args.offsets.push(0);
+    for node in &order {
+        args.items.extend(
+            original_args
+                .get(node.index())
+                .iter()
+                .map(|&a| position[a as usize]),
+        );
+        args.offsets.push(args.items.len() as u32);
+    }
+    drop(original_args);
 
-    // Effective dependencies: regular args, plus the effective dependencies of inline args.
-    let mut dep_lists: Vec<Vec<u32>> = Vec::with_capacity(n);
-    for (i, f) in functions.iter().enumerate() {
-        let mut deps = Vec::with_capacity(args.get(i).len());
+    // Effective dependencies: regular args, plus the effective dependencies of inline args
+    // (inline args come earlier in the order, so theirs are known), sorted, without repeats.
+    let mut deps = Csr {
+        offsets: Vec::with_capacity(n + 1),
+        items: Vec::with_capacity(args.items.len()),
+    };
+    deps.offsets.push(0);
+    for i in 0..n {
+        let start = deps.items.len();
         for &a in args.get(i) {
             if functions[a as usize].is_inline() {
-                deps.extend_from_slice(&dep_lists[a as usize]);
+                let (from, to) = (
+                    deps.offsets[a as usize] as usize,
+                    deps.offsets[a as usize + 1] as usize,
+                );
+                deps.items.extend_from_within(from..to);
             } else {
-                deps.push(a);
+                deps.items.push(a);
             }
         }
-        deps.sort_unstable();
-        deps.dedup();
-        let _ = f;
-        dep_lists.push(deps);
+        let tail = &mut deps.items[start..];
+        tail.sort_unstable();
+        let mut kept = 0;
+        for k in 0..tail.len() {
+            if k == 0 || tail[k] != tail[kept - 1] {
+                tail[kept] = tail[k];
+                kept += 1;
+            }
+        }
+        deps.items.truncate(start + kept);
+        deps.offsets.push(deps.items.len() as u32);
     }
-    let mut dependent_lists: Vec<Vec<u32>> = vec![Vec::new(); n];
+    // Dependents of each function (regular ones only), in order: counted, then filled.
+    let mut counts = vec![0_u32; n + 1];
     for (i, f) in functions.iter().enumerate() {
         if f.kind() == FunctionKind::Regular {
-            for &d in &dep_lists[i] {
-                dependent_lists[d as usize].push(i as u32);
+            for &d in deps.get(i) {
+                counts[d as usize + 1] += 1;
+            }
+        }
+    }
+    for k in 1..=n {
+        counts[k] += counts[k - 1];
+    }
+    let mut dependents = Csr {
+        items: vec![0; counts[n] as usize],
+        offsets: counts.clone(),
+    };
+    let mut next = counts;
+    for (i, f) in functions.iter().enumerate() {
+        if f.kind() == FunctionKind::Regular {
+            for &d in deps.get(i) {
+                dependents.items[next[d as usize] as usize] = i as u32;
+                next[d as usize] += 1;
             }
         }
     }
@@ -406,8 +446,8 @@ fn validate(dag: Dag) -> Result<ValidatedDag, ValidationError> {
         id,
         index,
         args,
-        deps: Csr::from_lists(dep_lists),
-        dependents: Csr::from_lists(dependent_lists),
+        deps,
+        dependents,
         group,
         regular,
         functions,
@@ -455,8 +495,9 @@ fn collocation_groups(
 ) -> Result<Vec<u32>, ValidationError> {
     const UNKNOWN: u32 = u32::MAX;
     let mut root = vec![UNKNOWN; functions.len()];
+    let mut chain: Vec<u32> = Vec::new();
     for start in 0..functions.len() {
-        let mut chain: Vec<u32> = Vec::new();
+        chain.clear();
         let mut current = start as u32;
         let resolved = loop {
             if root[current as usize] != UNKNOWN {
@@ -491,7 +532,7 @@ fn collocation_groups(
                 _ => break current,
             }
         };
-        for c in chain {
+        for &c in &chain {
             root[c as usize] = resolved;
         }
     }
