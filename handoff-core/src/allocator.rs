@@ -257,28 +257,43 @@ pub fn allocate(
     nodes: &NodeCapacities,
     strategy: &AllocationStrategy,
 ) -> Result<Assignments, AllocationError> {
+    const UNPLACED: usize = usize::MAX;
+    let n = dag.len();
     let mut remaining: Vec<Resources> = nodes.iter().map(|(_, c)| c.clone()).collect();
-    let mut group_node: BTreeMap<usize, usize> = BTreeMap::new();
+    // The node of each collocation group, by root.
+    let mut group_node: Vec<usize> = vec![UNPLACED; n];
     let mut out = Assignments::default();
 
-    // Members of each collocation group, by root.
-    let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for i in 0..dag.len() {
-        if !dag.function(i).is_inline() {
-            members.entry(dag.collocation_root(i)).or_default().push(i);
+    // Members of the collocation groups of more than one function, by root (most
+    // functions are alone in theirs and need no list).
+    let mut followed = vec![false; n];
+    for i in 0..n {
+        let root = dag.collocation_root(i);
+        if root != i && !dag.function(i).is_inline() {
+            followed[root] = true;
+        }
+    }
+    let mut members: std::collections::HashMap<usize, Vec<usize>> =
+        std::collections::HashMap::new();
+    for i in 0..n {
+        let root = dag.collocation_root(i);
+        if followed[root] && !dag.function(i).is_inline() {
+            members.entry(root).or_default().push(i);
         }
     }
 
-    for i in 0..dag.len() {
+    for i in 0..n {
         let f = dag.function(i);
         if f.is_inline() {
             continue;
         }
         let root = dag.collocation_root(i);
-        let node = match group_node.get(&root) {
-            Some(&n) => n,
-            None => {
-                let group = &members[&root];
+        let node = match group_node[root] {
+            placed if placed != UNPLACED => placed,
+            _ => {
+                let group: &[usize] = members
+                    .get(&root)
+                    .map_or(std::slice::from_ref(&root), Vec::as_slice);
                 let costs: Vec<&Resources> = group
                     .iter()
                     .filter_map(|&m| dag.function(m).cost())
@@ -312,9 +327,9 @@ pub fn allocate(
                     })
                     .collect();
                 let choice = strategy.choose(Some(&group_total), &views).unwrap_or(0);
-                let n = fitting[choice.min(fitting.len() - 1)];
-                group_node.insert(root, n);
-                n
+                let chosen = fitting[choice.min(fitting.len() - 1)];
+                group_node[root] = chosen;
+                chosen
             }
         };
         if let Some(cost) = f.cost() {
