@@ -39,8 +39,8 @@ pub mod cli;
 pub mod demo;
 
 pub use handoff_actors::{
-    CancellationToken, Capacities, Coordinator, CountRestarts, CountValues, DropDag, Event,
-    EventKind, EventStream, Execute, ExecuteError, ExecuteOptions, ExecutionHandle,
+    CancellationToken, Capacities, Coordinator, CountRestarts, CountValues, DEFAULT_NODE_GRACE,
+    DropDag, Event, EventKind, EventStream, Execute, ExecuteError, ExecuteOptions, ExecutionHandle,
     ExecutionResult, ForgetDag, FreeValues, GetHandle, GetLocal, LocationRegistry, LookupLocation,
     NodeConfig, NodeError, NodeHandle, NodeResources, NodeSupervisor, Problem, RegisterLocation,
     RegisterLocations, RegisterNode, RegisteredNodes, ResourceManager, ResourcesAvailable,

@@ -13,8 +13,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::time::{Duration, Instant};
 
 use handoff::{
-    ClusterKey, ClusterNode, Dag, DagId, ExecuteError, ExecuteOptions, Function, FunctionId,
-    GetValueError, NetConfig, NodeConfig, NodeId, Registry, Resources,
+    ClusterKey, ClusterNode, DEFAULT_NODE_GRACE, Dag, DagId, ExecuteError, ExecuteOptions,
+    Function, FunctionId, GetValueError, NetConfig, NodeConfig, NodeId, Registry, Resources,
 };
 
 /// The longest any single wait may take before the test is declared hung.
@@ -532,18 +532,9 @@ fn a_worker_killed_mid_dag_does_not_stop_it() {
     let key_path = key_arg(&key);
     let mut survivor = Proc::spawn("survivor", &["--key", &key_path, "--cpu", "2"]);
     let address = survivor.address();
-    let cluster_key = ClusterKey::from_file(&key).expect("read the key");
-    let bootstrap: handoff::Multiaddr = address.parse().expect("multiaddr");
     let mut outcomes = Vec::new();
     actix::System::new().block_on(async move {
-        let net = NetConfig::builder(cluster_key)
-            .name("coordinator")
-            .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
-            .bootstrap(bootstrap)
-            .build()
-            .expect("config");
-        let node = NodeConfig::new(net.node_id(), Registry::new());
-        let cluster = ClusterNode::start(node, net).await.expect("start");
+        let cluster = coordinator(&key, &address, DEFAULT_NODE_GRACE, 1).await;
         for round in 0..rounds {
             // A fresh victim each round, killed after a different number of finished
             // functions (early, in the middle, late).
@@ -641,25 +632,8 @@ fn a_function_that_keeps_killing_its_node_is_stopped_and_blamed() {
         w.address();
         workers.push(w);
     }
-    let cluster_key = ClusterKey::from_file(&key).expect("read the key");
-    let bootstrap: handoff::Multiaddr = address.parse().expect("multiaddr");
     actix::System::new().block_on(async move {
-        let net = NetConfig::builder(cluster_key)
-            .name("coordinator")
-            .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
-            .bootstrap(bootstrap)
-            .build()
-            .expect("config");
-        let node = NodeConfig::new(net.node_id(), Registry::new());
-        let cluster = ClusterNode::start(node, net).await.expect("start");
-        let mut changes = cluster.peer_changes();
-        tokio::time::timeout(DEADLINE, changes.wait_for(|peers| peers.len() == 3))
-            .await
-            .expect("the workers are discovered in time")
-            .expect("bridge running");
-        while cluster.node().discover_nodes().await.expect("nodes").len() < 4 {
-            let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
-        }
+        let cluster = coordinator(&key, &address, DEFAULT_NODE_GRACE, 3).await;
         let cpu = || Resources::new().cpu(1);
         let dag = Dag::new()
             .with(
@@ -740,25 +714,8 @@ fn many_dags_in_a_row_leave_nothing_behind() {
         workers.push(w);
     }
     let pids: Vec<u32> = workers.iter().map(|w| w.child.id()).collect();
-    let cluster_key = ClusterKey::from_file(&key).expect("read the key");
-    let bootstrap: handoff::Multiaddr = address.parse().expect("multiaddr");
     actix::System::new().block_on(async move {
-        let net = NetConfig::builder(cluster_key)
-            .name("coordinator")
-            .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
-            .bootstrap(bootstrap)
-            .build()
-            .expect("config");
-        let node = NodeConfig::new(net.node_id(), Registry::new());
-        let cluster = ClusterNode::start(node, net).await.expect("start");
-        let mut changes = cluster.peer_changes();
-        tokio::time::timeout(DEADLINE, changes.wait_for(|peers| peers.len() == 3))
-            .await
-            .expect("the workers are discovered in time")
-            .expect("bridge running");
-        while cluster.node().discover_nodes().await.expect("nodes").len() < 4 {
-            let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
-        }
+        let cluster = coordinator(&key, &address, DEFAULT_NODE_GRACE, 3).await;
         let workers: Vec<NodeId> = cluster
             .discover_nodes()
             .await
@@ -857,25 +814,10 @@ fn a_killed_node_that_comes_back_gets_its_work() {
     ];
     let mut back = Proc::spawn("back", &back_args);
     back.address();
-    let cluster_key = ClusterKey::from_file(&key).expect("read the key");
-    let bootstrap: handoff::Multiaddr = address.parse().expect("multiaddr");
+    let at = address.clone();
     actix::System::new().block_on(async move {
-        let net = NetConfig::builder(cluster_key)
-            .name("coordinator")
-            .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
-            .bootstrap(bootstrap)
-            .build()
-            .expect("config");
-        let node = NodeConfig::new(net.node_id(), Registry::new()).node_grace(DEADLINE);
-        let cluster = ClusterNode::start(node, net).await.expect("start");
+        let cluster = coordinator(&key, &at, DEADLINE, 2).await;
         let mut changes = cluster.peer_changes();
-        tokio::time::timeout(DEADLINE, changes.wait_for(|peers| peers.len() == 2))
-            .await
-            .expect("discovered in time")
-            .expect("bridge running");
-        while cluster.node().discover_nodes().await.expect("nodes").len() < 3 {
-            let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
-        }
         let find = |peers: &[handoff::DiscoveredNode], name: &str| {
             peers
                 .iter()
@@ -1057,8 +999,9 @@ fn tiles_lost_with_a_killed_worker_are_recomputed_two_levels_deep() {
         &["--key", &key_path, "--cpu", "2", "--bootstrap", &address],
     );
     victim.address();
+    let at = address.clone();
     actix::System::new().block_on(async move {
-        let cluster = coordinator(&key, &address, DEADLINE, 2).await;
+        let cluster = coordinator(&key, &at, DEADLINE, 2).await;
         let survivor_id = connected_peer(&cluster, "survivor").await;
         let victim_id = connected_peer(&cluster, "victim").await;
         let cpu = || Resources::new().cpu(1);

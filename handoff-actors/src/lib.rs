@@ -40,6 +40,7 @@ mod resource_manager;
 mod result_store;
 mod run;
 mod supervision;
+mod waiters;
 
 pub use coordinator::{Coordinator, Execute, ExecuteOptions, ExecutionHandle, NodeLost, Submit};
 pub use error::{ExecuteError, NodeError, Problem};

@@ -4,13 +4,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use actix::prelude::*;
-use futures::channel::oneshot;
 use handoff_core::{DagId, FunctionId, NodeId};
 
 use crate::result_store::WaitError;
 use crate::supervision::{CountRestarts, guarded};
 #[cfg(feature = "fault-injection")]
 use crate::supervision::{Crash, Panicked};
+use crate::waiters::{Waiters, wait};
 
 /// The actor's name in logs and in [`Panicked`](crate::Panicked).
 const ACTOR: &str = "location registry";
@@ -75,23 +75,15 @@ pub struct ForgetDag {
 #[derive(Default)]
 pub struct LocationRegistry {
     locations: HashMap<DagId, HashMap<FunctionId, NodeId>>,
-    waiting: HashMap<DagId, HashMap<FunctionId, Vec<oneshot::Sender<NodeId>>>>,
+    waiting: Waiters<NodeId>,
     restarts: u32,
 }
 
 impl LocationRegistry {
     /// Wakes whoever waits for these locations.
     fn notify(&mut self, dag: &DagId, located: &[(FunctionId, NodeId)]) {
-        let Some(waiting) = self.waiting.get_mut(dag) else {
-            return;
-        };
         for (id, node) in located {
-            for tx in waiting.remove(id).into_iter().flatten() {
-                let _ = tx.send(node.clone());
-            }
-        }
-        if waiting.is_empty() {
-            self.waiting.remove(dag);
+            self.waiting.notify(dag, id, node);
         }
     }
 }
@@ -119,7 +111,7 @@ impl Handler<RegisterLocation> for LocationRegistry {
 
     fn handle(&mut self, msg: RegisterLocation, ctx: &mut Self::Context) {
         let _ = guarded(ACTOR, ctx, || {
-            if self.waiting.contains_key(&msg.dag) {
+            if self.waiting.waits_on(&msg.dag) {
                 self.notify(&msg.dag, &[(msg.id.clone(), msg.node.clone())]);
             }
             self.locations
@@ -135,7 +127,7 @@ impl Handler<RegisterLocations> for LocationRegistry {
 
     fn handle(&mut self, msg: RegisterLocations, ctx: &mut Self::Context) {
         let _ = guarded(ACTOR, ctx, || {
-            if self.waiting.contains_key(&msg.dag) {
+            if self.waiting.waits_on(&msg.dag) {
                 self.notify(&msg.dag, &msg.locations);
             }
             self.locations
@@ -167,29 +159,13 @@ impl Handler<WaitLocation> for LocationRegistry {
             if let Some(node) = self.locations.get(&dag).and_then(|l| l.get(&id)) {
                 return Ok(node.clone());
             }
-            let (tx, rx) = oneshot::channel();
-            let waiters = self
-                .waiting
-                .entry(dag.clone())
-                .or_default()
-                .entry(id.clone())
-                .or_default();
-            waiters.retain(|w| !w.is_canceled());
-            waiters.push(tx);
-            Err(rx)
+            Err(self.waiting.add(&dag, &id))
         });
-        let rx = match found {
-            Ok(Ok(node)) => return Box::pin(async move { Ok(node) }),
-            Ok(Err(rx)) => rx,
-            Err(_) => return Box::pin(async move { Err(WaitError::StoreRestarted { dag, id }) }),
-        };
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(node)) => Ok(node),
-                Ok(Err(_)) => Err(WaitError::Dropped { dag, id }),
-                Err(_) => Err(WaitError::Timeout { dag, id, timeout }),
-            }
-        })
+        match found {
+            Ok(Ok(node)) => Box::pin(async move { Ok(node) }),
+            Ok(Err(rx)) => Box::pin(wait(rx, timeout, dag, id)),
+            Err(_) => Box::pin(async move { Err(WaitError::StoreRestarted { dag, id }) }),
+        }
     }
 }
 
@@ -198,7 +174,7 @@ impl Handler<ForgetDag> for LocationRegistry {
 
     fn handle(&mut self, msg: ForgetDag, ctx: &mut Self::Context) -> usize {
         guarded(ACTOR, ctx, || {
-            self.waiting.remove(&msg.dag);
+            self.waiting.drop_dag(&msg.dag);
             self.locations.remove(&msg.dag).map_or(0, |l| l.len())
         })
         .unwrap_or(0)

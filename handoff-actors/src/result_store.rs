@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use futures::channel::oneshot;
 use handoff_core::{DagId, FunctionId, Value};
 
 use crate::supervision::{CountRestarts, guarded};
 #[cfg(feature = "fault-injection")]
 use crate::supervision::{Crash, Panicked};
+use crate::waiters::{Waiters, wait};
 
 /// The actor's name in logs and in [`Panicked`](crate::Panicked).
 const ACTOR: &str = "result store";
@@ -104,8 +104,6 @@ pub struct DropDag {
 #[rtype(result = "usize")]
 pub struct CountValues;
 
-type Waiters = Vec<oneshot::Sender<Value>>;
-
 /// Holds values by DAG, and the callers waiting for values not stored yet.
 ///
 /// A panic in one of its handlers stops it, and its supervisor restarts it with the
@@ -115,7 +113,7 @@ pub struct ResultStore {
     values: HashMap<DagId, HashMap<FunctionId, Value>>,
     /// The MessagePack form of values served to other nodes, kept while the value is.
     encoded: HashMap<(DagId, FunctionId), Bytes>,
-    waiting: HashMap<DagId, HashMap<FunctionId, Waiters>>,
+    waiting: Waiters<Value>,
     restarts: u32,
 }
 
@@ -137,11 +135,7 @@ impl ResultStore {
 
     fn store(&mut self, dag: &DagId, id: FunctionId, value: Value) {
         self.forget_encoded(dag, Some(std::slice::from_ref(&id)));
-        if let Some(waiters) = self.waiting.get_mut(dag).and_then(|w| w.remove(&id)) {
-            for tx in waiters {
-                let _ = tx.send(value.clone());
-            }
-        }
+        self.waiting.notify(dag, &id, &value);
         self.values
             .entry(dag.clone())
             .or_default()
@@ -180,7 +174,7 @@ impl Handler<StoreValues> for ResultStore {
 
     fn handle(&mut self, msg: StoreValues, ctx: &mut Self::Context) {
         let _ = guarded(ACTOR, ctx, || {
-            let has_waiters = self.waiting.get(&msg.dag).is_some_and(|w| !w.is_empty());
+            let has_waiters = self.waiting.waits_on(&msg.dag);
             if has_waiters || !self.encoded.is_empty() {
                 for (id, value) in msg.values {
                     self.store(&msg.dag, id, value);
@@ -213,30 +207,13 @@ impl Handler<WaitFor> for ResultStore {
             if let Some(value) = self.values.get(&dag).and_then(|v| v.get(&id)) {
                 return Ok(value.clone());
             }
-            let (tx, rx) = oneshot::channel();
-            let waiters = self
-                .waiting
-                .entry(dag.clone())
-                .or_default()
-                .entry(id.clone())
-                .or_default();
-            waiters.retain(|w| !w.is_canceled());
-            waiters.push(tx);
-            Err(rx)
+            Err(self.waiting.add(&dag, &id))
         });
-        let rx = match found {
-            Ok(Ok(value)) => return Box::pin(async move { Ok(value) }),
-            Ok(Err(rx)) => rx,
-            Err(_) => return Box::pin(async move { Err(WaitError::StoreRestarted { dag, id }) }),
-        };
-        // Awaited outside the actor: a panic here could not reach its thread.
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(_)) => Err(WaitError::Dropped { dag, id }),
-                Err(_) => Err(WaitError::Timeout { dag, id, timeout }),
-            }
-        })
+        match found {
+            Ok(Ok(value)) => Box::pin(async move { Ok(value) }),
+            Ok(Err(rx)) => Box::pin(wait(rx, timeout, dag, id)),
+            Err(_) => Box::pin(async move { Err(WaitError::StoreRestarted { dag, id }) }),
+        }
     }
 }
 
@@ -245,7 +222,7 @@ impl Handler<DropDag> for ResultStore {
 
     fn handle(&mut self, msg: DropDag, ctx: &mut Self::Context) -> usize {
         guarded(ACTOR, ctx, || {
-            self.waiting.remove(&msg.dag);
+            self.waiting.drop_dag(&msg.dag);
             self.forget_encoded(&msg.dag, None);
             self.values.remove(&msg.dag).map_or(0, |v| v.len())
         })

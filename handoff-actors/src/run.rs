@@ -455,14 +455,19 @@ impl DagRun {
 
     /// Starts a batch of functions on `node` (a batch of one on another node): here once
     /// every value they take is here, fetching those held elsewhere first.
-    fn launch(&mut self, batch: Vec<u32>, hold: Hold, node: NodeId, ctx: &mut Context<Self>) {
+    fn launch(&mut self, mut batch: Vec<u32>, hold: Hold, node: NodeId, ctx: &mut Context<Self>) {
         // A dependency lost with a node and being recomputed: the function waits for it
-        // (it is scheduled again when its last dependency finishes).
-        let (batch, waiting): (Vec<u32>, Vec<u32>) = batch
-            .into_iter()
-            .partition(|&i| self.pending[i as usize] == 0);
-        for i in waiting {
-            self.scheduled[i as usize] = false;
+        // (it is scheduled again when its last dependency finishes). Only after a node
+        // loss can a scheduled function have a pending dependency.
+        if !self.lost.is_empty() {
+            let (pending, scheduled) = (&self.pending, &mut self.scheduled);
+            batch.retain(|&i| {
+                let ready = pending[i as usize] == 0;
+                if !ready {
+                    scheduled[i as usize] = false;
+                }
+                ready
+            });
         }
         if batch.is_empty() {
             self.release(hold, ctx);
@@ -482,12 +487,16 @@ impl DagRun {
             }
             return;
         }
-        let mut missing: Vec<u32> = batch
-            .iter()
-            .flat_map(|&i| self.shared.dag.deps(i as usize))
-            .copied()
-            .filter(|&d| self.values[d as usize].is_none())
-            .collect();
+        // Values are held elsewhere only with a transport.
+        let mut missing: Vec<u32> = match self.settings.transport {
+            None => Vec::new(),
+            Some(_) => batch
+                .iter()
+                .flat_map(|&i| self.shared.dag.deps(i as usize))
+                .copied()
+                .filter(|&d| self.values[d as usize].is_none())
+                .collect(),
+        };
         if missing.is_empty() {
             let calls = batch.into_iter().map(|i| self.call_for(i)).collect();
             self.start_job(calls, hold, node, ctx);

@@ -65,12 +65,24 @@ async fn request_patiently(
     };
     // Held until the answer is in; the semaphore is never closed.
     let _permit = gate.acquire().await;
-    let client = &inner.client;
+    while_saturated(|| inner.client.request(node, request.clone()), saturated).await
+}
+
+/// Runs `attempt` again, after a short pause that doubles each time (up to 20 ms), while it
+/// fails with an error `is_saturated` accepts, for at most [`PATIENCE`].
+async fn while_saturated<T, E, F, Fut>(
+    mut attempt: F,
+    is_saturated: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let mut pause = Duration::from_micros(100);
     loop {
-        match client.request(node, request.clone()).await {
-            Err(error) if saturated(&error) && tokio::time::Instant::now() < deadline => {
+        match attempt().await {
+            Err(error) if is_saturated(&error) && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(20));
             }
@@ -83,7 +95,7 @@ async fn request_patiently(
 /// departure (or its report) before it counts as unavailable.
 const DEPARTURE_WAIT: Duration = Duration::from_secs(5);
 
-/// How long [`request_patiently`] keeps trying a saturated peer.
+/// How long a saturated peer is tried again ([`while_saturated`]).
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// What identifies one remote attempt: the node running it, the DAG, the function and
@@ -387,20 +399,12 @@ async fn fetch_once(
     if holder == &inner.local {
         return Err(failed("it is not held here".to_owned()));
     }
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let mut pause = Duration::from_micros(100);
-    let value = loop {
-        match inner.client.fetch_value(holder, dag, function).await {
-            Ok(value) => break value,
-            Err(FetchError::Request(error))
-                if saturated(&error) && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
-            Err(error) => return Err(failed(error.to_string())),
-        }
-    };
+    let value = while_saturated(
+        || inner.client.fetch_value(holder, dag, function),
+        |error| matches!(error, FetchError::Request(error) if saturated(error)),
+    )
+    .await
+    .map_err(|error| failed(error.to_string()))?;
     let size = value.to_msgpack().map_or(0, |b| b.len() as u64);
     inner.transfers.fetched.fetch_add(1, Ordering::Relaxed);
     inner
