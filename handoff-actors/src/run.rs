@@ -856,10 +856,10 @@ impl DagRun {
                             },
                         );
                     }
-                    if !matches!(
-                        error,
-                        CallError::Unavailable { .. } | CallError::NodeLost { .. }
-                    ) {
+                    // The next attempt goes elsewhere where it can: after the function's
+                    // own failure, and after the node could not take it (a lost node is
+                    // out of the cluster anyway).
+                    if !matches!(error, CallError::NodeLost { .. }) {
                         self.failed_on[i] = Some(report.node.clone());
                     }
                     self.on_failed_attempt(

@@ -93,6 +93,10 @@ pub enum GoneReason {
     Expired,
     /// It was refused (see [`NetEvent::PeerRefused`]).
     Refused,
+    /// Dialing it failed with nothing answering at its addresses (it may have died without
+    /// its connections to this node closing, or while gossip still relayed its last
+    /// announcement).
+    Unreachable,
 }
 
 /// Why a peer was refused.

@@ -636,6 +636,22 @@ impl EventLoop {
             ),
             _ => tracing::warn!(%address, ?peer, "dial failed: {error}: {error:?}"),
         }
+        // A known peer that nothing answers for any more (and that no connection reaches)
+        // is gone now, not after its time-to-live: gossip may still relay an announcement
+        // it made just before it died, and dispatching to it again would only fail again.
+        if kind == FailureKind::Unreachable
+            && let Some(peer) = peer
+            && !self.swarm.is_connected(&peer)
+        {
+            let node = node_id_of(&peer);
+            if self.peers.remove(&node) {
+                tracing::info!(%node, "peer unreachable: nothing answers at its addresses");
+                self.emit(NetEvent::PeerGone {
+                    node,
+                    reason: GoneReason::Unreachable,
+                });
+            }
+        }
         if let Some(PendingDial {
             reply: Some(reply), ..
         }) = pending
