@@ -9,8 +9,8 @@ use handoff_core::{
     ValueError,
 };
 use handoff_net::{
-    Announcement, ArgumentSource, Chunk, ExecuteRequest, FetchRequest, FinishedReport, NodeState,
-    Outcome, PROTOCOL_VERSION, Request, RequestKind, Response, RpcError,
+    Announcement, ArgumentSource, Chunk, ExecuteAnswer, ExecuteRequest, FetchRequest,
+    FinishedReport, NodeState, Outcome, PROTOCOL_VERSION, Request, RequestKind, Response, RpcError,
 };
 
 use crate::rng::Rng;
@@ -257,7 +257,7 @@ fn fetch(rng: &mut Rng) -> FetchRequest {
 
 /// A random request of any kind.
 pub fn request(rng: &mut Rng, signer: &NodeId) -> Request {
-    match rng.below(8) {
+    match rng.below(10) {
         0 => Request::Hello {
             version: if rng.chance(3, 4) {
                 PROTOCOL_VERSION.to_owned()
@@ -266,29 +266,7 @@ pub fn request(rng: &mut Rng, signer: &NodeId) -> Request {
             },
             name: string(rng),
         },
-        1 => Request::Execute(ExecuteRequest {
-            dag: DagId::new(string(rng)),
-            function: function(rng, signer),
-            inline: (0..rng.below(3)).map(|_| function(rng, signer)).collect(),
-            arguments: (0..rng.below(4))
-                .map(|_| {
-                    if rng.chance(1, 2) {
-                        ArgumentSource::Remote {
-                            function: FunctionId::new(string(rng)),
-                            node: node(rng, signer),
-                        }
-                    } else {
-                        ArgumentSource::Inline {
-                            function: FunctionId::new(string(rng)),
-                            value: value(rng),
-                        }
-                    }
-                })
-                .collect(),
-            attempt: rng.next_u64() as u32,
-            timeout_ms: rng.chance(1, 2).then(|| rng.next_u64()),
-            report_start: rng.chance(1, 2),
-        }),
+        1 => Request::Execute(execute(rng, signer)),
         2 => Request::Fetch(fetch(rng)),
         3 => Request::Resources {
             node: node(rng, signer),
@@ -296,35 +274,69 @@ pub fn request(rng: &mut Rng, signer: &NodeId) -> Request {
         4 => Request::Register {
             capabilities: resources(rng),
         },
-        5 => Request::Finished(FinishedReport {
-            dag: DagId::new(string(rng)),
-            function: FunctionId::new(string(rng)),
-            attempt: rng.next_u64() as u32,
-            outcome: if rng.chance(1, 2) {
-                Outcome::Stored {
-                    size: rng.next_u64(),
-                    value: rng.chance(1, 2).then(|| value(rng)),
-                }
-            } else {
-                Outcome::Failed {
-                    error: call_error(rng, signer),
-                }
-            },
-        }),
+        5 => Request::Finished(finished(rng, signer)),
         6 => Request::Started {
             dag: DagId::new(string(rng)),
             function: FunctionId::new(string(rng)),
             attempt: rng.next_u64() as u32,
         },
+        7 => Request::ExecuteBatch((0..rng.below(4)).map(|_| execute(rng, signer)).collect()),
+        8 => Request::FinishedBatch((0..rng.below(4)).map(|_| finished(rng, signer)).collect()),
         _ => Request::Forget {
             dag: DagId::new(string(rng)),
         },
     }
 }
 
+/// A random execute request.
+fn execute(rng: &mut Rng, signer: &NodeId) -> ExecuteRequest {
+    ExecuteRequest {
+        dag: DagId::new(string(rng)),
+        function: function(rng, signer),
+        inline: (0..rng.below(3)).map(|_| function(rng, signer)).collect(),
+        arguments: (0..rng.below(4))
+            .map(|_| {
+                if rng.chance(1, 2) {
+                    ArgumentSource::Remote {
+                        function: FunctionId::new(string(rng)),
+                        node: node(rng, signer),
+                    }
+                } else {
+                    ArgumentSource::Inline {
+                        function: FunctionId::new(string(rng)),
+                        value: value(rng),
+                    }
+                }
+            })
+            .collect(),
+        attempt: rng.next_u64() as u32,
+        timeout_ms: rng.chance(1, 2).then(|| rng.next_u64()),
+        report_start: rng.chance(1, 2),
+    }
+}
+
+/// A random report.
+fn finished(rng: &mut Rng, signer: &NodeId) -> FinishedReport {
+    FinishedReport {
+        dag: DagId::new(string(rng)),
+        function: FunctionId::new(string(rng)),
+        attempt: rng.next_u64() as u32,
+        outcome: if rng.chance(1, 2) {
+            Outcome::Stored {
+                size: rng.next_u64(),
+                value: rng.chance(1, 2).then(|| value(rng)),
+            }
+        } else {
+            Outcome::Failed {
+                error: call_error(rng, signer),
+            }
+        },
+    }
+}
+
 /// A random response of any kind.
 pub fn response(rng: &mut Rng, signer: &NodeId) -> Response {
-    match rng.below(6) {
+    match rng.below(7) {
         0 => Response::Hello {
             version: PROTOCOL_VERSION.to_owned(),
             name: string(rng),
@@ -351,6 +363,15 @@ pub fn response(rng: &mut Rng, signer: &NodeId) -> Response {
             free: resources(rng),
         },
         4 => Response::Ack,
+        5 => Response::Executed(
+            (0..rng.below(4))
+                .map(|_| match rng.below(3) {
+                    0 => ExecuteAnswer::Accepted,
+                    1 => ExecuteAnswer::Finished(finished(rng, signer)),
+                    _ => ExecuteAnswer::Refused(rpc_error(rng, signer)),
+                })
+                .collect(),
+        ),
         _ => Response::Error(rpc_error(rng, signer)),
     }
 }

@@ -15,7 +15,7 @@ use crate::client::{Client, NetEvent, ResponseChannel};
 use crate::config::Config;
 use crate::error::{AnnounceError, ClientError, RequestError, StartError};
 use crate::protocol::{ExecuteRequest, FetchRequest, NodeStats, Request, Response, RpcError};
-use crate::transport::{NetTransport, TransferStats, serve_execute};
+use crate::transport::{NetTransport, TransferStats, serve_executes};
 
 /// A node of the cluster as [`ClusterNode::discover_nodes`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -639,24 +639,24 @@ impl Bridge {
     async fn serve(&self, from: NodeId, request: Request, channel: ResponseChannel) {
         let kind = request.kind();
         let response = match request {
-            Request::Execute(execute) => match self.missing_code(&execute) {
-                Some(code) => Response::Error(RpcError::UnknownCode { code }),
-                None => {
-                    let (transport, dag) = (self.transport.clone(), execute.dag.clone());
-                    let id = transport.track(&dag, &from);
-                    let serving = {
-                        let (transport, dag) = (transport.clone(), dag.clone());
-                        actix::spawn(async move {
-                            serve_execute(transport.clone(), from, execute, channel).await;
-                            transport.untrack(&dag, id);
-                        })
-                    };
-                    transport.set_abort(&dag, id, serving.abort_handle());
-                    return;
-                }
-            },
+            Request::Execute(execute) => {
+                let requests = vec![self.check_code(execute)];
+                serve_executes(&self.transport, from, requests, channel, true);
+                return;
+            }
+            Request::ExecuteBatch(batch) => {
+                let requests = batch.into_iter().map(|e| self.check_code(e)).collect();
+                serve_executes(&self.transport, from, requests, channel, false);
+                return;
+            }
             Request::Finished(report) => {
                 self.transport.finished(&from, report);
+                Response::Ack
+            }
+            Request::FinishedBatch(reports) => {
+                for report in reports {
+                    self.transport.finished(&from, report);
+                }
                 Response::Ack
             }
             Request::Started {
@@ -700,13 +700,17 @@ impl Bridge {
         node_stats(&self.node, &self.transport).await
     }
 
-    /// The first code an execute request needs that this node's registry lacks.
-    fn missing_code(&self, execute: &ExecuteRequest) -> Option<CodeName> {
-        std::iter::once(&execute.function)
+    /// The execute request, or its refusal when it needs a code this node's registry
+    /// lacks.
+    fn check_code(&self, execute: ExecuteRequest) -> Result<ExecuteRequest, RpcError> {
+        let missing = std::iter::once(&execute.function)
             .chain(&execute.inline)
             .map(|f| f.code())
-            .find(|code| !self.code_names.contains(code))
-            .cloned()
+            .find(|code| !self.code_names.contains(code));
+        match missing {
+            Some(code) => Err(RpcError::UnknownCode { code: code.clone() }),
+            None => Ok(execute),
+        }
     }
 
     async fn answer(&self, request: Request) -> Response {

@@ -91,8 +91,8 @@ pub use key::{
     CLUSTER_KEY_ENV, ClusterKey, ClusterKeyError, KeyFingerprint, KeyFormatError, Security,
 };
 pub use protocol::{
-    ArgumentSource, Chunk, ExecuteRequest, FetchRequest, FinishedReport, NodeStats, Outcome,
-    PROTOCOL_VERSION, RPC_PROTOCOL, Request, RequestKind, Response, RpcError,
+    ArgumentSource, Chunk, ExecuteAnswer, ExecuteRequest, FetchRequest, FinishedReport, NodeStats,
+    Outcome, PROTOCOL_VERSION, RPC_PROTOCOL, Request, RequestKind, Response, RpcError,
 };
 pub use transport::{INLINE_RESULT_BYTES, TransferStats};
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// The version of the Handoff wire protocol. Peers compare it when they connect (identify's
 /// `protocol_version`) and in [`Request::Hello`]; a peer with another version is refused and
 /// disconnected.
-pub const PROTOCOL_VERSION: &str = "handoff/1";
+pub const PROTOCOL_VERSION: &str = "handoff/2";
 
 /// The libp2p protocol name of the request-response protocol.
 pub const RPC_PROTOCOL: &str = "/handoff/rpc/1";
@@ -69,6 +69,15 @@ pub enum Request {
         /// The DAG.
         dag: DagId,
     },
+    /// Runs several functions on the receiver: what the sender had queued for it when a
+    /// request slot freed up (one exchange then carries many small functions). Answered
+    /// with [`Response::Executed`], one [`ExecuteAnswer`] per request, in order; the ones
+    /// answered [`ExecuteAnswer::Accepted`] are reported later with
+    /// [`Request::FinishedBatch`] (or [`Request::Finished`]).
+    ExecuteBatch(Vec<ExecuteRequest>),
+    /// Reports the outcomes of several executions the sender accepted earlier. Answered
+    /// with [`Response::Ack`].
+    FinishedBatch(Vec<FinishedReport>),
 }
 
 impl Request {
@@ -84,6 +93,8 @@ impl Request {
             Request::Forget { .. } => RequestKind::Forget,
             Request::Started { .. } => RequestKind::Started,
             Request::Stats => RequestKind::Stats,
+            Request::ExecuteBatch(_) => RequestKind::ExecuteBatch,
+            Request::FinishedBatch(_) => RequestKind::FinishedBatch,
         }
     }
 }
@@ -109,6 +120,10 @@ pub enum RequestKind {
     Started,
     /// [`Request::Stats`].
     Stats,
+    /// [`Request::ExecuteBatch`].
+    ExecuteBatch,
+    /// [`Request::FinishedBatch`].
+    FinishedBatch,
 }
 
 impl std::fmt::Display for RequestKind {
@@ -317,10 +332,25 @@ pub enum Response {
     },
     /// Answers [`Request::Stats`].
     Stats(NodeStats),
-    /// Answers [`Request::Register`] and [`Request::Finished`].
+    /// Answers [`Request::Register`], [`Request::Finished`] and [`Request::FinishedBatch`].
     Ack,
     /// The request was refused or failed.
     Error(RpcError),
+    /// Answers [`Request::ExecuteBatch`]: one answer per request, in order.
+    Executed(Vec<ExecuteAnswer>),
+}
+
+/// What became of one function of a [`Request::ExecuteBatch`], as far as the receiver
+/// can say when it answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ExecuteAnswer {
+    /// It runs (or waits for its reservation): its outcome follows in a
+    /// [`Request::FinishedBatch`].
+    Accepted,
+    /// It ended quickly: its outcome (no report follows).
+    Finished(FinishedReport),
+    /// It will not run here (e.g. [`RpcError::UnknownCode`]).
+    Refused(RpcError),
 }
 
 impl Response {
@@ -335,6 +365,7 @@ impl Response {
             Response::Stats(_) => "Stats",
             Response::Ack => "Ack",
             Response::Error(_) => "Error",
+            Response::Executed(_) => "Executed",
         }
     }
 }

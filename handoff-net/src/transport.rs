@@ -1,13 +1,17 @@
 //! The network side of remote execution: [`NetTransport`] implements the actors'
-//! [`Transport`] over request-response, and [`serve_execute`] runs what other nodes send.
+//! [`Transport`] over request-response, and [`serve_executes`] runs what other nodes send.
 //!
-//! A function sent to another node travels as a [`Request::Execute`] naming where each
-//! argument lives; the receiver answers [`Response::Accepted`] at once, fetches what it
-//! does not hold, runs the function under its own reservation and reports with a
-//! [`Request::Finished`] (so a long function never runs into the request timeout). Results
-//! stay where they were made; a small one (at most [`INLINE_RESULT_BYTES`] encoded) also
-//! comes back inside the report, because a fetch round trip costs far more than carrying
-//! a few kilobytes, and travels inline to the nodes that consume it.
+//! A function sent to another node is queued for it; a task per peer sends what is queued
+//! as one [`Request::ExecuteBatch`] whenever one of the peer's request slots is free, so
+//! many small functions share an exchange (and a burst fills the next batch while the
+//! current ones are in flight). Each function names where its arguments live. The
+//! receiver runs them under its own reservation and answers with the outcome of those that
+//! ended within [`QUICK_ANSWER`] and [`ExecuteAnswer::Accepted`] for the others, whose
+//! outcomes it reports later, batched the same way, with [`Request::FinishedBatch`] (so a
+//! long function never runs into the request timeout). Results stay where they were made;
+//! a small one (at most [`INLINE_RESULT_BYTES`] encoded) also comes back inside the
+//! report, because a fetch round trip costs far more than carrying a few kilobytes, and
+//! travels inline to the nodes that consume it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +31,8 @@ use tokio::sync::Semaphore;
 use crate::client::{Client, ResponseChannel};
 use crate::error::{FetchError, RequestError};
 use crate::protocol::{
-    ArgumentSource, ExecuteRequest, FinishedReport, Outcome, Request, Response, RpcError,
+    ArgumentSource, ExecuteAnswer, ExecuteRequest, FinishedReport, Outcome, Request, Response,
+    RpcError,
 };
 
 /// Results up to this size (MessagePack bytes) come back inside the completion report
@@ -55,14 +60,7 @@ async fn request_patiently(
     node: &NodeId,
     request: Request,
 ) -> Result<Response, RequestError> {
-    let gate = {
-        let mut gates = lock(&inner.gates);
-        Arc::clone(
-            gates
-                .entry(node.clone())
-                .or_insert_with(|| Arc::new(Semaphore::new(inner.gate_permits))),
-        )
-    };
+    let gate = gate(inner, node);
     // Held until the answer is in; the semaphore is never closed.
     let _permit = gate.acquire().await;
     while_saturated(|| inner.client.request(node, request.clone()), saturated).await
@@ -161,6 +159,12 @@ struct Inner {
     /// the network's per-peer cap, leaving the rest to value fetches.
     gates: Mutex<HashMap<NodeId, Arc<Semaphore>>>,
     gate_permits: usize,
+    /// Functions waiting to be sent to each node.
+    executes: Outbox<(AttemptKey, ExecuteRequest)>,
+    /// Reports waiting to be sent to each coordinator.
+    reports: Outbox<FinishedReport>,
+    /// The most bytes (estimated) of functions in one execute request.
+    batch_bytes: usize,
     transfers: Transfers,
 }
 
@@ -205,6 +209,9 @@ impl NetTransport {
                 grace,
                 gates: Mutex::new(HashMap::new()),
                 gate_permits: (max_in_flight_per_peer / 2).max(1),
+                executes: Outbox::new(),
+                reports: Outbox::new(),
+                batch_bytes: max_request_bytes as usize / 2,
                 transfers: Transfers::default(),
             }),
         }
@@ -239,6 +246,29 @@ impl NetTransport {
             Outcome::Failed { error } => Err(error),
         };
         let _ = reply.send(result);
+    }
+
+    /// Settles the attempt `key` with the error `error` makes of its code, if it still
+    /// waits.
+    fn settle(&self, key: &AttemptKey, error: impl FnOnce(CodeName) -> CallError) {
+        let waiting = lock(&self.inner.pending).remove(key);
+        if let Some(Pending { code, reply, .. }) = waiting {
+            let _ = reply.send(Err(error(code)));
+        }
+    }
+
+    /// Queues the report of a function that ended after its request was answered.
+    fn report_late(&self, coordinator: &NodeId, report: FinishedReport) {
+        let bytes = match &report.outcome {
+            Outcome::Stored {
+                size,
+                value: Some(_),
+            } => REQUEST_OVERHEAD_BYTES + usize::try_from(*size).unwrap_or(usize::MAX),
+            _ => REQUEST_OVERHEAD_BYTES,
+        };
+        if self.inner.reports.push(coordinator, report, bytes) {
+            tokio::spawn(send_reports(Arc::clone(&self.inner), coordinator.clone()));
+        }
     }
 
     /// `node` left: every attempt it was running fails (to be retried elsewhere), and the
@@ -440,6 +470,12 @@ impl Transport for NetTransport {
         };
         lock(&inner.pending).insert(key.clone(), pending);
         let mut budget = inner.inline_budget;
+        // What the request will weigh on the wire, roughly: its constants and inline values
+        // (what can be large) and a little for the rest.
+        let mut bytes = REQUEST_OVERHEAD_BYTES + encoded_len(call.function.extra_args());
+        for function in &call.inline {
+            bytes += REQUEST_OVERHEAD_BYTES + encoded_len(function.extra_args());
+        }
         let arguments = call
             .arguments
             .into_iter()
@@ -455,6 +491,7 @@ impl Transport for NetTransport {
                     let size = value.to_msgpack().map_or(usize::MAX, |b| b.len());
                     if size <= budget {
                         budget -= size;
+                        bytes += size;
                         ArgumentSource::Inline { function, value }
                     } else {
                         ArgumentSource::Remote { function, node }
@@ -462,7 +499,7 @@ impl Transport for NetTransport {
                 }
             })
             .collect();
-        let request = Request::Execute(ExecuteRequest {
+        let request = ExecuteRequest {
             dag: call.dag,
             function: call.function,
             inline: call.inline,
@@ -472,59 +509,18 @@ impl Transport for NetTransport {
                 .timeout
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             report_start: call.report_start,
-        });
+        };
+        if inner.executes.push(&node, (key, request), bytes) {
+            tokio::spawn(send_executes(Arc::clone(&inner), node.clone()));
+        }
         async move {
-            let unavailable = |reason: String| CallError::Unavailable {
-                code: code.clone(),
-                node: node.clone(),
-                reason,
-            };
-            let refused = match request_patiently(&inner, &node, request).await {
-                Ok(Response::Accepted { .. }) => None,
-                // It ran quickly: the answer is the outcome.
-                Ok(Response::Finished(report)) => {
-                    NetTransport {
-                        inner: Arc::clone(&inner),
-                    }
-                    .finished(&node, report);
-                    None
-                }
-                Ok(other) => Some(unavailable(format!(
-                    "it answered {} to an execute request",
-                    other.kind()
-                ))),
-                Err(RequestError::Remote {
-                    error: RpcError::UnknownCode { code },
-                    ..
-                }) => Some(CallError::UnknownCode { code }),
-                // The connection broke with the request in flight: the node may have
-                // taken it and died running it. Its departure, if it comes, settles the
-                // attempt as lost with the node (so a function that kills its node is
-                // blamed); otherwise it is unavailable after a while.
-                Err(
-                    error @ (RequestError::ConnectionClosed { .. }
-                    | RequestError::Io { .. }
-                    | RequestError::Timeout { .. }),
-                ) => {
-                    return match tokio::time::timeout(DEPARTURE_WAIT, report).await {
-                        Ok(Ok(result)) => result,
-                        Ok(Err(_)) => Err(unavailable("the network layer stopped".to_owned())),
-                        Err(_) => {
-                            lock(&inner.pending).remove(&key);
-                            Err(unavailable(error.to_string()))
-                        }
-                    };
-                }
-                Err(error) => Some(unavailable(error.to_string())),
-            };
-            if let Some(error) = refused {
-                lock(&inner.pending).remove(&key);
-                return Err(error);
-            }
-            match report.await {
-                Ok(result) => result,
-                Err(_) => Err(unavailable("the network layer stopped".to_owned())),
-            }
+            report.await.unwrap_or_else(|_| {
+                Err(CallError::Unavailable {
+                    code,
+                    node,
+                    reason: "the network layer stopped".to_owned(),
+                })
+            })
         }
         .boxed()
     }
@@ -551,44 +547,352 @@ impl Transport for NetTransport {
     }
 }
 
-/// Runs a function `from` sent here (already accepted) and reports to it.
-/// Runs a function `from` sent here and answers: with the outcome itself when it is
-/// ready within [`QUICK_ANSWER`] (one round trip for a quick function), else with
-/// `Accepted` at once and a [`Request::Finished`] report later (so a long function never
-/// runs into the request timeout).
-pub(crate) async fn serve_execute(
-    transport: NetTransport,
+/// Runs the functions `from` sent in one request and answers it: with the outcome of
+/// each that ends within [`QUICK_ANSWER`] (one exchange for quick functions), and
+/// [`ExecuteAnswer::Accepted`] for the others, whose outcomes follow in batched
+/// [`Request::FinishedBatch`] reports (so a long function never runs into the request
+/// timeout). `requests` holds, in order, the functions to run and the refusals already
+/// decided (e.g. a code this node lacks). With `single`, the request was a
+/// [`Request::Execute`] and gets a response of that form.
+pub(crate) fn serve_executes(
+    transport: &NetTransport,
     from: NodeId,
-    request: ExecuteRequest,
+    requests: Vec<Result<ExecuteRequest, RpcError>>,
     channel: ResponseChannel,
+    single: bool,
 ) {
-    let accepted = Response::Accepted {
-        dag: request.dag.clone(),
-        function: request.function.id().clone(),
-        attempt: request.attempt,
+    // A single request's acceptance names the attempt.
+    let accepted = match requests.first() {
+        Some(Ok(request)) if single => Response::Accepted {
+            dag: request.dag.clone(),
+            function: request.function.id().clone(),
+            attempt: request.attempt,
+        },
+        _ => Response::Ack,
     };
+    let mut answers: Vec<Option<ExecuteAnswer>> = Vec::with_capacity(requests.len());
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for request in requests {
+        let request = match request {
+            Ok(request) => request,
+            Err(error) => {
+                answers.push(Some(ExecuteAnswer::Refused(error)));
+                outcomes.push(None);
+                continue;
+            }
+        };
+        answers.push(None);
+        let (tx, rx) = oneshot::channel();
+        outcomes.push(Some(rx));
+        let dag = request.dag.clone();
+        let id = transport.track(&dag, &from);
+        let serving = {
+            let (transport, from, dag) = (transport.clone(), from.clone(), dag.clone());
+            actix::spawn(async move {
+                let report = run_execute(&transport, &from, request).await;
+                // Too late for the answer: it goes in a report.
+                if let Err(report) = tx.send(report) {
+                    transport.report_late(&from, report);
+                }
+                transport.untrack(&dag, id);
+            })
+        };
+        transport.set_abort(&dag, id, serving.abort_handle());
+    }
     let client = transport.inner.client.clone();
-    let work = run_execute(&transport, &from, request);
-    futures::pin_mut!(work);
-    let late = match tokio::time::timeout(QUICK_ANSWER, &mut work).await {
-        Ok(report) => {
-            // If this answer is lost, the sender learns nothing: it times out and runs the
-            // function again.
-            if let Err(error) = client.respond(channel, Response::Finished(report)).await {
-                tracing::debug!(node = %from, "could not answer an execute request: {error}");
+    actix::spawn(async move {
+        // The outcomes in before the deadline (polling a receiver to its end takes the
+        // value out of it, so each is kept as it comes).
+        let mut received: Vec<Option<Result<FinishedReport, oneshot::Canceled>>> =
+            outcomes.iter().map(|_| None).collect();
+        {
+            let mut waiting: futures::stream::FuturesUnordered<_> = outcomes
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, rx)| rx.as_mut().map(|rx| rx.map(move |r| (i, r))))
+                .collect();
+            let deadline = tokio::time::sleep(QUICK_ANSWER);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    next = futures::StreamExt::next(&mut waiting) => match next {
+                        Some((i, outcome)) => received[i] = Some(outcome),
+                        None => break,
+                    },
+                    () = &mut deadline => break,
+                }
+            }
+        }
+        let mut inline_left = MAX_INLINE_ANSWER_BYTES;
+        for ((answer, outcome), received) in answers.iter_mut().zip(&mut outcomes).zip(received) {
+            let Some(outcome) = outcome else { continue };
+            let report = match received {
+                Some(Ok(report)) => Some(report),
+                // Its task was aborted: the DAG was forgotten here.
+                Some(Err(_)) => {
+                    *answer = Some(ExecuteAnswer::Refused(RpcError::ShuttingDown));
+                    continue;
+                }
+                // Whatever has not ended now is reported later: closing makes its send
+                // fail (unless it came in just before).
+                None => {
+                    outcome.close();
+                    outcome.try_recv().ok().flatten()
+                }
+            };
+            *answer = Some(match report {
+                Some(mut report) => {
+                    strip_inline(&mut report, &mut inline_left);
+                    ExecuteAnswer::Finished(report)
+                }
+                None => ExecuteAnswer::Accepted,
+            });
+        }
+        let mut answers: Vec<ExecuteAnswer> = answers.into_iter().flatten().collect();
+        let response = match (single, answers.pop()) {
+            (true, Some(ExecuteAnswer::Finished(report))) => Response::Finished(report),
+            (true, Some(ExecuteAnswer::Accepted)) => accepted,
+            (true, Some(ExecuteAnswer::Refused(error))) => Response::Error(error),
+            (_, last) => {
+                answers.extend(last);
+                Response::Executed(answers)
+            }
+        };
+        // If this answer is lost, the sender learns nothing: it times out and runs the
+        // functions again.
+        if let Err(error) = client.respond(channel, response).await {
+            tracing::debug!(node = %from, "could not answer an execute request: {error}");
+        }
+    });
+}
+
+/// Drops the inline value of a report when `left` (bytes) cannot carry it: the receiver
+/// then fetches the value if it needs it.
+fn strip_inline(report: &mut FinishedReport, left: &mut usize) {
+    if let Outcome::Stored { value, size } = &mut report.outcome
+        && value.is_some()
+    {
+        let size = usize::try_from(*size).unwrap_or(usize::MAX);
+        if size <= *left {
+            *left -= size;
+        } else {
+            *value = None;
+        }
+    }
+}
+
+/// The most bytes of inline results in one answer or report batch (a quarter of the
+/// default response limit; requests are bounded by the node's request budget).
+const MAX_INLINE_ANSWER_BYTES: usize = 4 << 20;
+
+/// The most functions (or reports) in one request.
+const MAX_BATCH: usize = 256;
+
+/// What an execute request weighs besides its constants and inline values, roughly.
+const REQUEST_OVERHEAD_BYTES: usize = 256;
+
+/// The MessagePack size of `values` (what cannot be encoded counts as nothing: the request
+/// fails on it anyway).
+fn encoded_len(values: &[Value]) -> usize {
+    values
+        .iter()
+        .map(|v| v.to_msgpack().map_or(0, |b| b.len()))
+        .sum()
+}
+
+/// Per peer, what waits to be sent to it, and whether a task is sending it.
+struct Outbox<T> {
+    queues: Mutex<HashMap<NodeId, Queue<T>>>,
+}
+
+struct Queue<T> {
+    items: std::collections::VecDeque<(T, usize)>,
+}
+
+impl<T> Outbox<T> {
+    fn new() -> Self {
+        Outbox {
+            queues: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Queues `item` (weighing `bytes`) for `node`; true when no task sends to `node` yet
+    /// and the caller must start one.
+    fn push(&self, node: &NodeId, item: T, bytes: usize) -> bool {
+        let mut queues = lock(&self.queues);
+        match queues.get_mut(node) {
+            Some(queue) => {
+                queue.items.push_back((item, bytes));
+                false
+            }
+            None => {
+                let mut items = std::collections::VecDeque::new();
+                items.push_back((item, bytes));
+                queues.insert(node.clone(), Queue { items });
+                true
+            }
+        }
+    }
+
+    /// The next batch for `node`: at least one item, at most [`MAX_BATCH`] and, beyond the
+    /// first, at most `max_bytes`. `None` when nothing waits: the sending task then stops
+    /// (the next push starts another).
+    fn take(&self, node: &NodeId, max_bytes: usize) -> Option<Vec<T>> {
+        let mut queues = lock(&self.queues);
+        let queue = queues.get_mut(node)?;
+        if queue.items.is_empty() {
+            queues.remove(node);
+            return None;
+        }
+        let mut batch = Vec::with_capacity(queue.items.len().min(MAX_BATCH));
+        let mut total = 0;
+        while let Some((_, bytes)) = queue.items.front() {
+            if !batch.is_empty() && (batch.len() == MAX_BATCH || total + bytes > max_bytes) {
+                break;
+            }
+            total += bytes;
+            if let Some((item, _)) = queue.items.pop_front() {
+                batch.push(item);
+            }
+        }
+        Some(batch)
+    }
+}
+
+/// The gate of requests in flight to `node` (half the network's per-peer cap).
+fn gate(inner: &Inner, node: &NodeId) -> Arc<Semaphore> {
+    let mut gates = lock(&inner.gates);
+    Arc::clone(
+        gates
+            .entry(node.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(inner.gate_permits))),
+    )
+}
+
+/// Sends what is queued for `node` to run there, a batch per request, as many requests
+/// in flight as its gate allows: while they are in flight, the next batch fills up.
+async fn send_executes(inner: Arc<Inner>, node: NodeId) {
+    let gate = gate(&inner, &node);
+    loop {
+        let Ok(permit) = Arc::clone(&gate).acquire_owned().await else {
+            return;
+        };
+        let Some(mut batch) = inner.executes.take(&node, inner.batch_bytes) else {
+            return;
+        };
+        // Attempts settled meanwhile (their node left) are not sent.
+        {
+            let pending = lock(&inner.pending);
+            batch.retain(|(key, _)| pending.contains_key(key));
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let (inner, node) = (Arc::clone(&inner), node.clone());
+        tokio::spawn(async move {
+            exchange_executes(&inner, &node, batch, permit).await;
+        });
+    }
+}
+
+/// Sends one batch of functions to `node` and settles what its answer says.
+async fn exchange_executes(
+    inner: &Arc<Inner>,
+    node: &NodeId,
+    batch: Vec<(AttemptKey, ExecuteRequest)>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let (keys, requests): (Vec<AttemptKey>, Vec<ExecuteRequest>) = batch.into_iter().unzip();
+    let sent = while_saturated(
+        || {
+            inner
+                .client
+                .request(node, Request::ExecuteBatch(requests.clone()))
+        },
+        saturated,
+    )
+    .await;
+    drop(permit);
+    let transport = NetTransport {
+        inner: Arc::clone(inner),
+    };
+    let failure = match sent {
+        Ok(Response::Executed(answers)) if answers.len() == keys.len() => {
+            for (key, answer) in keys.into_iter().zip(answers) {
+                match answer {
+                    ExecuteAnswer::Accepted => {}
+                    ExecuteAnswer::Finished(report) => transport.finished(node, report),
+                    ExecuteAnswer::Refused(RpcError::UnknownCode { code }) => {
+                        transport.settle(&key, |_| CallError::UnknownCode { code })
+                    }
+                    ExecuteAnswer::Refused(error) => {
+                        let reason = format!("it refused: {error}");
+                        transport.settle(&key, |code| CallError::Unavailable {
+                            code,
+                            node: node.clone(),
+                            reason,
+                        })
+                    }
+                }
             }
             return;
         }
-        Err(_) => {
-            if let Err(error) = client.respond(channel, accepted).await {
-                tracing::debug!(node = %from, "could not accept an execute request: {error}");
-            }
-            work.await
+        Ok(other) => format!("it answered {} to an execute request", other.kind()),
+        // The connection broke with the request in flight: the node may have taken the
+        // functions and died running them. Its departure, if it comes, settles them as
+        // lost with the node (so a function that kills its node is blamed); otherwise
+        // they are unavailable after a while.
+        Err(
+            error @ (RequestError::ConnectionClosed { .. }
+            | RequestError::Io { .. }
+            | RequestError::Timeout { .. }),
+        ) => {
+            tokio::time::sleep(DEPARTURE_WAIT).await;
+            error.to_string()
         }
+        Err(error) => error.to_string(),
     };
-    let report = Request::Finished(late);
-    if let Err(error) = request_patiently(&transport.inner, &from, report).await {
-        tracing::warn!(node = %from, "could not report a finished function: {error}");
+    for key in keys {
+        let reason = failure.clone();
+        transport.settle(&key, |code| CallError::Unavailable {
+            code,
+            node: node.clone(),
+            reason,
+        });
+    }
+}
+
+/// Sends the late reports queued for `node` (the coordinator of their executions), a
+/// batch per request.
+async fn send_reports(inner: Arc<Inner>, node: NodeId) {
+    let gate = gate(&inner, &node);
+    loop {
+        let Ok(permit) = Arc::clone(&gate).acquire_owned().await else {
+            return;
+        };
+        let Some(mut reports) = inner.reports.take(&node, inner.inline_budget) else {
+            return;
+        };
+        let mut left = inner.inline_budget;
+        for report in &mut reports {
+            strip_inline(report, &mut left);
+        }
+        let (inner, node) = (Arc::clone(&inner), node.clone());
+        tokio::spawn(async move {
+            let sent = while_saturated(
+                || {
+                    inner
+                        .client
+                        .request(&node, Request::FinishedBatch(reports.clone()))
+                },
+                saturated,
+            )
+            .await;
+            drop(permit);
+            if let Err(error) = sent {
+                tracing::warn!(%node, "could not report finished functions: {error}");
+            }
+        });
     }
 }
 
