@@ -1,16 +1,25 @@
 //! Remote execution between two cluster nodes on loopback, each with its own thread and
 //! actix `System` (as two processes would be), timed end to end through
-//! `NodeHandle::execute` on the coordinating node.
+//! `NodeHandle::execute` on the coordinating node, beside the raw request-response rate
+//! of the same network stack (two bare `handoff_net` nodes, no actors), so that the remote
+//! figures read as a fraction of the transport's own limit.
 //!
 //! `cargo bench --bench cluster` prints, after a warm-up:
+//! - raw: the round trip of one request (a Hello, answered by the receiver's network task
+//!   itself), requests per second with many in flight, and the time to fetch a 10 MB value
+//!   served straight from memory;
 //! - the round trip of one remote trivial function (a one-function DAG pinned to the
-//!   worker: Execute → Accepted → run → Finished with the result inline);
-//! - remote dispatch throughput: one DAG of many independent trivial functions pinned to
-//!   the worker, all in flight at once;
+//!   worker);
+//! - fanout: 10,000 trivial functions pinned to the worker, all in flight at once, and one
+//!   aggregate over all of them on the coordinator;
+//! - chain: 1,000 functions pinned to the worker, each taking the previous one's result;
+//! - payload: a chain of 10 functions passing a 10 MB buffer along, alternating between
+//!   the two nodes (9 transfers of 10 MB);
 //! - the time to fetch a 10 MB value from the worker.
 //!
-//! `ROUNDS`, `FANOUT` and `RUNS` (environment) change the sizes. After the table it prints
-//! one `json {...}` line per measurement (seconds; the per-unit figure in seconds).
+//! `ROUNDS`, `FANOUT`, `CHAIN` and `RUNS` (environment) change the sizes. After the table
+//! it prints one `json {...}` line per measurement (seconds; the per-unit figure in
+//! seconds).
 //!
 //! Without the `--bench` argument (how `cargo test` runs this target) it runs in quick
 //! mode: tiny sizes, a short warm-up; only the correctness checks matter there.
@@ -18,14 +27,25 @@
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use handoff::{
-    ClusterKey, ClusterNode, Dag, DagId, ExecuteOptions, Function, FunctionId, Multiaddr,
-    NetConfig, NodeConfig, NodeId, Registry, Resources, Value,
+    ClusterKey, ClusterNode, Dag, DagId, ExecuteOptions, Function, FunctionId, List, Multiaddr,
+    NetConfig, NodeConfig, NodeHandle, NodeId, Registry, Resources, Shared, ValidatedDag, Value,
 };
+use handoff_net::{NetEvent, Request, Response, RpcError};
 
 fn registry() -> Registry {
     let mut r = Registry::new();
+    r.register("one", || 1_i64).expect("register");
     r.register("inc", |x: i64| x + 1).expect("register");
+    r.register("sum", |xs: List<i64>| xs.iter().sum::<i64>())
+        .expect("register");
+    r.register("blob", |n: usize| bytes::Bytes::from(vec![7_u8; n]))
+        .expect("register");
+    r.register("pass", |b: Shared<bytes::Bytes>| {
+        Value::from_arc(b.into_arc())
+    })
+    .expect("register");
     r
 }
 
@@ -115,17 +135,173 @@ fn summary(label: &str, mut times: Vec<Duration>, per: usize, unit: &str) -> Str
     )
 }
 
+/// Starts a bare network node (no actors) on its own thread, answering fetches of one
+/// value (`value` of DAG `raw`, `size` bytes) straight from memory; Hello is answered by
+/// its network task. Returns its address and a sender that stops it.
+fn spawn_raw_server(key: ClusterKey, size: usize) -> (Multiaddr, std_mpsc::SyncSender<()>) {
+    let (ready_tx, ready_rx) = std_mpsc::sync_channel(1);
+    let (stop_tx, stop_rx) = std_mpsc::sync_channel::<()>(1);
+    std::thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let (client, mut events) = handoff_net::start(net(&key, "raw-server", None))
+                .await
+                .expect("raw server starts");
+            let encoded = Value::new(bytes::Bytes::from(vec![3_u8; size]))
+                .to_msgpack()
+                .expect("encoded");
+            let address = client
+                .listen_addresses()
+                .await
+                .expect("addresses")
+                .into_iter()
+                .next()
+                .expect("an address");
+            ready_tx.send(address).expect("bench waiting");
+            let server = client.clone();
+            actix::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    if let NetEvent::InboundRequest {
+                        request, channel, ..
+                    } = event
+                    {
+                        let response = match request {
+                            Request::Fetch(fetch) => fetch.answer(&encoded),
+                            other => Response::Error(RpcError::Unsupported {
+                                request: other.kind(),
+                            }),
+                        };
+                        let _ = server.respond(channel, response).await;
+                    }
+                }
+            });
+            let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+            let _ = client.shutdown().await;
+        });
+    });
+    (ready_rx.recv().expect("raw server ready"), stop_tx)
+}
+
+/// Times the raw request-response stack from a bare client node to a bare server node.
+async fn raw(
+    key: &ClusterKey,
+    quick: bool,
+    rounds: usize,
+    runs: usize,
+    size: usize,
+) -> Vec<String> {
+    let (address, stop) = spawn_raw_server(key.clone(), size);
+    let (client, mut events) = handoff_net::start(net(key, "raw-client", None))
+        .await
+        .expect("raw client starts");
+    actix::spawn(async move { while events.recv().await.is_some() {} });
+    let server = client.dial(address).await.expect("raw server reachable");
+    let mut json = Vec::new();
+    for _ in 0..if quick { 2 } else { 200 } {
+        client.hello(&server).await.expect("hello");
+    }
+    let mut times = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let start = Instant::now();
+        client.hello(&server).await.expect("hello");
+        times.push(start.elapsed());
+    }
+    json.push(summary(
+        "raw: one request (round trip)",
+        times,
+        1,
+        "request",
+    ));
+
+    // As many in flight as the per-peer cap allows (128 by default), less a few.
+    let (requests, window) = if quick { (50, 8) } else { (20_000, 120) };
+    let mut times = Vec::with_capacity(runs);
+    for run in 0..runs + 1 {
+        let start = Instant::now();
+        let answered = futures::stream::iter(0..requests)
+            .map(|_| client.hello(&server))
+            .buffer_unordered(window)
+            .filter(|r| futures::future::ready(r.is_ok()))
+            .count()
+            .await;
+        let elapsed = start.elapsed();
+        assert_eq!(answered, requests, "every request answered");
+        if run > 0 {
+            times.push(elapsed);
+        }
+    }
+    json.push(summary(
+        &format!("raw: {requests} requests, {window} in flight"),
+        times,
+        requests,
+        "request",
+    ));
+
+    let (dag, function) = (DagId::new("raw"), FunctionId::new("value"));
+    let mut times = Vec::with_capacity(runs);
+    for run in 0..runs + 1 {
+        let start = Instant::now();
+        let value = client
+            .fetch_value(&server, &dag, &function)
+            .await
+            .expect("fetched");
+        let elapsed = start.elapsed();
+        let bytes = value.get::<bytes::Bytes>().expect("bytes");
+        assert_eq!(bytes.len(), size);
+        if run > 0 {
+            times.push(elapsed);
+        }
+    }
+    json.push(summary(&fetch_label("raw: fetch", size), times, 1, "fetch"));
+    let _ = client.shutdown().await;
+    let _ = stop.send(());
+    json
+}
+
+fn fetch_label(what: &str, size: usize) -> String {
+    if size == 10_000_000 {
+        format!("{what} a 10 MB value")
+    } else {
+        format!("{what} a {size} B value")
+    }
+}
+
+/// Runs `make(run)` `runs` times after one warm-up run, checking each result; returns
+/// the times.
+async fn time_runs(
+    node: &NodeHandle,
+    runs: usize,
+    make: impl Fn(usize) -> ValidatedDag,
+    check: impl Fn(&handoff::Results),
+) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(runs);
+    for run in 0..runs + 1 {
+        let dag = make(run);
+        let start = Instant::now();
+        let done = node
+            .execute(dag, ExecuteOptions::default())
+            .await
+            .expect("runs");
+        let elapsed = start.elapsed();
+        check(&done.results);
+        if run > 0 {
+            times.push(elapsed);
+        }
+    }
+    times
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test` does not: quick mode.
     let quick = !std::env::args().any(|a| a == "--bench");
-    // In quick mode the fetched value is 100 kB: 10 MB takes seconds in a debug build.
-    let (rounds, fanout, runs, warmup, size) = if quick {
+    // In quick mode the moved values are 100 kB: 10 MB takes seconds in a debug build.
+    let (rounds, fanout, chain, runs, warmup, size) = if quick {
         println!("quick mode (no --bench): tiny sizes, correctness only");
-        (3, 20, 1, 2, 100_000)
+        (3, 20, 10, 1, 2, 100_000)
     } else {
         (
             env("ROUNDS", 300),
-            env("FANOUT", 2000),
+            env("FANOUT", 10_000),
+            env("CHAIN", 1_000),
             env("RUNS", 10).max(1),
             50,
             10_000_000,
@@ -134,6 +310,7 @@ fn main() {
     let key = ClusterKey::generate();
     let (worker, address, stop) = spawn_worker(key.clone(), runs + 1, size);
     actix::System::new().block_on(async move {
+        let mut json = raw(&key, quick, rounds, runs, size).await;
         let net = net(&key, "coordinator", Some(address));
         let config = NodeConfig::new(net.node_id(), registry());
         let c = ClusterNode::start(config, net)
@@ -148,6 +325,8 @@ fn main() {
         while c.node().discover_nodes().await.expect("nodes").len() < 2 {
             let _ = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await;
         }
+        let here = c.id().clone();
+        let node = c.node();
 
         let one = |i: usize| {
             Dag::with_id(format!("rtt-{i}"))
@@ -159,9 +338,8 @@ fn main() {
                 .validate()
                 .expect("valid")
         };
-        let mut json = Vec::new();
         for i in 0..warmup {
-            let done = c.node().execute(one(i), ExecuteOptions::default()).await;
+            let done = node.execute(one(i), ExecuteOptions::default()).await;
             assert_eq!(
                 done.expect("runs").results.get::<i64>("f"),
                 Ok(i as i64 + 1)
@@ -171,7 +349,7 @@ fn main() {
         for i in 0..rounds {
             let dag = one(i);
             let start = Instant::now();
-            let done = c.node().execute(dag, ExecuteOptions::default()).await;
+            let done = node.execute(dag, ExecuteOptions::default()).await;
             times.push(start.elapsed());
             assert_eq!(
                 done.expect("runs").results.get::<i64>("f"),
@@ -185,38 +363,88 @@ fn main() {
             "function",
         ));
 
-        let many = |run: usize| {
-            let mut dag = Dag::with_id(format!("many-{run}"));
+        let fanout_dag = |run: usize| {
+            let mut dag = Dag::with_id(format!("fanout-{run}"));
             for i in 0..fanout {
+                dag.add_function(Function::new(format!("f{i}"), "one").pinned(worker.clone()));
+            }
+            dag.with(
+                Function::new("total", "sum")
+                    .args((0..fanout).map(|i| format!("f{i}")))
+                    .as_list()
+                    .pinned(here.clone()),
+            )
+            .validate()
+            .expect("valid")
+        };
+        let times = time_runs(&node, runs, fanout_dag, |results| {
+            assert_eq!(results.get::<i64>("total"), Ok(fanout as i64));
+        })
+        .await;
+        json.push(summary(
+            &format!("fanout: {fanout} remote functions + 1 aggregate"),
+            times,
+            fanout + 1,
+            "function",
+        ));
+
+        let chain_dag = |run: usize| {
+            let mut dag = Dag::with_id(format!("chain-{run}"))
+                .with(Function::new("c0", "one").pinned(worker.clone()));
+            for i in 1..chain {
                 dag.add_function(
-                    Function::new(format!("f{i}"), "inc")
-                        .extra_arg(i as i64)
+                    Function::new(format!("c{i}"), "inc")
+                        .arg(format!("c{}", i - 1))
                         .pinned(worker.clone()),
                 );
             }
             dag.validate().expect("valid")
         };
-        let mut times = Vec::with_capacity(runs);
-        for run in 0..runs + 1 {
-            let dag = many(run);
-            let start = Instant::now();
-            let done = c
-                .node()
-                .execute(dag, ExecuteOptions::default())
-                .await
-                .expect("runs");
-            let elapsed = start.elapsed();
-            assert_eq!(done.results.get::<i64>("f7"), Ok(8));
-            if run > 0 {
-                times.push(elapsed);
-            }
-        }
+        let last = format!("c{}", chain - 1);
+        let times = time_runs(&node, runs, chain_dag, |results| {
+            assert_eq!(results.get::<i64>(&last), Ok(chain as i64));
+        })
+        .await;
         json.push(summary(
-            &format!("{fanout} remote trivial functions in flight"),
+            &format!("chain: {chain} remote functions"),
             times,
-            fanout,
-            "function",
+            chain,
+            "hop",
         ));
+
+        // p0 makes the buffer on the worker; each next hop runs on the other node.
+        let hops = 10;
+        let payload_dag = |run: usize| {
+            let on = |i: usize| {
+                if i % 2 == 0 {
+                    worker.clone()
+                } else {
+                    here.clone()
+                }
+            };
+            let mut dag = Dag::with_id(format!("payload-{run}"))
+                .with(Function::new("p0", "blob").extra_arg(size).pinned(on(0)));
+            for i in 1..hops {
+                dag.add_function(
+                    Function::new(format!("p{i}"), "pass")
+                        .arg(format!("p{}", i - 1))
+                        .pinned(on(i)),
+                );
+            }
+            dag.validate().expect("valid")
+        };
+        let last = format!("p{}", hops - 1);
+        let times = time_runs(&node, runs, payload_dag, |results| {
+            let buffer = results.get::<bytes::Bytes>(&last).expect("bytes");
+            assert_eq!(buffer.len(), size);
+        })
+        .await;
+        let label = if size == 10_000_000 {
+            format!("payload: {hops} hops of 10 MB, alternating nodes")
+        } else {
+            format!("payload: {hops} hops of {size} B, alternating nodes")
+        };
+        json.push(summary(&label, times, hops - 1, "transfer"));
 
         // The value held on the worker, fetched by the coordinator (a new DAG id each time, so
         // nothing is cached; the worker encodes each once, as it would a fresh result).
@@ -234,12 +462,12 @@ fn main() {
                 times.push(elapsed);
             }
         }
-        let label = if size == 10_000_000 {
-            "fetch a 10 MB value from the worker".to_owned()
-        } else {
-            format!("fetch a {size} B value from the worker")
-        };
-        json.push(summary(&label, times, 1, "fetch"));
+        json.push(summary(
+            &format!("{} from the worker", fetch_label("fetch", size)),
+            times,
+            1,
+            "fetch",
+        ));
         for line in &json {
             println!("json {line}");
         }
