@@ -181,7 +181,7 @@ impl Csr {
 struct Inner {
     id: DagId,
     functions: Vec<Function>,
-    index: HashMap<FunctionId, u32>,
+    index: IdIndex,
     args: Csr,
     deps: Csr,
     dependents: Csr,
@@ -285,7 +285,7 @@ fn validate(dag: Dag) -> Result<ValidatedDag, ValidationError> {
         });
     }
 
-    let mut index: HashMap<FunctionId, u32> = HashMap::with_capacity(n);
+    let mut index = IdIndex::with_capacity_and_hasher(n, Default::default());
     for (i, f) in functions.iter().enumerate() {
         if index.insert(f.id().clone(), i as u32).is_some() {
             return Err(ValidationError::DuplicateId { id: f.id().clone() });
@@ -335,19 +335,12 @@ fn validate(dag: Dag) -> Result<ValidatedDag, ValidationError> {
     let group = collocation_groups(&functions, &index)?;
 
     // Topological order over dependency edges (dependency -> dependent).
-    let mut graph: DiGraph<(), (), u32> = DiGraph::with_capacity(n, n);
-    for _ in 0..n {
-        graph.add_node(());
-    }
-    for i in 0..n {
-        for &d in original_args.get(i) {
-            graph.add_edge(NodeIndex::new(d as usize), NodeIndex::new(i), ());
+    let order = stable_toposort(&original_args).map_err(|node| {
+        let graph = dependency_graph(&original_args);
+        ValidationError::Cycle {
+            path: cycle_path(&graph, node, &functions),
         }
-    }
-    let order = stable_toposort(&graph).map_err(|node| ValidationError::Cycle {
-        path: cycle_path(&graph, node, &functions),
     })?;
-    drop(graph);
 
     // Renumber everything in topological order.
     let mut position = vec![0_u32; n];
@@ -454,33 +447,74 @@ fn validate(dag: Dag) -> Result<ValidatedDag, ValidationError> {
     })))
 }
 
-/// Kahn's algorithm with a FIFO queue: independent functions keep the order they were
-/// added in. On a cycle, returns a node on it.
-fn stable_toposort(graph: &DiGraph<(), (), u32>) -> Result<Vec<NodeIndex<u32>>, NodeIndex<u32>> {
-    let n = graph.node_count();
-    let mut indegree: Vec<u32> = vec![0; n];
-    for edge in graph.raw_edges() {
-        indegree[edge.target().index()] += 1;
+/// The map from function ids to indices (a fast hasher: validation looks every id up).
+type IdIndex = HashMap<FunctionId, u32, foldhash::fast::RandomState>;
+
+/// The graph of dependency edges (dependency -> dependent), for finding a cycle.
+fn dependency_graph(args: &Csr) -> DiGraph<(), (), u32> {
+    let n = args.offsets.len() - 1;
+    let mut graph: DiGraph<(), (), u32> = DiGraph::with_capacity(n, args.items.len());
+    for _ in 0..n {
+        graph.add_node(());
     }
-    let mut queue: VecDeque<NodeIndex<u32>> = (0..n)
-        .filter(|&i| indegree[i] == 0)
-        .map(NodeIndex::new)
+    for i in 0..n {
+        for &d in args.get(i) {
+            graph.add_edge(NodeIndex::new(d as usize), NodeIndex::new(i), ());
+        }
+    }
+    graph
+}
+
+/// Kahn's algorithm with a FIFO queue over the argument lists: independent functions keep
+/// the order they were added in, and a function's dependents are visited latest added
+/// first. On a cycle, returns a node on it.
+fn stable_toposort(args: &Csr) -> Result<Vec<NodeIndex<u32>>, NodeIndex<u32>> {
+    let n = args.offsets.len() - 1;
+    // The dependents of each function (edges out), counted then filled.
+    let mut offsets = vec![0_u32; n + 1];
+    for &d in &args.items {
+        offsets[d as usize + 1] += 1;
+    }
+    for k in 1..=n {
+        offsets[k] += offsets[k - 1];
+    }
+    let mut items = vec![0_u32; args.items.len()];
+    let mut next = offsets.clone();
+    for i in 0..n {
+        for &d in args.get(i) {
+            items[next[d as usize] as usize] = i as u32;
+            next[d as usize] += 1;
+        }
+    }
+    drop(next);
+    let mut indegree: Vec<u32> = (0..n)
+        .map(|i| args.offsets[i + 1] - args.offsets[i])
         .collect();
-    let mut order = Vec::with_capacity(n);
-    while let Some(node) = queue.pop_front() {
-        order.push(node);
-        for next in graph.neighbors_directed(node, Direction::Outgoing) {
-            indegree[next.index()] -= 1;
-            if indegree[next.index()] == 0 {
-                queue.push_back(next);
+    // `order` is the queue: what is in it and not yet visited lies after `head`.
+    let mut order: Vec<u32> = (0..n as u32)
+        .filter(|&i| indegree[i as usize] == 0)
+        .collect();
+    order.reserve(n - order.len());
+    let mut head = 0;
+    while head < order.len() {
+        let node = order[head] as usize;
+        head += 1;
+        let (from, to) = (offsets[node] as usize, offsets[node + 1] as usize);
+        for &next in items[from..to].iter().rev() {
+            indegree[next as usize] -= 1;
+            if indegree[next as usize] == 0 {
+                order.push(next);
             }
         }
     }
     if order.len() == n {
-        return Ok(order);
+        return Ok(order
+            .into_iter()
+            .map(|i| NodeIndex::new(i as usize))
+            .collect());
     }
     // Some node is on a cycle; petgraph's DFS finds one.
-    match petgraph::algo::toposort(graph, None) {
+    match petgraph::algo::toposort(&dependency_graph(args), None) {
         Err(cycle) => Err(cycle.node_id()),
         Ok(_) => Err(NodeIndex::new(
             indegree.iter().position(|&d| d > 0).unwrap_or(0),
@@ -491,7 +525,7 @@ fn stable_toposort(graph: &DiGraph<(), (), u32>) -> Result<Vec<NodeIndex<u32>>, 
 /// The root of each function's collocation chain, by original index.
 fn collocation_groups(
     functions: &[Function],
-    index: &HashMap<FunctionId, u32>,
+    index: &IdIndex,
 ) -> Result<Vec<u32>, ValidationError> {
     const UNKNOWN: u32 = u32::MAX;
     let mut root = vec![UNKNOWN; functions.len()];
