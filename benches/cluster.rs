@@ -17,7 +17,9 @@
 //!   the two nodes (9 transfers of 10 MB);
 //! - the time to fetch a 10 MB value from the worker.
 //!
-//! `ROUNDS`, `FANOUT`, `CHAIN` and `RUNS` (environment) change the sizes. After the table
+//! `ROUNDS`, `FANOUT`, `CHAIN` and `RUNS` (environment) change the sizes; `ONLY` (a
+//! comma-separated list of `raw`, `rtt`, `fanout`, `chain`, `payload`, `fetch`) runs only
+//! those parts (for profiling one). After the table
 //! it prints one `json {...}` line per measurement (seconds; the per-unit figure in
 //! seconds).
 //!
@@ -47,6 +49,11 @@ fn registry() -> Registry {
     })
     .expect("register");
     r
+}
+
+/// True when `part` is to run (see `ONLY`).
+fn wanted(part: &str) -> bool {
+    std::env::var("ONLY").map_or(true, |only| only.split(',').any(|p| p.trim() == part))
 }
 
 fn env(name: &str, default: usize) -> usize {
@@ -310,7 +317,11 @@ fn main() {
     let key = ClusterKey::generate();
     let (worker, address, stop) = spawn_worker(key.clone(), runs + 1, size);
     actix::System::new().block_on(async move {
-        let mut json = raw(&key, quick, rounds, runs, size).await;
+        let mut json = if wanted("raw") {
+            raw(&key, quick, rounds, runs, size).await
+        } else {
+            Vec::new()
+        };
         let net = net(&key, "coordinator", Some(address));
         let config = NodeConfig::new(net.node_id(), registry());
         let c = ClusterNode::start(config, net)
@@ -338,136 +349,147 @@ fn main() {
                 .validate()
                 .expect("valid")
         };
-        for i in 0..warmup {
-            let done = node.execute(one(i), ExecuteOptions::default()).await;
-            assert_eq!(
-                done.expect("runs").results.get::<i64>("f"),
-                Ok(i as i64 + 1)
-            );
-        }
-        let mut times = Vec::with_capacity(rounds);
-        for i in 0..rounds {
-            let dag = one(i);
-            let start = Instant::now();
-            let done = node.execute(dag, ExecuteOptions::default()).await;
-            times.push(start.elapsed());
-            assert_eq!(
-                done.expect("runs").results.get::<i64>("f"),
-                Ok(i as i64 + 1)
-            );
-        }
-        json.push(summary(
-            "one remote trivial function (round trip)",
-            times,
-            1,
-            "function",
-        ));
-
-        let fanout_dag = |run: usize| {
-            let mut dag = Dag::with_id(format!("fanout-{run}"));
-            for i in 0..fanout {
-                dag.add_function(Function::new(format!("f{i}"), "one").pinned(worker.clone()));
-            }
-            dag.with(
-                Function::new("total", "sum")
-                    .args((0..fanout).map(|i| format!("f{i}")))
-                    .as_list()
-                    .pinned(here.clone()),
-            )
-            .validate()
-            .expect("valid")
-        };
-        let times = time_runs(&node, runs, fanout_dag, |results| {
-            assert_eq!(results.get::<i64>("total"), Ok(fanout as i64));
-        })
-        .await;
-        json.push(summary(
-            &format!("fanout: {fanout} remote functions + 1 aggregate"),
-            times,
-            fanout + 1,
-            "function",
-        ));
-
-        let chain_dag = |run: usize| {
-            let mut dag = Dag::with_id(format!("chain-{run}"))
-                .with(Function::new("c0", "one").pinned(worker.clone()));
-            for i in 1..chain {
-                dag.add_function(
-                    Function::new(format!("c{i}"), "inc")
-                        .arg(format!("c{}", i - 1))
-                        .pinned(worker.clone()),
+        if wanted("rtt") {
+            for i in 0..warmup {
+                let done = node.execute(one(i), ExecuteOptions::default()).await;
+                assert_eq!(
+                    done.expect("runs").results.get::<i64>("f"),
+                    Ok(i as i64 + 1)
                 );
             }
-            dag.validate().expect("valid")
-        };
-        let last = format!("c{}", chain - 1);
-        let times = time_runs(&node, runs, chain_dag, |results| {
-            assert_eq!(results.get::<i64>(&last), Ok(chain as i64));
-        })
-        .await;
-        json.push(summary(
-            &format!("chain: {chain} remote functions"),
-            times,
-            chain,
-            "hop",
-        ));
+            let mut times = Vec::with_capacity(rounds);
+            for i in 0..rounds {
+                let dag = one(i);
+                let start = Instant::now();
+                let done = node.execute(dag, ExecuteOptions::default()).await;
+                times.push(start.elapsed());
+                assert_eq!(
+                    done.expect("runs").results.get::<i64>("f"),
+                    Ok(i as i64 + 1)
+                );
+            }
+            json.push(summary(
+                "one remote trivial function (round trip)",
+                times,
+                1,
+                "function",
+            ));
+        }
 
-        // p0 makes the buffer on the worker; each next hop runs on the other node.
-        let hops = 10;
-        let payload_dag = |run: usize| {
-            let on = |i: usize| {
-                if i % 2 == 0 {
-                    worker.clone()
-                } else {
-                    here.clone()
+        if wanted("fanout") {
+            let fanout_dag = |run: usize| {
+                let mut dag = Dag::with_id(format!("fanout-{run}"));
+                for i in 0..fanout {
+                    dag.add_function(Function::new(format!("f{i}"), "one").pinned(worker.clone()));
                 }
+                dag.with(
+                    Function::new("total", "sum")
+                        .args((0..fanout).map(|i| format!("f{i}")))
+                        .as_list()
+                        .pinned(here.clone()),
+                )
+                .validate()
+                .expect("valid")
             };
-            let mut dag = Dag::with_id(format!("payload-{run}"))
-                .with(Function::new("p0", "blob").extra_arg(size).pinned(on(0)));
-            for i in 1..hops {
-                dag.add_function(
-                    Function::new(format!("p{i}"), "pass")
-                        .arg(format!("p{}", i - 1))
-                        .pinned(on(i)),
-                );
-            }
-            dag.validate().expect("valid")
-        };
-        let last = format!("p{}", hops - 1);
-        let times = time_runs(&node, runs, payload_dag, |results| {
-            let buffer = results.get::<bytes::Bytes>(&last).expect("bytes");
-            assert_eq!(buffer.len(), size);
-        })
-        .await;
-        let label = if size == 10_000_000 {
-            format!("payload: {hops} hops of 10 MB, alternating nodes")
-        } else {
-            format!("payload: {hops} hops of {size} B, alternating nodes")
-        };
-        json.push(summary(&label, times, hops - 1, "transfer"));
-
-        // The value held on the worker, fetched by the coordinator (a new DAG id each time, so
-        // nothing is cached; the worker encodes each once, as it would a fresh result).
-        let mut times = Vec::with_capacity(runs);
-        for run in 0..runs + 1 {
-            let (dag, id) = big(run);
-            let start = Instant::now();
-            let value = c
-                .get_value(&dag, &id, Some(&worker))
-                .await
-                .expect("fetched");
-            let elapsed = start.elapsed();
-            assert_eq!(value.get::<bytes::Bytes>().expect("bytes").len(), size);
-            if run > 0 {
-                times.push(elapsed);
-            }
+            let times = time_runs(&node, runs, fanout_dag, |results| {
+                assert_eq!(results.get::<i64>("total"), Ok(fanout as i64));
+            })
+            .await;
+            json.push(summary(
+                &format!("fanout: {fanout} remote functions + 1 aggregate"),
+                times,
+                fanout + 1,
+                "function",
+            ));
         }
-        json.push(summary(
-            &format!("{} from the worker", fetch_label("fetch", size)),
-            times,
-            1,
-            "fetch",
-        ));
+
+        if wanted("chain") {
+            let chain_dag = |run: usize| {
+                let mut dag = Dag::with_id(format!("chain-{run}"))
+                    .with(Function::new("c0", "one").pinned(worker.clone()));
+                for i in 1..chain {
+                    dag.add_function(
+                        Function::new(format!("c{i}"), "inc")
+                            .arg(format!("c{}", i - 1))
+                            .pinned(worker.clone()),
+                    );
+                }
+                dag.validate().expect("valid")
+            };
+            let last = format!("c{}", chain - 1);
+            let times = time_runs(&node, runs, chain_dag, |results| {
+                assert_eq!(results.get::<i64>(&last), Ok(chain as i64));
+            })
+            .await;
+            json.push(summary(
+                &format!("chain: {chain} remote functions"),
+                times,
+                chain,
+                "hop",
+            ));
+        }
+
+        if wanted("payload") {
+            // p0 makes the buffer on the worker; each next hop runs on the other node.
+            let hops = 10;
+            let payload_dag = |run: usize| {
+                let on = |i: usize| {
+                    if i % 2 == 0 {
+                        worker.clone()
+                    } else {
+                        here.clone()
+                    }
+                };
+                let mut dag = Dag::with_id(format!("payload-{run}"))
+                    .with(Function::new("p0", "blob").extra_arg(size).pinned(on(0)));
+                for i in 1..hops {
+                    dag.add_function(
+                        Function::new(format!("p{i}"), "pass")
+                            .arg(format!("p{}", i - 1))
+                            .pinned(on(i)),
+                    );
+                }
+                dag.validate().expect("valid")
+            };
+            let last = format!("p{}", hops - 1);
+            let times = time_runs(&node, runs, payload_dag, |results| {
+                let buffer = results.get::<bytes::Bytes>(&last).expect("bytes");
+                assert_eq!(buffer.len(), size);
+            })
+            .await;
+            let label = if size == 10_000_000 {
+                format!("payload: {hops} hops of 10 MB, alternating nodes")
+            } else {
+                format!("payload: {hops} hops of {size} B, alternating nodes")
+            };
+            json.push(summary(&label, times, hops - 1, "transfer"));
+        }
+
+        if wanted("fetch") {
+            // The value held on the worker, fetched by the coordinator (a new DAG id each time, so
+            // nothing is cached; the worker encodes each once, as it would a fresh result).
+            let mut times = Vec::with_capacity(runs);
+            for run in 0..runs + 1 {
+                let (dag, id) = big(run);
+                let start = Instant::now();
+                let value = c
+                    .get_value(&dag, &id, Some(&worker))
+                    .await
+                    .expect("fetched");
+                let elapsed = start.elapsed();
+                assert_eq!(value.get::<bytes::Bytes>().expect("bytes").len(), size);
+                if run > 0 {
+                    times.push(elapsed);
+                }
+            }
+            json.push(summary(
+                &format!("{} from the worker", fetch_label("fetch", size)),
+                times,
+                1,
+                "fetch",
+            ));
+        }
+
         for line in &json {
             println!("json {line}");
         }
