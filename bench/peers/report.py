@@ -351,7 +351,7 @@ def machine() -> str:
             mem = f", {kb / 2**20:.0f} GiB memory"
     except (OSError, StopIteration, ValueError):
         pass
-    return f"{model}, {os.cpu_count()} cores{mem}, {platform.system()} {platform.release()}"
+    return f"{model}, {os.cpu_count()} cores{mem}, {platform.system()}"
 
 
 def section(args: argparse.Namespace, local: list, cluster: list, peers: list) -> str:
