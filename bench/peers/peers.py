@@ -8,7 +8,8 @@ Systems:
 - `dask-threaded`: `dask.delayed` (a raw task graph for `big`), the threaded scheduler
   with 2 threads.
 - `dask-distributed`: `LocalCluster(n_workers=2, threads_per_worker=1, processes=True)`,
-  futures (`client.submit`, futures passed to downstream tasks).
+  futures (`client.map` per set of independent tasks, `client.submit`, futures passed
+  to downstream tasks).
 - `ray`: `ray.init(num_cpus=2)`, remote functions, ObjectRefs passed downstream,
   `ray.get` at the end.
 
@@ -27,10 +28,12 @@ timing starts at the first submission.
 Environment:
 - `QUICK=1`: tiny sizes (those of the Rust harness's quick mode), one run, no warm-up.
 - `RUNS` (default 10), `WARMUP` (default 2): runs per workload and warm-up runs.
-- `PEER_BUDGET_S` (default 60): a workload stops taking more runs (at least one) once
-  its runs took this long; the `runs` field says how many were taken.
-- `PEER_BIG` (default 100000): functions in the `big` workload for the peers.
-- `PEER_LIMIT_S` (default 300), `PEER_BIG_LIMIT_S` (default 240): time limit of one
+- `PEER_BUDGET_S` (default 30): a workload stops taking more runs (at least one) once
+  its runs took this long, and more warm-up runs once they took a third of it; the
+  `runs` field says how many runs were timed.
+- `PEER_BIG` (default 20000): functions in the `big` workload for the peers (the Rust
+  harness runs 1,000,000; the peers' time per function is what compares).
+- `PEER_LIMIT_S` (default 300), `PEER_BIG_LIMIT_S` (default 180): time limit of one
   child (start-up, warm-up and runs of one workload).
 - `PEER_MEM_GIB` (default 12): memory cap of one child and its processes.
 - `PEER_SYSTEMS` (default all): comma-separated systems to run.
@@ -87,14 +90,14 @@ class Sizes:
             False,
             max(env_int("RUNS", 10), 1),
             max(env_int("WARMUP", 2), 0),
-            float(env_int("PEER_BUDGET_S", 60)),
+            float(env_int("PEER_BUDGET_S", 30)),
             10_000,
             1000,
             100,
             20,
             16,
             100,
-            max(env_int("PEER_BIG", 100_000), 4),
+            max(env_int("PEER_BIG", 20_000), 4),
         )
 
 
@@ -103,6 +106,11 @@ class Sizes:
 
 
 def one() -> int:
+    return 1
+
+
+def one_of(_i: int) -> int:
+    """`one` for `client.map`, which hands each task an element."""
     return 1
 
 
@@ -168,7 +176,7 @@ def tree_rss() -> int:
 class PeakSampler:
     """Samples `tree_rss()` every `interval` seconds in a thread; keeps the peak."""
 
-    def __init__(self, interval: float = 0.05) -> None:
+    def __init__(self, interval: float = 0.1) -> None:
         self.interval = interval
         self.peak = tree_rss()
         self._stop = threading.Event()
@@ -247,18 +255,23 @@ class DaskSystem(System):
         return time.perf_counter() - start, out
 
     # The workloads. Threaded: the `delayed` graph is built (untimed), then computed
-    # once. Distributed: futures (`client.submit`, futures passed to downstream tasks,
-    # `gather` at the end), timed from the first submission: on this machine a
-    # `delayed` graph of 2,000 trivial tasks took ~10x longer to compute on the
-    # LocalCluster than the same tasks submitted as futures.
+    # once. Distributed: futures (`client.map` for a set of independent tasks, e.g. a
+    # layer, `client.submit` for one, futures passed to downstream tasks, `gather` at
+    # the end), timed from the first submission: on this machine a `delayed` graph of
+    # 2,000 trivial tasks took ~10x longer to compute on the LocalCluster than the same
+    # tasks submitted with `client.map`.
 
     def submit(self, fn: Callable, *args: Any) -> Any:
         return self.client.submit(fn, *args, pure=False)
 
+    def map(self, fn: Callable, *columns: list) -> list:
+        """One task per element (one message to the scheduler for all of them)."""
+        return self.client.map(fn, *columns, pure=False)
+
     def fanout(self, n: int) -> tuple[float, Callable[[], None]]:
         if self.distributed:
             start = time.perf_counter()
-            parts = [self.submit(one) for _ in range(n)]
+            parts = self.map(one_of, range(n))
             out = self.submit(total, *parts).result()
             elapsed = time.perf_counter() - start
             return elapsed, lambda: check_eq(out, n, "total")
@@ -301,9 +314,9 @@ class DaskSystem(System):
         want = 1 << (depth - 1)
         if self.distributed:
             start = time.perf_counter()
-            layer = [self.submit(one) for _ in range(width)]
+            layer = self.map(one_of, range(width))
             for _ in range(1, depth):
-                layer = [self.submit(add, layer[j], layer[(j + 1) % width]) for j in range(width)]
+                layer = self.map(add, layer, layer[1:] + layer[:1])
             out = layer[0].result()
             elapsed = time.perf_counter() - start
             # The rest of the last layer finishes too before the next run starts.
@@ -344,7 +357,7 @@ class DaskSystem(System):
     def sleep(self, n: int, ms: int) -> tuple[float, Callable[[], None]]:
         if self.distributed:
             start = time.perf_counter()
-            out = self.client.gather([self.submit(nap, ms) for _ in range(n)])
+            out = self.client.gather(self.map(nap, [ms] * n))
             elapsed = time.perf_counter() - start
             return elapsed, lambda: check_naps(list(out), n, ms)
         from dask import delayed
@@ -358,9 +371,9 @@ class DaskSystem(System):
             # Submitted layer by layer; a layer's futures are dropped once the next
             # one holds them, so the scheduler frees what is no longer needed.
             start = time.perf_counter()
-            layer = [self.submit(one) for _ in range(width)]
+            layer = self.map(one_of, range(width))
             for _ in range(1, depth):
-                layer = [self.submit(nxt, layer[j], layer[(j + 1) % width]) for j in range(width)]
+                layer = self.map(nxt, layer, layer[1:] + layer[:1])
             out = self.client.gather(layer)
             elapsed = time.perf_counter() - start
             return 0.0, elapsed, lambda: check_all(list(out), depth, "last layer")
@@ -662,8 +675,13 @@ def run_timed(system: System, key: str, sizes: Sizes) -> None:
         check()
         return elapsed
 
+    warm = 0.0
     for _ in range(sizes.warmup):
-        once()
+        # A slow workload is warm after its first run: its warm-up stops at a third of
+        # its budget.
+        if warm > sizes.budget_s / 3:
+            break
+        warm += once()
     samples: list[float] = []
     spent = 0.0
     while len(samples) < sizes.runs and (not samples or spent < sizes.budget_s):
@@ -858,7 +876,7 @@ def main() -> int:
             print(f"unknown workload {k!r} (known: {', '.join(WORKLOADS)})", file=sys.stderr)
             return 2
     limit = float(env_int("PEER_LIMIT_S", 300))
-    big_limit = float(env_int("PEER_BIG_LIMIT_S", 240))
+    big_limit = float(env_int("PEER_BIG_LIMIT_S", 180))
     cap = env_int("PEER_MEM_GIB", 12) * 2**30
     print(
         "peers: " + " ".join(f"{k}={v}" for k, v in versions().items())

@@ -283,7 +283,7 @@ def big_table(big: Table) -> list[str]:
         "",
         "Handoff's peak RSS is its one process's (`VmHWM`); a peer's is the most resident "
         "memory seen at once, summed over the driver and every process it started "
-        "(workers, Ray's raylet and GCS), sampled every 50 ms; bytes/function are above "
+        "(workers, Ray's raylet and GCS), sampled every 100 ms; bytes/function are above "
         "the same measure just before the DAG was built. Peers compute only the last "
         "layer's results (intermediate ones are freed as they go); Handoff keeps every "
         "result until the execution's reply.",
@@ -380,7 +380,7 @@ def section(args: argparse.Namespace, local: list, cluster: list, peers: list) -
         "- **dask-threaded**: `dask.delayed` graph built, then `dask.compute` once with the "
         "threaded scheduler, 2 threads (`big`: a raw task graph).",
         "- **dask-distributed**: `LocalCluster(n_workers=2, threads_per_worker=1, "
-        "processes=True)`; futures (`client.submit`, futures passed to downstream tasks, "
+        "processes=True)`; futures (`client.map` for each set of independent tasks, `client.submit`, futures passed to downstream tasks, "
         "the result gathered at the end).",
         "- **ray**: `ray.init(num_cpus=2)`, remote functions, ObjectRefs passed downstream, "
         "`ray.get` at the end; sleepers with `num_cpus=1`.",
