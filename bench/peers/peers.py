@@ -5,8 +5,8 @@ Mirrors `benches/workloads.rs`: the same DAGs, the same functions, the same resu
 checks, the same table and `json {...}` lines (plus a `system` field and a `runs` field).
 
 Systems:
-- `dask-threaded`: `dask.delayed` (a raw task graph for `big`), the threaded scheduler
-  with 2 threads.
+- `dask-threaded`: a raw task graph, computed once by the threaded scheduler with 2
+  threads.
 - `dask-distributed`: `LocalCluster(n_workers=2, threads_per_worker=1, processes=True)`,
   futures (`client.map` per set of independent tasks, `client.submit`, futures passed
   to downstream tasks).
@@ -21,7 +21,7 @@ cluster and times that start-up (until a first trivial task's result is back); t
 start-up row is the median, min and max over the children.
 
 As in the Rust harness, building the graph is not timed where the system separates it
-from running it (threaded Dask: the `delayed` graph is built, then computed once);
+from running it (threaded Dask: the task graph is built, then computed once);
 Ray and Dask's futures have no such split (submitting a task starts it), so their
 timing starts at the first submission.
 
@@ -127,10 +127,6 @@ def nxt(a: int, b: int) -> int:
 
 
 def total(*xs: int) -> int:
-    return sum(xs)
-
-
-def total_list(xs: list[int]) -> int:
     return sum(xs)
 
 
@@ -249,17 +245,23 @@ class DaskSystem(System):
 
         return dask.compute(*graphs, **self.compute_opts)
 
-    def timed(self, graphs: list) -> tuple[float, tuple]:
-        start = time.perf_counter()
-        out = self.compute(*graphs)
-        return time.perf_counter() - start, out
+    def get(self, dsk: dict, keys: list) -> tuple[float, list]:
+        """Threaded: computes `keys` of the raw task graph `dsk`, timed."""
+        import dask.threaded
 
-    # The workloads. Threaded: the `delayed` graph is built (untimed), then computed
-    # once. Distributed: futures (`client.map` for a set of independent tasks, e.g. a
-    # layer, `client.submit` for one, futures passed to downstream tasks, `gather` at
-    # the end), timed from the first submission: on this machine a `delayed` graph of
-    # 2,000 trivial tasks took ~10x longer to compute on the LocalCluster than the same
-    # tasks submitted with `client.map`.
+        start = time.perf_counter()
+        out = dask.threaded.get(dsk, keys, num_workers=2)
+        return time.perf_counter() - start, list(out)
+
+    # The workloads. Threaded: a raw task graph (`{key: (function, *argument keys)}`)
+    # built untimed, then computed once, asking for every sink so that every function
+    # runs (Dask culls what no requested key needs). Raw graphs, not `dask.delayed`: on
+    # this machine computing 10,000 `Delayed` objects took 15-25 s, ten times the same
+    # graph written raw (each `Delayed` is a graph layer of its own).
+    # Distributed: futures (`client.map` for a set of independent tasks, e.g. a layer,
+    # `client.submit` for one, futures passed to downstream tasks, the result gathered
+    # at the end), timed from the first submission: a `delayed` graph of 2,000 trivial
+    # tasks took ~10x longer on the LocalCluster than the same tasks from `client.map`.
 
     def submit(self, fn: Callable, *args: Any) -> Any:
         return self.client.submit(fn, *args, pure=False)
@@ -275,11 +277,9 @@ class DaskSystem(System):
             out = self.submit(total, *parts).result()
             elapsed = time.perf_counter() - start
             return elapsed, lambda: check_eq(out, n, "total")
-        from dask import delayed
-
-        parts = [delayed(one)() for _ in range(n)]
-        graph = delayed(total_list)(parts)
-        elapsed, (out,) = self.timed([graph])
+        dsk: dict = {f"f{i}": (one,) for i in range(n)}
+        dsk["total"] = (total, *(f"f{i}" for i in range(n)))
+        elapsed, (out,) = self.get(dsk, ["total"])
         return elapsed, lambda: check_eq(out, n, "total")
 
     def single(self) -> tuple[float, Callable[[], None]]:
@@ -288,9 +288,7 @@ class DaskSystem(System):
             out = self.submit(one).result()
             elapsed = time.perf_counter() - start
             return elapsed, lambda: check_eq(out, 1, "one")
-        from dask import delayed
-
-        elapsed, (out,) = self.timed([delayed(one)()])
+        elapsed, (out,) = self.get({"one": (one,)}, ["one"])
         return elapsed, lambda: check_eq(out, 1, "one")
 
     def chain(self, n: int) -> tuple[float, Callable[[], None]]:
@@ -302,12 +300,10 @@ class DaskSystem(System):
             out = node.result()
             elapsed = time.perf_counter() - start
             return elapsed, lambda: check_eq(out, n, f"c{n - 1}")
-        from dask import delayed
-
-        node = delayed(one)()
-        for _ in range(1, n):
-            node = delayed(inc)(node)
-        elapsed, (out,) = self.timed([node])
+        dsk: dict = {"c0": (one,)}
+        for i in range(1, n):
+            dsk[f"c{i}"] = (inc, f"c{i - 1}")
+        elapsed, (out,) = self.get(dsk, [f"c{n - 1}"])
         return elapsed, lambda: check_eq(out, n, f"c{n - 1}")
 
     def layers(self, width: int, depth: int) -> tuple[float, Callable[[], None]]:
@@ -317,18 +313,13 @@ class DaskSystem(System):
             layer = self.map(one_of, range(width))
             for _ in range(1, depth):
                 layer = self.map(add, layer, layer[1:] + layer[:1])
-            out = layer[0].result()
+            # Every function has run once the whole last layer is back.
+            out = self.client.gather(layer)
             elapsed = time.perf_counter() - start
-            # The rest of the last layer finishes too before the next run starts.
-            self.client.gather(layer)
-            return elapsed, lambda: check_eq(out, want, f"l{depth - 1}_0")
-        from dask import delayed
-
-        layer = [delayed(one)() for _ in range(width)]
-        for _ in range(1, depth):
-            layer = [delayed(add)(layer[j], layer[(j + 1) % width]) for j in range(width)]
-        elapsed, (out,) = self.timed([layer[0]])
-        return elapsed, lambda: check_eq(out, want, f"l{depth - 1}_0")
+            return elapsed, lambda: check_all(out, want, f"layer {depth - 1}")
+        dsk = layered(width, depth, add)
+        elapsed, out = self.get(dsk, [f"l{depth - 1}_{j}" for j in range(width)])
+        return elapsed, lambda: check_all(out, want, f"layer {depth - 1}")
 
     def payload_setup(self, buffer: bytes) -> Any:
         # Distributed: the buffer is scattered to a worker once, outside the timing,
@@ -346,12 +337,11 @@ class DaskSystem(System):
             out = node.result()
             elapsed = time.perf_counter() - start
             return elapsed, lambda: check_buffer(out, buffer, same_object=False)
-        from dask import delayed
-
-        node = delayed(pass_)(source)
-        for _ in range(1, hops):
-            node = delayed(pass_)(node)
-        elapsed, (out,) = self.timed([node])
+        # The buffer is data in the graph, under a key of its own.
+        dsk: dict = {"buffer": source, "p0": (pass_, "buffer")}
+        for i in range(1, hops):
+            dsk[f"p{i}"] = (pass_, f"p{i - 1}")
+        elapsed, (out,) = self.get(dsk, [f"p{hops - 1}"])
         return elapsed, lambda: check_buffer(out, buffer, same_object=True)
 
     def sleep(self, n: int, ms: int) -> tuple[float, Callable[[], None]]:
@@ -360,11 +350,9 @@ class DaskSystem(System):
             out = self.client.gather(self.map(nap, [ms] * n))
             elapsed = time.perf_counter() - start
             return elapsed, lambda: check_naps(list(out), n, ms)
-        from dask import delayed
-
-        naps = [delayed(nap)(ms) for _ in range(n)]
-        elapsed, out = self.timed(naps)
-        return elapsed, lambda: check_naps(list(out), n, ms)
+        dsk = {f"s{i}": (nap, ms) for i in range(n)}
+        elapsed, out = self.get(dsk, list(dsk))
+        return elapsed, lambda: check_naps(out, n, ms)
 
     def big(self, width: int, depth: int) -> tuple[float, float, Callable[[], None]]:
         if self.distributed:
@@ -377,24 +365,22 @@ class DaskSystem(System):
             out = self.client.gather(layer)
             elapsed = time.perf_counter() - start
             return 0.0, elapsed, lambda: check_all(list(out), depth, "last layer")
-        # Threaded: a raw task graph (a million `Delayed` objects would be the wrong
-        # tool), built untimed; only the last layer is asked for, so the scheduler
-        # frees the rest as it goes.
-        import dask.threaded
-
+        # Only the last layer is asked for (every function is an ancestor of it), so
+        # the scheduler frees the rest as it goes.
         build_start = time.perf_counter()
-        dsk: dict = {}
-        for j in range(width):
-            dsk[f"l0_{j}"] = (one,)
-        for layer_no in range(1, depth):
-            for j in range(width):
-                dsk[f"l{layer_no}_{j}"] = (nxt, f"l{layer_no - 1}_{j}", f"l{layer_no - 1}_{(j + 1) % width}")
-        last = [f"l{depth - 1}_{j}" for j in range(width)]
+        dsk = layered(width, depth, nxt)
         build = time.perf_counter() - build_start
-        start = time.perf_counter()
-        out = dask.threaded.get(dsk, last, num_workers=2)
-        elapsed = time.perf_counter() - start
-        return build, elapsed, lambda: check_all(list(out), depth, "last layer")
+        elapsed, out = self.get(dsk, [f"l{depth - 1}_{j}" for j in range(width)])
+        return build, elapsed, lambda: check_all(out, depth, "last layer")
+
+
+def layered(width: int, depth: int, code: Callable) -> dict:
+    """The raw task graph of `layers()` in benches/workloads.rs."""
+    dsk: dict = {f"l0_{j}": (one,) for j in range(width)}
+    for layer in range(1, depth):
+        for j in range(width):
+            dsk[f"l{layer}_{j}"] = (code, f"l{layer - 1}_{j}", f"l{layer - 1}_{(j + 1) % width}")
+    return dsk
 
 
 class RaySystem(System):
@@ -455,11 +441,10 @@ class RaySystem(System):
         layer = [self.f_one.remote() for _ in range(width)]
         for _ in range(1, depth):
             layer = [self.f_add.remote(layer[j], layer[(j + 1) % width]) for j in range(width)]
-        out = ray.get(layer[0])
+        # Every function has run once the whole last layer is back.
+        out = ray.get(layer)
         elapsed = time.perf_counter() - start
-        # The rest of the last layer finishes too before the next run starts.
-        ray.get(layer)
-        return elapsed, lambda: check_eq(out, 1 << (depth - 1), f"l{depth - 1}_0")
+        return elapsed, lambda: check_all(out, 1 << (depth - 1), f"layer {depth - 1}")
 
     def payload_setup(self, buffer: bytes) -> Any:
         import ray
