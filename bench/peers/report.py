@@ -92,6 +92,8 @@ def fmt_per_unit(row: dict[str, Any]) -> str:
         value, unit = value * 1e6, "µs/" + unit[2:]
     if unit == "s":
         return fmt_s(value)
+    if unit.startswith("µs/") and value >= 1000:
+        value, unit = value / 1000, "ms/" + unit[3:]
     if unit == "x ideal":
         return f"{value:.3f} × ideal"
     return f"{value:,.2f} {unit}" if value < 1000 else f"{value:,.0f} {unit}"
@@ -357,7 +359,11 @@ def machine() -> str:
 def section(args: argparse.Namespace, local: list, cluster: list, peers: list) -> str:
     tables, big, unmatched, startups = build_tables(local, cluster, peers)
     versions = next((r for r in peers if r.get("name") == "versions"), {})
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    # When the run ended: the peers' log was written last (now, when there is none).
+    ended = os.path.getmtime(args.peers) if args.peers and os.path.exists(args.peers) else None
+    now = datetime.datetime.fromtimestamp(
+        ended if ended is not None else datetime.datetime.now().timestamp(), datetime.timezone.utc
+    ).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         BEGIN,
         "## Side by side with Dask and Ray",
@@ -366,7 +372,7 @@ def section(args: argparse.Namespace, local: list, cluster: list, peers: list) -
         "",
         f"Command: `{args.command}`" + (" (**quick mode: tiny sizes, one run, figures meaningless**)" if args.quick else ""),
         "",
-        f"Measured {now} in one run, back to back, on {machine()}; {args.rustc or 'rustc ?'}; "
+        f"Measured in one run ending {now}, back to back, on {machine()}; {args.rustc or 'rustc ?'}; "
         f"Python {versions.get('python', '?')}, dask {versions.get('dask', '?')}, "
         f"distributed {versions.get('distributed', '?')}, ray {versions.get('ray', '?')}.",
         "",
