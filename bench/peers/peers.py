@@ -51,8 +51,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 SYSTEMS = ("dask-threaded", "dask-distributed", "ray")
 WORKLOADS = ("big", "fanout", "single", "chain", "layers", "payload", "payload-small", "sleep")
@@ -82,7 +83,7 @@ class Sizes:
     big: int
 
     @staticmethod
-    def from_env() -> "Sizes":
+    def from_env() -> Sizes:
         quick = os.environ.get("QUICK", "") not in ("", "0")
         if quick:
             return Sizes(True, 1, 0, 60.0, 100, 10, 10, 3, 4, 10, env_int("PEER_BIG", 2_000))
@@ -144,7 +145,9 @@ def nap(ms: int) -> tuple[int, float, float]:
 
 def most_at_once(spans: list[tuple[float, float]]) -> int:
     """The most intervals open at one instant (an end before a start at a tie)."""
-    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
+    edges = sorted(
+        [(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1])
+    )
     now = peak = 0
     for _, step in edges:
         now += step
@@ -500,7 +503,9 @@ def check_eq(got: Any, want: Any, what: str) -> None:
 def check_all(got: list, want: Any, what: str) -> None:
     bad = [x for x in got if x != want]
     if bad or not got:
-        raise CheckFailed(f"{what}: {len(bad)} of {len(got)} differ from {want!r} (e.g. {bad[:1]!r})")
+        raise CheckFailed(
+            f"{what}: {len(bad)} of {len(got)} differ from {want!r} (e.g. {bad[:1]!r})"
+        )
 
 
 def check_buffer(got: Any, buffer: bytes, same_object: bool) -> None:
@@ -526,7 +531,15 @@ def check_naps(out: list, n: int, ms: int) -> None:
 # Rows: the Rust harness's table line and JSON object.
 
 
-def emit_row(system: str, name: str, samples: list[float], per_unit: float, unit: str, note: str, **extra: Any) -> None:
+def emit_row(
+    system: str,
+    name: str,
+    samples: list[float],
+    per_unit: float,
+    unit: str,
+    note: str,
+    **extra: Any,
+) -> None:
     samples = sorted(samples)
     median, lo, hi = samples[len(samples) // 2], samples[0], samples[-1]
     print(
@@ -593,7 +606,9 @@ def big_shape(n: int) -> tuple[int, int, int]:
 
 def run_child(system_name: str, keys: list[str]) -> int:
     sizes = Sizes.from_env()
-    system: System = RaySystem() if system_name == "ray" else DaskSystem(system_name == "dask-distributed")
+    system: System = (
+        RaySystem() if system_name == "ray" else DaskSystem(system_name == "dask-distributed")
+    )
     start = time.perf_counter()
     system.start()
     print(f"startup_s {time.perf_counter() - start}", flush=True)
@@ -805,7 +820,9 @@ def watch(child, root, outcome: Outcome, start: float, limit_s: float, cap: int,
         outcome.peak = max(outcome.peak, rss)
         if rss > cap:
             outcome.status = "oom"
-            outcome.message = f"out of memory: driver and workers passed the {cap / 2**30:.0f} GiB cap"
+            outcome.message = (
+                f"out of memory: driver and workers passed the {cap / 2**30:.0f} GiB cap"
+            )
             kill_all()
             break
         if time.monotonic() - start > limit_s:
@@ -830,7 +847,10 @@ def finish(outcome: Outcome, errors: list[str]) -> Outcome:
             outcome.status = "oom"
             outcome.message = "out of memory (MemoryError)"
     if outcome.status != "ok" and errors:
-        print(f"  (last lines of its standard error: {' | '.join(errors[-5:])[:2000]})", file=sys.stderr)
+        print(
+            f"  (last lines of its standard error: {' | '.join(errors[-5:])[:2000]})",
+            file=sys.stderr,
+        )
     return outcome
 
 
@@ -864,7 +884,8 @@ def main() -> int:
     big_limit = float(env_int("PEER_BIG_LIMIT_S", 180))
     cap = env_int("PEER_MEM_GIB", 12) * 2**30
     print(
-        "peers: " + " ".join(f"{k}={v}" for k, v in versions().items())
+        "peers: "
+        + " ".join(f"{k}={v}" for k, v in versions().items())
         + f"; runs {sizes.runs} after {sizes.warmup} warm-up (budget {sizes.budget_s:.0f} s per workload)"
         + (", quick mode" if sizes.quick else ""),
         flush=True,

@@ -51,7 +51,10 @@ def json_lines(path: str | None) -> list[dict[str, Any]]:
             try:
                 row = json.loads(line[5:])
             except ValueError:
-                print(f"report: skipped a line that is not JSON: {line.strip()[:120]}", file=sys.stderr)
+                print(
+                    f"report: skipped a line that is not JSON: {line.strip()[:120]}",
+                    file=sys.stderr,
+                )
                 continue
             if isinstance(row, dict) and "name" in row:
                 rows.append(row)
@@ -104,7 +107,9 @@ def fmt_bytes(b: Any) -> str:
     return "—" if b is None else f"{b / 2**20:,.0f} MiB"
 
 
-def ratio(peer: dict[str, Any] | None, base: dict[str, Any] | None, key: str = "median_s") -> float | None:
+def ratio(
+    peer: dict[str, Any] | None, base: dict[str, Any] | None, key: str = "median_s"
+) -> float | None:
     """How many times the peer's figure is Handoff's (above 1: Handoff is faster)."""
     if not peer or not base:
         return None
@@ -245,7 +250,11 @@ def workload_table(t: Table) -> list[str]:
         out += [
             "",
             f"Fastest peer: {best[0]}, {fmt_ratio(ratio(best[1], base))} Handoff's median"
-            + (f" ({fmt_ratio(ratio(best[1], remote))} Handoff's across 2 nodes)." if remote else "."),
+            + (
+                f" ({fmt_ratio(ratio(best[1], remote))} Handoff's across 2 nodes)."
+                if remote
+                else "."
+            ),
         ]
     return out + [""]
 
@@ -277,7 +286,9 @@ def big_table(big: Table) -> list[str]:
             note or fmt_s(row.get("median_s")),
             per_fn,
             fmt_bytes(peak) if peak is not None else "",
-            f"{row['bytes_per_function']:,}" if isinstance(row.get("bytes_per_function"), int) else "",
+            f"{row['bytes_per_function']:,}"
+            if isinstance(row.get("bytes_per_function"), int)
+            else "",
             fmt_ratio(r) if system != LOCAL else "",
         ]
         out.append("| " + " | ".join(cells) + " |")
@@ -304,7 +315,7 @@ def summary_table(tables: list[Table], big: Table) -> list[str]:
         if base is None:
             continue
 
-        def cell(system: str) -> str:
+        def cell(system: str, t: Table = t) -> str:
             row = t.rows.get(system)
             if row is None:
                 return ""
@@ -327,7 +338,9 @@ def summary_table(tables: list[Table], big: Table) -> list[str]:
                 return ""
             return status_note(row) or f"{fmt_per_unit(row)} ({row.get('functions', '?'):,} fns)"
 
-        done = [(s, r) for s, r in execs.items() if s in PEERS and num(r.get("per_unit")) is not None]
+        done = [
+            (s, r) for s, r in execs.items() if s in PEERS and num(r.get("per_unit")) is not None
+        ]
         best = min(done, key=lambda sr: sr[1]["per_unit"]) if done else None
         r = f"{fmt_ratio(ratio(best[1], base, 'per_unit'))} ({best[0]})" if best else "—"
         out.append(
@@ -349,7 +362,7 @@ def machine() -> str:
     mem = ""
     try:
         with open("/proc/meminfo", encoding="utf-8") as f:
-            kb = int(next(l for l in f if l.startswith("MemTotal:")).split()[1])
+            kb = int(next(x for x in f if x.startswith("MemTotal:")).split()[1])
             mem = f", {kb / 2**20:.0f} GiB memory"
     except (OSError, StopIteration, ValueError):
         pass
@@ -370,7 +383,8 @@ def section(args: argparse.Namespace, local: list, cluster: list, peers: list) -
         "",
         "<!-- Written by bench/peers/report.py: re-run the command below rather than editing by hand. -->",
         "",
-        f"Command: `{args.command}`" + (" (**quick mode: tiny sizes, one run, figures meaningless**)" if args.quick else ""),
+        f"Command: `{args.command}`"
+        + (" (**quick mode: tiny sizes, one run, figures meaningless**)" if args.quick else ""),
         "",
         f"Measured in one run ending {now}, back to back, on {machine()}; {args.rustc or 'rustc ?'}; "
         f"Python {versions.get('python', '?')}, dask {versions.get('dask', '?')}, "
@@ -410,7 +424,7 @@ def section(args: argparse.Namespace, local: list, cluster: list, peers: list) -
         r = ratio(best[1], fan.rows[LOCAL])
         met = "met" if r is not None and r >= 100 else "not met"
         lines += [
-            f"Target \"Handoff's fanout ≥ 100× the fastest peer\": **{met}** "
+            f'Target "Handoff\'s fanout ≥ 100× the fastest peer": **{met}** '
             f"({fmt_ratio(r)}, against {best[0]}).",
             "",
         ]
