@@ -437,6 +437,8 @@ fn start_run(
         cancelled: Arc::clone(&cancelled),
         timestamps: sink.is_some() || options.report || tracing::enabled!(tracing::Level::DEBUG),
         events: tx.clone(),
+        span: tracing::info_span!("dag", dag = %dag.id(), node = %node),
+        attempt_spans: tracing::enabled!(tracing::Level::DEBUG),
         dag: dag.clone(),
     });
     let keep = keep_set(&dag, &options);

@@ -1486,6 +1486,8 @@ impl Actor for DagRun {
     }
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        let span = self.shared.span.clone();
+        let _entered = span.enter();
         if let Some(events) = self.events.take() {
             ctx.add_stream(Events(events));
         }
@@ -1501,6 +1503,8 @@ impl Actor for DagRun {
 
 impl StreamHandler<RunEvent> for DagRun {
     fn handle(&mut self, event: RunEvent, ctx: &mut Self::Context) {
+        let span = self.shared.span.clone();
+        let _entered = span.enter();
         let handled = guarded_with("execution coordinator", ctx, |ctx| {
             // A cancel whose message did not fit in the channel is seen through the flag.
             if self.running() && self.shared.cancelled.load(Ordering::Relaxed) {
