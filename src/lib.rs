@@ -37,6 +37,7 @@
 
 pub mod cli;
 pub mod demo;
+pub mod progress;
 
 pub use handoff_actors::{
     AttemptOutcome, AttemptReport, ExecutionReport, FunctionReport, NodeUsage, PendingReport,

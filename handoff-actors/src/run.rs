@@ -1398,7 +1398,7 @@ impl DagRun {
                 std::mem::take(&mut act.values),
                 std::mem::take(&mut act.nodes),
             );
-            let outcome = if let Some(error) = act.failure.take() {
+            let mut outcome = if let Some(error) = act.failure.take() {
                 free_dag(&act.store, &act.locations, &dag_id);
                 Err(error)
             } else if act.cancelled {
@@ -1423,7 +1423,6 @@ impl DagRun {
                     report: None,
                 })
             };
-            let mut outcome = outcome;
             let ok = outcome.is_ok();
             if let Some(recorder) = act.recorder.take() {
                 let report = recorder.finish(&act.shared.dag, ok, now_micros());

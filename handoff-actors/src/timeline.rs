@@ -175,3 +175,127 @@ impl ExecutionReport {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use handoff_core::{DagId, FunctionId, NodeId};
+    use serde_json::Value as Json;
+
+    use crate::report::{
+        AttemptOutcome, AttemptReport, ExecutionReport, FunctionReport, NodeUsage,
+    };
+
+    fn function(id: &str, inputs: &[&str], attempts: Vec<AttemptReport>) -> FunctionReport {
+        FunctionReport {
+            function: FunctionId::new(id),
+            inputs: inputs.iter().map(|&i| FunctionId::new(i)).collect(),
+            node: attempts.last().map(|a| a.node.clone()),
+            queued_micros: Some(0),
+            started_micros: attempts.first().map(|a| a.started_micros),
+            finished_micros: attempts.last().map(|a| a.finished_micros),
+            succeeded: true,
+            size: Some(1234),
+            attempts,
+        }
+    }
+
+    fn attempt(
+        node: &str,
+        attempt: u32,
+        span: (u64, u64),
+        outcome: AttemptOutcome,
+    ) -> AttemptReport {
+        AttemptReport {
+            attempt,
+            node: NodeId::new(node),
+            started_micros: span.0,
+            finished_micros: span.1,
+            outcome,
+        }
+    }
+
+    #[test]
+    fn values_crossing_nodes_are_flows_between_their_slices() {
+        let failed = AttemptOutcome::Failed {
+            error: "boom".to_owned(),
+        };
+        let ok = AttemptOutcome::Succeeded;
+        let functions = vec![
+            function("make", &[], vec![attempt("a", 1, (0, 10), ok.clone())]),
+            // Same node: no arrow.
+            function(
+                "near",
+                &["make"],
+                vec![attempt("a", 1, (10, 20), ok.clone())],
+            ),
+            // Another node, after a failed attempt: an arrow to each attempt there.
+            function(
+                "far",
+                &["make"],
+                vec![
+                    attempt("b", 1, (12, 15), failed),
+                    attempt("b", 2, (15, 30), ok.clone()),
+                ],
+            ),
+        ];
+        let usage = NodeUsage {
+            attempts: 0,
+            busy_micros: 0,
+            peak_concurrency: 1,
+            utilisation: 0.0,
+        };
+        let report = ExecutionReport {
+            dag: DagId::new("d"),
+            ok: true,
+            started_at_micros: 0,
+            ended_micros: 30,
+            makespan_micros: 30,
+            total_work_micros: 0,
+            critical_path: Vec::new(),
+            critical_path_micros: 0,
+            functions,
+            nodes: [("a", usage.clone()), ("b", usage)]
+                .into_iter()
+                .map(|(n, u)| (NodeId::new(n), u))
+                .collect(),
+            resources: BTreeMap::new(),
+        };
+        let trace: Json = serde_json::from_str(&report.to_chrome_trace()).expect("JSON");
+        let events = trace["traceEvents"].as_array().expect("events");
+        let of = |ph: &str| -> Vec<&Json> { events.iter().filter(|e| e["ph"] == ph).collect() };
+        assert_eq!(of("X").len(), 4);
+        let (starts, ends) = (of("s"), of("f"));
+        assert_eq!((starts.len(), ends.len()), (2, 2));
+        for (s, f) in starts.iter().zip(&ends) {
+            assert_eq!(s["id"], f["id"]);
+            assert_eq!((s["pid"].as_u64(), f["pid"].as_u64()), (Some(1), Some(2)));
+            assert_eq!(s["args"]["bytes"], 1234);
+            assert_eq!(f["bp"], "e");
+        }
+        assert_eq!(
+            ends.iter().map(|f| f["ts"].as_u64()).collect::<Vec<_>>(),
+            [Some(12), Some(15)]
+        );
+        let failed: Vec<&Json> = of("X")
+            .into_iter()
+            .filter(|x| x["cat"] == "failed")
+            .collect();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0]["args"]["error"], "boom");
+        assert_eq!(failed[0]["cname"], "terrible");
+        let retried = of("X")
+            .into_iter()
+            .filter(|x| x["name"] == "far (attempt 2)")
+            .count();
+        assert_eq!(retried, 1);
+        // Two processes named after their nodes, one slot each.
+        let names: Vec<&Json> = events
+            .iter()
+            .filter(|e| e["name"] == "process_name")
+            .map(|e| &e["args"]["name"])
+            .collect();
+        assert_eq!(names, [&Json::from("node a"), &Json::from("node b")]);
+    }
+}
