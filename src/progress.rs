@@ -57,28 +57,29 @@ impl Tally {
     pub fn observe(&mut self, event: &Event) {
         match &event.kind {
             EventKind::Ready { function } | EventKind::Started { function, .. } => {
-                if !self.active.contains(function) {
-                    self.active.insert(function.clone());
-                }
+                self.activate(function);
             }
             EventKind::Finished { function, .. } => {
-                if !self.active.contains(function) {
-                    self.active.insert(function.clone());
-                }
+                self.activate(function);
                 if self.finished.insert(function.clone()) {
                     self.done += 1;
                 }
             }
-            EventKind::Recomputing { function, .. } => {
-                // Its value was lost with a node: it runs again.
-                if self.finished.remove(function) {
-                    self.done -= 1;
-                }
+            // Its value was lost with a node: it runs again.
+            EventKind::Recomputing { function, .. } if self.finished.remove(function) => {
+                self.done -= 1;
             }
             EventKind::Failed { .. } => self.failed_attempts += 1,
             EventKind::Lagged { missed } => self.missed += missed,
             EventKind::Ended { ok } => self.ended = Some(*ok),
             _ => {}
+        }
+    }
+
+    /// Marks a function ready or running (cloning its id only the first time).
+    fn activate(&mut self, function: &FunctionId) {
+        if !self.active.contains(function) {
+            self.active.insert(function.clone());
         }
     }
 
