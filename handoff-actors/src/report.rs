@@ -297,7 +297,9 @@ pub(crate) struct Recorder {
     started_at: u64,
     queued: Vec<u64>,
     sizes: Vec<u64>,
-    attempts: Vec<Vec<AttemptReport>>,
+    /// Every attempt with its function's index, in the order they ended: one flat
+    /// vector, so recording allocates nothing per function.
+    attempts: Vec<(u32, AttemptReport)>,
     reply: Option<oneshot::Sender<Arc<ExecutionReport>>>,
 }
 
@@ -315,7 +317,7 @@ impl Recorder {
             started_at,
             queued: vec![NEVER; len],
             sizes: vec![0; len],
-            attempts: vec![Vec::new(); len],
+            attempts: Vec::with_capacity(len),
             reply,
         }
     }
@@ -392,13 +394,14 @@ impl Recorder {
         if *queued == NEVER {
             *queued = started_micros;
         }
-        self.attempts[index as usize].push(AttemptReport {
+        let report = AttemptReport {
             attempt,
             node: node.clone(),
             started_micros,
             finished_micros,
             outcome,
-        });
+        };
+        self.attempts.push((index, report));
     }
 
     /// The report, sent to whoever asked for it and returned.
@@ -428,11 +431,15 @@ fn build(dag: &ValidatedDag, ok: bool, ended_micros: u64, rec: Recorder) -> Exec
         attempts,
         ..
     } = rec;
+    let mut per_function: Vec<Vec<AttemptReport>> = vec![Vec::new(); n];
+    for (index, attempt) in attempts {
+        per_function[index as usize].push(attempt);
+    }
     let mut functions = Vec::with_capacity(dag.regular_len());
     let mut weight = vec![0_u64; n];
     let (mut first, mut last) = (u64::MAX, 0_u64);
     let mut total_work = 0_u64;
-    for (i, attempts) in attempts.into_iter().enumerate() {
+    for (i, attempts) in per_function.into_iter().enumerate() {
         let f = dag.function(i);
         if f.is_inline() {
             continue;
