@@ -113,19 +113,20 @@ fn sleepers(n: usize, ms: u64) -> Dag {
 }
 
 /// Times one execution. With `events`, the execution streams its events into a
-/// buffer that large and a task consumes them as they come.
+/// buffer that large and a task consumes them as they come; with `report`, it records
+/// its execution report.
 async fn time(
     node: &NodeHandle,
     make: &dyn Fn() -> Dag,
     check: &dyn Fn(&handoff::Results),
     events: usize,
+    report: bool,
 ) -> Duration {
     let dag = make().validate().expect("valid");
+    let functions = dag.regular_len();
     let start = Instant::now();
-    let mut handle = node
-        .submit(dag, ExecuteOptions::default().events(events))
-        .await
-        .expect("submit");
+    let options = ExecuteOptions::default().events(events).report(report);
+    let mut handle = node.submit(dag, options).await.expect("submit");
     let consumer = handle.events().map(|mut stream| {
         actix::spawn(async move {
             let mut seen = 0_usize;
@@ -144,6 +145,10 @@ async fn time(
         );
     }
     check(&done.results);
+    if report {
+        let report = done.report().expect("asked for a report");
+        assert_eq!(report.attempts(), functions, "one attempt per function");
+    }
     // Freeing the DAG's values on the node happens when the result is dropped; wait for
     // it here, outside the timing, so it does not land in the next run.
     drop(done);
@@ -483,21 +488,22 @@ fn main() {
             ),
         ];
         for (name, per, unit, make, check) in &workloads {
-            for events in [0, 1 << 17] {
-                if events > 0 && !name.starts_with("fanout") {
+            for (events, recorded) in [(0, false), (1 << 17, false), (0, true)] {
+                if (events > 0 || recorded) && !name.starts_with("fanout") {
                     continue;
                 }
+                let run = || time(&node, make.as_ref(), check.as_ref(), events, recorded);
                 for _ in 0..sizes.warmup {
-                    time(&node, make.as_ref(), check.as_ref(), events).await;
+                    run().await;
                 }
                 let mut samples = Vec::with_capacity(sizes.runs);
                 for _ in 0..sizes.runs {
-                    samples.push(time(&node, make.as_ref(), check.as_ref(), events).await);
+                    samples.push(run().await);
                 }
-                let label = if events > 0 {
-                    format!("{name} +events")
-                } else {
-                    name.clone()
+                let label = match (events > 0, recorded) {
+                    (true, _) => format!("{name} +events"),
+                    (_, true) => format!("{name} +report"),
+                    _ => name.clone(),
                 };
                 rows.push(report(&label, *per, unit, samples));
             }
@@ -525,11 +531,11 @@ fn main() {
             }
         };
         for _ in 0..sizes.warmup {
-            time(&cpu2, &make, &check, 0).await;
+            time(&cpu2, &make, &check, 0, false).await;
         }
         let mut samples = Vec::with_capacity(sizes.runs);
         for _ in 0..sizes.runs {
-            samples.push(time(&cpu2, &make, &check, 0).await);
+            samples.push(time(&cpu2, &make, &check, 0, false).await);
         }
         let label = format!("sleep-parallel {n}x{ms}ms cpu2");
         let mut row = Row::new(&label, samples, 0.0, "x ideal");

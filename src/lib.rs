@@ -37,7 +37,12 @@
 
 pub mod cli;
 pub mod demo;
+pub mod progress;
 
+pub use handoff_actors::{
+    AttemptOutcome, AttemptReport, ExecutionReport, FunctionReport, NodeUsage, PendingReport,
+    ResourceUsage,
+};
 pub use handoff_actors::{
     CancellationToken, Capacities, Coordinator, CountRestarts, CountValues, DEFAULT_NODE_GRACE,
     DropDag, Event, EventKind, EventStream, Execute, ExecuteError, ExecuteOptions, ExecutionHandle,
@@ -59,6 +64,7 @@ pub use handoff_core::{
     ResourceName, ResourceTracker, Resources, ResultError, Results, Shared, SimpleResourceTracker,
     ValidatedDag, ValidationError, Value, ValueError, allocate, candidates,
 };
+pub use handoff_core::{FunctionRun, Graph};
 
 pub use handoff_net::{
     Client as NetClient, ClientError as NetClientError, ClusterKey, ClusterKeyError, ClusterNode,

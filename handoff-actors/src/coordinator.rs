@@ -17,10 +17,11 @@ use handoff_core::{
 use tokio::sync::mpsc;
 
 use crate::error::{ExecuteError, Problem};
-use crate::events::{EventSink, EventStream};
+use crate::events::{EventSink, EventStream, now_micros};
 use crate::executor::{NO_NEXT, RunEvent, RunShared};
 use crate::location_registry::LocationRegistry;
 use crate::remote::{NodeParts, SetTransport, SharedTransport};
+use crate::report::{PendingReport, Recorder};
 use crate::resource_manager::{ClusterView, ExecutableNode, RequesterId, ResourceManager};
 use crate::result_store::ResultStore;
 use crate::run::{DagRun, ExecutionResult, RunSettings, RunSetup, ranks, targets};
@@ -52,6 +53,10 @@ pub struct ExecuteOptions {
     pub keep_values: bool,
     /// Buffer this many events for [`ExecutionHandle::events`]; 0 = no event stream.
     pub events: usize,
+    /// Record what each function did and build an [`ExecutionReport`](crate::ExecutionReport)
+    /// (see [`ExecutionResult::report`](crate::ExecutionResult::report) and
+    /// [`ExecutionHandle::report`]). Default: off.
+    pub report: bool,
     /// Cancel the execution when its [`ExecutionHandle`] is dropped before it ends.
     pub cancel_on_drop: bool,
     /// How many node deaths one function may be blamed for (the node's process died
@@ -73,6 +78,7 @@ impl Default for ExecuteOptions {
             outputs: Vec::new(),
             keep_values: false,
             events: 0,
+            report: false,
             cancel_on_drop: false,
             max_node_deaths: 3,
         }
@@ -145,6 +151,13 @@ impl ExecuteOptions {
         self
     }
 
+    /// Records what each function did (node, attempts, instants, sizes) and builds an
+    /// [`ExecutionReport`](crate::ExecutionReport) when the execution ends.
+    pub fn report(mut self, report: bool) -> Self {
+        self.report = report;
+        self
+    }
+
     /// Cancels the execution when its handle is dropped before it ends.
     pub fn cancel_on_drop(mut self, cancel: bool) -> Self {
         self.cancel_on_drop = cancel;
@@ -205,6 +218,7 @@ pub struct ExecutionHandle {
     dag_id: DagId,
     outcome: Option<oneshot::Receiver<Result<ExecutionResult, ExecuteError>>>,
     events: Option<EventStream>,
+    report: Option<PendingReport>,
     control: mpsc::Sender<RunEvent>,
     cancelled: Arc<AtomicBool>,
     cancel_on_drop: bool,
@@ -220,6 +234,12 @@ impl ExecutionHandle {
     /// The execution's event stream (once; `None` unless [`ExecuteOptions::events`] was set).
     pub fn events(&mut self) -> Option<EventStream> {
         self.events.take()
+    }
+
+    /// The execution's report, delivered when it ends, even when it fails or is
+    /// cancelled (once; `None` unless [`ExecuteOptions::report`] was set).
+    pub fn report(&mut self) -> Option<PendingReport> {
+        self.report.take()
     }
 
     /// Cancels the execution: functions not started never start, running ones are told
@@ -415,11 +435,20 @@ fn start_run(
         chain_next: chain_successors(&dag, timed, local_code),
         codes,
         cancelled: Arc::clone(&cancelled),
-        timestamps: sink.is_some() || tracing::enabled!(tracing::Level::DEBUG),
+        timestamps: sink.is_some() || options.report || tracing::enabled!(tracing::Level::DEBUG),
         events: tx.clone(),
+        span: tracing::info_span!("dag", dag = %dag.id(), node = %node),
+        attempt_spans: tracing::enabled!(tracing::Level::DEBUG),
         dag: dag.clone(),
     });
     let keep = keep_set(&dag, &options);
+    let (recorder, report) = if options.report {
+        let (tx, rx) = oneshot::channel();
+        let recorder = Recorder::new(dag.len(), now_micros(), Some(tx));
+        (Some(recorder), Some(PendingReport(rx)))
+    } else {
+        (None, None)
+    };
     let (reply, answer) = oneshot::channel();
     let setup = RunSetup {
         settings: RunSettings {
@@ -441,6 +470,7 @@ fn start_run(
         shared,
         events: rx,
         sink,
+        recorder,
         manager,
         store,
         locations,
@@ -451,6 +481,7 @@ fn start_run(
         dag_id: dag.id().clone(),
         outcome: Some(answer),
         events: stream,
+        report,
         control: tx,
         cancelled,
         cancel_on_drop: options.cancel_on_drop,

@@ -35,6 +35,11 @@ pub(crate) struct RunShared {
     pub(crate) cancelled: Arc<AtomicBool>,
     /// Record when each call starts and ends (for events).
     pub(crate) timestamps: bool,
+    /// The execution's `tracing` span (`dag`), parent of the attempts' spans.
+    pub(crate) span: tracing::Span,
+    /// Open a `tracing` span per attempt (decided once per execution: only when a
+    /// subscriber listens at debug level, so the hot path pays nothing otherwise).
+    pub(crate) attempt_spans: bool,
     pub(crate) events: mpsc::Sender<RunEvent>,
 }
 
@@ -186,7 +191,19 @@ impl RunShared {
                 break;
             };
             let started_micros = if self.timestamps { now_micros() } else { 0 };
-            let result = self.call(&call);
+            let result = if self.attempt_spans {
+                let span = tracing::debug_span!(
+                    parent: &self.span,
+                    "attempt",
+                    dag = %self.dag.id(),
+                    function = %self.dag.function(call.index as usize).id(),
+                    attempt = call.attempt,
+                    node = %node,
+                );
+                span.in_scope(|| self.call(&call))
+            } else {
+                self.call(&call)
+            };
             let finished_micros = if self.timestamps { now_micros() } else { 0 };
             let failed = result.is_err();
             if let Ok(value) = &result {

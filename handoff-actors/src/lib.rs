@@ -36,10 +36,12 @@ mod executor;
 mod location_registry;
 mod node;
 mod remote;
+mod report;
 mod resource_manager;
 mod result_store;
 mod run;
 mod supervision;
+mod timeline;
 mod waiters;
 
 pub use coordinator::{Coordinator, Execute, ExecuteOptions, ExecutionHandle, NodeLost, Submit};
@@ -53,6 +55,10 @@ pub use node::{DEFAULT_NODE_GRACE, GetHandle, NodeConfig, NodeHandle, NodeSuperv
 pub use remote::{
     FetchFailed, Ran, RemoteArgument, RemoteCall, RemoteDone, RemoteResult, RunFunction,
     SetTransport, SharedTransport, Transport,
+};
+pub use report::{
+    AttemptOutcome, AttemptReport, ExecutionReport, FunctionReport, NodeUsage, PendingReport,
+    ResourceUsage,
 };
 pub use resource_manager::{
     Capacities, ClusterView, ExecutableNode, ForgetPeer, NodeResources, RegisterNode, RegisterPeer,

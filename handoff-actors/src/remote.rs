@@ -303,7 +303,10 @@ pub(crate) async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<R
     };
     let registry = Arc::clone(&parts.registry);
     let id = function.id().clone();
+    // The attempt number stays with the node that sent the function.
+    let span = tracing::debug_span!("attempt", dag = %dag, function = %id, node = %parts.node);
     let task = tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
         CURRENT.with(|c| *c.borrow_mut() = Some(token));
         let _scope = TokenScope;
         let value = registry.evaluate(&function, &inline, &values)?;

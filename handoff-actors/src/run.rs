@@ -21,6 +21,7 @@ use crate::events::{Event, EventKind, EventSink, now_micros};
 use crate::executor::{Call, Hold, Job, JobReport, NO_NEXT, Outcome, RunEvent, RunShared};
 use crate::location_registry::{ForgetDag, LocationRegistry, RegisterLocations};
 use crate::remote::{RemoteArgument, RemoteCall, SharedTransport};
+use crate::report::{ExecutionReport, Recorder};
 use crate::resource_manager::{
     Grant, Rank, Release, Request, RequesterId, Reserve, ResourceManager, Target, Withdraw,
 };
@@ -51,12 +52,19 @@ pub struct ExecutionResult {
     /// Every regular function's result (those kept, with `free_intermediates`), and its node.
     pub results: Results,
     guard: Option<Arc<ValuesGuard>>,
+    report: Option<Arc<ExecutionReport>>,
 }
 
 impl ExecutionResult {
     /// Where each regular function ran.
     pub fn allocations(&self) -> std::collections::BTreeMap<FunctionId, NodeId> {
         self.results.allocations()
+    }
+
+    /// What the execution did, function by function, when
+    /// [`ExecuteOptions::report`](crate::ExecuteOptions::report) was set.
+    pub fn report(&self) -> Option<&ExecutionReport> {
+        self.report.as_deref()
     }
 
     /// Keeps the DAG's values in the node's result store after this result is dropped,
@@ -148,6 +156,8 @@ pub(crate) struct RunSetup {
     pub(crate) events: mpsc::Receiver<RunEvent>,
     pub(crate) settings: RunSettings,
     pub(crate) sink: Option<EventSink>,
+    /// The per-function table for the execution's report, when asked for.
+    pub(crate) recorder: Option<Recorder>,
     pub(crate) manager: Addr<ResourceManager>,
     pub(crate) store: Addr<ResultStore>,
     pub(crate) locations: Addr<LocationRegistry>,
@@ -160,6 +170,10 @@ struct JobEntry {
     token: Arc<AtomicBool>,
     /// `(index, attempt)` of the calls handed to it.
     calls: Vec<(u32, u32)>,
+    /// When it was handed to its worker (only with a report; else 0).
+    launched: u64,
+    /// Where it runs.
+    node: NodeId,
 }
 
 pub(crate) struct DagRun {
@@ -219,6 +233,7 @@ pub(crate) struct DagRun {
     finishing: bool,
     reply: Option<Reply>,
     sink: Option<EventSink>,
+    recorder: Option<Recorder>,
     trace: bool,
     rng: u64,
     to_free: Vec<FunctionId>,
@@ -272,6 +287,7 @@ impl DagRun {
             reply: Some(setup.reply),
             trace: tracing::enabled!(tracing::Level::DEBUG),
             sink: setup.sink,
+            recorder: setup.recorder,
             rng: seed,
             to_free: Vec::new(),
             shared: setup.shared,
@@ -359,11 +375,19 @@ impl DagRun {
     fn schedule(&mut self, ready: Vec<u32>, ctx: &mut Context<Self>) {
         let mut requests = Vec::new();
         let observed = self.observed();
+        let now = if observed || self.recorder.is_some() {
+            now_micros()
+        } else {
+            0
+        };
         for index in ready {
             self.scheduled[index as usize] = true;
+            if let Some(recorder) = &mut self.recorder {
+                recorder.queued(index, now);
+            }
             if observed {
                 let function = self.id_of(index);
-                self.emit(now_micros(), EventKind::Ready { function });
+                self.emit(now, EventKind::Ready { function });
             }
             let i = index as usize;
             let rank = self.settings.ranks[i];
@@ -560,6 +584,10 @@ impl DagRun {
                         node: act.settings.node.clone(),
                         reason: error.to_string(),
                     };
+                    if let Some(recorder) = &mut act.recorder {
+                        let (now, node) = (now_micros(), &act.settings.node);
+                        recorder.attempt(index, attempt, node, (now, now), Err(&error));
+                    }
                     act.on_failed_attempt(index, attempt, error, &mut newly_ready, ctx);
                 }
                 if act.running() {
@@ -635,6 +663,8 @@ impl DagRun {
                 hold,
                 token,
                 calls: vec![(index, attempt)],
+                launched: self.launch_instant(),
+                node: node.clone(),
             },
         );
         let timestamps = self.shared.timestamps;
@@ -685,6 +715,8 @@ impl DagRun {
                 hold,
                 token: Arc::clone(&token),
                 calls: calls.iter().map(|c| (c.index, c.attempt)).collect(),
+                launched: self.launch_instant(),
+                node: node.clone(),
             },
         );
         self.shared.spawn(Job {
@@ -693,6 +725,15 @@ impl DagRun {
             node,
             token,
         });
+    }
+
+    /// Now, when a report is being recorded (the start of attempts that never report it).
+    fn launch_instant(&self) -> u64 {
+        if self.recorder.is_some() {
+            now_micros()
+        } else {
+            0
+        }
     }
 
     fn send_to_manager<M>(&mut self, msg: M, ctx: &mut Context<Self>)
@@ -781,6 +822,11 @@ impl DagRun {
         for outcome in report.outcomes {
             let i = outcome.index as usize;
             self.attempts[i] = outcome.attempt;
+            if let Some(recorder) = &mut self.recorder {
+                let result = outcome.result.as_ref().map(|_| outcome.size);
+                let times = (outcome.started_micros, outcome.finished_micros);
+                recorder.attempt(outcome.index, outcome.attempt, &report.node, times, result);
+            }
             let function = self.id_of(outcome.index);
             if observed {
                 let (function, node) = (function.clone(), report.node.clone());
@@ -1058,6 +1104,11 @@ impl DagRun {
             code: self.shared.dag.function(index as usize).code().clone(),
             after,
         };
+        if let Some(recorder) = &mut self.recorder {
+            let node = &entry.node;
+            let times = (entry.launched, now_micros());
+            recorder.attempt(index, attempt, node, times, Err(&error));
+        }
         if self.observed() {
             let function = self.id_of(index);
             let node = self.settings.node.clone();
@@ -1297,6 +1348,13 @@ impl DagRun {
         let jobs: Vec<JobEntry> = self.jobs.drain().map(|(_, e)| e).collect();
         for entry in jobs {
             entry.token.store(true, Ordering::Relaxed);
+            if let Some(recorder) = &mut self.recorder {
+                let now = now_micros();
+                for &(index, attempt) in &entry.calls {
+                    let node = &entry.node;
+                    recorder.cancelled(index, attempt, node, entry.launched, now);
+                }
+            }
             if observed {
                 for &(index, attempt) in &entry.calls {
                     let function = self.id_of(index);
@@ -1340,7 +1398,7 @@ impl DagRun {
                 std::mem::take(&mut act.values),
                 std::mem::take(&mut act.nodes),
             );
-            let outcome = if let Some(error) = act.failure.take() {
+            let mut outcome = if let Some(error) = act.failure.take() {
                 free_dag(&act.store, &act.locations, &dag_id);
                 Err(error)
             } else if act.cancelled {
@@ -1362,9 +1420,16 @@ impl DagRun {
                     dag_id,
                     results,
                     guard,
+                    report: None,
                 })
             };
             let ok = outcome.is_ok();
+            if let Some(recorder) = act.recorder.take() {
+                let report = recorder.finish(&act.shared.dag, ok, now_micros());
+                if let Ok(done) = &mut outcome {
+                    done.report = Some(report);
+                }
+            }
             if act.trace {
                 tracing::debug!(dag = %act.shared.dag.id(), ok, "ended");
             }
@@ -1420,6 +1485,8 @@ impl Actor for DagRun {
     }
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        let span = self.shared.span.clone();
+        let _entered = span.enter();
         if let Some(events) = self.events.take() {
             ctx.add_stream(Events(events));
         }
@@ -1435,6 +1502,8 @@ impl Actor for DagRun {
 
 impl StreamHandler<RunEvent> for DagRun {
     fn handle(&mut self, event: RunEvent, ctx: &mut Self::Context) {
+        let span = self.shared.span.clone();
+        let _entered = span.enter();
         let handled = guarded_with("execution coordinator", ctx, |ctx| {
             // A cancel whose message did not fit in the channel is seen through the flag.
             if self.running() && self.shared.cancelled.load(Ordering::Relaxed) {

@@ -21,6 +21,7 @@ mod allocator;
 mod backoff;
 mod dag;
 mod function;
+mod graph;
 mod ids;
 mod registry;
 mod resources;
@@ -35,6 +36,7 @@ pub use allocator::{
 pub use backoff::Backoff;
 pub use dag::{Dag, ValidatedDag, ValidationError};
 pub use function::{ArgumentInclusion, Function, FunctionKind, Placement};
+pub use graph::{FunctionRun, Graph};
 pub use ids::{CodeName, DagId, FunctionId, NodeId, ResourceName};
 pub use registry::{CallError, Code, Handler, RegisterError, Registry, panic_message};
 pub use resources::{Amount, Resources};
