@@ -39,6 +39,7 @@ mod remote;
 mod resource_manager;
 mod result_store;
 mod run;
+mod stream;
 mod supervision;
 mod waiters;
 
@@ -63,6 +64,10 @@ pub use result_store::{
     StoreValues, WaitError, WaitFor,
 };
 pub use run::ExecutionResult;
+pub use stream::{
+    ItemError, PushError, StageStats, StartStreamError, StreamHandle, StreamOptions, StreamOutput,
+    StreamOutputError, StreamResults, StreamStats,
+};
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub use supervision::Crash;
