@@ -609,9 +609,7 @@ impl Code {
         let out = match (&self.callable, state) {
             (Callee::Batch(c), _) => c.call(&self.name, args)?,
             (Callee::StatefulBatch(c), Some(state)) => c.call(&self.name, state, args)?,
-            (Callee::StatefulBatch(_), None) => {
-                return Err(self.wrong_kind(CodeKind::Batch));
-            }
+            // Stateful batch code without a state, or code of another kind.
             _ => return Err(self.wrong_kind(CodeKind::Batch)),
         };
         let results = out.items().map_err(|_| CallError::BatchLength {
