@@ -87,7 +87,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut counts: HashMap<String, u64> = HashMap::new();
         let mut errors = 0_u64;
         while let Some(result) = results.next().await {
-            match result.and_then(|out| Ok(out.get::<String>())) {
+            match result.map(|out| out.get::<String>()) {
                 Ok(Ok(label)) => *counts.entry(label).or_default() += 1,
                 _ => errors += 1,
             }

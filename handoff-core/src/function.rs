@@ -83,11 +83,16 @@ pub struct Function {
     backoff: Option<Backoff>,
     #[serde(default)]
     priority: i32,
+    /// Boxed: most functions have none, and a `Function` travels inside network messages.
     #[serde(default)]
+    stage: Option<Box<StageSettings>>,
+}
+
+/// The stream-mode settings of a function.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct StageSettings {
     init: Option<CodeName>,
-    #[serde(default)]
     parallelism: Option<usize>,
-    #[serde(default)]
     batching: Option<Batching>,
 }
 
@@ -107,9 +112,7 @@ impl Function {
             timeout: None,
             backoff: None,
             priority: 0,
-            init: None,
-            parallelism: None,
-            batching: None,
+            stage: None,
         }
     }
 
@@ -211,14 +214,14 @@ impl Function {
     /// [`Registry::register_stateful`](crate::Registry::register_stateful) (or one of
     /// its batch forms). Batch executions ignore it.
     pub fn init(mut self, code: impl Into<CodeName>) -> Self {
-        self.init = Some(code.into());
+        self.stage.get_or_insert_default().init = Some(code.into());
         self
     }
 
     /// Stream mode: how many workers (replicas, each with its own state) run the stage
     /// (default 1). Its cost is reserved once per worker.
     pub fn parallelism(mut self, workers: usize) -> Self {
-        self.parallelism = Some(workers);
+        self.stage.get_or_insert_default().parallelism = Some(workers);
         self
     }
 
@@ -228,7 +231,7 @@ impl Function {
     /// first. The code must be registered with
     /// [`Registry::register_batch`](crate::Registry::register_batch) (or a stateful form).
     pub fn batch(mut self, size: usize, timeout: Duration) -> Self {
-        self.batching = Some(Batching { size, timeout });
+        self.stage.get_or_insert_default().batching = Some(Batching { size, timeout });
         self
     }
 
@@ -288,15 +291,15 @@ impl Function {
     }
     /// The code run once per stream worker to make its state, if any.
     pub fn init_code(&self) -> Option<&CodeName> {
-        self.init.as_ref()
+        self.stage.as_ref()?.init.as_ref()
     }
     /// The number of stream workers set with [`parallelism`](Self::parallelism), if set.
     pub fn parallelism_value(&self) -> Option<usize> {
-        self.parallelism
+        self.stage.as_ref()?.parallelism
     }
     /// The stream batching set with [`batch`](Self::batch), if set.
     pub fn batching(&self) -> Option<Batching> {
-        self.batching
+        self.stage.as_ref()?.batching
     }
     /// True for a stream input.
     pub fn is_input(&self) -> bool {
