@@ -83,8 +83,10 @@ pub struct Function {
     backoff: Option<Backoff>,
     #[serde(default)]
     priority: i32,
-    /// Boxed: most functions have none, and a `Function` travels inside network messages.
-    #[serde(default)]
+    /// Boxed: most functions have none, and a `Function` travels inside network messages
+    /// (where it is left out when absent, so a function without stream settings encodes
+    /// as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     stage: Option<Box<StageSettings>>,
 }
 
