@@ -56,6 +56,10 @@ pub use handoff_actors::{
     RemoteCall, RemoteDone, RemoteResult, RunFunction, SetTransport, SharedTransport, Transport,
     WaitLocation,
 };
+pub use handoff_actors::{
+    ItemError, PushError, StageStats, StartStreamError, StreamHandle, StreamOptions, StreamOutput,
+    StreamOutputError, StreamResults, StreamStats,
+};
 pub use handoff_core::{
     AllocationError, AllocationStrategy, Allocator, Amount, ArgumentInclusion, Assignments,
     Backoff, CallError, Code, CodeName, Dag, DagId, FirstAvailable, FromValue, Function,
@@ -65,6 +69,10 @@ pub use handoff_core::{
     ValidatedDag, ValidationError, Value, ValueError, allocate, candidates,
 };
 pub use handoff_core::{FunctionRun, Graph};
+pub use handoff_core::{
+    ArgSource, Batching, CodeKind, InlineEval, StagePlan, State, StatefulHandler, StreamPlan,
+    StreamPlanError,
+};
 
 pub use handoff_net::{
     Client as NetClient, ClientError as NetClientError, ClusterKey, ClusterKeyError, ClusterNode,

@@ -330,6 +330,15 @@ impl Coordinator {
         }
     }
 
+    /// What starting a stream needs.
+    pub(crate) fn stream_parts(&self) -> crate::stream::StreamParts {
+        crate::stream::StreamParts {
+            node: self.node.clone(),
+            registry: Arc::clone(&self.registry),
+            manager: self.manager.clone(),
+        }
+    }
+
     /// What running a function sent by another node needs.
     pub(crate) fn parts(&self) -> NodeParts {
         NodeParts {
@@ -536,6 +545,12 @@ fn resolve_codes(
     dag.functions()
         .iter()
         .map(|f| {
+            if f.is_input() {
+                problems.push(Problem::StreamInput {
+                    function: f.id().clone(),
+                });
+                return None;
+            }
             let Ok(code) = registry.get(f.code().as_str()) else {
                 if !cluster {
                     problems.push(Problem::UnknownCode {
@@ -605,7 +620,8 @@ fn chain_successors(
 fn check_feasible(dag: &ValidatedDag, nodes: &[ExecutableNode], problems: &mut Vec<Problem>) {
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); dag.len()];
     for i in 0..dag.len() {
-        if !dag.function(i).is_inline() {
+        // Stream inputs are refused on their own (`Problem::StreamInput`).
+        if !dag.function(i).is_inline() && !dag.function(i).is_input() {
             members[dag.collocation_root(i)].push(i);
         }
     }

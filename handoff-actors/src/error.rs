@@ -26,6 +26,13 @@ pub enum Problem {
         /// How many arguments the function passes (dependencies, or one list, plus extra args).
         given: usize,
     },
+    /// A stream input (`Function::input`) has no value outside a stream: a DAG with one
+    /// runs with `NodeHandle::stream`, not `execute`.
+    #[error("`{function}` is a stream input; a DAG with inputs runs as a stream")]
+    StreamInput {
+        /// The input.
+        function: FunctionId,
+    },
     /// A function can never be placed: its cost fits no node, or it is pinned to a node
     /// functions cannot run on.
     #[error(transparent)]

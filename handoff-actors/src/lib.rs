@@ -40,6 +40,7 @@ mod report;
 mod resource_manager;
 mod result_store;
 mod run;
+mod stream;
 mod supervision;
 mod timeline;
 mod waiters;
@@ -69,6 +70,10 @@ pub use result_store::{
     StoreValues, WaitError, WaitFor,
 };
 pub use run::ExecutionResult;
+pub use stream::{
+    ItemError, PushError, StageStats, StartStreamError, StreamHandle, StreamOptions, StreamOutput,
+    StreamOutputError, StreamResults, StreamStats,
+};
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub use supervision::Crash;

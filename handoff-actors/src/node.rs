@@ -289,6 +289,26 @@ impl NodeHandle {
             })?
     }
 
+    /// Starts a stream of `dag` on this node: its regular functions become long-lived
+    /// stages (their init run once per worker, their costs reserved until the stream
+    /// stops), and many items are pushed through it (see
+    /// [`StreamHandle`](crate::StreamHandle)). The DAG needs at least one input
+    /// (`Function::input`).
+    pub async fn stream(
+        &self,
+        dag: ValidatedDag,
+        options: crate::stream::StreamOptions,
+    ) -> Result<crate::stream::StreamHandle, crate::stream::StartStreamError> {
+        let parts = self
+            .coordinator
+            .send(crate::stream::GetStreamParts)
+            .await
+            .map_err(|_| crate::stream::StartStreamError::NodeStopped {
+                node: self.id.clone(),
+            })?;
+        crate::stream::start(parts, dag, options).await
+    }
+
     /// Executes a validated DAG on this node only, ignoring costs and placement.
     pub async fn execute_local(
         &self,

@@ -79,6 +79,91 @@ pub enum ValidationError {
         /// The amount given.
         amount: Amount,
     },
+    /// A stream input has arguments (dependencies or constants): it only stands for the
+    /// value pushed.
+    #[error("`{function}` is a stream input, so it cannot take arguments")]
+    InputArguments {
+        /// The input.
+        function: FunctionId,
+    },
+    /// A stream input has a cost: it runs nothing, so nothing would be reserved.
+    #[error("`{function}` is a stream input, so it cannot have a cost")]
+    InputCost {
+        /// The input.
+        function: FunctionId,
+    },
+    /// A stream stage option (`init`, `parallelism`, `batch`) is set on a function that
+    /// is not a stage (an inline function or an input).
+    #[error("`{function}` is {}, so it cannot have `{option}` (only regular functions are stream stages)", if *kind == FunctionKind::Input { "a stream input" } else { "inline" })]
+    NotAStage {
+        /// The function.
+        function: FunctionId,
+        /// Its kind.
+        kind: FunctionKind,
+        /// The option: `init`, `parallelism` or `batch`.
+        option: &'static str,
+    },
+    /// A stream stage has `parallelism(0)`: no worker would run it.
+    #[error("`{function}` has parallelism 0; a stream stage needs at least one worker")]
+    ZeroParallelism {
+        /// The function.
+        function: FunctionId,
+    },
+    /// A stream stage has a batch size of 0: no batch could ever be full.
+    #[error("`{function}` has a batch size of 0; a batch holds at least one item")]
+    ZeroBatchSize {
+        /// The function.
+        function: FunctionId,
+    },
+}
+
+/// The checks of the stream options and inputs, function by function (see
+/// [`Function::input`], [`Function::init`], [`Function::parallelism`], [`Function::batch`]).
+fn check_stream_options(functions: &[Function]) -> Result<(), ValidationError> {
+    for f in functions {
+        let function = || f.id().clone();
+        if f.is_input() {
+            if !f.arg_ids().is_empty() || !f.extra_args().is_empty() {
+                return Err(ValidationError::InputArguments {
+                    function: function(),
+                });
+            }
+            if f.cost().is_some() {
+                return Err(ValidationError::InputCost {
+                    function: function(),
+                });
+            }
+        }
+        if f.kind() != FunctionKind::Regular {
+            let option = if f.init_code().is_some() {
+                Some("init")
+            } else if f.parallelism_value().is_some() {
+                Some("parallelism")
+            } else if f.batching().is_some() {
+                Some("batch")
+            } else {
+                None
+            };
+            if let Some(option) = option {
+                return Err(ValidationError::NotAStage {
+                    function: function(),
+                    kind: f.kind(),
+                    option,
+                });
+            }
+        }
+        if f.parallelism_value() == Some(0) {
+            return Err(ValidationError::ZeroParallelism {
+                function: function(),
+            });
+        }
+        if f.batching().is_some_and(|b| b.size == 0) {
+            return Err(ValidationError::ZeroBatchSize {
+                function: function(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn join(path: &[FunctionId]) -> String {
@@ -291,6 +376,8 @@ fn validate(dag: Dag) -> Result<ValidatedDag, ValidationError> {
             return Err(ValidationError::DuplicateId { id: f.id().clone() });
         }
     }
+
+    check_stream_options(&functions)?;
 
     let mut arg_offsets: Vec<u32> = Vec::with_capacity(n + 1);
     arg_offsets.push(0);

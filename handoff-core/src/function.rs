@@ -30,6 +30,18 @@ pub enum FunctionKind {
     /// Never scheduled on its own: evaluated inside each dependent that needs it, and
     /// never stored. It may not be pinned or collocated.
     Inline,
+    /// A placeholder for the value pushed into a stream (see [`Function::input`]): it runs
+    /// no code. A batch execution refuses a DAG that has one.
+    Input,
+}
+
+/// How a stage of a stream batches its items (see [`Function::batch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batching {
+    /// The most items passed to one call.
+    pub size: usize,
+    /// How long the first item of a batch waits for the batch to fill.
+    pub timeout: Duration,
 }
 
 /// How dependency results are passed to the code.
@@ -71,6 +83,19 @@ pub struct Function {
     backoff: Option<Backoff>,
     #[serde(default)]
     priority: i32,
+    /// Boxed: most functions have none, and a `Function` travels inside network messages
+    /// (where it is left out when absent, so a function without stream settings encodes
+    /// as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stage: Option<Box<StageSettings>>,
+}
+
+/// The stream-mode settings of a function.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct StageSettings {
+    init: Option<CodeName>,
+    parallelism: Option<usize>,
+    batching: Option<Batching>,
 }
 
 impl Function {
@@ -89,7 +114,27 @@ impl Function {
             timeout: None,
             backoff: None,
             priority: 0,
+            stage: None,
         }
+    }
+
+    /// A stream input: a placeholder for the value pushed into a stream
+    /// (`StreamHandle::push`). It has no code, arguments or cost; functions take it with
+    /// [`arg`](Self::arg) like any other result.
+    ///
+    /// ```
+    /// use handoff_core::{Dag, Function};
+    /// let dag = Dag::new()
+    ///     .with(Function::input("item"))
+    ///     .with(Function::new("double", "double").arg("item"))
+    ///     .validate()?;
+    /// assert!(dag.function(0).is_input());
+    /// # Ok::<(), handoff_core::ValidationError>(())
+    /// ```
+    pub fn input(id: impl Into<FunctionId>) -> Self {
+        let mut f = Function::new(id, "");
+        f.kind = FunctionKind::Input;
+        f
     }
 
     /// Adds a dependency: the result of `id` is passed as the next argument.
@@ -165,6 +210,33 @@ impl Function {
         self
     }
 
+    /// Stream mode: runs the registered code `code` once per stage worker when the
+    /// stream starts; what it returns is the worker's state, passed to every call of
+    /// the function's code, which must then be registered with
+    /// [`Registry::register_stateful`](crate::Registry::register_stateful) (or one of
+    /// its batch forms). Batch executions ignore it.
+    pub fn init(mut self, code: impl Into<CodeName>) -> Self {
+        self.stage.get_or_insert_default().init = Some(code.into());
+        self
+    }
+
+    /// Stream mode: how many workers (replicas, each with its own state) run the stage
+    /// (default 1). Its cost is reserved once per worker.
+    pub fn parallelism(mut self, workers: usize) -> Self {
+        self.stage.get_or_insert_default().parallelism = Some(workers);
+        self
+    }
+
+    /// Stream mode: calls the code once per batch of up to `size` items, with the list
+    /// of their values, and expects a list of as many results back. A batch is passed
+    /// on when it is full or `timeout` after its first item arrived, whichever comes
+    /// first. The code must be registered with
+    /// [`Registry::register_batch`](crate::Registry::register_batch) (or a stateful form).
+    pub fn batch(mut self, size: usize, timeout: Duration) -> Self {
+        self.stage.get_or_insert_default().batching = Some(Batching { size, timeout });
+        self
+    }
+
     /// Passes all dependency results as one list parameter.
     pub fn as_list(mut self) -> Self {
         self.argument_inclusion = ArgumentInclusion::AsList;
@@ -218,6 +290,22 @@ impl Function {
     /// Its priority (higher first).
     pub fn priority_value(&self) -> i32 {
         self.priority
+    }
+    /// The code run once per stream worker to make its state, if any.
+    pub fn init_code(&self) -> Option<&CodeName> {
+        self.stage.as_ref()?.init.as_ref()
+    }
+    /// The number of stream workers set with [`parallelism`](Self::parallelism), if set.
+    pub fn parallelism_value(&self) -> Option<usize> {
+        self.stage.as_ref()?.parallelism
+    }
+    /// The stream batching set with [`batch`](Self::batch), if set.
+    pub fn batching(&self) -> Option<Batching> {
+        self.stage.as_ref()?.batching
+    }
+    /// True for a stream input.
+    pub fn is_input(&self) -> bool {
+        self.kind == FunctionKind::Input
     }
     /// True for an inline function.
     pub fn is_inline(&self) -> bool {

@@ -26,6 +26,7 @@ mod ids;
 mod registry;
 mod resources;
 mod results;
+mod stream;
 mod tracker;
 mod value;
 
@@ -35,12 +36,16 @@ pub use allocator::{
 };
 pub use backoff::Backoff;
 pub use dag::{Dag, ValidatedDag, ValidationError};
-pub use function::{ArgumentInclusion, Function, FunctionKind, Placement};
+pub use function::{ArgumentInclusion, Batching, Function, FunctionKind, Placement};
 pub use graph::{FunctionRun, Graph};
 pub use ids::{CodeName, DagId, FunctionId, NodeId, ResourceName};
-pub use registry::{CallError, Code, Handler, RegisterError, Registry, panic_message};
+pub use registry::{
+    CallError, Code, CodeKind, Handler, RegisterError, Registry, State, StatefulHandler,
+    panic_message,
+};
 pub use resources::{Amount, Resources};
 pub use results::{ResultError, Results};
+pub use stream::{ArgSource, InlineEval, StagePlan, StreamPlan, StreamPlanError};
 pub use tracker::{
     RegisterNodeError, ReleaseError, RequestError, ResourceTracker, SimpleResourceTracker,
 };

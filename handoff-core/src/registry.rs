@@ -1,5 +1,6 @@
 //! The typed function registry: plain Rust functions and closures, called by name.
 
+use std::any::{Any, type_name};
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
@@ -79,6 +80,37 @@ pub enum CallError {
         /// Whether the call had started there.
         running: bool,
     },
+    /// The code was registered for another kind of call (a stream's init, stateful or
+    /// batch code called as plain code, or the reverse).
+    #[error("`{code}` is {kind} code; it cannot be called as {called} code")]
+    WrongKind {
+        /// The code.
+        code: CodeName,
+        /// How it was registered.
+        kind: CodeKind,
+        /// How it was called.
+        called: CodeKind,
+    },
+    /// A batch call returned a list of another length than the batch it was given.
+    #[error("`{code}` returned {got} result(s) for a batch of {expected}")]
+    BatchLength {
+        /// The code.
+        code: CodeName,
+        /// The number of items in the batch.
+        expected: usize,
+        /// The number of results it returned.
+        got: usize,
+    },
+    /// A stateful call was given a state of another type than the code's.
+    #[error("`{code}` takes a state of type `{expected}`, but the worker's state is a `{found}`")]
+    StateType {
+        /// The code.
+        code: CodeName,
+        /// The state type the code takes.
+        expected: String,
+        /// The type the init code returned.
+        found: String,
+    },
     /// The attempt could not run on the node chosen for it: the node could not be
     /// reached, refused the work, or could not get an argument.
     #[error("`{code}` could not run on node `{node}`: {reason}")]
@@ -90,6 +122,67 @@ pub enum CallError {
         /// What went wrong.
         reason: String,
     },
+}
+
+/// How registered code is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CodeKind {
+    /// `code(args…)` → result: [`Registry::register`], [`Registry::register_fallible`].
+    Plain,
+    /// `init(args…)` → a stream worker's [`State`]: [`Registry::register_init`].
+    Init,
+    /// `code(&mut state, args…)` → result: [`Registry::register_stateful`].
+    Stateful,
+    /// `code(items, extra…)` → one result per item: [`Registry::register_batch`].
+    Batch,
+    /// `code(&mut state, items, extra…)` → one result per item:
+    /// [`Registry::register_stateful_batch`].
+    StatefulBatch,
+}
+
+impl fmt::Display for CodeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CodeKind::Plain => "plain",
+            CodeKind::Init => "init",
+            CodeKind::Stateful => "stateful",
+            CodeKind::Batch => "batch",
+            CodeKind::StatefulBatch => "stateful batch",
+        })
+    }
+}
+
+/// The state of one stream worker: what its function's init code returned, of any
+/// `Send` type, kept by the worker and lent to every call of the function's code.
+pub struct State {
+    value: Box<dyn Any + Send>,
+    type_name: &'static str,
+}
+
+impl State {
+    /// Wraps a state.
+    pub fn new<S: Send + 'static>(state: S) -> Self {
+        State {
+            value: Box::new(state),
+            type_name: type_name::<S>(),
+        }
+    }
+
+    /// The name of the type it holds.
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
+    /// The state as an `S`, when it holds one.
+    pub fn downcast_mut<S: 'static>(&mut self) -> Option<&mut S> {
+        self.value.downcast_mut::<S>()
+    }
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "State<{}>", self.type_name)
+    }
 }
 
 /// Why a registration was refused.
@@ -170,6 +263,199 @@ handler!(6; A1 0, A2 1, A3 2, A4 3, A5 4, A6 5);
 handler!(7; A1 0, A2 1, A3 2, A4 3, A5 4, A6 5, A7 6);
 handler!(8; A1 0, A2 1, A3 2, A4 3, A5 4, A6 5, A7 6, A8 7);
 
+/// A Rust function or closure taking a stream worker's state first (`&mut S`), then up
+/// to 8 parameters that are [`FromValue`]s. Implemented for you; not meant to be
+/// implemented by hand.
+pub trait StatefulHandler<S, Args>: Send + Sync + 'static {
+    /// What the function returns.
+    type Output;
+    /// How many parameters it takes, the state not counted.
+    const ARITY: usize;
+    /// Calls it with the state, reading each argument as its parameter type.
+    fn invoke(
+        &self,
+        state: &mut S,
+        code: &CodeName,
+        args: Vec<Value>,
+    ) -> Result<Self::Output, CallError>;
+}
+
+macro_rules! stateful_handler {
+    ($n:expr; $($a:ident $i:tt),*) => {
+        impl<F, S, R, $($a,)*> StatefulHandler<S, ($($a,)*)> for F
+        where
+            F: Fn(&mut S, $($a),*) -> R + Send + Sync + 'static,
+            S: 'static,
+            $($a: FromValue,)*
+        {
+            type Output = R;
+            const ARITY: usize = $n;
+            #[allow(unused_variables, unused_mut, non_snake_case, clippy::unused_unit)]
+            fn invoke(&self, state: &mut S, code: &CodeName, args: Vec<Value>) -> Result<R, CallError> {
+                if args.len() != $n {
+                    return Err(CallError::Arity { code: code.clone(), expected: $n, got: args.len() });
+                }
+                let mut args = args.into_iter();
+                $(let $a = read::<$a>(code, $i, args.next())?;)*
+                Ok((self)(state, $($a),*))
+            }
+        }
+    };
+}
+
+stateful_handler!(0;);
+stateful_handler!(1; A1 0);
+stateful_handler!(2; A1 0, A2 1);
+stateful_handler!(3; A1 0, A2 1, A3 2);
+stateful_handler!(4; A1 0, A2 1, A3 2, A4 3);
+stateful_handler!(5; A1 0, A2 1, A3 2, A4 3, A5 4);
+stateful_handler!(6; A1 0, A2 1, A3 2, A4 3, A5 4, A6 5);
+stateful_handler!(7; A1 0, A2 1, A3 2, A4 3, A5 4, A6 5, A7 6);
+stateful_handler!(8; A1 0, A2 1, A3 2, A4 3, A5 4, A6 5, A7 6, A8 7);
+
+/// How a function's output becomes a call's outcome.
+trait Finish<O>: Send + Sync + 'static {
+    fn finish(code: &CodeName, out: O) -> Result<Value, CallError>;
+}
+
+/// A plain result.
+struct One;
+/// A `Result` whose error is a failed call.
+struct OneFallible;
+/// A list of results, one per item of a batch.
+struct Many;
+
+impl<R: IntoValue> Finish<R> for One {
+    fn finish(_code: &CodeName, out: R) -> Result<Value, CallError> {
+        Ok(out.into_value())
+    }
+}
+
+impl<R: IntoValue, E: fmt::Display> Finish<Result<R, E>> for OneFallible {
+    fn finish(code: &CodeName, out: Result<R, E>) -> Result<Value, CallError> {
+        out.map(IntoValue::into_value)
+            .map_err(|e| CallError::Failed {
+                code: code.clone(),
+                message: e.to_string(),
+            })
+    }
+}
+
+impl<R: IntoValue> Finish<Vec<R>> for Many {
+    fn finish(_code: &CodeName, out: Vec<R>) -> Result<Value, CallError> {
+        Ok(Value::list(
+            out.into_iter().map(IntoValue::into_value).collect(),
+        ))
+    }
+}
+
+/// The erased form of registered init code.
+trait InitCallable: Send + Sync + 'static {
+    fn call(&self, code: &CodeName, args: Vec<Value>) -> Result<State, CallError>;
+    fn arity(&self) -> usize;
+}
+
+/// The erased form of registered stateful code.
+trait StatefulCallable: Send + Sync + 'static {
+    fn call(
+        &self,
+        code: &CodeName,
+        state: &mut State,
+        args: Vec<Value>,
+    ) -> Result<Value, CallError>;
+    fn arity(&self) -> usize;
+}
+
+struct Init<F, Args>(F, PhantomData<fn(Args)>);
+struct InitFallible<F, Args>(F, PhantomData<fn(Args)>);
+struct Batched<F, Args>(F, PhantomData<fn(Args)>);
+struct Stateful<F, S, Args, Out>(F, PhantomData<fn(S, Args, Out)>);
+
+impl<F, Args, S> InitCallable for Init<F, Args>
+where
+    F: Handler<Args, Output = S>,
+    S: Send + 'static,
+    Args: 'static,
+{
+    fn call(&self, code: &CodeName, args: Vec<Value>) -> Result<State, CallError> {
+        guarded(code, || self.0.invoke(code, args).map(State::new))
+    }
+    fn arity(&self) -> usize {
+        F::ARITY
+    }
+}
+
+impl<F, Args, S, E> InitCallable for InitFallible<F, Args>
+where
+    F: Handler<Args, Output = Result<S, E>>,
+    S: Send + 'static,
+    E: fmt::Display,
+    Args: 'static,
+{
+    fn call(&self, code: &CodeName, args: Vec<Value>) -> Result<State, CallError> {
+        guarded(code, || match self.0.invoke(code, args)? {
+            Ok(state) => Ok(State::new(state)),
+            Err(e) => Err(CallError::Failed {
+                code: code.clone(),
+                message: e.to_string(),
+            }),
+        })
+    }
+    fn arity(&self) -> usize {
+        F::ARITY
+    }
+}
+
+impl<F, Args, R> Callable for Batched<F, Args>
+where
+    F: Handler<Args, Output = Vec<R>>,
+    R: IntoValue,
+    Args: 'static,
+{
+    fn call(&self, code: &CodeName, args: Vec<Value>) -> Result<Value, CallError> {
+        guarded(code, || {
+            self.0
+                .invoke(code, args)
+                .and_then(|out| <Many as Finish<Vec<R>>>::finish(code, out))
+        })
+    }
+    fn arity(&self) -> usize {
+        F::ARITY
+    }
+}
+
+impl<F, S, Args, Out> StatefulCallable for Stateful<F, S, Args, Out>
+where
+    F: StatefulHandler<S, Args>,
+    Out: Finish<F::Output>,
+    S: 'static,
+    Args: 'static,
+{
+    fn call(
+        &self,
+        code: &CodeName,
+        state: &mut State,
+        args: Vec<Value>,
+    ) -> Result<Value, CallError> {
+        let found = state.type_name();
+        let Some(state) = state.downcast_mut::<S>() else {
+            return Err(CallError::StateType {
+                code: code.clone(),
+                expected: type_name::<S>().to_owned(),
+                found: found.to_owned(),
+            });
+        };
+        guarded(code, || {
+            self.0
+                .invoke(state, code, args)
+                .and_then(|out| Out::finish(code, out))
+        })
+    }
+    fn arity(&self) -> usize {
+        F::ARITY
+    }
+}
+
 struct Infallible<F, Args>(F, PhantomData<fn(Args)>);
 struct Fallible<F, Args>(F, PhantomData<fn(Args)>);
 
@@ -230,11 +516,21 @@ where
     }
 }
 
+/// The erased code, by kind.
+#[derive(Clone)]
+enum Callee {
+    Plain(Arc<dyn Callable>),
+    Init(Arc<dyn InitCallable>),
+    Stateful(Arc<dyn StatefulCallable>),
+    Batch(Arc<dyn Callable>),
+    StatefulBatch(Arc<dyn StatefulCallable>),
+}
+
 /// A registered function, resolved by name: cheap to clone and to call.
 #[derive(Clone)]
 pub struct Code {
     name: CodeName,
-    callable: Arc<dyn Callable>,
+    callable: Callee,
 }
 
 impl Code {
@@ -243,20 +539,98 @@ impl Code {
         &self.name
     }
 
-    /// How many parameters it takes.
+    /// How many parameters it takes (a stateful code's state not counted; a batch
+    /// code's list of items counted as one).
     pub fn arity(&self) -> usize {
-        self.callable.arity()
+        match &self.callable {
+            Callee::Plain(c) | Callee::Batch(c) => c.arity(),
+            Callee::Init(c) => c.arity(),
+            Callee::Stateful(c) | Callee::StatefulBatch(c) => c.arity(),
+        }
     }
 
-    /// Calls it. Errors and panics of the function become a [`CallError`].
+    /// How it is called.
+    pub fn kind(&self) -> CodeKind {
+        match &self.callable {
+            Callee::Plain(_) => CodeKind::Plain,
+            Callee::Init(_) => CodeKind::Init,
+            Callee::Stateful(_) => CodeKind::Stateful,
+            Callee::Batch(_) => CodeKind::Batch,
+            Callee::StatefulBatch(_) => CodeKind::StatefulBatch,
+        }
+    }
+
+    fn wrong_kind(&self, called: CodeKind) -> CallError {
+        CallError::WrongKind {
+            code: self.name.clone(),
+            kind: self.kind(),
+            called,
+        }
+    }
+
+    /// Calls plain code. Errors and panics of the function become a [`CallError`];
+    /// code of another kind is [`CallError::WrongKind`].
     pub fn call(&self, args: Vec<Value>) -> Result<Value, CallError> {
-        self.callable.call(&self.name, args)
+        match &self.callable {
+            Callee::Plain(c) => c.call(&self.name, args),
+            _ => Err(self.wrong_kind(CodeKind::Plain)),
+        }
+    }
+
+    /// Calls init code: the state of a new stream worker.
+    pub fn call_init(&self, args: Vec<Value>) -> Result<State, CallError> {
+        match &self.callable {
+            Callee::Init(c) => c.call(&self.name, args),
+            _ => Err(self.wrong_kind(CodeKind::Init)),
+        }
+    }
+
+    /// Calls stateful code with a worker's state.
+    pub fn call_stateful(&self, state: &mut State, args: Vec<Value>) -> Result<Value, CallError> {
+        match &self.callable {
+            Callee::Stateful(c) => c.call(&self.name, state, args),
+            _ => Err(self.wrong_kind(CodeKind::Stateful)),
+        }
+    }
+
+    /// Calls batch code (with the worker's state for stateful batch code) on `items`,
+    /// the values of a batch, followed by the `extra` arguments: one result per item, in
+    /// order. A result list of another length is [`CallError::BatchLength`].
+    pub fn call_batch(
+        &self,
+        state: Option<&mut State>,
+        items: Vec<Value>,
+        extra: &[Value],
+    ) -> Result<Vec<Value>, CallError> {
+        let expected = items.len();
+        let mut args = Vec::with_capacity(1 + extra.len());
+        args.push(Value::list(items));
+        args.extend(extra.iter().cloned());
+        let out = match (&self.callable, state) {
+            (Callee::Batch(c), _) => c.call(&self.name, args)?,
+            (Callee::StatefulBatch(c), Some(state)) => c.call(&self.name, state, args)?,
+            // Stateful batch code without a state, or code of another kind.
+            _ => return Err(self.wrong_kind(CodeKind::Batch)),
+        };
+        let results = out.items().map_err(|_| CallError::BatchLength {
+            code: self.name.clone(),
+            expected,
+            got: 1,
+        })?;
+        if results.len() != expected {
+            return Err(CallError::BatchLength {
+                code: self.name.clone(),
+                expected,
+                got: results.len(),
+            });
+        }
+        Ok(results.to_vec())
     }
 }
 
 impl fmt::Debug for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Code({}/{})", self.name, self.arity())
+        write!(f, "Code({}/{}, {})", self.name, self.arity(), self.kind())
     }
 }
 
@@ -283,11 +657,7 @@ impl Registry {
         Self::default()
     }
 
-    fn insert(
-        &mut self,
-        name: CodeName,
-        callable: Arc<dyn Callable>,
-    ) -> Result<&mut Self, RegisterError> {
+    fn insert(&mut self, name: CodeName, callable: Callee) -> Result<&mut Self, RegisterError> {
         if self.codes.contains_key(&name) {
             return Err(RegisterError::Duplicate { code: name });
         }
@@ -306,7 +676,10 @@ impl Registry {
         F::Output: IntoValue,
         Args: 'static,
     {
-        self.insert(name.into(), Arc::new(Infallible(f, PhantomData)))
+        self.insert(
+            name.into(),
+            Callee::Plain(Arc::new(Infallible(f, PhantomData))),
+        )
     }
 
     /// Registers a function returning `Result<T, E>`: an `Err` is a failed attempt
@@ -322,7 +695,142 @@ impl Registry {
         E: fmt::Display,
         Args: 'static,
     {
-        self.insert(name.into(), Arc::new(Fallible(f, PhantomData)))
+        self.insert(
+            name.into(),
+            Callee::Plain(Arc::new(Fallible(f, PhantomData))),
+        )
+    }
+
+    /// Registers a stream function's init code (see
+    /// [`Function::init`](crate::Function::init)): it runs once per stage worker when
+    /// the stream starts, and what it returns, of any `Send` type (a loaded model, a
+    /// connection, a lookup table), is the worker's state. A panic fails the start.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use handoff_core::{Registry, Value};
+    /// let mut registry = Registry::new();
+    /// registry.register_init("load_table", || HashMap::from([(1_i64, "one".to_owned())]))?;
+    /// registry.register_stateful("lookup", |table: &mut HashMap<i64, String>, x: i64| {
+    ///     table.get(&x).cloned().unwrap_or_default()
+    /// })?;
+    /// let mut state = registry.get("load_table")?.call_init(vec![])?;
+    /// let out = registry.get("lookup")?.call_stateful(&mut state, vec![Value::new(1_i64)])?;
+    /// assert_eq!(out.get::<String>()?, "one");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn register_init<F, Args>(
+        &mut self,
+        name: impl Into<CodeName>,
+        f: F,
+    ) -> Result<&mut Self, RegisterError>
+    where
+        F: Handler<Args>,
+        F::Output: Send + 'static,
+        Args: 'static,
+    {
+        self.insert(name.into(), Callee::Init(Arc::new(Init(f, PhantomData))))
+    }
+
+    /// Registers init code returning `Result<S, E>`: an `Err` fails the stream's start.
+    pub fn register_init_fallible<F, Args, S, E>(
+        &mut self,
+        name: impl Into<CodeName>,
+        f: F,
+    ) -> Result<&mut Self, RegisterError>
+    where
+        F: Handler<Args, Output = Result<S, E>>,
+        S: Send + 'static,
+        E: fmt::Display,
+        Args: 'static,
+    {
+        self.insert(
+            name.into(),
+            Callee::Init(Arc::new(InitFallible(f, PhantomData))),
+        )
+    }
+
+    /// Registers stateful code: a function whose first parameter is `&mut S`, the state
+    /// its stream worker's init code made (see [`Function::init`](crate::Function::init)),
+    /// then the usual parameters. It may change the state, or replace it
+    /// (`*state = new`), for the worker's next calls.
+    pub fn register_stateful<F, S, Args>(
+        &mut self,
+        name: impl Into<CodeName>,
+        f: F,
+    ) -> Result<&mut Self, RegisterError>
+    where
+        F: StatefulHandler<S, Args>,
+        F::Output: IntoValue,
+        S: 'static,
+        Args: 'static,
+    {
+        let callable: Stateful<F, S, Args, One> = Stateful(f, PhantomData);
+        self.insert(name.into(), Callee::Stateful(Arc::new(callable)))
+    }
+
+    /// Registers stateful code returning `Result<T, E>`: an `Err` is that item's error.
+    pub fn register_stateful_fallible<F, S, Args, R, E>(
+        &mut self,
+        name: impl Into<CodeName>,
+        f: F,
+    ) -> Result<&mut Self, RegisterError>
+    where
+        F: StatefulHandler<S, Args, Output = Result<R, E>>,
+        R: IntoValue,
+        E: fmt::Display,
+        S: 'static,
+        Args: 'static,
+    {
+        let callable: Stateful<F, S, Args, OneFallible> = Stateful(f, PhantomData);
+        self.insert(name.into(), Callee::Stateful(Arc::new(callable)))
+    }
+
+    /// Registers batch code (see [`Function::batch`](crate::Function::batch)): its first
+    /// parameter is the list of a batch's items (a `Vec<T>` or a [`List<T>`](crate::List)),
+    /// followed by the function's extra arguments, and it returns one result per item,
+    /// in order. Each item is the value of the function's argument (the list of its
+    /// arguments when it has several, or is as-list).
+    ///
+    /// ```
+    /// use handoff_core::{Registry, Value};
+    /// let mut registry = Registry::new();
+    /// registry.register_batch("square_all", |xs: Vec<i64>| xs.iter().map(|x| x * x).collect::<Vec<_>>())?;
+    /// let out = registry.get("square_all")?.call_batch(None, vec![Value::new(2_i64), Value::new(3_i64)], &[])?;
+    /// assert_eq!(out[1].get::<i64>()?, 9);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn register_batch<F, Args, R>(
+        &mut self,
+        name: impl Into<CodeName>,
+        f: F,
+    ) -> Result<&mut Self, RegisterError>
+    where
+        F: Handler<Args, Output = Vec<R>>,
+        R: IntoValue,
+        Args: 'static,
+    {
+        self.insert(
+            name.into(),
+            Callee::Batch(Arc::new(Batched(f, PhantomData))),
+        )
+    }
+
+    /// Registers stateful batch code: `&mut S` first, then the list of a batch's items
+    /// and the extra arguments; one result per item.
+    pub fn register_stateful_batch<F, S, Args, R>(
+        &mut self,
+        name: impl Into<CodeName>,
+        f: F,
+    ) -> Result<&mut Self, RegisterError>
+    where
+        F: StatefulHandler<S, Args, Output = Vec<R>>,
+        R: IntoValue,
+        S: 'static,
+        Args: 'static,
+    {
+        let callable: Stateful<F, S, Args, Many> = Stateful(f, PhantomData);
+        self.insert(name.into(), Callee::StatefulBatch(Arc::new(callable)))
     }
 
     /// The function registered under `name`.
