@@ -391,7 +391,7 @@ fn main() {
                 .validate()
                 .expect("valid")
             };
-            let times = time_runs(&node, runs, fanout_dag, |results| {
+            let times = time_runs(node, runs, fanout_dag, |results| {
                 assert_eq!(results.get::<i64>("total"), Ok(fanout as i64));
             })
             .await;
@@ -417,7 +417,7 @@ fn main() {
                 dag.validate().expect("valid")
             };
             let last = format!("c{}", chain - 1);
-            let times = time_runs(&node, runs, chain_dag, |results| {
+            let times = time_runs(node, runs, chain_dag, |results| {
                 assert_eq!(results.get::<i64>(&last), Ok(chain as i64));
             })
             .await;
@@ -434,7 +434,7 @@ fn main() {
             let hops = 10;
             let payload_dag = |run: usize| {
                 let on = |i: usize| {
-                    if i % 2 == 0 {
+                    if i.is_multiple_of(2) {
                         worker.clone()
                     } else {
                         here.clone()
@@ -452,7 +452,7 @@ fn main() {
                 dag.validate().expect("valid")
             };
             let last = format!("p{}", hops - 1);
-            let times = time_runs(&node, runs, payload_dag, |results| {
+            let times = time_runs(node, runs, payload_dag, |results| {
                 let buffer = results.get::<bytes::Bytes>(&last).expect("bytes");
                 assert_eq!(buffer.len(), size);
             })

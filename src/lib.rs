@@ -68,11 +68,11 @@ pub use handoff_core::{
     ResourceName, ResourceTracker, Resources, ResultError, Results, Shared, SimpleResourceTracker,
     ValidatedDag, ValidationError, Value, ValueError, allocate, candidates,
 };
-pub use handoff_core::{FunctionRun, Graph};
 pub use handoff_core::{
     ArgSource, Batching, CodeKind, InlineEval, StagePlan, State, StatefulHandler, StreamPlan,
     StreamPlanError,
 };
+pub use handoff_core::{FunctionRun, Graph};
 
 pub use handoff_net::{
     Client as NetClient, ClientError as NetClientError, ClusterKey, ClusterKeyError, ClusterNode,
