@@ -93,8 +93,9 @@ pub enum GoneReason {
     Expired,
     /// It was refused (see [`NetEvent::PeerRefused`]).
     Refused,
-    /// Dialing it failed with nothing answering at its addresses (it may have died without
-    /// its connections to this node closing, or while gossip still relayed its last
+    /// Dialing it failed while no connection reached it: nothing answered at its
+    /// addresses, or whatever answered was not that peer (it may have died without its
+    /// connections to this node closing, or while gossip still relayed its last
     /// announcement).
     Unreachable,
 }

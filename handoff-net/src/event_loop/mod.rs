@@ -636,16 +636,19 @@ impl EventLoop {
             ),
             _ => tracing::warn!(%address, ?peer, "dial failed: {error}: {error:?}"),
         }
-        // A known peer that nothing answers for any more (and that no connection reaches)
+        // A known peer that cannot be reached any more (and that no connection reaches)
         // is gone now, not after its time-to-live: gossip may still relay an announcement
         // it made just before it died, and dispatching to it again would only fail again.
-        if kind == FailureKind::Unreachable
+        // Whatever the dial met at its addresses (nothing, another node that took its port,
+        // its own socket connected to itself, a handshake that never completed), it is not
+        // that peer; a peer that is in fact alive comes back with its next announcement.
+        if unreachable_peer(&error)
             && let Some(peer) = peer
             && !self.swarm.is_connected(&peer)
         {
             let node = node_id_of(&peer);
             if self.peers.remove(&node) {
-                tracing::info!(%node, "peer unreachable: nothing answers at its addresses");
+                tracing::info!(%node, ?kind, "peer unreachable: dialing it failed");
                 self.emit(NetEvent::PeerGone {
                     node,
                     reason: GoneReason::Unreachable,
@@ -673,5 +676,19 @@ impl EventLoop {
             };
             let _ = reply.send(Err(error));
         }
+    }
+}
+
+/// True when a failed dial says the peer cannot be reached at the addresses known for it;
+/// false when the dial did not really try (aborted, a condition not met, refused by this
+/// node's own policy).
+fn unreachable_peer(error: &libp2p::swarm::DialError) -> bool {
+    use libp2p::swarm::DialError;
+    match error {
+        DialError::Transport(_) | DialError::WrongPeerId { .. } | DialError::NoAddresses => true,
+        DialError::LocalPeerId { .. }
+        | DialError::DialPeerConditionFalse(_)
+        | DialError::Aborted
+        | DialError::Denied { .. } => false,
     }
 }
