@@ -500,3 +500,95 @@ async fn get_result_waits_for_a_value_made_elsewhere_and_fetches_it() {
     );
     c.drop_dag(&dag_id).await.expect("dropped");
 }
+
+/// Calls of `spin` that have started, and those that saw their execution cancelled.
+static SPINNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static STOPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Runs until its execution is cancelled (at most 60 s), then says so.
+fn spin(x: u64) -> u64 {
+    use std::sync::atomic::Ordering::SeqCst;
+    SPINNING.fetch_add(1, SeqCst);
+    let start = std::time::Instant::now();
+    while !handoff::is_cancelled() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if handoff::is_cancelled() {
+        STOPPED.fetch_add(1, SeqCst);
+    }
+    x
+}
+
+/// Waits, under the deadline, until `done` holds.
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !done().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not in time"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[actix::test]
+async fn cancelling_stops_what_runs_on_other_nodes_and_frees_their_capacity() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let with_spin = || {
+        let mut r = registry();
+        r.register("spin", spin).expect("spin");
+        r
+    };
+    let Cluster { c, a, b } = cluster(with_spin()).await;
+    // `a` lacks `spin`: both calls run on `b`, one cpu each, and never end by themselves.
+    let dag = Dag::new()
+        .with(
+            Function::new("s1", "spin")
+                .extra_arg(1_u64)
+                .with_cost(cpu()),
+        )
+        .with(
+            Function::new("s2", "spin")
+                .extra_arg(2_u64)
+                .with_cost(cpu()),
+        )
+        .validate()
+        .expect("valid");
+    let handle = c
+        .node()
+        .submit(dag, ExecuteOptions::default())
+        .await
+        .expect("submitted");
+    until("both calls running on b", async || {
+        SPINNING.load(SeqCst) == 2
+    })
+    .await;
+    let b_id = b.id().clone();
+    assert!(
+        !b.node()
+            .resources_available(b_id.clone(), cpu())
+            .await
+            .expect("asked"),
+        "b's cpu is taken"
+    );
+    handle.cancel();
+    let outcome = tokio::time::timeout(DEADLINE, handle)
+        .await
+        .expect("ends in time");
+    assert!(
+        matches!(outcome, Err(ExecuteError::Cancelled { .. })),
+        "{outcome:?}"
+    );
+    until("both calls told to stop", async || {
+        STOPPED.load(SeqCst) == 2
+    })
+    .await;
+    until("b's cpu given back", async || {
+        b.node()
+            .resources_available(b_id.clone(), cpu().cpu(2))
+            .await
+            .expect("asked")
+    })
+    .await;
+    let _: &NodeId = a.id();
+}

@@ -196,7 +196,8 @@ pub(crate) struct DagRun {
     small: Vec<bool>,
     /// The encoded size of values made on other nodes (0 when unknown).
     sizes: Vec<u64>,
-    /// Other nodes that ran functions of this execution (told to forget it at the end).
+    /// Other nodes sent functions of this execution (told to forget it at the end, which
+    /// also stops what still runs there).
     remote_nodes: Vec<NodeId>,
     /// Whether the results held on other nodes were fetched for the caller.
     collected: bool,
@@ -639,6 +640,11 @@ impl DagRun {
                 }
             })
             .collect();
+        // Told to forget the execution at its end, or when it is cancelled with this
+        // attempt still running there (which stops it).
+        if !self.remote_nodes.contains(&node) {
+            self.remote_nodes.push(node.clone());
+        }
         let report_start = self.deaths[i] > 0;
         if report_start {
             self.suspect_running = Some(index);
