@@ -29,11 +29,13 @@
 //!
 //! ```text
 //! <program> keygen <FILE>
-//! <program> run (--key FILE | --insecure) [--listen MULTIADDR] [--bootstrap MULTIADDR]...
+//! <program> run (--key FILE | --key-env | --insecure) [--listen MULTIADDR] [--bootstrap MULTIADDR]...
 //!               [--name NAME] [--cpu N] [--memory MB] [--gpu N] [--custom NAME=AMOUNT]...
 //! ```
 //!
 //! `keygen` writes a new cluster key (mode 0600 on Unix) and refuses to overwrite a file.
+//! `--key-env` reads the key from the `HANDOFF_CLUSTER_KEY` environment variable (the text
+//! of a key file, or its 64 hex digits), for deployments that hand secrets over that way.
 //! `run` starts a [`ClusterNode`], prints these lines on standard output, and stops when
 //! its standard input closes:
 //!
@@ -63,7 +65,7 @@ use handoff_net::{
 use handoff_actors::NodeConfig;
 
 /// The flags of `run`, as shown in the usage text.
-pub const RUN_FLAGS: &str = "(--key FILE | --insecure) [--listen MULTIADDR] \
+pub const RUN_FLAGS: &str = "(--key FILE | --key-env | --insecure) [--listen MULTIADDR] \
                              [--bootstrap MULTIADDR]...\n    [--name NAME] [--cpu N] \
                              [--memory MB] [--gpu N] [--custom NAME=AMOUNT]... \
                              [--identity FILE]";
@@ -98,6 +100,9 @@ pub enum Command {
 pub enum KeyChoice {
     /// `--key FILE`: only nodes holding the cluster key in this file can connect.
     File(PathBuf),
+    /// `--key-env`: as `--key`, with the key read from the `HANDOFF_CLUSTER_KEY` environment
+    /// variable.
+    Env,
     /// `--insecure`: any node that reaches this one can connect.
     Insecure,
 }
@@ -224,14 +229,14 @@ pub enum ArgsError {
         /// The resource.
         name: String,
     },
-    /// Neither `--key` nor `--insecure` was given.
+    /// None of `--key`, `--key-env` and `--insecure` was given.
     #[error(
-        "choose the security: `--key FILE` (a key made by `keygen FILE`) or `--insecure` \
-         (any node that reaches this one can connect)"
+        "choose the security: `--key FILE` (a key made by `keygen FILE`), `--key-env` (the key \
+         in HANDOFF_CLUSTER_KEY) or `--insecure` (any node that reaches this one can connect)"
     )]
     MissingSecurity,
-    /// Both `--key` and `--insecure` were given.
-    #[error("`--key` and `--insecure` exclude each other")]
+    /// More than one of `--key`, `--key-env` and `--insecure` was given.
+    #[error("`--key`, `--key-env` and `--insecure` exclude each other")]
     ConflictingSecurity,
 }
 
@@ -403,7 +408,7 @@ pub fn parse_run(args: impl IntoIterator<Item = String>) -> Result<RunArgs, Args
         })
     }
     let mut args = args.into_iter();
-    let (mut key, mut insecure) = (None, false);
+    let (mut key, mut key_env, mut insecure) = (None, false, false);
     let mut listen = None;
     let mut bootstrap = Vec::new();
     let mut name = None;
@@ -413,6 +418,7 @@ pub fn parse_run(args: impl IntoIterator<Item = String>) -> Result<RunArgs, Args
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--key" => key = Some(PathBuf::from(value(&flag, &mut args)?)),
+            "--key-env" => key_env = true,
             "--insecure" => insecure = true,
             "--listen" => listen = Some(parsed(&flag, value(&flag, &mut args)?)?),
             "--bootstrap" => bootstrap.push(parsed(&flag, value(&flag, &mut args)?)?),
@@ -433,11 +439,12 @@ pub fn parse_run(args: impl IntoIterator<Item = String>) -> Result<RunArgs, Args
             _ => return Err(ArgsError::UnexpectedArgument { argument: flag }),
         }
     }
-    let key = match (key, insecure) {
-        (Some(path), false) => KeyChoice::File(path),
-        (None, true) => KeyChoice::Insecure,
-        (Some(_), true) => return Err(ArgsError::ConflictingSecurity),
-        (None, false) => return Err(ArgsError::MissingSecurity),
+    let key = match (key, key_env, insecure) {
+        (Some(path), false, false) => KeyChoice::File(path),
+        (None, true, false) => KeyChoice::Env,
+        (None, false, true) => KeyChoice::Insecure,
+        (None, false, false) => return Err(ArgsError::MissingSecurity),
+        _ => return Err(ArgsError::ConflictingSecurity),
     };
     let mut run = RunArgs::new(key);
     if let Some(listen) = listen {
@@ -559,6 +566,7 @@ pub fn run(args: RunArgs, registry: Registry) -> Result<(), RunError> {
 pub async fn run_node(args: RunArgs, registry: Registry) -> Result<(), RunError> {
     let security = match &args.key {
         KeyChoice::File(path) => Security::from(ClusterKey::from_file(path)?),
+        KeyChoice::Env => Security::from(ClusterKey::from_default_env()?),
         KeyChoice::Insecure => Security::Insecure,
     };
     let keypair = match &args.identity {
@@ -675,10 +683,24 @@ mod tests {
             parse(args("run --cpu 2")),
             Err(ArgsError::MissingSecurity)
         ));
-        assert!(matches!(
-            parse(args("run --key k --insecure")),
-            Err(ArgsError::ConflictingSecurity)
-        ));
+        for conflicting in [
+            "run --key k --insecure",
+            "run --key k --key-env",
+            "run --key-env --insecure",
+        ] {
+            assert!(
+                matches!(
+                    parse(args(conflicting)),
+                    Err(ArgsError::ConflictingSecurity)
+                ),
+                "{conflicting}"
+            );
+        }
+        let parsed = parse_run(args("--key-env"));
+        assert!(
+            matches!(&parsed, Ok(run) if run.key == KeyChoice::Env),
+            "{parsed:?}"
+        );
     }
 
     #[test]

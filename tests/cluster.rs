@@ -200,10 +200,20 @@ fn processes_and_an_in_process_node_discover_each_other() {
         args
     };
     let mut n2 = Proc::spawn("n2", &with_bootstrap(&["--cpu", "4", "--gpu", "1"]));
-    let mut n3 = Proc::spawn(
+    // n3 takes the key from the environment instead of a file.
+    let key_text = std::fs::read_to_string(&key).expect("read the key file");
+    let mut n3 = Command::new(BIN);
+    n3.args([
+        "run",
+        "--name",
         "n3",
-        &with_bootstrap(&["--cpu", "1", "--memory", "512", "--custom", "licence=2"]),
-    );
+        "--key-env",
+        "--bootstrap",
+        address.as_str(),
+    ])
+    .args(["--cpu", "1", "--memory", "512", "--custom", "licence=2"])
+    .env("HANDOFF_CLUSTER_KEY", key_text);
+    let mut n3 = Proc::start("n3", n3);
 
     n1.wait_peers(&["n2:4:1", "n3:1:0"]);
     n2.wait_peers(&["n1:2:0", "n3:1:0"]);
