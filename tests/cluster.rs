@@ -586,7 +586,9 @@ fn a_worker_killed_mid_dag_does_not_stop_it() {
             let (dag, expected) = kill_dag(round, chains);
             let mut handle = cluster
                 .node()
-                .submit(dag, ExecuteOptions::default().events(8192))
+                // No retry allowed: a re-run caused by the victim's death must not count
+                // as one (a function's own failure would end the DAG here).
+                .submit(dag, ExecuteOptions::default().events(8192).max_retries(0))
                 .await
                 .expect("submitted");
             let mut events = handle.events().expect("events");
