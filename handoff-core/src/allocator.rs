@@ -1,5 +1,6 @@
 //! Choosing a node for each function.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
@@ -263,6 +264,7 @@ pub fn allocate(
     // The node of each collocation group, by root.
     let mut group_node: Vec<usize> = vec![UNPLACED; n];
     let mut out = Assignments::default();
+    let every_node: Vec<usize> = (0..nodes.len()).collect();
 
     // Members of the collocation groups of more than one function, by root (most
     // functions are alone in theirs and need no list).
@@ -302,19 +304,26 @@ pub fn allocate(
                     Placement::Pinned(n) => Some(n),
                     _ => None,
                 };
-                // The member whose cost no allowed node can hold (the same one
-                // `candidates` reports the cost of), else the first member.
-                let culprit = group
-                    .iter()
-                    .find(|&&m| {
-                        dag.function(m).cost().is_some_and(|c| {
-                            !nodes
-                                .iter()
-                                .any(|(n, cap)| pinned.is_none_or(|p| p == n) && c.fits_in(cap))
-                        })
-                    })
-                    .map_or(f.id(), |&m| dag.function(m).id());
-                let fitting = candidates(culprit, &costs, nodes, pinned)?;
+                let fitting: Cow<'_, [usize]> =
+                    if costs.is_empty() && pinned.is_none() && !nodes.is_empty() {
+                        // No cost and no pin: every node is a candidate (what `candidates`
+                        // returns then), without a list per function.
+                        Cow::Borrowed(&every_node)
+                    } else {
+                        // The member whose cost no allowed node can hold (the same one
+                        // `candidates` reports the cost of), else the first member.
+                        let culprit = group
+                            .iter()
+                            .find(|&&m| {
+                                dag.function(m).cost().is_some_and(|c| {
+                                    !nodes.iter().any(|(n, cap)| {
+                                        pinned.is_none_or(|p| p == n) && c.fits_in(cap)
+                                    })
+                                })
+                            })
+                            .map_or(f.id(), |&m| dag.function(m).id());
+                        Cow::Owned(candidates(culprit, &costs, nodes, pinned)?)
+                    };
                 let group_total = costs
                     .iter()
                     .fold(Resources::new(), |acc, c| acc.checked_add(c).unwrap_or(acc));

@@ -117,51 +117,50 @@ pub enum ValidationError {
     },
 }
 
-/// The checks of the stream options and inputs, function by function (see
-/// [`Function::input`], [`Function::init`], [`Function::parallelism`], [`Function::batch`]).
-fn check_stream_options(functions: &[Function]) -> Result<(), ValidationError> {
-    for f in functions {
-        let function = || f.id().clone();
-        if f.is_input() {
-            if !f.arg_ids().is_empty() || !f.extra_args().is_empty() {
-                return Err(ValidationError::InputArguments {
-                    function: function(),
-                });
-            }
-            if f.cost().is_some() {
-                return Err(ValidationError::InputCost {
-                    function: function(),
-                });
-            }
-        }
-        if f.kind() != FunctionKind::Regular {
-            let option = if f.init_code().is_some() {
-                Some("init")
-            } else if f.parallelism_value().is_some() {
-                Some("parallelism")
-            } else if f.batching().is_some() {
-                Some("batch")
-            } else {
-                None
-            };
-            if let Some(option) = option {
-                return Err(ValidationError::NotAStage {
-                    function: function(),
-                    kind: f.kind(),
-                    option,
-                });
-            }
-        }
-        if f.parallelism_value() == Some(0) {
-            return Err(ValidationError::ZeroParallelism {
+/// The checks of one function's stream options, and of inputs (see [`Function::input`],
+/// [`Function::init`], [`Function::parallelism`], [`Function::batch`]); [`validate`] runs
+/// them in its first pass over the functions.
+fn check_stream_options(f: &Function) -> Result<(), ValidationError> {
+    let function = || f.id().clone();
+    if f.is_input() {
+        if !f.arg_ids().is_empty() || !f.extra_args().is_empty() {
+            return Err(ValidationError::InputArguments {
                 function: function(),
             });
         }
-        if f.batching().is_some_and(|b| b.size == 0) {
-            return Err(ValidationError::ZeroBatchSize {
+        if f.cost().is_some() {
+            return Err(ValidationError::InputCost {
                 function: function(),
             });
         }
+    }
+    if f.kind() != FunctionKind::Regular {
+        let option = if f.init_code().is_some() {
+            Some("init")
+        } else if f.parallelism_value().is_some() {
+            Some("parallelism")
+        } else if f.batching().is_some() {
+            Some("batch")
+        } else {
+            None
+        };
+        if let Some(option) = option {
+            return Err(ValidationError::NotAStage {
+                function: function(),
+                kind: f.kind(),
+                option,
+            });
+        }
+    }
+    if f.parallelism_value() == Some(0) {
+        return Err(ValidationError::ZeroParallelism {
+            function: function(),
+        });
+    }
+    if f.batching().is_some_and(|b| b.size == 0) {
+        return Err(ValidationError::ZeroBatchSize {
+            function: function(),
+        });
     }
     Ok(())
 }
@@ -370,19 +369,31 @@ fn validate(dag: Dag) -> Result<ValidatedDag, ValidationError> {
         });
     }
 
+    // One pass over the functions (each is large, and touching them costs more than the
+    // checks): ids indexed, kinds copied out, and the first failed stream check kept, to be
+    // reported only once no duplicate id turns up (duplicates are reported first).
     let mut index = IdIndex::with_capacity_and_hasher(n, Default::default());
+    let mut kinds: Vec<FunctionKind> = Vec::with_capacity(n);
+    let mut stream_error = None;
     for (i, f) in functions.iter().enumerate() {
         if index.insert(f.id().clone(), i as u32).is_some() {
             return Err(ValidationError::DuplicateId { id: f.id().clone() });
         }
+        if stream_error.is_none() {
+            stream_error = check_stream_options(f).err();
+        }
+        kinds.push(f.kind());
     }
-
-    check_stream_options(&functions)?;
+    if let Some(error) = stream_error {
+        return Err(error);
+    }
 
     let mut arg_offsets: Vec<u32> = Vec::with_capacity(n + 1);
     arg_offsets.push(0);
     let mut arg_items: Vec<u32> = Vec::with_capacity(n * 2);
+    let mut any_collocated = false;
     for f in &functions {
+        any_collocated |= matches!(f.placement(), Placement::Collocated(_));
         if let Some(cost) = f.cost()
             && let Some((resource, amount)) = cost.first_invalid()
         {
@@ -419,7 +430,13 @@ fn validate(dag: Dag) -> Result<ValidatedDag, ValidationError> {
         items: arg_items,
     };
 
-    let group = collocation_groups(&functions, &index)?;
+    // Without any collocation every function is its own root (what `collocation_groups`
+    // would find, without another pass over the functions).
+    let group = if any_collocated {
+        collocation_groups(&functions, &index)?
+    } else {
+        (0..n as u32).collect()
+    };
 
     // Topological order over dependency edges (dependency -> dependent).
     let order = stable_toposort(&original_args).map_err(|node| {
@@ -434,11 +451,9 @@ fn validate(dag: Dag) -> Result<ValidatedDag, ValidationError> {
     for (pos, node) in order.iter().enumerate() {
         position[node.index()] = pos as u32;
     }
-    let mut slots: Vec<Option<Function>> = functions.into_iter().map(Some).collect();
-    let functions: Vec<Function> = order
-        .iter()
-        .filter_map(|node| slots[node.index()].take())
-        .collect();
+    let mut functions = functions;
+    permute_in_place(&mut functions, &position);
+    let kinds: Vec<FunctionKind> = order.iter().map(|node| kinds[node.index()]).collect();
     let group: Vec<u32> = order
         .iter()
         .map(|node| position[group[node.index()] as usize])
@@ -473,7 +488,7 @@ fn validate(dag: Dag) -> Result<ValidatedDag, ValidationError> {
     for i in 0..n {
         let start = deps.items.len();
         for &a in args.get(i) {
-            if functions[a as usize].is_inline() {
+            if kinds[a as usize] == FunctionKind::Inline {
                 let (from, to) = (
                     deps.offsets[a as usize] as usize,
                     deps.offsets[a as usize + 1] as usize,
@@ -497,8 +512,8 @@ fn validate(dag: Dag) -> Result<ValidatedDag, ValidationError> {
     }
     // Dependents of each function (regular ones only), in order: counted, then filled.
     let mut counts = vec![0_u32; n + 1];
-    for (i, f) in functions.iter().enumerate() {
-        if f.kind() == FunctionKind::Regular {
+    for (i, &kind) in kinds.iter().enumerate() {
+        if kind == FunctionKind::Regular {
             for &d in deps.get(i) {
                 counts[d as usize + 1] += 1;
             }
@@ -512,15 +527,15 @@ fn validate(dag: Dag) -> Result<ValidatedDag, ValidationError> {
         offsets: counts.clone(),
     };
     let mut next = counts;
-    for (i, f) in functions.iter().enumerate() {
-        if f.kind() == FunctionKind::Regular {
+    for (i, &kind) in kinds.iter().enumerate() {
+        if kind == FunctionKind::Regular {
             for &d in deps.get(i) {
                 dependents.items[next[d as usize] as usize] = i as u32;
                 next[d as usize] += 1;
             }
         }
     }
-    let regular = functions.iter().filter(|f| !f.is_inline()).count();
+    let regular = kinds.iter().filter(|&&k| k != FunctionKind::Inline).count();
 
     Ok(ValidatedDag(Arc::new(Inner {
         id,
@@ -532,6 +547,27 @@ fn validate(dag: Dag) -> Result<ValidatedDag, ValidationError> {
         regular,
         functions,
     })))
+}
+
+/// Moves each item to `position[i]` (its index in the new order), in place: every item
+/// not already in place is swapped straight into its slot, so each moves once, and no
+/// second vector of large items is allocated. `position` must be a permutation.
+fn permute_in_place<T>(items: &mut [T], position: &[u32]) {
+    let mut placed = vec![false; items.len()];
+    for start in 0..items.len() {
+        if placed[start] {
+            continue;
+        }
+        // Follow the cycle through `start`: the item at `start` goes to its slot, and the
+        // item found there comes back to `start`, until the cycle closes.
+        placed[start] = true;
+        let mut target = position[start] as usize;
+        while target != start {
+            items.swap(start, target);
+            placed[target] = true;
+            target = position[target] as usize;
+        }
+    }
 }
 
 /// The map from function ids to indices (a fast hasher: validation looks every id up).
@@ -722,6 +758,25 @@ mod tests {
         let c = dag.index_of("c").expect("c");
         assert_eq!(dag.deps(c).len(), 2);
         assert_eq!(dag.dependents(dag.index_of("a").expect("a")).len(), 2);
+    }
+
+    #[test]
+    fn permutes_in_place() {
+        // Two cycles (0 -> 3 -> 1 -> 0, 2 -> 4 -> 2) and a fixed point.
+        let mut items = vec!['a', 'b', 'c', 'd', 'e', 'f'];
+        permute_in_place(&mut items, &[3, 0, 4, 1, 2, 5]);
+        assert_eq!(items, ['b', 'd', 'e', 'a', 'c', 'f']);
+    }
+
+    #[test]
+    fn a_duplicate_id_is_reported_before_an_earlier_stream_error() {
+        let err = Dag::new()
+            .with(Function::input("in").arg("x"))
+            .with(f("x"))
+            .with(f("x"))
+            .validate()
+            .expect_err("invalid");
+        assert_eq!(err, ValidationError::DuplicateId { id: "x".into() });
     }
 
     #[test]
