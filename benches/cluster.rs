@@ -15,10 +15,12 @@
 //! - chain: 1,000 functions pinned to the worker, each taking the previous one's result;
 //! - payload: a chain of 10 functions passing a 10 MB buffer along, alternating between
 //!   the two nodes (9 transfers of 10 MB);
-//! - the time to fetch a 10 MB value from the worker.
+//! - the time to fetch a 10 MB value from the worker;
+//! - stream: items per second through a stream `x → a → b → c` of trivial functions whose
+//!   middle stage is pinned to the worker (every item goes there and back, in chunks).
 //!
-//! `ROUNDS`, `FANOUT`, `CHAIN` and `RUNS` (environment) change the sizes; `ONLY` (a
-//! comma-separated list of `raw`, `rtt`, `fanout`, `chain`, `payload`, `fetch`) runs only
+//! `ROUNDS`, `FANOUT`, `CHAIN`, `ITEMS` and `RUNS` (environment) change the sizes; `ONLY` (a
+//! comma-separated list of `raw`, `rtt`, `fanout`, `chain`, `payload`, `fetch`, `stream`) runs only
 //! those parts (for profiling one). After the table
 //! it prints one `json {...}` line per measurement (seconds; the per-unit figure in
 //! seconds).
@@ -487,6 +489,54 @@ fn main() {
                 times,
                 1,
                 "fetch",
+            ));
+        }
+
+        if wanted("stream") {
+            // A stream `x → a → b → c` of `inc`s whose middle stage is pinned to the worker:
+            // every item goes there and back, a chunk (64 items) per request.
+            let items: i64 = if quick {
+                2_000
+            } else {
+                env("ITEMS", 200_000) as i64
+            };
+            let dag = Dag::new()
+                .with(Function::input("x"))
+                .with(Function::new("a", "inc").arg("x"))
+                .with(Function::new("b", "inc").arg("a").pinned(worker.clone()))
+                .with(Function::new("c", "inc").arg("b"))
+                .validate()
+                .expect("valid");
+            let mut times = Vec::with_capacity(runs);
+            for run in 0..runs + 1 {
+                let start = Instant::now();
+                let mut stream = node
+                    .stream(dag.clone(), handoff::StreamOptions::new())
+                    .await
+                    .expect("stream starts");
+                let mut results = stream.results().expect("results");
+                let reader = actix::spawn(async move {
+                    let mut expected = 3_i64;
+                    while let Some(result) = futures::StreamExt::next(&mut results).await {
+                        let value = result.expect("no item error").get::<i64>().expect("i64");
+                        assert_eq!(value, expected, "results in push order");
+                        expected += 1;
+                    }
+                    expected - 3
+                });
+                stream.push_all(0..items).await.expect("pushed");
+                let stats = stream.stop().await;
+                assert_eq!(reader.await.expect("reader"), items);
+                assert_eq!(stats.stages[1].nodes, vec![worker.clone()]);
+                if run > 0 {
+                    times.push(start.elapsed());
+                }
+            }
+            json.push(summary(
+                &format!("stream: {items} items, middle stage remote"),
+                times,
+                items as usize,
+                "item",
             ));
         }
 

@@ -8,9 +8,11 @@ use handoff_core::{
     Amount, Backoff, CallError, CodeName, DagId, Function, FunctionId, NodeId, Resources, Value,
     ValueError,
 };
+use handoff_core::{ArgSource, InlineEval, StagePlan};
 use handoff_net::{
     Announcement, ArgumentSource, Chunk, ExecuteAnswer, ExecuteRequest, FetchRequest,
     FinishedReport, NodeState, Outcome, PROTOCOL_VERSION, Request, RequestKind, Response, RpcError,
+    StageAnswer, StageItem, StageKey, StageRunRequest, StageSpec,
 };
 
 use crate::rng::Rng;
@@ -201,10 +203,19 @@ const KINDS: &[RequestKind] = &[
     RequestKind::Finished,
     RequestKind::Started,
     RequestKind::Forget,
+    RequestKind::StageRun,
+    RequestKind::StageClose,
 ];
 
 fn rpc_error(rng: &mut Rng, signer: &NodeId) -> RpcError {
-    match rng.below(9) {
+    match rng.below(11) {
+        8 => RpcError::StageNotOpened {
+            function: FunctionId::new(string(rng)),
+            error: Box::new(call_error(rng, signer)),
+        },
+        9 => RpcError::TooManyStages {
+            limit: rng.next_u64() as u32,
+        },
         0 => RpcError::VersionMismatch {
             ours: string(rng),
             theirs: string(rng),
@@ -257,7 +268,7 @@ fn fetch(rng: &mut Rng) -> FetchRequest {
 
 /// A random request of any kind.
 pub fn request(rng: &mut Rng, signer: &NodeId) -> Request {
-    match rng.below(10) {
+    match rng.below(12) {
         0 => Request::Hello {
             version: if rng.chance(3, 4) {
                 PROTOCOL_VERSION.to_owned()
@@ -282,9 +293,64 @@ pub fn request(rng: &mut Rng, signer: &NodeId) -> Request {
         },
         7 => Request::ExecuteBatch((0..rng.below(4)).map(|_| execute(rng, signer)).collect()),
         8 => Request::FinishedBatch((0..rng.below(4)).map(|_| finished(rng, signer)).collect()),
+        9 => Request::StageRun(Box::new(StageRunRequest {
+            key: stage_key(rng),
+            spec: StageSpec {
+                plan: stage_plan(rng),
+                function: function(rng, signer),
+                inline: (0..rng.below(3)).map(|_| function(rng, signer)).collect(),
+            },
+            items: (0..rng.below(4))
+                .map(|_| StageItem {
+                    seq: rng.next_u64(),
+                    row: (0..rng.below(5))
+                        .map(|_| rng.chance(1, 2).then(|| value(rng)))
+                        .collect(),
+                })
+                .collect(),
+        })),
+        10 => Request::StageClose {
+            key: stage_key(rng),
+        },
         _ => Request::Forget {
             dag: DagId::new(string(rng)),
         },
+    }
+}
+
+fn stage_key(rng: &mut Rng) -> StageKey {
+    StageKey {
+        stream: rng.next_u64(),
+        function: FunctionId::new(string(rng)),
+        worker: rng.next_u64() as u32,
+    }
+}
+
+fn arg_source(rng: &mut Rng) -> ArgSource {
+    let at = match rng.below(3) {
+        0 => rng.next_u64() as usize,
+        _ => rng.below(8),
+    };
+    if rng.chance(1, 2) {
+        ArgSource::Slot(at)
+    } else {
+        ArgSource::Inline(at)
+    }
+}
+
+/// A random stage plan (indices in range or not).
+fn stage_plan(rng: &mut Rng) -> StagePlan {
+    StagePlan {
+        function: rng.below(8),
+        inline: (0..rng.below(3))
+            .map(|_| InlineEval {
+                function: rng.below(8),
+                args: (0..rng.below(3)).map(|_| arg_source(rng)).collect(),
+            })
+            .collect(),
+        args: (0..rng.below(4)).map(|_| arg_source(rng)).collect(),
+        slot: rng.below(8),
+        releases: (0..rng.below(3)).map(|_| rng.below(8)).collect(),
     }
 }
 
@@ -336,7 +402,21 @@ fn finished(rng: &mut Rng, signer: &NodeId) -> FinishedReport {
 
 /// A random response of any kind.
 pub fn response(rng: &mut Rng, signer: &NodeId) -> Response {
-    match rng.below(7) {
+    match rng.below(8) {
+        6 => Response::StageRan(
+            (0..rng.below(4))
+                .map(|_| {
+                    if rng.chance(1, 2) {
+                        StageAnswer::Done(value(rng))
+                    } else {
+                        StageAnswer::Failed {
+                            function: FunctionId::new(string(rng)),
+                            error: call_error(rng, signer),
+                        }
+                    }
+                })
+                .collect(),
+        ),
         0 => Response::Hello {
             version: PROTOCOL_VERSION.to_owned(),
             name: string(rng),

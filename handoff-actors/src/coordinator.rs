@@ -336,6 +336,7 @@ impl Coordinator {
             node: self.node.clone(),
             registry: Arc::clone(&self.registry),
             manager: self.manager.clone(),
+            transport: self.transport.clone(),
         }
     }
 

@@ -55,7 +55,8 @@ pub use location_registry::{
 pub use node::{DEFAULT_NODE_GRACE, GetHandle, NodeConfig, NodeHandle, NodeSupervisor, start_node};
 pub use remote::{
     FetchFailed, Ran, RemoteArgument, RemoteCall, RemoteDone, RemoteResult, RunFunction,
-    SetTransport, SharedTransport, Transport,
+    SetTransport, SharedTransport, StageAnswer, StageCall, StageItem, StageKey, StageSpec,
+    Transport,
 };
 pub use report::{
     AttemptOutcome, AttemptReport, ExecutionReport, FunctionReport, NodeUsage, PendingReport,
@@ -71,8 +72,8 @@ pub use result_store::{
 };
 pub use run::ExecutionResult;
 pub use stream::{
-    ItemError, PushError, StageStats, StartStreamError, StreamHandle, StreamOptions, StreamOutput,
-    StreamOutputError, StreamResults, StreamStats,
+    HostedStage, ItemError, PushError, StageStats, StartStreamError, StreamHandle, StreamOptions,
+    StreamOutput, StreamOutputError, StreamResults, StreamStats,
 };
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]

@@ -309,6 +309,26 @@ impl NodeHandle {
         crate::stream::start(parts, dag, options).await
     }
 
+    /// Opens a stage worker that another node's stream placed here (see
+    /// [`Transport::run_stage`](crate::Transport::run_stage)): resolves the stage's codes in
+    /// this node's registry and runs its init code. The network layer keeps the worker
+    /// until the stream closes it.
+    pub async fn open_stage(
+        &self,
+        spec: crate::remote::StageSpec,
+    ) -> Result<crate::stream::HostedStage, CallError> {
+        let parts = self
+            .coordinator
+            .send(crate::stream::GetStreamParts)
+            .await
+            .map_err(|_| CallError::Unavailable {
+                code: spec.function.code().clone(),
+                node: self.id.clone(),
+                reason: "the node is stopping".to_owned(),
+            })?;
+        crate::stream::HostedStage::open(&parts.registry, &parts.manager, &parts.node, spec).await
+    }
+
     /// Executes a validated DAG on this node only, ignoring costs and placement.
     pub async fn execute_local(
         &self,

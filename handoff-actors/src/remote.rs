@@ -128,6 +128,93 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Tells `nodes` to drop every value of `dag` they hold (fire and forget).
     fn forget(&self, dag: DagId, nodes: Vec<NodeId>);
+
+    /// Runs a stream stage's function on `call.items` at the stage worker `call.key`
+    /// placed on `call.node` (opened there, its init code run, by the first call: send
+    /// one without items to open it). Resolves to one answer per item, in order; an
+    /// error when the node could not be asked or could not open the worker.
+    ///
+    /// The default refuses (a transport without stream support).
+    fn run_stage(
+        &self,
+        call: StageCall,
+    ) -> BoxFuture<'static, Result<Vec<StageAnswer>, CallError>> {
+        let error = CallError::Unavailable {
+            code: call.spec.function.code().clone(),
+            node: call.node,
+            reason: "this transport cannot run stream stages on other nodes".to_owned(),
+        };
+        Box::pin(async move { Err(error) })
+    }
+
+    /// Tells `node` that the stage worker `key` is done: it drops the worker and its
+    /// state (fire and forget).
+    fn close_stage(&self, node: NodeId, key: StageKey) {
+        let _ = (node, key);
+    }
+}
+
+/// One worker of a stream's stage placed on another node: the stream (numbered by the
+/// node that runs it), the stage's function and the worker's number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct StageKey {
+    /// The stream, unique on the node that runs it.
+    pub stream: u64,
+    /// The stage's function.
+    pub function: FunctionId,
+    /// The worker, from 0.
+    pub worker: u32,
+}
+
+/// What a node needs to run a stage worker another node's stream placed there: the
+/// stage's plan, its function, and the inline functions it evaluates (codes are looked
+/// up in that node's registry).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StageSpec {
+    /// Where the stage reads its arguments and writes its result in an item's row.
+    pub plan: handoff_core::StagePlan,
+    /// The stage's function.
+    pub function: Function,
+    /// The inline functions of `plan.inline`, in order.
+    pub inline: Vec<Function>,
+}
+
+/// One item sent to a stage worker on another node: its number and its row, with only
+/// the slots the stage reads filled in.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StageItem {
+    /// The item's number in its stream.
+    pub seq: u64,
+    /// The item's row (see `handoff_core::StreamPlan`), the slots the stage does not
+    /// read left empty.
+    pub row: Vec<Option<Value>>,
+}
+
+/// What became of one item at a stage worker on another node.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum StageAnswer {
+    /// The stage's result for the item.
+    Done(Value),
+    /// The item failed in `function` (the stage's, or one of its inline functions).
+    Failed {
+        /// The function that failed.
+        function: FunctionId,
+        /// Why.
+        error: CallError,
+    },
+}
+
+/// A batch of items for a stage worker on another node (see [`Transport::run_stage`]).
+#[derive(Debug, Clone)]
+pub struct StageCall {
+    /// The node the worker runs on.
+    pub node: NodeId,
+    /// The worker.
+    pub key: StageKey,
+    /// The stage.
+    pub spec: Arc<StageSpec>,
+    /// The items, at most a chunk or a batch of them.
+    pub items: Vec<StageItem>,
 }
 
 /// A shared transport.
@@ -275,6 +362,7 @@ pub(crate) async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<R
                 code: code.clone(),
                 cost: cost.clone(),
                 target: Target::Pinned(parts.node.clone()),
+                strategy: handoff_core::AllocationStrategy::FirstAvailable,
                 reply,
             };
             parts

@@ -90,6 +90,8 @@ pub(crate) struct ReserveOne {
     pub(crate) code: CodeName,
     pub(crate) cost: Resources,
     pub(crate) target: Target,
+    /// How to choose among the nodes where it fits.
+    pub(crate) strategy: AllocationStrategy,
     pub(crate) reply: oneshot::Sender<Result<(GrantId, NodeId), AllocationError>>,
 }
 
@@ -619,6 +621,7 @@ impl Handler<ReserveOne> for ResourceManager {
             code,
             cost,
             target,
+            strategy,
             reply,
         } = msg;
         let request = Request {
@@ -631,7 +634,6 @@ impl Handler<ReserveOne> for ResourceManager {
             locality: Vec::new(),
             avoid: None,
         };
-        let strategy = AllocationStrategy::FirstAvailable;
         let granted = guarded_with(ACTOR, ctx, |_| {
             self.try_grant(requester, &request, &strategy)
         });

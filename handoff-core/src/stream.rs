@@ -8,6 +8,8 @@
 //! later stage reads. The outputs are the slots of the *sinks*: inputs and regular
 //! functions that no regular function consumes.
 
+use serde::{Deserialize, Serialize};
+
 use crate::dag::ValidatedDag;
 use crate::function::FunctionKind;
 use crate::ids::{DagId, FunctionId};
@@ -24,7 +26,7 @@ pub enum StreamPlanError {
 }
 
 /// Where a stage reads one argument from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ArgSource {
     /// A slot of the row (an input's value or an earlier stage's result).
     Slot(usize),
@@ -33,7 +35,7 @@ pub enum ArgSource {
 }
 
 /// One inline function a stage evaluates before its own code, per item.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InlineEval {
     /// The inline function's index in the DAG.
     pub function: usize,
@@ -41,8 +43,9 @@ pub struct InlineEval {
     pub args: Vec<ArgSource>,
 }
 
-/// One stage: a regular function of the DAG.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One stage: a regular function of the DAG. It travels to the node that runs a stage
+/// worker placed elsewhere, so it is serializable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagePlan {
     /// The function's index in the DAG.
     pub function: usize,

@@ -667,6 +667,20 @@ impl Bridge {
                 self.transport.started(&from, dag, function, attempt);
                 Response::Ack
             }
+            Request::StageRun(run) => {
+                let (transport, client) = (self.transport.clone(), self.client.clone());
+                actix::spawn(async move {
+                    let response = transport.serve_stage(&from, *run).await;
+                    if let Err(error) = client.respond(channel, response).await {
+                        tracing::debug!(node = %from, "could not answer a stage request: {error}");
+                    }
+                });
+                return;
+            }
+            Request::StageClose { key } => {
+                self.transport.close_hosted(&from, key);
+                Response::Ack
+            }
             Request::Forget { dag } => {
                 self.transport.stop_serving(&dag);
                 self.forget(dag).await
@@ -797,5 +811,6 @@ async fn node_stats(node: &NodeHandle, transport: &NetTransport) -> Result<NodeS
         capacity,
         free,
         serving: transport.serving(),
+        stages: transport.hosted_stages(),
     })
 }

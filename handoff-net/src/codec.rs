@@ -510,6 +510,40 @@ mod tests {
                 },
             }),
             Request::Forget { dag },
+            Request::StageRun(Box::new(crate::protocol::StageRunRequest {
+                key: handoff_actors::StageKey {
+                    stream: 3,
+                    function: f.clone(),
+                    worker: 1,
+                },
+                spec: handoff_actors::StageSpec {
+                    plan: handoff_core::StagePlan {
+                        function: 1,
+                        inline: vec![handoff_core::InlineEval {
+                            function: 2,
+                            args: vec![handoff_core::ArgSource::Slot(0)],
+                        }],
+                        args: vec![handoff_core::ArgSource::Inline(0)],
+                        slot: 1,
+                        releases: vec![0],
+                    },
+                    function: Function::new("f", "square")
+                        .arg("i")
+                        .batch(8, std::time::Duration::from_millis(5)),
+                    inline: vec![Function::new("i", "double").inline().arg("x")],
+                },
+                items: vec![handoff_actors::StageItem {
+                    seq: 7,
+                    row: vec![Some(Value::new(3_i64)), None],
+                }],
+            })),
+            Request::StageClose {
+                key: handoff_actors::StageKey {
+                    stream: 3,
+                    function: f,
+                    worker: 1,
+                },
+            },
         ]
     }
 
@@ -537,6 +571,15 @@ mod tests {
             Response::Error(RpcError::Unsupported {
                 request: RequestKind::Fetch,
             }),
+            Response::StageRan(vec![
+                handoff_actors::StageAnswer::Done(handoff_core::Value::new(9_i64)),
+                handoff_actors::StageAnswer::Failed {
+                    function: FunctionId::new("f"),
+                    error: handoff_core::CallError::UnknownCode {
+                        code: handoff_core::CodeName::new("square"),
+                    },
+                },
+            ]),
         ]
     }
 

@@ -86,6 +86,8 @@ pub use error::{
     AnnounceError, ClientError, DialError, FetchError, RequestError, RespondError, StartError,
 };
 pub use event_loop::start;
+/// The stream-stage types that travel in [`Request::StageRun`] and [`Response::StageRan`].
+pub use handoff_actors::{StageAnswer, StageItem, StageKey, StageSpec};
 pub use ids::{InvalidNodeId, RequestId, node_id_of, peer_id_of};
 pub use key::{
     CLUSTER_KEY_ENV, ClusterKey, ClusterKeyError, KeyFingerprint, KeyFormatError, Security,
@@ -93,6 +95,7 @@ pub use key::{
 pub use protocol::{
     ArgumentSource, Chunk, ExecuteAnswer, ExecuteRequest, FetchRequest, FinishedReport, NodeStats,
     Outcome, PROTOCOL_VERSION, RPC_PROTOCOL, Request, RequestKind, Response, RpcError,
+    StageRunRequest,
 };
 pub use transport::{INLINE_RESULT_BYTES, TransferStats};
 

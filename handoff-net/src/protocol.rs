@@ -5,13 +5,14 @@
 //! [`PROTOCOL_VERSION`]. Values travel as their MessagePack bytes ([`Value`]'s serde form).
 
 use bytes::Bytes;
+use handoff_actors::{StageAnswer, StageItem, StageKey, StageSpec};
 use handoff_core::{CallError, CodeName, DagId, Function, FunctionId, NodeId, Resources, Value};
 use serde::{Deserialize, Serialize};
 
 /// The version of the Handoff wire protocol. Peers compare it when they connect (identify's
 /// `protocol_version`) and in [`Request::Hello`]; a peer with another version is refused and
 /// disconnected.
-pub const PROTOCOL_VERSION: &str = "handoff/2";
+pub const PROTOCOL_VERSION: &str = "handoff/3";
 
 /// The libp2p protocol name of the request-response protocol.
 pub const RPC_PROTOCOL: &str = "/handoff/rpc/1";
@@ -78,6 +79,29 @@ pub enum Request {
     /// Reports the outcomes of several executions the sender accepted earlier. Answered
     /// with [`Response::Ack`].
     FinishedBatch(Vec<FinishedReport>),
+    /// Runs a stream stage's function on a batch of items at a stage worker the sender's
+    /// stream placed on the receiver (opened, its init code run, by the first such
+    /// request; one without items only opens it). Answered with [`Response::StageRan`],
+    /// one [`StageAnswer`] per item, in order, or an error (the worker could not open).
+    StageRun(Box<StageRunRequest>),
+    /// Closes a stage worker the sender's stream placed on the receiver: it drops the
+    /// worker and its state. Answered with [`Response::Ack`].
+    StageClose {
+        /// The worker.
+        key: StageKey,
+    },
+}
+
+/// A batch of items for a stage worker (see [`Request::StageRun`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageRunRequest {
+    /// The worker.
+    pub key: StageKey,
+    /// The stage (its plan, function and inline functions), in every request, so that a
+    /// worker can be opened by whichever comes first.
+    pub spec: StageSpec,
+    /// The items.
+    pub items: Vec<StageItem>,
 }
 
 impl Request {
@@ -95,6 +119,8 @@ impl Request {
             Request::Stats => RequestKind::Stats,
             Request::ExecuteBatch(_) => RequestKind::ExecuteBatch,
             Request::FinishedBatch(_) => RequestKind::FinishedBatch,
+            Request::StageRun(_) => RequestKind::StageRun,
+            Request::StageClose { .. } => RequestKind::StageClose,
         }
     }
 }
@@ -124,6 +150,10 @@ pub enum RequestKind {
     ExecuteBatch,
     /// [`Request::FinishedBatch`].
     FinishedBatch,
+    /// [`Request::StageRun`].
+    StageRun,
+    /// [`Request::StageClose`].
+    StageClose,
 }
 
 impl std::fmt::Display for RequestKind {
@@ -295,6 +325,9 @@ pub struct NodeStats {
     pub free: Resources,
     /// Functions it is running (or about to run) for other nodes' executions.
     pub serving: u64,
+    /// Stage workers of other nodes' streams open here.
+    #[serde(default)]
+    pub stages: u64,
 }
 
 /// A reply to a [`Request`].
@@ -338,6 +371,8 @@ pub enum Response {
     Error(RpcError),
     /// Answers [`Request::ExecuteBatch`]: one answer per request, in order.
     Executed(Vec<ExecuteAnswer>),
+    /// Answers [`Request::StageRun`]: one answer per item, in order.
+    StageRan(Vec<StageAnswer>),
 }
 
 /// What became of one function of a [`Request::ExecuteBatch`], as far as the receiver
@@ -366,6 +401,7 @@ impl Response {
             Response::Ack => "Ack",
             Response::Error(_) => "Error",
             Response::Executed(_) => "Executed",
+            Response::StageRan(_) => "StageRan",
         }
     }
 }
@@ -438,6 +474,21 @@ pub enum RpcError {
     /// The receiver is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// A stage worker could not be opened on the receiver (a code its registry lacks,
+    /// a failing init code).
+    #[error("stage worker of `{function}` not opened: {error}")]
+    StageNotOpened {
+        /// The stage's function.
+        function: FunctionId,
+        /// Why.
+        error: Box<CallError>,
+    },
+    /// The sender's streams have as many stage workers open on the receiver as it allows.
+    #[error("{limit} stage workers already open here for the sender's streams")]
+    TooManyStages {
+        /// The limit.
+        limit: u32,
+    },
 }
 
 #[cfg(test)]

@@ -22,8 +22,8 @@ use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::{BoxFuture, Shared};
 use handoff_actors::{
-    FetchFailed, NodeHandle, RemoteArgument, RemoteCall, RemoteDone, RemoteResult, RunFunction,
-    StoreValue, Transport,
+    FetchFailed, HostedStage, NodeHandle, RemoteArgument, RemoteCall, RemoteDone, RemoteResult,
+    RunFunction, StageAnswer, StageCall, StageKey, StoreValue, Transport,
 };
 use handoff_core::{CallError, CodeName, DagId, FunctionId, NodeId, Value};
 use tokio::sync::Semaphore;
@@ -32,7 +32,7 @@ use crate::client::{Client, ResponseChannel};
 use crate::error::{FetchError, RequestError};
 use crate::protocol::{
     ArgumentSource, ExecuteAnswer, ExecuteRequest, FinishedReport, Outcome, Request, Response,
-    RpcError,
+    RpcError, StageRunRequest,
 };
 
 /// Results up to this size (MessagePack bytes) come back inside the completion report
@@ -166,7 +166,16 @@ struct Inner {
     /// The most bytes (estimated) of functions in one execute request.
     batch_bytes: usize,
     transfers: Transfers,
+    /// Stage workers other nodes' streams placed here, by the stream's node and worker.
+    hosted: Mutex<HashMap<(NodeId, StageKey), Hosted>>,
 }
+
+/// A stage worker hosted here: opened by the first request that names it, then used by
+/// one request at a time (its stream sends a worker's batches one after the other).
+type Hosted = Arc<tokio::sync::Mutex<Option<HostedStage>>>;
+
+/// The most stage workers one peer's streams may have open here at once.
+const MAX_HOSTED_PER_PEER: usize = 1024;
 
 /// The [`Transport`] of a cluster node. Cheap to clone.
 #[derive(Clone)]
@@ -213,6 +222,7 @@ impl NetTransport {
                 reports: Outbox::new(),
                 batch_bytes: max_request_bytes as usize / 2,
                 transfers: Transfers::default(),
+                hosted: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -275,6 +285,16 @@ impl NetTransport {
     /// executions it coordinated here are dropped if it does not come back in time.
     pub(crate) fn node_gone(&self, node: &NodeId) {
         lock(&self.inner.gone).insert(node.clone());
+        // Its streams' workers here: nobody sends them items any more.
+        let dropped = {
+            let mut hosted = lock(&self.inner.hosted);
+            let before = hosted.len();
+            hosted.retain(|(from, _), _| from != node);
+            before - hosted.len()
+        };
+        if dropped > 0 {
+            tracing::info!(%node, workers = dropped, "its streams' stage workers here closed: it left");
+        }
         self.orphan_after_grace(node);
         let gone: Vec<_> = {
             let mut pending = lock(&self.inner.pending);
@@ -341,6 +361,59 @@ impl NetTransport {
         {
             abort.abort();
         }
+    }
+
+    /// Runs a batch of a stage worker `from`'s stream placed here, opening the worker
+    /// (and running its init code) if this is its first request.
+    pub(crate) async fn serve_stage(&self, from: &NodeId, request: StageRunRequest) -> Response {
+        let StageRunRequest { key, spec, items } = request;
+        let slot = {
+            let mut hosted = lock(&self.inner.hosted);
+            let id = (from.clone(), key);
+            match hosted.get(&id) {
+                Some(slot) => Arc::clone(slot),
+                None => {
+                    let open = hosted.keys().filter(|(f, _)| f == from).count();
+                    if open >= MAX_HOSTED_PER_PEER {
+                        return Response::Error(RpcError::TooManyStages {
+                            limit: MAX_HOSTED_PER_PEER as u32,
+                        });
+                    }
+                    let slot: Hosted = Arc::default();
+                    hosted.insert(id, Arc::clone(&slot));
+                    slot
+                }
+            }
+        };
+        let mut worker = slot.lock().await;
+        if worker.is_none() {
+            let function = spec.function.id().clone();
+            match self.inner.node.open_stage(spec).await {
+                Ok(opened) => *worker = Some(opened),
+                Err(error) => {
+                    drop(worker);
+                    lock(&self.inner.hosted).retain(|_, s| !Arc::ptr_eq(s, &slot));
+                    return Response::Error(RpcError::StageNotOpened {
+                        function,
+                        error: Box::new(error),
+                    });
+                }
+            }
+        }
+        match worker.as_mut() {
+            Some(worker) => Response::StageRan(worker.run(items).await),
+            None => Response::Error(RpcError::ShuttingDown),
+        }
+    }
+
+    /// Closes a stage worker `from`'s stream placed here.
+    pub(crate) fn close_hosted(&self, from: &NodeId, key: StageKey) {
+        lock(&self.inner.hosted).remove(&(from.clone(), key));
+    }
+
+    /// How many stage workers of other nodes' streams are open here.
+    pub(crate) fn hosted_stages(&self) -> u64 {
+        lock(&self.inner.hosted).len() as u64
     }
 
     /// True when `node` left the cluster and has not come back.
@@ -544,6 +617,60 @@ impl Transport for NetTransport {
                 }
             });
         }
+    }
+
+    fn run_stage(
+        &self,
+        call: StageCall,
+    ) -> BoxFuture<'static, Result<Vec<StageAnswer>, CallError>> {
+        let inner = Arc::clone(&self.inner);
+        async move {
+            let StageCall {
+                node,
+                key,
+                spec,
+                items,
+            } = call;
+            let code = spec.function.code().clone();
+            let expected = items.len();
+            let request = Request::StageRun(Box::new(StageRunRequest {
+                key,
+                spec: (*spec).clone(),
+                items,
+            }));
+            let unavailable = |reason: String| CallError::Unavailable {
+                code: code.clone(),
+                node: node.clone(),
+                reason,
+            };
+            match request_patiently(&inner, &node, request).await {
+                Ok(Response::StageRan(answers)) if answers.len() == expected => Ok(answers),
+                Ok(Response::StageRan(answers)) => Err(unavailable(format!(
+                    "it answered {} results for {expected} items",
+                    answers.len()
+                ))),
+                Err(RequestError::Remote {
+                    error: RpcError::StageNotOpened { error, .. },
+                    ..
+                }) => Err(*error),
+                Ok(other) => Err(unavailable(format!(
+                    "it answered {} to a stage request",
+                    other.kind()
+                ))),
+                Err(error) => Err(unavailable(error.to_string())),
+            }
+        }
+        .boxed()
+    }
+
+    fn close_stage(&self, node: NodeId, key: StageKey) {
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            if let Err(error) = request_patiently(&inner, &node, Request::StageClose { key }).await
+            {
+                tracing::debug!(%node, "could not close a stage worker there: {error}");
+            }
+        });
     }
 }
 

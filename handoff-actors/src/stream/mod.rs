@@ -15,6 +15,7 @@
 //! `push`), and at most [`StreamOptions::window`] items are pushed and not yet read
 //! from the results.
 
+mod hosted;
 mod queue;
 mod results;
 mod worker;
@@ -26,18 +27,24 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures::channel::oneshot;
 use handoff_core::{
-    AllocationError, CallError, Code, CodeKind, CodeName, FunctionId, NodeId, Placement, Registry,
-    Resources, StreamPlan, StreamPlanError, ValidatedDag, Value,
+    AllocationError, AllocationStrategy, CallError, Code, CodeKind, CodeName, FunctionId,
+    FunctionKind, NodeId, Placement, Registry, Resources, StreamPlan, StreamPlanError,
+    ValidatedDag, Value,
 };
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::coordinator::Coordinator;
+use crate::remote::{SharedTransport, StageCall, StageKey, StageSpec};
 use crate::resource_manager::{
     GrantId, Rank, Release, RequesterId, ReserveOne, ResourceManager, Target,
 };
 
+pub use hosted::HostedStage;
 pub use results::{StreamOutput, StreamOutputError, StreamResults};
-use worker::{Counters, LocalExecutor, Next, Stage, run_worker};
+use worker::{
+    Compute, Counters, LocalExecutor, Next, RemoteExecutor, Stage, StageExecutor, run_worker,
+    slots_read,
+};
 
 /// The slots of one item: a value per input and regular function, `None` where not
 /// computed yet or no longer needed.
@@ -69,6 +76,7 @@ pub struct StreamOptions {
     queue_capacity: usize,
     window: usize,
     chunk: usize,
+    strategy: AllocationStrategy,
 }
 
 impl Default for StreamOptions {
@@ -77,6 +85,7 @@ impl Default for StreamOptions {
             queue_capacity: 1024,
             window: 16 * 1024,
             chunk: 64,
+            strategy: AllocationStrategy::FirstAvailable,
         }
     }
 }
@@ -105,6 +114,15 @@ impl StreamOptions {
     /// items passed on in one channel send (at least 1; default 64).
     pub fn chunk(mut self, items: usize) -> Self {
         self.chunk = items.max(1);
+        self
+    }
+
+    /// How the workers of costed stages are placed among the nodes where their cost fits
+    /// (default [`AllocationStrategy::FirstAvailable`]: this node first, then the others
+    /// in order). A worker placed on another node runs there; its items travel through
+    /// the node's transport, a chunk or a batch per request.
+    pub fn allocation_strategy(mut self, strategy: AllocationStrategy) -> Self {
+        self.strategy = strategy;
         self
     }
 }
@@ -150,8 +168,8 @@ pub enum StartStreamError {
         given: usize,
     },
     /// A stage must run on another node (pinned there, or collocated with a function
-    /// pinned there); stages run on the local node only for now.
-    #[error("`{function}` must run on node `{node}`; stream stages run on the local node only")]
+    /// pinned there), and this node has no way there (it is not a cluster node).
+    #[error("`{function}` must run on node `{node}`, which this node cannot reach")]
     RemoteStage {
         /// The function.
         function: FunctionId,
@@ -212,8 +230,11 @@ pub enum PushError {
 pub struct StageStats {
     /// The stage's function.
     pub function: FunctionId,
-    /// The node its workers run on.
+    /// The node its first worker runs on.
     pub node: NodeId,
+    /// The node of each of its workers (a costed stage's workers are placed one by one,
+    /// so they may run on different nodes).
+    pub nodes: Vec<NodeId>,
     /// Its number of workers.
     pub workers: usize,
     /// Items it has processed (failed ones included).
@@ -253,6 +274,8 @@ pub(crate) struct StreamParts {
     pub(crate) node: NodeId,
     pub(crate) registry: Arc<Registry>,
     pub(crate) manager: Addr<ResourceManager>,
+    /// How to reach other nodes (none outside a cluster).
+    pub(crate) transport: Option<SharedTransport>,
 }
 
 impl Handler<GetStreamParts> for Coordinator {
@@ -264,7 +287,7 @@ impl Handler<GetStreamParts> for Coordinator {
 }
 
 /// Requester ids of streams, apart from those of executions.
-static NEXT_REQUESTER: AtomicU64 = AtomicU64::new(1 << 62);
+pub(crate) static NEXT_REQUESTER: AtomicU64 = AtomicU64::new(1 << 62);
 
 /// A running stream: push items, read the results, look at the statistics, stop it.
 ///
@@ -278,6 +301,8 @@ pub struct StreamHandle {
     window: Arc<Semaphore>,
     window_size: usize,
     pushed: AtomicU64,
+    /// The node the stream runs from.
+    node: NodeId,
     stages: Vec<Arc<Stage>>,
     results: Option<StreamResults>,
     done: Option<oneshot::Receiver<()>>,
@@ -407,8 +432,13 @@ impl StreamHandle {
                 .map(|stage| {
                     let c = &stage.counters;
                     StageStats {
-                        function: stage.function.id().clone(),
-                        node: stage.node.clone(),
+                        function: stage.compute.function.id().clone(),
+                        node: stage
+                            .nodes
+                            .first()
+                            .cloned()
+                            .unwrap_or_else(|| self.node.clone()),
+                        nodes: stage.nodes.clone(),
                         workers: stage.workers,
                         items: c.items.load(Ordering::Relaxed),
                         batches: c.batches.load(Ordering::Relaxed),
@@ -505,6 +535,7 @@ pub(crate) async fn start(
         node,
         registry,
         manager,
+        transport,
     } = parts;
     let plan = StreamPlan::compile(&dag)?;
 
@@ -530,10 +561,12 @@ pub(crate) async fn start(
             let code = resolve(&registry, g, g.code(), CodeKind::Plain, given(g, false))?;
             inline.push((g.clone(), code));
         }
-        // Placement: the local node only, for now.
+        // A stage pinned (or collocated with a function pinned) elsewhere needs a way
+        // there.
         let root = dag.function(dag.collocation_root(stage.function));
         if let Placement::Pinned(pinned) = root.placement()
             && *pinned != node
+            && transport.is_none()
         {
             return Err(StartStreamError::RemoteStage {
                 function: f.id().clone(),
@@ -543,53 +576,76 @@ pub(crate) async fn start(
         resolved.push(Resolved { code, init, inline });
     }
 
-    // Reserve each stage's cost once per worker, for the stream's lifetime.
+    // Place each stage's workers one by one, reserving the stage's cost for each on the
+    // node the allocator picks (among those where the cost fits and the code is
+    // registered), for the stream's lifetime. Uncosted workers run here, or on the node
+    // their stage is pinned to.
     let requester = RequesterId(NEXT_REQUESTER.fetch_add(1, Ordering::Relaxed));
     let mut grants: Vec<GrantId> = Vec::new();
-    let mut nodes: Vec<NodeId> = Vec::with_capacity(plan.stages().len());
+    let mut nodes: Vec<Vec<NodeId>> = Vec::with_capacity(plan.stages().len());
     for stage in plan.stages() {
         let f = dag.function(stage.function);
         let workers = f.parallelism_value().unwrap_or(1);
-        let mut placed = node.clone();
-        if let Some(cost) = f.cost().filter(|c| **c != Resources::new()) {
-            for _ in 0..workers {
-                let (reply, granted) = oneshot::channel();
-                let request = ReserveOne {
-                    requester,
-                    rank: Rank {
-                        priority: f.priority_value(),
-                        path: 0,
-                    },
-                    function: f.id().clone(),
-                    code: f.code().clone(),
-                    cost: cost.clone(),
-                    target: Target::Pinned(node.clone()),
-                    reply,
-                };
-                let outcome = match manager.send(request).await {
-                    Ok(()) => granted.await.ok(),
-                    Err(_) => None,
-                };
-                match outcome {
-                    Some(Ok((grant, at))) => {
-                        grants.push(grant);
-                        placed = at;
-                    }
-                    Some(Err(error)) => {
-                        release(&manager, grants).await;
-                        return Err(StartStreamError::Allocation(error));
-                    }
-                    None => {
-                        release(&manager, grants).await;
-                        return Err(StartStreamError::NodeStopped { node });
-                    }
+        let root_index = dag.collocation_root(stage.function);
+        let root = dag.function(root_index);
+        let pinned = match root.placement() {
+            Placement::Pinned(pinned) => Some(pinned.clone()),
+            _ => None,
+        };
+        let target = match &pinned {
+            Some(pinned) => Target::Pinned(pinned.clone()),
+            // Inputs are where items are pushed: here.
+            None if root.kind() == FunctionKind::Input => Target::Pinned(node.clone()),
+            None if root_index != stage.function => Target::Group {
+                root: root_index as u32,
+                pinned: None,
+            },
+            None => Target::Any,
+        };
+        let mut placed = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let Some(cost) = f.cost().filter(|c| **c != Resources::new()) else {
+                placed.push(pinned.clone().unwrap_or_else(|| node.clone()));
+                continue;
+            };
+            let (reply, granted) = oneshot::channel();
+            let request = ReserveOne {
+                requester,
+                rank: Rank {
+                    priority: f.priority_value(),
+                    path: 0,
+                },
+                function: f.id().clone(),
+                code: f.code().clone(),
+                cost: cost.clone(),
+                target: target.clone(),
+                strategy: options.strategy.clone(),
+                reply,
+            };
+            let outcome = match manager.send(request).await {
+                Ok(()) => granted.await.ok(),
+                Err(_) => None,
+            };
+            match outcome {
+                Some(Ok((grant, at))) => {
+                    grants.push(grant);
+                    placed.push(at);
+                }
+                Some(Err(error)) => {
+                    release(&manager, grants).await;
+                    return Err(StartStreamError::Allocation(error));
+                }
+                None => {
+                    release(&manager, grants).await;
+                    return Err(StartStreamError::NodeStopped { node });
                 }
             }
         }
         nodes.push(placed);
     }
 
-    // Queues, then each worker's init, then the workers.
+    // Queues, then each worker's executor (its init run here, or the worker opened on
+    // its node, which runs the init there), then the workers.
     let mut queues = Vec::with_capacity(plan.stages().len());
     let mut senders = Vec::with_capacity(plan.stages().len());
     for _ in plan.stages() {
@@ -601,14 +657,75 @@ pub(crate) async fn start(
     // Every message holds at least one item and at most `window` items are in flight,
     // so the last stage never waits on this channel.
     let (results_tx, results_rx) = mpsc::channel(options.window);
+    let stream_id = requester.0;
     let mut stages: Vec<Arc<Stage>> = Vec::with_capacity(plan.stages().len());
-    let mut states: Vec<Vec<Option<handoff_core::State>>> = Vec::new();
+    let mut executors: Vec<Vec<Box<dyn StageExecutor>>> = Vec::new();
     for (((stage, r), queue), placed) in plan.stages().iter().zip(resolved).zip(&queues).zip(nodes)
     {
         let f = dag.function(stage.function);
-        let workers = f.parallelism_value().unwrap_or(1);
-        let mut worker_states = Vec::with_capacity(workers);
-        for worker in 0..workers {
+        let workers = placed.len();
+        let spec = Arc::new(StageSpec {
+            plan: stage.clone(),
+            function: f.clone(),
+            inline: r.inline.iter().map(|(g, _)| g.clone()).collect(),
+        });
+        let shared = Arc::new(Stage {
+            compute: Compute {
+                plan: stage.clone(),
+                function: f.clone(),
+                code: r.code,
+                inline: r.inline,
+            },
+            workers,
+            nodes: placed.clone(),
+            queue: Arc::clone(queue),
+            counters: Counters::default(),
+        });
+        let reads = slots_read(stage);
+        let mut stage_executors: Vec<Box<dyn StageExecutor>> = Vec::with_capacity(workers);
+        for (worker, at) in placed.into_iter().enumerate() {
+            let fail = |error| StartStreamError::Init {
+                function: f.id().clone(),
+                worker,
+                error,
+            };
+            if at != node {
+                let Some(transport) = transport.clone() else {
+                    release(&manager, grants).await;
+                    return Err(StartStreamError::RemoteStage {
+                        function: f.id().clone(),
+                        node: at,
+                    });
+                };
+                let key = StageKey {
+                    stream: stream_id,
+                    function: f.id().clone(),
+                    worker: u32::try_from(worker).unwrap_or(u32::MAX),
+                };
+                // Opened now, so that a failing init (or a code the node lacks) stops the
+                // start, as for a local worker.
+                let open = StageCall {
+                    node: at.clone(),
+                    key: key.clone(),
+                    spec: Arc::clone(&spec),
+                    items: Vec::new(),
+                };
+                let executor = RemoteExecutor {
+                    stage: Arc::clone(&shared),
+                    node: at,
+                    key,
+                    spec: Arc::clone(&spec),
+                    transport: Arc::clone(&transport),
+                    reads: Arc::clone(&reads),
+                };
+                if let Err(error) = transport.run_stage(open).await {
+                    drop(executor);
+                    release(&manager, grants).await;
+                    return Err(fail(error));
+                }
+                stage_executors.push(Box::new(executor));
+                continue;
+            }
             let state = match &r.init {
                 Some(init) => {
                     let (init, name) = (init.clone(), init.name().clone());
@@ -624,42 +741,28 @@ pub(crate) async fn start(
                         Ok(state) => Some(state),
                         Err(error) => {
                             release(&manager, grants).await;
-                            return Err(StartStreamError::Init {
-                                function: f.id().clone(),
-                                worker,
-                                error,
-                            });
+                            return Err(fail(error));
                         }
                     }
                 }
                 None => None,
             };
-            worker_states.push(state);
+            stage_executors.push(Box::new(LocalExecutor {
+                stage: Arc::clone(&shared),
+                state,
+            }));
         }
-        states.push(worker_states);
-        stages.push(Arc::new(Stage {
-            plan: stage.clone(),
-            function: f.clone(),
-            code: r.code,
-            inline: r.inline,
-            workers,
-            node: placed,
-            queue: Arc::clone(queue),
-            counters: Counters::default(),
-        }));
+        executors.push(stage_executors);
+        stages.push(shared);
     }
 
     let mut tasks = Vec::new();
-    for (k, (stage, worker_states)) in stages.iter().zip(states).enumerate() {
+    for (k, (stage, stage_executors)) in stages.iter().zip(executors).enumerate() {
         let next = match senders.get(k + 1) {
             Some(sender) => Next::Stage(sender.clone()),
             None => Next::Results(results_tx.clone()),
         };
-        for state in worker_states {
-            let executor = Box::new(LocalExecutor {
-                stage: Arc::clone(stage),
-                state,
-            });
+        for executor in stage_executors {
             tasks.push(actix::spawn(run_worker(
                 Arc::clone(stage),
                 executor,
@@ -692,6 +795,7 @@ pub(crate) async fn start(
     let sink_slots: Arc<[usize]> = plan.sinks().iter().map(|&(_, slot)| slot).collect();
     tracing::debug!(dag = %dag.id(), stages = stages.len(), "stream started");
     Ok(StreamHandle {
+        node,
         input: Some(input),
         inputs: plan
             .inputs()

@@ -40,15 +40,23 @@ pub(crate) struct Counters {
     pub(crate) busy_nanos: AtomicU64,
 }
 
-/// What a stage's workers share.
-pub(crate) struct Stage {
+/// What a stage computes: its plan, function and code, and its inline evaluations. A
+/// stage's local workers share one; a node running a worker placed there by another
+/// node's stream builds its own (see [`HostedStage`](super::hosted::HostedStage)).
+pub(crate) struct Compute {
     pub(crate) plan: StagePlan,
     pub(crate) function: Function,
     pub(crate) code: Code,
     /// The code and function of each inline evaluation of `plan.inline`, in order.
     pub(crate) inline: Vec<(Function, Code)>,
+}
+
+/// What a stage's workers share.
+pub(crate) struct Stage {
+    pub(crate) compute: Compute,
     pub(crate) workers: usize,
-    pub(crate) node: NodeId,
+    /// The node of each worker.
+    pub(crate) nodes: Vec<NodeId>,
     pub(crate) queue: Arc<Queue>,
     pub(crate) counters: Counters,
 }
@@ -71,8 +79,8 @@ impl Next {
     }
 }
 
-impl Stage {
-    fn batching(&self) -> Option<Batching> {
+impl Compute {
+    pub(crate) fn batching(&self) -> Option<Batching> {
         self.function.batching()
     }
 
@@ -119,7 +127,7 @@ impl Stage {
             .map_err(|error| self.fail(seq, error))
     }
 
-    fn fail(&self, seq: u64, error: CallError) -> ItemError {
+    pub(crate) fn fail(&self, seq: u64, error: CallError) -> ItemError {
         ItemError {
             seq,
             function: self.function.id().clone(),
@@ -128,7 +136,7 @@ impl Stage {
     }
 
     /// Stores a result in the item's row and clears the slots no later stage reads.
-    fn store(&self, row: &mut Row, value: Value) {
+    pub(crate) fn store(&self, row: &mut Row, value: Value) {
         if let Some(slot) = row.get_mut(self.plan.slot) {
             *slot = Some(value);
         }
@@ -140,7 +148,7 @@ impl Stage {
     }
 
     /// Runs the function on `items` (on the calling thread).
-    pub(crate) fn compute(&self, mut items: Vec<Item>, mut state: Option<&mut State>) -> Vec<Item> {
+    pub(crate) fn run(&self, mut items: Vec<Item>, mut state: Option<&mut State>) -> Vec<Item> {
         if self.batching().is_some() {
             let mut positions = Vec::with_capacity(items.len());
             let mut values = Vec::with_capacity(items.len());
@@ -217,7 +225,7 @@ impl StageExecutor for LocalExecutor {
         let seqs: Vec<u64> = items.iter().map(|item| item.seq).collect();
         Box::pin(async move {
             let joined = tokio::task::spawn_blocking(move || {
-                let items = stage.compute(items, state.as_mut());
+                let items = stage.compute.run(items, state.as_mut());
                 (items, state)
             })
             .await;
@@ -229,14 +237,14 @@ impl StageExecutor for LocalExecutor {
                 Err(error) => {
                     // Calls are guarded, so this is the runtime shutting down (or a bug):
                     // the items still get an answer, and the worker's state is lost.
-                    let stage = &self.stage;
+                    let compute = &self.stage.compute;
                     seqs.into_iter()
                         .map(|seq| Item {
                             seq,
-                            row: Err(stage.fail(
+                            row: Err(compute.fail(
                                 seq,
                                 CallError::Panicked {
-                                    code: stage.code.name().clone(),
+                                    code: compute.code.name().clone(),
                                     message: error.to_string(),
                                 },
                             )),
@@ -262,7 +270,7 @@ pub(crate) async fn run_worker(
             if receiving.carried() == 0 && !receiving.receive().await {
                 break;
             }
-            match stage.batching() {
+            match stage.compute.batching() {
                 Some(batching) => {
                     let deadline = tokio::time::Instant::now() + batching.timeout;
                     receiving.receive_ready(batching.size);
@@ -298,11 +306,125 @@ pub(crate) async fn run_worker(
             .busy_nanos
             .fetch_add(duration_nanos(busy), Ordering::Relaxed);
         if next.send(items).await.is_err() {
-            tracing::debug!(function = %stage.function.id(), "stream output gone; items dropped");
+            tracing::debug!(function = %stage.compute.function.id(), "stream output gone; items dropped");
         }
     }
 }
 
 fn duration_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Runs a stage's function on another node: sends each batch's rows (only the slots the
+/// stage reads) to the worker placed there, one request per batch, and writes the answers
+/// into the rows; closes that worker when dropped (its stage's workers have stopped).
+pub(crate) struct RemoteExecutor {
+    pub(crate) stage: Arc<Stage>,
+    pub(crate) node: NodeId,
+    pub(crate) key: crate::remote::StageKey,
+    pub(crate) spec: Arc<crate::remote::StageSpec>,
+    pub(crate) transport: crate::remote::SharedTransport,
+    /// The row slots the stage reads (its arguments and its inline functions').
+    pub(crate) reads: Arc<[usize]>,
+}
+
+impl StageExecutor for RemoteExecutor {
+    fn process(&mut self, mut items: Vec<Item>) -> BoxFuture<'_, Vec<Item>> {
+        use crate::remote::{StageAnswer, StageCall, StageItem};
+        let mut sent = Vec::with_capacity(items.len());
+        let mut positions = Vec::with_capacity(items.len());
+        for (k, item) in items.iter().enumerate() {
+            let Ok(row) = &item.row else { continue };
+            let mut sparse: Vec<Option<Value>> = vec![None; row.len()];
+            for &slot in self.reads.iter() {
+                if let (Some(to), Some(from)) = (sparse.get_mut(slot), row.get(slot)) {
+                    to.clone_from(from);
+                }
+            }
+            sent.push(StageItem {
+                seq: item.seq,
+                row: sparse,
+            });
+            positions.push(k);
+        }
+        if sent.is_empty() {
+            return Box::pin(async move { items });
+        }
+        let call = StageCall {
+            node: self.node.clone(),
+            key: self.key.clone(),
+            spec: Arc::clone(&self.spec),
+            items: sent,
+        };
+        let answered = self.transport.run_stage(call);
+        let stage = Arc::clone(&self.stage);
+        let node = self.node.clone();
+        Box::pin(async move {
+            let compute = &stage.compute;
+            let fail_all = |items: &mut Vec<Item>, error: CallError| {
+                for &k in &positions {
+                    let seq = items[k].seq;
+                    items[k].row = Err(compute.fail(seq, error.clone()));
+                }
+            };
+            match answered.await {
+                Ok(answers) if answers.len() == positions.len() => {
+                    for (&k, answer) in positions.iter().zip(answers) {
+                        let seq = items[k].seq;
+                        match answer {
+                            StageAnswer::Done(value) => {
+                                if let Ok(row) = &mut items[k].row {
+                                    compute.store(row, value);
+                                }
+                            }
+                            StageAnswer::Failed { function, error } => {
+                                items[k].row = Err(ItemError {
+                                    seq,
+                                    function,
+                                    error,
+                                });
+                            }
+                        }
+                    }
+                }
+                Ok(answers) => {
+                    let error = CallError::Failed {
+                        code: compute.code.name().clone(),
+                        message: format!(
+                            "node `{}` answered {} results for {} items",
+                            node,
+                            answers.len(),
+                            positions.len()
+                        ),
+                    };
+                    fail_all(&mut items, error);
+                }
+                Err(error) => fail_all(&mut items, error),
+            }
+            items
+        })
+    }
+}
+
+impl Drop for RemoteExecutor {
+    fn drop(&mut self) {
+        self.transport
+            .close_stage(self.node.clone(), self.key.clone());
+    }
+}
+
+/// The row slots a stage reads: its arguments' and its inline functions' arguments'.
+pub(crate) fn slots_read(plan: &StagePlan) -> Arc<[usize]> {
+    let mut slots: Vec<usize> = plan
+        .args
+        .iter()
+        .chain(plan.inline.iter().flat_map(|eval| eval.args.iter()))
+        .filter_map(|source| match source {
+            ArgSource::Slot(slot) => Some(*slot),
+            ArgSource::Inline(_) => None,
+        })
+        .collect();
+    slots.sort_unstable();
+    slots.dedup();
+    slots.into()
 }
