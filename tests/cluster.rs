@@ -805,6 +805,63 @@ fn many_dags_in_a_row_leave_nothing_behind() {
 
 /// A worker process killed in the middle of a DAG comes back as the same node (same
 /// `--identity` file, a new OS-chosen port) and runs the function that waits for it.
+/// Sends `signal` (`-STOP`, `-CONT`) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}: {status}");
+}
+
+/// A worker process that freezes (SIGSTOP: its connections stay open, so no connection
+/// closes) is gone once no announcement came from it for the peer time-to-live, and is
+/// back when it resumes and announces again.
+#[test]
+fn a_frozen_worker_is_gone_after_the_time_to_live_and_back_when_it_resumes() {
+    let dir = TempDir::new("frozen");
+    let key = keygen(&dir, "cluster.key");
+    let key_path = key_arg(&key);
+    // It announces every 2 s (the default).
+    let mut worker = Proc::spawn("frozen", &["--key", &key_path, "--cpu", "1"]);
+    let address = worker.address();
+    let pid = worker.child.id();
+    actix::System::new().block_on(async move {
+        let net = NetConfig::builder(ClusterKey::from_file(&key).expect("read the key"))
+            .name("watcher")
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
+            .bootstrap(address.parse().expect("multiaddr"))
+            .announce_interval(Duration::from_millis(500))
+            .peer_ttl(Duration::from_secs(4))
+            .build()
+            .expect("config");
+        let node = NodeConfig::new(net.node_id(), Registry::new());
+        let watcher = ClusterNode::start(node, net).await.expect("start");
+        let mut changes = watcher.peer_changes();
+        let present =
+            |peers: &Vec<handoff::DiscoveredNode>| peers.iter().any(|p| p.name == "frozen");
+        tokio::time::timeout(DEADLINE, changes.wait_for(present))
+            .await
+            .expect("discovered in time")
+            .expect("bridge running");
+        signal(pid, "-STOP");
+        let frozen = Instant::now();
+        tokio::time::timeout(DEADLINE, changes.wait_for(|peers| !present(peers)))
+            .await
+            .expect("gone in time")
+            .expect("bridge running");
+        println!("gone {:?} after it froze", frozen.elapsed());
+        signal(pid, "-CONT");
+        tokio::time::timeout(DEADLINE, changes.wait_for(present))
+            .await
+            .expect("back in time")
+            .expect("bridge running");
+        watcher.shutdown().await.expect("shutdown");
+    });
+    // It was frozen, never dead.
+    assert!(worker.child.try_wait().expect("try_wait").is_none());
+}
+
 #[test]
 fn a_killed_node_that_comes_back_gets_its_work() {
     let dir = TempDir::new("rejoin");

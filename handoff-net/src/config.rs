@@ -35,8 +35,9 @@ pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default for [`ConfigBuilder::idle_connection_timeout`]: 60 s.
 pub const DEFAULT_IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default for [`ConfigBuilder::announce_interval`]: 5 s.
-pub const DEFAULT_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(5);
+/// Default for [`ConfigBuilder::announce_interval`]: 2 s (so that a silent node is gone
+/// after the default time-to-live of 6 s).
+pub const DEFAULT_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(2);
 /// Default for [`ConfigBuilder::heartbeat_interval`] (gossipsub's): 1 s.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default for [`ConfigBuilder::event_capacity`].
@@ -327,7 +328,7 @@ impl ConfigBuilder {
         self
     }
 
-    /// How often the node re-announces itself (default 5 s).
+    /// How often the node re-announces itself (default 2 s).
     pub fn announce_interval(mut self, interval: Duration) -> Self {
         self.announce_interval = interval;
         self
