@@ -15,7 +15,21 @@ use handoff::{
 const DEADLINE: Duration = Duration::from_secs(30);
 
 fn registry() -> Registry {
+    registry_where_moody_works(false)
+}
+
+/// The test registry, with `moody` failing (every node but one) or working.
+fn registry_where_moody_works(works: bool) -> Registry {
     let mut registry = Registry::new();
+    registry
+        .register_fallible("moody", move |x: u64| -> Result<u64, String> {
+            if works {
+                Ok(x)
+            } else {
+                Err("not on this node".to_owned())
+            }
+        })
+        .expect("moody");
     registry
         .register("make", |len: u64, fill: u8| {
             Bytes::from(vec![fill; len as usize])
@@ -591,4 +605,57 @@ async fn cancelling_stops_what_runs_on_other_nodes_and_frees_their_capacity() {
     })
     .await;
     let _: &NodeId = a.id();
+}
+
+/// Picks `prefer` when the cost fits there now, else the first node where it fits.
+struct Prefer(NodeId);
+
+impl handoff::Allocator for Prefer {
+    fn choose(&self, cost: Option<&Resources>, nodes: &[handoff::NodeView<'_>]) -> Option<usize> {
+        nodes
+            .iter()
+            .position(|n| *n.id == self.0 && n.fits_now(cost))
+            .or_else(|| nodes.iter().position(|n| n.fits_now(cost)))
+    }
+}
+
+#[actix::test]
+async fn a_retry_after_the_functions_own_failure_goes_to_another_node() {
+    // `moody` fails on `a` and works on `b`; the allocator prefers `a`.
+    let Cluster { c, a, b } = cluster(registry_where_moody_works(true)).await;
+    let dag = Dag::new()
+        .with(
+            Function::new("m", "moody")
+                .extra_arg(7_u64)
+                .with_cost(cpu())
+                .max_retries(1),
+        )
+        .validate()
+        .expect("valid");
+    let strategy = AllocationStrategy::Custom(std::sync::Arc::new(Prefer(a.id().clone())));
+    let options = ExecuteOptions::default()
+        .allocation_strategy(strategy)
+        .backoff(handoff::Backoff::None)
+        .events(64);
+    let mut handle = c.node().submit(dag, options).await.expect("submitted");
+    let mut events = handle.events().expect("events");
+    let done = tokio::time::timeout(DEADLINE, handle)
+        .await
+        .expect("in time")
+        .expect("the retry succeeds");
+    assert_eq!(done.results.get::<u64>("m"), Ok(7));
+    assert_eq!(&done.allocations()["m"], b.id(), "the retry ran on b");
+    // The first attempt failed on `a`.
+    let mut failed_on = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout(
+        Duration::from_millis(500),
+        futures::StreamExt::next(&mut events),
+    )
+    .await
+    {
+        if let handoff::EventKind::Failed { node, attempt, .. } = event.kind {
+            failed_on.push((attempt, node));
+        }
+    }
+    assert_eq!(failed_on, vec![(1, a.id().clone())]);
 }
