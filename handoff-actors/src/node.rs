@@ -12,7 +12,7 @@ use handoff_core::{
 use crate::coordinator::{Coordinator, Execute, ExecuteOptions, ExecutionHandle, NodeLost, Submit};
 use crate::error::{ExecuteError, NodeError};
 use crate::location_registry::{LocationRegistry, LookupLocation, RegisterLocation};
-use crate::remote::{GetParts, Ran, RunFunction, SetTransport, SharedTransport};
+use crate::remote::{BatchRunner, GetParts, Ran, RunFunction, SetTransport, SharedTransport};
 use crate::resource_manager::{
     ForgetPeer, NodeResources, RegisterNode, RegisterPeer, RegisteredNodes, ResourceManager,
     ResourcesAvailable,
@@ -400,6 +400,13 @@ impl NodeHandle {
                 reason: "the node is stopping".to_owned(),
             })?;
         crate::remote::run_function(parts, msg).await
+    }
+
+    /// A runner for the attempts of one batch of functions another node sent here: it asks
+    /// the node once for what they need, and runs the quick calls (no cost, timeout or start
+    /// report) back to back in a few shared blocking-pool jobs (see [`BatchRunner`]).
+    pub fn batch_runner(&self) -> BatchRunner {
+        BatchRunner::new(self.clone(), self.coordinator.clone())
     }
 
     /// Stores a value on this node and records that it lives here.

@@ -7,20 +7,21 @@
 //! a transport is installed (a node outside a cluster), every function runs locally.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use handoff_core::{CallError, DagId, Function, FunctionId, NodeId, Registry, Value};
 
 use crate::coordinator::Coordinator;
 use crate::executor::{CURRENT, CancellationToken, TokenScope};
 use crate::location_registry::RegisterLocation;
 use crate::resource_manager::{Rank, ReserveOne, Target};
-use crate::result_store::{CacheEncoded, StoreValue};
+use crate::result_store::StoreRan;
 
 /// Where one argument of a [`RemoteCall`] comes from.
 #[derive(Debug, Clone)]
@@ -316,6 +317,7 @@ impl Drop for StopOnDrop {
 }
 
 /// What [`run_function`] needs from the node.
+#[derive(Clone)]
 pub(crate) struct NodeParts {
     pub(crate) node: NodeId,
     pub(crate) registry: Arc<Registry>,
@@ -326,6 +328,16 @@ pub(crate) struct NodeParts {
 }
 
 pub(crate) async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<Ran, CallError> {
+    run_with(&parts, msg, None).await
+}
+
+/// Runs one attempt with `parts`; with `quick`, a call without cost, timeout or start
+/// report runs in the batch's shared blocking-pool jobs rather than in a job of its own.
+async fn run_with(
+    parts: &NodeParts,
+    msg: RunFunction,
+    quick: Option<&Arc<QuickJobs>>,
+) -> Result<Ran, CallError> {
     let RunFunction {
         dag,
         function,
@@ -342,13 +354,16 @@ pub(crate) async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<R
         reason,
     };
     parts.registry.get(code.as_str())?;
+    let cost = function.cost().filter(|c| !c.is_empty()).cloned();
     // Gives the reservation back however this ends (even if this future is dropped while
-    // it waits for it, or holds it): everything this requester holds or waits for.
-    let _withdraw = WithdrawOnDrop {
+    // it waits for it, or holds it): everything this requester holds or waits for. Without
+    // a cost nothing is reserved, so there is nothing to give back.
+    let _withdraw = cost.as_ref().map(|_| WithdrawOnDrop {
         manager: parts.manager.clone(),
         requester: parts.requester,
-    };
-    match function.cost().filter(|c| !c.is_empty()) {
+    });
+    let quick = quick.filter(|_| cost.is_none() && timeout.is_none() && before_start.is_none());
+    match cost {
         None => {}
         Some(cost) => {
             let (reply, granted) = futures::channel::oneshot::channel();
@@ -360,7 +375,7 @@ pub(crate) async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<R
                 },
                 function: function.id().clone(),
                 code: code.clone(),
-                cost: cost.clone(),
+                cost,
                 target: Target::Pinned(parts.node.clone()),
                 strategy: handoff_core::AllocationStrategy::FirstAvailable,
                 reply,
@@ -393,7 +408,7 @@ pub(crate) async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<R
     let id = function.id().clone();
     // The attempt number stays with the node that sent the function.
     let span = tracing::debug_span!("attempt", dag = %dag, function = %id, node = %parts.node);
-    let task = tokio::task::spawn_blocking(move || {
+    let work = move || {
         let _entered = span.enter();
         CURRENT.with(|c| *c.borrow_mut() = Some(token));
         let _scope = TokenScope;
@@ -406,7 +421,17 @@ pub(crate) async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<R
             })?),
         };
         Ok::<_, CallError>(Ran { value, encoded })
-    });
+    };
+    if let Some(quick) = quick {
+        let ran = quick.run(work, &attempt, code.clone(), &parts.node).await;
+        stop.ended = true;
+        let ran = ran?;
+        store_here(parts, dag, id, &ran)
+            .await
+            .map_err(|_| unavailable("the node is stopping".to_owned()))?;
+        return Ok(ran);
+    }
+    let task = tokio::task::spawn_blocking(work);
     let joined = match timeout {
         None => task.await,
         Some(after) => match tokio::time::timeout(after, task).await {
@@ -422,7 +447,7 @@ pub(crate) async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<R
         code: code.clone(),
         message: error.to_string(),
     })??;
-    store_here(&parts, dag, id, &ran)
+    store_here(parts, dag, id, &ran)
         .await
         .map_err(|_| unavailable("the node is stopping".to_owned()))?;
     Ok(ran)
@@ -445,7 +470,8 @@ impl Drop for WithdrawOnDrop {
     }
 }
 
-/// Stores a remotely run function's result here and records that it lives here.
+/// Stores a remotely run function's result here (with its encoded form) and records that
+/// it lives here.
 async fn store_here(
     parts: &NodeParts,
     dag: DagId,
@@ -457,16 +483,209 @@ async fn store_here(
         id: id.clone(),
         node: parts.node.clone(),
     };
-    let value = ran.value.clone();
-    let store = StoreValue {
-        dag: dag.clone(),
-        id: id.clone(),
-        value,
+    let store = StoreRan {
+        dag,
+        id,
+        value: ran.value.clone(),
+        encoded: ran.encoded.clone(),
     };
     parts.store.send(store).await?;
-    if let Some(bytes) = &ran.encoded {
-        let bytes = bytes.clone();
-        parts.store.send(CacheEncoded { dag, id, bytes }).await?;
-    }
     parts.locations.send(register).await
+}
+
+/// A call waiting in a batch's shared jobs; taken (once) by a job or, when it waited too
+/// long, by a job of its own.
+type QuickSlot = Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How long a quick call may wait in its batch's shared jobs before it gets a blocking-pool
+/// job of its own (a slow call ahead of it holds a shared job; without cost, timeout or
+/// start report, every call runs as soon as the pool has a thread, as when each had its own
+/// job).
+const QUICK_START: Duration = Duration::from_millis(2);
+
+/// The shared blocking-pool jobs of one batch: the quick calls run back to back in at most
+/// `max_jobs` jobs, saving a thread wake-up per call.
+struct QuickJobs {
+    state: Mutex<QuickState>,
+    max_jobs: usize,
+}
+
+#[derive(Default)]
+struct QuickState {
+    calls: std::collections::VecDeque<QuickSlot>,
+    running: usize,
+    /// A task is about to start jobs for the calls waiting (see [`QuickJobs::submit`]).
+    starting: bool,
+}
+
+impl QuickJobs {
+    /// Runs `work` in a shared job (or, if it has not started within [`QUICK_START`], in
+    /// one of its own). Skipped if `stopped` is set before it starts (its attempt was
+    /// dropped).
+    async fn run(
+        self: &Arc<Self>,
+        work: impl FnOnce() -> Result<Ran, CallError> + Send + 'static,
+        stopped: &Arc<AtomicBool>,
+        code: handoff_core::CodeName,
+        node: &NodeId,
+    ) -> Result<Ran, CallError> {
+        let (tx, mut rx) = futures::channel::oneshot::channel();
+        let flag = Arc::clone(stopped);
+        let panicked = code.clone();
+        let call: Box<dyn FnOnce() + Send> = Box::new(move || {
+            if !flag.load(Ordering::Relaxed) {
+                // The registry catches the user code's panics; this catches the rest, so
+                // that a shared job goes on with the next call.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+                    .unwrap_or_else(|payload| {
+                        Err(CallError::Panicked {
+                            code: panicked,
+                            message: handoff_core::panic_message(&*payload),
+                        })
+                    });
+                let _ = tx.send(outcome);
+            }
+        });
+        let slot: QuickSlot = Arc::new(Mutex::new(Some(call)));
+        self.submit(Arc::clone(&slot));
+        let outcome = tokio::select! {
+            outcome = &mut rx => outcome,
+            () = tokio::time::sleep(QUICK_START) => {
+                let waiting = lock(&slot).take();
+                if let Some(call) = waiting {
+                    drop(tokio::task::spawn_blocking(call));
+                }
+                rx.await
+            }
+        };
+        // The sender is dropped without a value only if the call was skipped (its attempt
+        // was dropped, so nobody waits) or the blocking pool shut down.
+        outcome.unwrap_or_else(|_| {
+            Err(CallError::Unavailable {
+                code,
+                node: node.clone(),
+                reason: "the node is stopping".to_owned(),
+            })
+        })
+    }
+
+    /// Queues a call. The jobs are started by a task of their own, which runs after the
+    /// tasks already woken on this thread (the batch's other functions, woken together), so
+    /// that one wake-up of the pool serves the calls they queue meanwhile.
+    fn submit(self: &Arc<Self>, slot: QuickSlot) {
+        let schedule = {
+            let mut state = lock(&self.state);
+            state.calls.push_back(slot);
+            let schedule = !state.starting && state.running < self.max_jobs;
+            if schedule {
+                state.starting = true;
+            }
+            schedule
+        };
+        if schedule {
+            let jobs = Arc::clone(self);
+            tokio::task::spawn_local(async move { jobs.start() });
+        }
+    }
+
+    /// Starts as many jobs as there are calls waiting, up to `max_jobs` in all.
+    fn start(self: &Arc<Self>) {
+        let more = {
+            let mut state = lock(&self.state);
+            state.starting = false;
+            let more = state
+                .calls
+                .len()
+                .min(self.max_jobs.saturating_sub(state.running));
+            state.running += more;
+            more
+        };
+        for _ in 0..more {
+            let jobs = Arc::clone(self);
+            drop(tokio::task::spawn_blocking(move || jobs.drain()));
+        }
+    }
+
+    /// One shared job: runs the waiting calls until none is left.
+    fn drain(&self) {
+        loop {
+            let slot = {
+                let mut state = lock(&self.state);
+                match state.calls.pop_front() {
+                    Some(slot) => slot,
+                    None => {
+                        state.running -= 1;
+                        return;
+                    }
+                }
+            };
+            let call = lock(&slot).take();
+            if let Some(call) = call {
+                call();
+            }
+        }
+    }
+}
+
+/// How many shared jobs one batch's quick calls use at most: the machine's cores.
+fn shared_jobs() -> usize {
+    static JOBS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *JOBS.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
+/// Runs the attempts of one batch of functions another node sent here (see
+/// [`NodeHandle::batch_runner`](crate::NodeHandle::batch_runner)): the node is asked once
+/// for what they need, and the calls without cost, timeout or start report run back to
+/// back in a few shared blocking-pool jobs. Cheap to clone. Its attempts run on the
+/// node's actix system (a `LocalSet`: the shared jobs are started by a local task).
+#[derive(Clone)]
+pub struct BatchRunner {
+    node: crate::NodeHandle,
+    parts: Shared<BoxFuture<'static, Option<NodeParts>>>,
+    quick: Arc<QuickJobs>,
+}
+
+impl std::fmt::Debug for BatchRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchRunner")
+            .field("node", &self.node.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BatchRunner {
+    pub(crate) fn new(node: crate::NodeHandle, coordinator: Addr<Coordinator>) -> Self {
+        let parts = async move { coordinator.send(GetParts).await.ok() }
+            .boxed()
+            .shared();
+        BatchRunner {
+            node,
+            parts,
+            quick: Arc::new(QuickJobs {
+                state: Mutex::default(),
+                max_jobs: shared_jobs(),
+            }),
+        }
+    }
+
+    /// Runs one attempt, as [`NodeHandle::run_function`](crate::NodeHandle::run_function)
+    /// does (and dropping the future stops it the same way).
+    pub async fn run_function(&self, msg: RunFunction) -> Result<Ran, CallError> {
+        // A reservation is made per attempt, under a requester of its own.
+        if msg.function.cost().is_some_and(|c| !c.is_empty()) {
+            return self.node.run_function(msg).await;
+        }
+        let Some(parts) = self.parts.clone().await else {
+            return Err(CallError::Unavailable {
+                code: msg.function.code().clone(),
+                node: self.node.id().clone(),
+                reason: "the node is stopping".to_owned(),
+            });
+        };
+        run_with(&parts, msg, Some(&self.quick)).await
+    }
 }

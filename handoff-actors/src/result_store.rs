@@ -317,6 +317,39 @@ impl Handler<CacheEncoded> for ResultStore {
     }
 }
 
+/// Stores a value another node's function produced here, with its MessagePack form when
+/// there is one (one message for what [`StoreValue`] and [`CacheEncoded`] do).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct StoreRan {
+    pub(crate) dag: DagId,
+    pub(crate) id: FunctionId,
+    pub(crate) value: Value,
+    pub(crate) encoded: Option<Bytes>,
+}
+
+impl Handler<StoreRan> for ResultStore {
+    type Result = ();
+
+    fn handle(&mut self, msg: StoreRan, ctx: &mut Self::Context) {
+        let _ = guarded(ACTOR, ctx, || {
+            let StoreRan {
+                dag,
+                id,
+                value,
+                encoded,
+            } = msg;
+            match encoded {
+                None => self.store(&dag, id, value),
+                Some(bytes) => {
+                    self.store(&dag, id.clone(), value);
+                    self.encoded.insert((dag, id), bytes);
+                }
+            }
+        });
+    }
+}
+
 impl Handler<CountValues> for ResultStore {
     type Result = usize;
 

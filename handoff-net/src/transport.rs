@@ -22,8 +22,8 @@ use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::{BoxFuture, Shared};
 use handoff_actors::{
-    FetchFailed, HostedStage, NodeHandle, RemoteArgument, RemoteCall, RemoteDone, RemoteResult,
-    RunFunction, StageAnswer, StageCall, StageKey, StoreValue, Transport,
+    BatchRunner, FetchFailed, HostedStage, NodeHandle, RemoteArgument, RemoteCall, RemoteDone,
+    RemoteResult, RunFunction, StageAnswer, StageCall, StageKey, StoreValue, Transport,
 };
 use handoff_core::{CallError, CodeName, DagId, FunctionId, NodeId, Value};
 use tokio::sync::Semaphore;
@@ -698,6 +698,9 @@ pub(crate) fn serve_executes(
         _ => Response::Ack,
     };
     let mut answers: Vec<Option<ExecuteAnswer>> = Vec::with_capacity(requests.len());
+    // The batch's functions share one look-up of what running them needs, and its quick
+    // calls share blocking-pool jobs.
+    let runner = transport.inner.node.batch_runner();
     let mut outcomes = Vec::with_capacity(requests.len());
     for request in requests {
         let request = match request {
@@ -715,8 +718,9 @@ pub(crate) fn serve_executes(
         let id = transport.track(&dag, &from);
         let serving = {
             let (transport, from, dag) = (transport.clone(), from.clone(), dag.clone());
+            let runner = runner.clone();
             actix::spawn(async move {
-                let report = run_execute(&transport, &from, request).await;
+                let report = run_execute(&transport, &runner, &from, request).await;
                 // Too late for the answer: it goes in a report.
                 if let Err(report) = tx.send(report) {
                     transport.report_late(&from, report);
@@ -1031,6 +1035,7 @@ const QUICK_ANSWER: Duration = Duration::from_millis(50);
 /// reservation, and says what became of it.
 async fn run_execute(
     transport: &NetTransport,
+    runner: &BatchRunner,
     from: &NodeId,
     request: ExecuteRequest,
 ) -> FinishedReport {
@@ -1107,7 +1112,7 @@ async fn run_execute(
                 encode: true,
                 before_start,
             };
-            match inner.node.run_function(run).await {
+            match runner.run_function(run).await {
                 Ok(ran) => {
                     let size = ran.encoded.as_ref().map_or(0, |b| b.len());
                     let value = match &ran.encoded {
