@@ -10,7 +10,7 @@ use futures::channel::oneshot;
 use handoff_core::{AllocationStrategy, CallError, CodeKind, NodeId, Registry, Resources, State};
 
 use super::worker::Compute;
-use super::{Item, NEXT_REQUESTER, StartStreamError, expected_kind, given, resolve};
+use super::{Item, NEXT_REQUESTER, StartStreamError, expected_kind, given, resolve, run_init};
 use crate::remote::{StageAnswer, StageItem, StageSpec};
 use crate::resource_manager::{
     GrantId, Rank, Release, RequesterId, ReserveOne, ResourceManager, Target,
@@ -102,16 +102,7 @@ impl HostedStage {
             Some(init) => {
                 let init = resolve(registry, &spec.function, init, CodeKind::Init, 0)
                     .map_err(|e| call_error(e, &spec))?;
-                let name = init.name().clone();
-                let made = tokio::task::spawn_blocking(move || init.call_init(Vec::new()))
-                    .await
-                    .unwrap_or_else(|error| {
-                        Err(CallError::Panicked {
-                            code: name,
-                            message: error.to_string(),
-                        })
-                    })?;
-                Some(made)
+                Some(run_init(init).await?)
             }
             None => None,
         };

@@ -518,6 +518,19 @@ fn given(function: &handoff_core::Function, batch: bool) -> usize {
     args + function.extra_args().len()
 }
 
+/// Runs a stage worker's init code on the blocking pool.
+pub(crate) async fn run_init(init: Code) -> Result<handoff_core::State, CallError> {
+    let name = init.name().clone();
+    tokio::task::spawn_blocking(move || init.call_init(Vec::new()))
+        .await
+        .unwrap_or_else(|error| {
+            Err(CallError::Panicked {
+                code: name,
+                message: error.to_string(),
+            })
+        })
+}
+
 /// Gives reservations back.
 async fn release(manager: &Addr<ResourceManager>, grants: Vec<GrantId>) {
     if !grants.is_empty() && manager.send(Release { grants }).await.is_err() {
@@ -727,24 +740,13 @@ pub(crate) async fn start(
                 continue;
             }
             let state = match &r.init {
-                Some(init) => {
-                    let (init, name) = (init.clone(), init.name().clone());
-                    let made = tokio::task::spawn_blocking(move || init.call_init(Vec::new()))
-                        .await
-                        .unwrap_or_else(|error| {
-                            Err(CallError::Panicked {
-                                code: name,
-                                message: error.to_string(),
-                            })
-                        });
-                    match made {
-                        Ok(state) => Some(state),
-                        Err(error) => {
-                            release(&manager, grants).await;
-                            return Err(fail(error));
-                        }
+                Some(init) => match run_init(init.clone()).await {
+                    Ok(state) => Some(state),
+                    Err(error) => {
+                        release(&manager, grants).await;
+                        return Err(fail(error));
                     }
-                }
+                },
                 None => None,
             };
             stage_executors.push(Box::new(LocalExecutor {
