@@ -295,11 +295,11 @@ pub fn request(rng: &mut Rng, signer: &NodeId) -> Request {
         8 => Request::FinishedBatch((0..rng.below(4)).map(|_| finished(rng, signer)).collect()),
         9 => Request::StageRun(Box::new(StageRunRequest {
             key: stage_key(rng),
-            spec: StageSpec {
+            spec: std::sync::Arc::new(StageSpec {
                 plan: stage_plan(rng),
                 function: function(rng, signer),
                 inline: (0..rng.below(3)).map(|_| function(rng, signer)).collect(),
-            },
+            }),
             items: (0..rng.below(4))
                 .map(|_| StageItem {
                     seq: rng.next_u64(),

@@ -315,7 +315,7 @@ impl NodeHandle {
     /// until the stream closes it.
     pub async fn open_stage(
         &self,
-        spec: crate::remote::StageSpec,
+        spec: &crate::remote::StageSpec,
     ) -> Result<crate::stream::HostedStage, CallError> {
         let parts = self
             .coordinator

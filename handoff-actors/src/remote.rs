@@ -331,6 +331,47 @@ pub(crate) async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<R
     run_with(&parts, msg, None).await
 }
 
+/// Reserves `cost` for `function` on this node (`node`), waiting while others hold it,
+/// under `requester` (`path` ranks it among waiting requests of the same priority). A
+/// refusal, or a stopping node, is [`CallError::Unavailable`].
+pub(crate) async fn reserve_here(
+    manager: &Addr<crate::resource_manager::ResourceManager>,
+    requester: crate::resource_manager::RequesterId,
+    node: &NodeId,
+    function: &Function,
+    cost: handoff_core::Resources,
+    path: u32,
+) -> Result<crate::resource_manager::GrantId, CallError> {
+    let unavailable = |reason: String| CallError::Unavailable {
+        code: function.code().clone(),
+        node: node.clone(),
+        reason,
+    };
+    let (reply, granted) = futures::channel::oneshot::channel();
+    let reserve = ReserveOne {
+        requester,
+        rank: Rank {
+            priority: function.priority_value(),
+            path,
+        },
+        function: function.id().clone(),
+        code: function.code().clone(),
+        cost,
+        target: Target::Pinned(node.clone()),
+        strategy: handoff_core::AllocationStrategy::FirstAvailable,
+        reply,
+    };
+    manager
+        .send(reserve)
+        .await
+        .map_err(|_| unavailable("the node is stopping".to_owned()))?;
+    match granted.await {
+        Ok(Ok((grant, _))) => Ok(grant),
+        Ok(Err(error)) => Err(unavailable(error.to_string())),
+        Err(_) => Err(unavailable("the node is stopping".to_owned())),
+    }
+}
+
 /// Runs one attempt with `parts`; with `quick`, a call without cost, timeout or start
 /// report runs in the batch's shared blocking-pool jobs rather than in a job of its own.
 async fn run_with(
@@ -366,30 +407,15 @@ async fn run_with(
     match cost {
         None => {}
         Some(cost) => {
-            let (reply, granted) = futures::channel::oneshot::channel();
-            let reserve = ReserveOne {
-                requester: parts.requester,
-                rank: Rank {
-                    priority: function.priority_value(),
-                    path: 1,
-                },
-                function: function.id().clone(),
-                code: code.clone(),
+            reserve_here(
+                &parts.manager,
+                parts.requester,
+                &parts.node,
+                &function,
                 cost,
-                target: Target::Pinned(parts.node.clone()),
-                strategy: handoff_core::AllocationStrategy::FirstAvailable,
-                reply,
-            };
-            parts
-                .manager
-                .send(reserve)
-                .await
-                .map_err(|_| unavailable("the node is stopping".to_owned()))?;
-            match granted.await {
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => return Err(unavailable(error.to_string())),
-                Err(_) => return Err(unavailable("the node is stopping".to_owned())),
-            }
+                1,
+            )
+            .await?;
         }
     }
     if let Some(started) = before_start {

@@ -516,7 +516,7 @@ mod tests {
                     function: f.clone(),
                     worker: 1,
                 },
-                spec: handoff_actors::StageSpec {
+                spec: std::sync::Arc::new(handoff_actors::StageSpec {
                     plan: handoff_core::StagePlan {
                         function: 1,
                         inline: vec![handoff_core::InlineEval {
@@ -531,7 +531,7 @@ mod tests {
                         .arg("i")
                         .batch(8, std::time::Duration::from_millis(5)),
                     inline: vec![Function::new("i", "double").inline().arg("x")],
-                },
+                }),
                 items: vec![handoff_actors::StageItem {
                     seq: 7,
                     row: vec![Some(Value::new(3_i64)), None],

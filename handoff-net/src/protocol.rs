@@ -99,7 +99,7 @@ pub struct StageRunRequest {
     pub key: StageKey,
     /// The stage (its plan, function and inline functions), in every request, so that a
     /// worker can be opened by whichever comes first.
-    pub spec: StageSpec,
+    pub spec: std::sync::Arc<StageSpec>,
     /// The items.
     pub items: Vec<StageItem>,
 }

@@ -388,7 +388,7 @@ impl NetTransport {
         let mut worker = slot.lock().await;
         if worker.is_none() {
             let function = spec.function.id().clone();
-            match self.inner.node.open_stage(spec).await {
+            match self.inner.node.open_stage(&spec).await {
                 Ok(opened) => *worker = Some(opened),
                 Err(error) => {
                     drop(worker);
@@ -633,11 +633,7 @@ impl Transport for NetTransport {
             } = call;
             let code = spec.function.code().clone();
             let expected = items.len();
-            let request = Request::StageRun(Box::new(StageRunRequest {
-                key,
-                spec: (*spec).clone(),
-                items,
-            }));
+            let request = Request::StageRun(Box::new(StageRunRequest { key, spec, items }));
             let unavailable = |reason: String| CallError::Unavailable {
                 code: code.clone(),
                 node: node.clone(),

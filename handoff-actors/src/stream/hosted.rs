@@ -6,15 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use actix::Addr;
-use futures::channel::oneshot;
-use handoff_core::{AllocationStrategy, CallError, CodeKind, NodeId, Registry, Resources, State};
+use handoff_core::{CallError, CodeKind, NodeId, Registry, Resources, State};
 
 use super::worker::Compute;
-use super::{Item, NEXT_REQUESTER, StartStreamError, expected_kind, given, resolve, run_init};
-use crate::remote::{StageAnswer, StageItem, StageSpec};
-use crate::resource_manager::{
-    GrantId, Rank, Release, RequesterId, ReserveOne, ResourceManager, Target,
+use super::{
+    Item, NEXT_REQUESTER, StartStreamError, expected_kind, given, release, resolve, run_init,
 };
+use crate::remote::{StageAnswer, StageItem, StageSpec, reserve_here};
+use crate::resource_manager::{GrantId, RequesterId, ResourceManager};
 
 /// One stage worker run here for another node's stream: the stage's codes, resolved in
 /// this node's registry, and the worker's state.
@@ -30,13 +29,7 @@ impl Drop for HostedStage {
         if let Some((manager, grant)) = self.grant.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            runtime.spawn(async move {
-                let _ = manager
-                    .send(Release {
-                        grants: vec![grant],
-                    })
-                    .await;
-            });
+            runtime.spawn(async move { release(&manager, vec![grant]).await });
         }
     }
 }
@@ -54,7 +47,6 @@ impl std::fmt::Debug for HostedStage {
 fn call_error(error: StartStreamError, spec: &StageSpec) -> CallError {
     match error {
         StartStreamError::UnknownCode { code, .. } => CallError::UnknownCode { code },
-        StartStreamError::Init { error, .. } => error,
         other => CallError::Failed {
             code: spec.function.code().clone(),
             message: other.to_string(),
@@ -70,21 +62,24 @@ impl HostedStage {
         registry: &Registry,
         manager: &Addr<ResourceManager>,
         local: &NodeId,
-        spec: StageSpec,
+        spec: &StageSpec,
     ) -> Result<Self, CallError> {
         let f = &spec.function;
         let batch = f.batching().is_some();
         let kind = expected_kind(f.init_code().is_some(), batch);
         let code = resolve(registry, f, f.code(), kind, given(f, batch))
-            .map_err(|e| call_error(e, &spec))?;
+            .map_err(|e| call_error(e, spec))?;
         let mut inline = Vec::with_capacity(spec.inline.len());
         for g in &spec.inline {
             let resolved = resolve(registry, g, g.code(), CodeKind::Plain, given(g, false))
-                .map_err(|e| call_error(e, &spec))?;
+                .map_err(|e| call_error(e, spec))?;
             inline.push((g.clone(), resolved));
         }
         let grant = match f.cost().filter(|c| **c != Resources::new()) {
-            Some(cost) => Some(reserve(manager, local, &spec, cost.clone()).await?),
+            Some(cost) => {
+                let requester = RequesterId(NEXT_REQUESTER.fetch_add(1, Ordering::Relaxed));
+                Some(reserve_here(manager, requester, local, f, cost.clone(), 0).await?)
+            }
             None => None,
         };
         // Given back if the init fails.
@@ -101,7 +96,7 @@ impl HostedStage {
         opened.state = match opened.compute.function.init_code() {
             Some(init) => {
                 let init = resolve(registry, &spec.function, init, CodeKind::Init, 0)
-                    .map_err(|e| call_error(e, &spec))?;
+                    .map_err(|e| call_error(e, spec))?;
                 Some(run_init(init).await?)
             }
             None => None,
@@ -117,7 +112,7 @@ impl HostedStage {
         }
         let compute = Arc::clone(&self.compute);
         let mut state = self.state.take();
-        let seqs: Vec<u64> = items.iter().map(|item| item.seq).collect();
+        let count = items.len();
         let items: Vec<Item> = items
             .into_iter()
             .map(|item| Item {
@@ -157,8 +152,7 @@ impl HostedStage {
             }
             // Calls are guarded, so this is the runtime shutting down: every item still
             // gets an answer; the state is lost.
-            Err(error) => seqs
-                .iter()
+            Err(error) => (0..count)
                 .map(|_| StageAnswer::Failed {
                     function: self.compute.function.id().clone(),
                     error: CallError::Panicked {
@@ -168,43 +162,5 @@ impl HostedStage {
                 })
                 .collect(),
         }
-    }
-}
-
-/// Reserves `cost` for the stage worker on this node, for as long as it is open.
-async fn reserve(
-    manager: &Addr<ResourceManager>,
-    local: &NodeId,
-    spec: &StageSpec,
-    cost: Resources,
-) -> Result<GrantId, CallError> {
-    let f = &spec.function;
-    let unavailable = |reason: String| CallError::Unavailable {
-        code: f.code().clone(),
-        node: local.clone(),
-        reason,
-    };
-    let (reply, granted) = oneshot::channel();
-    let request = ReserveOne {
-        requester: RequesterId(NEXT_REQUESTER.fetch_add(1, Ordering::Relaxed)),
-        rank: Rank {
-            priority: f.priority_value(),
-            path: 0,
-        },
-        function: f.id().clone(),
-        code: f.code().clone(),
-        cost,
-        target: Target::Pinned(local.clone()),
-        strategy: AllocationStrategy::FirstAvailable,
-        reply,
-    };
-    manager
-        .send(request)
-        .await
-        .map_err(|_| unavailable("the node is stopping".to_owned()))?;
-    match granted.await {
-        Ok(Ok((grant, _))) => Ok(grant),
-        Ok(Err(error)) => Err(unavailable(error.to_string())),
-        Err(_) => Err(unavailable("the node is stopping".to_owned())),
     }
 }
