@@ -89,7 +89,9 @@ fn spawn_worker(
 ) -> (NodeId, Multiaddr, std_mpsc::SyncSender<()>) {
     let (ready_tx, ready_rx) = std_mpsc::sync_channel(1);
     let (stop_tx, stop_rx) = std_mpsc::sync_channel::<()>(1);
-    std::thread::spawn(move || {
+    // Named, so that a profile tells the worker's thread from the coordinator's.
+    let thread = std::thread::Builder::new().name("worker".to_owned());
+    let spawned = thread.spawn(move || {
         actix::System::new().block_on(async move {
             let net = net(&key, "worker", None);
             let config =
@@ -121,6 +123,7 @@ fn spawn_worker(
             let _ = node.shutdown().await;
         });
     });
+    spawned.expect("the worker's thread starts");
     let (id, address) = ready_rx.recv().expect("worker ready");
     (id, address, stop_tx)
 }

@@ -54,9 +54,9 @@ pub use location_registry::{
 };
 pub use node::{DEFAULT_NODE_GRACE, GetHandle, NodeConfig, NodeHandle, NodeSupervisor, start_node};
 pub use remote::{
-    BatchRunner, FetchFailed, Ran, RemoteArgument, RemoteCall, RemoteDone, RemoteResult,
-    RunFunction, SetTransport, SharedTransport, StageAnswer, StageCall, StageItem, StageKey,
-    StageSpec, Transport,
+    BatchRunner, FetchFailed, QuickCall, QuickOutcome, QuickRun, Ran, RemoteArgument, RemoteCall,
+    RemoteDone, RemoteResult, RunFunction, SetTransport, SharedTransport, StageAnswer, StageCall,
+    StageItem, StageKey, StageSpec, Transport,
 };
 pub use report::{
     AttemptOutcome, AttemptReport, ExecutionReport, FunctionReport, NodeUsage, PendingReport,

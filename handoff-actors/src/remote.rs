@@ -19,7 +19,7 @@ use handoff_core::{CallError, DagId, Function, FunctionId, NodeId, Registry, Val
 
 use crate::coordinator::Coordinator;
 use crate::executor::{CURRENT, CancellationToken, TokenScope};
-use crate::location_registry::RegisterLocation;
+use crate::location_registry::RegisterLocations;
 use crate::resource_manager::{Rank, ReserveOne, Target};
 use crate::result_store::StoreRan;
 
@@ -504,18 +504,30 @@ async fn store_here(
     id: FunctionId,
     ran: &Ran,
 ) -> Result<(), MailboxError> {
-    let register = RegisterLocation {
-        dag: dag.clone(),
-        id: id.clone(),
-        node: parts.node.clone(),
-    };
-    let store = StoreRan {
+    store_all_here(
+        parts,
         dag,
-        id,
-        value: ran.value.clone(),
-        encoded: ran.encoded.clone(),
+        vec![(id, ran.value.clone(), ran.encoded.clone())],
+    )
+    .await
+}
+
+/// Stores results of remotely run functions of `dag` here (with their encoded forms), and
+/// records that they live here: one message to each actor for them all.
+async fn store_all_here(
+    parts: &NodeParts,
+    dag: DagId,
+    values: Vec<(FunctionId, Value, Option<Bytes>)>,
+) -> Result<(), MailboxError> {
+    let locations = values
+        .iter()
+        .map(|(id, _, _)| (id.clone(), parts.node.clone()))
+        .collect();
+    let register = RegisterLocations {
+        dag: dag.clone(),
+        locations,
     };
-    parts.store.send(store).await?;
+    parts.store.send(StoreRan { dag, values }).await?;
     parts.locations.send(register).await
 }
 
@@ -599,13 +611,11 @@ impl QuickJobs {
         })
     }
 
-    /// Queues a call. The jobs are started by a task of their own, which runs after the
-    /// tasks already woken on this thread (the batch's other functions, woken together), so
-    /// that one wake-up of the pool serves the calls they queue meanwhile.
-    fn submit(self: &Arc<Self>, slot: QuickSlot) {
+    /// Queues calls (see [`QuickJobs::submit`]).
+    fn submit_all(self: &Arc<Self>, slots: impl IntoIterator<Item = QuickSlot>) {
         let schedule = {
             let mut state = lock(&self.state);
-            state.calls.push_back(slot);
+            state.calls.extend(slots);
             let schedule = !state.starting && state.running < self.max_jobs;
             if schedule {
                 state.starting = true;
@@ -616,6 +626,13 @@ impl QuickJobs {
             let jobs = Arc::clone(self);
             tokio::task::spawn_local(async move { jobs.start() });
         }
+    }
+
+    /// Queues a call. The jobs are started by a task of their own, which runs after the
+    /// tasks already woken on this thread (the batch's other functions, woken together), so
+    /// that one wake-up of the pool serves the calls they queue meanwhile.
+    fn submit(self: &Arc<Self>, slot: QuickSlot) {
+        self.submit_all([slot]);
     }
 
     /// Starts as many jobs as there are calls waiting, up to `max_jobs` in all.
@@ -713,5 +730,263 @@ impl BatchRunner {
             });
         };
         run_with(&parts, msg, Some(&self.quick)).await
+    }
+
+    /// Starts the calls of one DAG's functions from a batch that have no cost, no timeout
+    /// and no start report, with their arguments at hand: they run back to back in the
+    /// batch's shared blocking-pool jobs (a call not started within a short while gets a
+    /// job of its own), and [`QuickRun::next_chunk`] yields their outcomes as they end,
+    /// each result stored here first. Dropping the [`QuickRun`] stops the calls not
+    /// started yet and tells the running ones (their `is_cancelled()` turns true).
+    pub async fn run_quick(&self, dag: DagId, calls: Vec<QuickCall>) -> QuickRun {
+        let parts = self.parts.clone().await;
+        let n = calls.len();
+        let (tx, outcomes) = tokio::sync::mpsc::channel(n.max(1));
+        let attempt = Arc::new(AtomicBool::new(false));
+        let mut run = QuickRun {
+            dag: dag.clone(),
+            ids: Vec::with_capacity(n),
+            codes: Vec::with_capacity(n),
+            ended: vec![false; n],
+            settled: Vec::new(),
+            slots: Vec::with_capacity(n),
+            outcomes,
+            left: n,
+            fallback: None,
+            stop: StopOnDrop {
+                flag: Arc::clone(&attempt),
+                ended: false,
+            },
+            parts: None,
+            storing: None,
+            node: self.node.id().clone(),
+        };
+        let Some(parts) = parts else {
+            for (i, call) in calls.into_iter().enumerate() {
+                let error = CallError::Unavailable {
+                    code: call.function.code().clone(),
+                    node: self.node.id().clone(),
+                    reason: "the node is stopping".to_owned(),
+                };
+                run.ids.push(call.function.id().clone());
+                run.codes.push(call.function.code().clone());
+                run.settled.push((i, Err(error)));
+            }
+            return run;
+        };
+        let token_run = Arc::new(AtomicBool::new(false));
+        for (i, call) in calls.into_iter().enumerate() {
+            let QuickCall {
+                function,
+                inline,
+                values,
+            } = call;
+            let code = function.code().clone();
+            run.ids.push(function.id().clone());
+            run.codes.push(code.clone());
+            if let Err(error) = parts.registry.get(code.as_str()) {
+                run.settled.push((i, Err(error)));
+                continue;
+            }
+            let token = CancellationToken {
+                run: Arc::clone(&token_run),
+                attempt: Arc::clone(&attempt),
+            };
+            let registry = Arc::clone(&parts.registry);
+            let (flag, tx) = (Arc::clone(&attempt), tx.clone());
+            let span = tracing::debug_span!("attempt", dag = %dag, function = %function.id(), node = %parts.node);
+            let call: Box<dyn FnOnce() + Send> = Box::new(move || {
+                // Skipped once the run was dropped (nobody waits for it).
+                if flag.load(Ordering::Relaxed) {
+                    return;
+                }
+                let _entered = span.enter();
+                CURRENT.with(|c| *c.borrow_mut() = Some(token));
+                let _scope = TokenScope;
+                // The registry catches the user code's panics; this catches the rest, so
+                // that a shared job goes on with the next call.
+                let work = || {
+                    let value = registry.evaluate(&function, &inline, &values)?;
+                    let encoded = value.to_msgpack().map_err(|error| CallError::Failed {
+                        code: function.code().clone(),
+                        message: format!("the result cannot be sent to other nodes: {error}"),
+                    })?;
+                    Ok(Ran {
+                        value,
+                        encoded: Some(encoded),
+                    })
+                };
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+                    .unwrap_or_else(|payload| {
+                        Err(CallError::Panicked {
+                            code: code.clone(),
+                            message: handoff_core::panic_message(&*payload),
+                        })
+                    });
+                // Room for every call's outcome: this never fails for want of room.
+                let _ = tx.try_send((i, outcome));
+            });
+            run.slots.push(Arc::new(Mutex::new(Some(call))));
+        }
+        drop(tx);
+        if !run.slots.is_empty() {
+            self.quick.submit_all(run.slots.iter().cloned());
+            run.fallback = Some(Box::pin(tokio::time::sleep(QUICK_START)));
+        }
+        run.parts = Some(parts);
+        run
+    }
+}
+
+/// A function of a batch to run in the batch's shared jobs (see
+/// [`BatchRunner::run_quick`]): no cost, no timeout, no start report.
+#[derive(Debug)]
+pub struct QuickCall {
+    /// The function.
+    pub function: Function,
+    /// The inline functions among its arguments (and theirs).
+    pub inline: Vec<Function>,
+    /// The values of its regular dependencies, by function id.
+    pub values: HashMap<FunctionId, Value>,
+}
+
+/// A quick call's outcome, by its position among the run's calls.
+pub type QuickOutcome = (usize, Result<Ran, CallError>);
+
+/// Stores a chunk of results (see [`store_all_here`]).
+type StoreFuture = BoxFuture<'static, Result<(), MailboxError>>;
+
+/// The quick calls of one DAG from one batch, running (see [`BatchRunner::run_quick`]).
+pub struct QuickRun {
+    dag: DagId,
+    ids: Vec<FunctionId>,
+    codes: Vec<handoff_core::CodeName>,
+    ended: Vec<bool>,
+    /// Outcomes known before the calls ran (an unknown code, a stopping node).
+    settled: Vec<QuickOutcome>,
+    slots: Vec<QuickSlot>,
+    outcomes: tokio::sync::mpsc::Receiver<QuickOutcome>,
+    left: usize,
+    /// When it fires, the calls not started yet get jobs of their own.
+    fallback: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    stop: StopOnDrop,
+    parts: Option<NodeParts>,
+    /// A chunk received and being stored (see [`QuickRun::next_chunk`]).
+    storing: Option<(Vec<QuickOutcome>, StoreFuture)>,
+    /// This node.
+    node: NodeId,
+}
+
+impl std::fmt::Debug for QuickRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuickRun")
+            .field("dag", &self.dag)
+            .field("calls", &self.ids.len())
+            .field("left", &self.left)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuickRun {
+    /// How many calls have not yielded their outcome yet.
+    pub fn left(&self) -> usize {
+        self.left
+    }
+
+    /// The outcomes of the calls that ended since the last chunk (by their position in
+    /// the calls given to [`BatchRunner::run_quick`]), waiting for at least one; `None`
+    /// once every outcome was yielded. The results among them are stored here (one
+    /// message for them all) before they are yielded. Cancel-safe: a chunk received but
+    /// not yet stored when the future is dropped is yielded by the next call.
+    pub async fn next_chunk(&mut self) -> Option<Vec<QuickOutcome>> {
+        if self.storing.is_none() {
+            if self.left == 0 {
+                return None;
+            }
+            let chunk = self.receive().await;
+            let values: Vec<_> = chunk
+                .iter()
+                .filter_map(|(i, outcome)| {
+                    let ran = outcome.as_ref().ok()?;
+                    Some((self.ids[*i].clone(), ran.value.clone(), ran.encoded.clone()))
+                })
+                .collect();
+            let store = match (&self.parts, values.is_empty()) {
+                (Some(parts), false) => {
+                    let (parts, dag) = (parts.clone(), self.dag.clone());
+                    async move { store_all_here(&parts, dag, values).await }.boxed()
+                }
+                _ => futures::future::ready(Ok(())).boxed(),
+            };
+            self.storing = Some((chunk, store));
+        }
+        let stored = match &mut self.storing {
+            Some((_, store)) => store.await,
+            None => Ok(()),
+        };
+        let (mut chunk, _) = self.storing.take()?;
+        if stored.is_err() {
+            for (i, outcome) in &mut chunk {
+                if outcome.is_ok() {
+                    *outcome = Err(CallError::Unavailable {
+                        code: self.codes[*i].clone(),
+                        node: self.node.clone(),
+                        reason: "the node is stopping".to_owned(),
+                    });
+                }
+            }
+        }
+        self.left -= chunk.len();
+        if self.left == 0 {
+            self.stop.ended = true;
+            self.slots.clear();
+        }
+        Some(chunk)
+    }
+
+    /// The outcomes that came in since the last call, waiting for at least one (and
+    /// starting the calls still waiting in jobs of their own once [`QUICK_START`] has
+    /// passed). Cancel-safe.
+    async fn receive(&mut self) -> Vec<QuickOutcome> {
+        let mut chunk = std::mem::take(&mut self.settled);
+        while chunk.is_empty() {
+            let fallback = async {
+                match &mut self.fallback {
+                    Some(sleep) => sleep.await,
+                    None => futures::future::pending().await,
+                }
+            };
+            tokio::select! {
+                received = self.outcomes.recv_many(&mut chunk, self.left) => {
+                    if received == 0 {
+                        // Every sender is gone without an outcome: the calls were dropped
+                        // unrun (the blocking pool shut down).
+                        for i in 0..self.ended.len() {
+                            if !self.ended[i] {
+                                let error = CallError::Unavailable {
+                                    code: self.codes[i].clone(),
+                                    node: self.node.clone(),
+                                    reason: "the node is stopping".to_owned(),
+                                };
+                                chunk.push((i, Err(error)));
+                            }
+                        }
+                    }
+                }
+                () = fallback => {
+                    self.fallback = None;
+                    for slot in &self.slots {
+                        let waiting = lock(slot).take();
+                        if let Some(call) = waiting {
+                            drop(tokio::task::spawn_blocking(call));
+                        }
+                    }
+                }
+            }
+        }
+        for (i, _) in &chunk {
+            self.ended[*i] = true;
+        }
+        chunk
     }
 }

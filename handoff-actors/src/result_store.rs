@@ -317,15 +317,14 @@ impl Handler<CacheEncoded> for ResultStore {
     }
 }
 
-/// Stores a value another node's function produced here, with its MessagePack form when
-/// there is one (one message for what [`StoreValue`] and [`CacheEncoded`] do).
+/// Stores values other nodes' functions produced here (of one DAG), each with its
+/// MessagePack form when there is one: one message for what [`StoreValue`] and
+/// [`CacheEncoded`] do, for a batch of results.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub(crate) struct StoreRan {
     pub(crate) dag: DagId,
-    pub(crate) id: FunctionId,
-    pub(crate) value: Value,
-    pub(crate) encoded: Option<Bytes>,
+    pub(crate) values: Vec<(FunctionId, Value, Option<Bytes>)>,
 }
 
 impl Handler<StoreRan> for ResultStore {
@@ -333,17 +332,14 @@ impl Handler<StoreRan> for ResultStore {
 
     fn handle(&mut self, msg: StoreRan, ctx: &mut Self::Context) {
         let _ = guarded(ACTOR, ctx, || {
-            let StoreRan {
-                dag,
-                id,
-                value,
-                encoded,
-            } = msg;
-            match encoded {
-                None => self.store(&dag, id, value),
-                Some(bytes) => {
-                    self.store(&dag, id.clone(), value);
-                    self.encoded.insert((dag, id), bytes);
+            let StoreRan { dag, values } = msg;
+            for (id, value, encoded) in values {
+                match encoded {
+                    None => self.store(&dag, id, value),
+                    Some(bytes) => {
+                        self.store(&dag, id.clone(), value);
+                        self.encoded.insert((dag.clone(), id), bytes);
+                    }
                 }
             }
         });

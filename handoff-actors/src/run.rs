@@ -238,6 +238,20 @@ pub(crate) struct DagRun {
     trace: bool,
     rng: u64,
     to_free: Vec<FunctionId>,
+    /// While a chunk of run events is handled: the results to store, by the node that
+    /// made them, and the reservations to give back, sent once at the chunk's end (one
+    /// message for many functions rather than a few per function).
+    deferred: Option<Deferred>,
+}
+
+/// A finished function's id and its value, when it is held here.
+type Made = (FunctionId, Option<Value>);
+
+/// What the handling of a chunk of run events sends to the node's actors at its end.
+#[derive(Default)]
+struct Deferred {
+    stores: Vec<(NodeId, Vec<Made>)>,
+    releases: Vec<crate::resource_manager::GrantId>,
 }
 
 impl DagRun {
@@ -291,6 +305,7 @@ impl DagRun {
             recorder: setup.recorder,
             rng: seed,
             to_free: Vec::new(),
+            deferred: None,
             shared: setup.shared,
         }
     }
@@ -779,6 +794,10 @@ impl DagRun {
         match hold {
             Hold::Slot => self.slots += 1,
             Hold::Reservation(grant) => {
+                if let Some(deferred) = &mut self.deferred {
+                    deferred.releases.push(grant);
+                    return;
+                }
                 let msg = Release {
                     grants: vec![grant],
                 };
@@ -974,7 +993,8 @@ impl DagRun {
     }
 
     fn flush_frees(&mut self, ctx: &mut Context<Self>) {
-        if self.to_free.is_empty() {
+        // Freed after the chunk's results are stored (a free must not overtake the store).
+        if self.to_free.is_empty() || self.deferred.is_some() {
             return;
         }
         let msg = FreeValues {
@@ -1142,6 +1162,13 @@ impl DagRun {
         node: &NodeId,
         ctx: &mut Context<Self>,
     ) {
+        if let Some(deferred) = &mut self.deferred {
+            match deferred.stores.iter_mut().find(|(n, _)| n == node) {
+                Some((_, group)) => group.extend(values),
+                None => deferred.stores.push((node.clone(), values)),
+            }
+            return;
+        }
         let dag = self.shared.dag.id().clone();
         if self.observed() {
             for (id, _) in &values {
@@ -1372,7 +1399,30 @@ impl DagRun {
         self.maybe_finish(ctx);
     }
 
+    /// Sends what the chunk of run events being handled deferred: its results to the
+    /// store (and their locations), then the values freed meanwhile, then the
+    /// reservations given back.
+    fn flush_deferred(&mut self, ctx: &mut Context<Self>) {
+        let Some(deferred) = self.deferred.take() else {
+            return;
+        };
+        for (node, values) in deferred.stores {
+            self.store_values(values, &node, ctx);
+        }
+        self.flush_frees(ctx);
+        if !deferred.releases.is_empty() {
+            let msg = Release {
+                grants: deferred.releases,
+            };
+            self.send_to_manager(msg, ctx);
+        }
+    }
+
     fn maybe_finish(&mut self, ctx: &mut Context<Self>) {
+        // Within a chunk of run events: checked at its end, once its results are stored.
+        if self.deferred.is_some() {
+            return;
+        }
         let done = !self.running() || self.remaining == 0;
         if self.finishing || !done || !self.jobs.is_empty() || self.pending_io > 0 {
             return;
@@ -1506,8 +1556,11 @@ impl Actor for DagRun {
     }
 }
 
-impl StreamHandler<RunEvent> for DagRun {
-    fn handle(&mut self, event: RunEvent, ctx: &mut Self::Context) {
+impl StreamHandler<Vec<RunEvent>> for DagRun {
+    /// Handles the run events that were waiting, in order. The results of the finished
+    /// functions among them are stored, and their reservations given back, once at the
+    /// end (before any other kind of event is handled).
+    fn handle(&mut self, events: Vec<RunEvent>, ctx: &mut Self::Context) {
         let span = self.shared.span.clone();
         let _entered = span.enter();
         let handled = guarded_with("execution coordinator", ctx, |ctx| {
@@ -1515,16 +1568,31 @@ impl StreamHandler<RunEvent> for DagRun {
             if self.running() && self.shared.cancelled.load(Ordering::Relaxed) {
                 self.cancel(ctx);
             }
-            match event {
-                RunEvent::Finished(report) => self.on_finished(report, ctx),
-                RunEvent::Reserved(grants) => self.on_reserved(grants, ctx),
-                RunEvent::Cancel => self.cancel(ctx),
-                RunEvent::NodeLost(node) => self.on_node_lost(node, ctx),
-                #[cfg(feature = "fault-injection")]
-                RunEvent::Crash => {
-                    panic!("fault injection: the execution's coordinator was told to crash")
+            for event in events {
+                match event {
+                    RunEvent::Finished(report) => {
+                        self.deferred.get_or_insert_with(Deferred::default);
+                        self.on_finished(report, ctx);
+                    }
+                    other => {
+                        self.flush_deferred(ctx);
+                        match other {
+                            RunEvent::Finished(_) => {}
+                            RunEvent::Reserved(grants) => self.on_reserved(grants, ctx),
+                            RunEvent::Cancel => self.cancel(ctx),
+                            RunEvent::NodeLost(node) => self.on_node_lost(node, ctx),
+                            #[cfg(feature = "fault-injection")]
+                            RunEvent::Crash => {
+                                panic!(
+                                    "fault injection: the execution's coordinator was told to crash"
+                                )
+                            }
+                        }
+                    }
                 }
             }
+            self.flush_deferred(ctx);
+            self.maybe_finish(ctx);
         });
         if let Err(panicked) = handled {
             // The actor is stopping: `stopped` gives everything back.
@@ -1588,16 +1656,25 @@ pub(crate) fn ranks(dag: &ValidatedDag) -> Vec<Rank> {
         .collect()
 }
 
-/// A bounded receiver as a stream.
+/// The most run events handled as one chunk.
+const EVENT_CHUNK: usize = 256;
+
+/// A bounded receiver as a stream of chunks: the events waiting when it is polled, at
+/// most [`EVENT_CHUNK`].
 struct Events(mpsc::Receiver<RunEvent>);
 
 impl futures::Stream for Events {
-    type Item = RunEvent;
+    type Item = Vec<RunEvent>;
 
     fn poll_next(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<RunEvent>> {
-        self.0.poll_recv(cx)
+    ) -> std::task::Poll<Option<Vec<RunEvent>>> {
+        let mut chunk = Vec::new();
+        match self.0.poll_recv_many(cx, &mut chunk, EVENT_CHUNK) {
+            std::task::Poll::Ready(0) => std::task::Poll::Ready(None),
+            std::task::Poll::Ready(_) => std::task::Poll::Ready(Some(chunk)),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
     }
 }

@@ -22,8 +22,9 @@ use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::{BoxFuture, Shared};
 use handoff_actors::{
-    BatchRunner, FetchFailed, HostedStage, NodeHandle, RemoteArgument, RemoteCall, RemoteDone,
-    RemoteResult, RunFunction, StageAnswer, StageCall, StageKey, StoreValue, Transport,
+    BatchRunner, FetchFailed, HostedStage, NodeHandle, QuickCall, QuickRun, Ran, RemoteArgument,
+    RemoteCall, RemoteDone, RemoteResult, RunFunction, StageAnswer, StageCall, StageKey,
+    StoreValue, Transport,
 };
 use handoff_core::{CallError, CodeName, DagId, FunctionId, NodeId, Value};
 use tokio::sync::Semaphore;
@@ -670,13 +671,11 @@ impl Transport for NetTransport {
     }
 }
 
-/// Runs the functions `from` sent in one request and answers it: with the outcome of
-/// each that ends within [`QUICK_ANSWER`] (one exchange for quick functions), and
-/// [`ExecuteAnswer::Accepted`] for the others, whose outcomes follow in batched
-/// [`Request::FinishedBatch`] reports (so a long function never runs into the request
-/// timeout). `requests` holds, in order, the functions to run and the refusals already
-/// decided (e.g. a code this node lacks). With `single`, the request was a
-/// [`Request::Execute`] and gets a response of that form.
+/// Serves a batch of functions `from` sent here: each DAG's share of the batch runs in
+/// one task (the functions without cost, timeout or start report in the batch's shared
+/// blocking-pool jobs, their results stored together); the answer carries the outcomes
+/// in within [`QUICK_ANSWER`] and [`ExecuteAnswer::Accepted`] for the others, reported
+/// later.
 pub(crate) fn serve_executes(
     transport: &NetTransport,
     from: NodeId,
@@ -694,33 +693,33 @@ pub(crate) fn serve_executes(
         _ => Response::Ack,
     };
     let mut answers: Vec<Option<ExecuteAnswer>> = Vec::with_capacity(requests.len());
+    let mut groups: Vec<(DagId, Vec<(usize, ExecuteRequest)>)> = Vec::new();
+    for (position, request) in requests.into_iter().enumerate() {
+        match request {
+            Err(error) => answers.push(Some(ExecuteAnswer::Refused(error))),
+            Ok(request) => {
+                answers.push(None);
+                match groups.iter_mut().find(|(dag, _)| *dag == request.dag) {
+                    Some((_, group)) => group.push((position, request)),
+                    None => groups.push((request.dag.clone(), vec![(position, request)])),
+                }
+            }
+        }
+    }
     // The batch's functions share one look-up of what running them needs, and its quick
     // calls share blocking-pool jobs.
     let runner = transport.inner.node.batch_runner();
-    let mut outcomes = Vec::with_capacity(requests.len());
-    for request in requests {
-        let request = match request {
-            Ok(request) => request,
-            Err(error) => {
-                answers.push(Some(ExecuteAnswer::Refused(error)));
-                outcomes.push(None);
-                continue;
-            }
-        };
-        answers.push(None);
+    let mut waiting = Vec::with_capacity(groups.len());
+    for (dag, group) in groups {
+        let positions: Vec<usize> = group.iter().map(|(position, _)| *position).collect();
         let (tx, rx) = oneshot::channel();
-        outcomes.push(Some(rx));
-        let dag = request.dag.clone();
+        waiting.push((positions, rx));
         let id = transport.track(&dag, &from);
         let serving = {
-            let (transport, from, dag) = (transport.clone(), from.clone(), dag.clone());
-            let runner = runner.clone();
+            let (transport, from, runner) = (transport.clone(), from.clone(), runner.clone());
+            let dag = dag.clone();
             actix::spawn(async move {
-                let report = run_execute(&transport, &runner, &from, request).await;
-                // Too late for the answer: it goes in a report.
-                if let Err(report) = tx.send(report) {
-                    transport.report_late(&from, report);
-                }
+                serve_group(&transport, &runner, &from, group, tx).await;
                 transport.untrack(&dag, id);
             })
         };
@@ -728,52 +727,26 @@ pub(crate) fn serve_executes(
     }
     let client = transport.inner.client.clone();
     actix::spawn(async move {
-        // The outcomes in before the deadline (polling a receiver to its end takes the
-        // value out of it, so each is kept as it comes).
-        let mut received: Vec<Option<Result<FinishedReport, oneshot::Canceled>>> =
-            outcomes.iter().map(|_| None).collect();
-        {
-            let mut waiting: futures::stream::FuturesUnordered<_> = outcomes
-                .iter_mut()
-                .enumerate()
-                .filter_map(|(i, rx)| rx.as_mut().map(|rx| rx.map(move |r| (i, r))))
-                .collect();
-            let deadline = tokio::time::sleep(QUICK_ANSWER);
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    next = futures::StreamExt::next(&mut waiting) => match next {
-                        Some((i, outcome)) => received[i] = Some(outcome),
-                        None => break,
-                    },
-                    () = &mut deadline => break,
+        let mut inline_left = MAX_INLINE_ANSWER_BYTES;
+        for (positions, rx) in waiting {
+            match rx.await {
+                Ok(reports) => {
+                    for (position, mut report) in reports {
+                        strip_inline(&mut report, &mut inline_left);
+                        answers[position] = Some(ExecuteAnswer::Finished(report));
+                    }
+                    // The others are reported later.
+                    for position in positions {
+                        answers[position].get_or_insert(ExecuteAnswer::Accepted);
+                    }
+                }
+                // Its task was aborted: the DAG was forgotten here.
+                Err(_) => {
+                    for position in positions {
+                        answers[position] = Some(ExecuteAnswer::Refused(RpcError::ShuttingDown));
+                    }
                 }
             }
-        }
-        let mut inline_left = MAX_INLINE_ANSWER_BYTES;
-        for ((answer, outcome), received) in answers.iter_mut().zip(&mut outcomes).zip(received) {
-            let Some(outcome) = outcome else { continue };
-            let report = match received {
-                Some(Ok(report)) => Some(report),
-                // Its task was aborted: the DAG was forgotten here.
-                Some(Err(_)) => {
-                    *answer = Some(ExecuteAnswer::Refused(RpcError::ShuttingDown));
-                    continue;
-                }
-                // Whatever has not ended now is reported later: closing makes its send
-                // fail (unless it came in just before).
-                None => {
-                    outcome.close();
-                    outcome.try_recv().ok().flatten()
-                }
-            };
-            *answer = Some(match report {
-                Some(mut report) => {
-                    strip_inline(&mut report, &mut inline_left);
-                    ExecuteAnswer::Finished(report)
-                }
-                None => ExecuteAnswer::Accepted,
-            });
         }
         let mut answers: Vec<ExecuteAnswer> = answers.into_iter().flatten().collect();
         let response = match (single, answers.pop()) {
@@ -791,6 +764,236 @@ pub(crate) fn serve_executes(
             tracing::debug!(node = %from, "could not answer an execute request: {error}");
         }
     });
+}
+
+/// Which function of a batch a quick call is: its position in the batch, and what its
+/// report names.
+struct QuickMeta {
+    position: usize,
+    function: FunctionId,
+    attempt: u32,
+}
+
+/// Runs one DAG's share of a batch `from` sent (`group`: each function with its position
+/// in the batch). The outcomes in within [`QUICK_ANSWER`] go to `answer`; the others are
+/// reported later.
+async fn serve_group(
+    transport: &NetTransport,
+    runner: &BatchRunner,
+    from: &NodeId,
+    group: Vec<(usize, ExecuteRequest)>,
+    answer: oneshot::Sender<Vec<(usize, FinishedReport)>>,
+) {
+    let deadline = tokio::time::sleep(QUICK_ANSWER);
+    tokio::pin!(deadline);
+    let mut answer = Some(answer);
+    let mut done: Vec<(usize, FinishedReport)> = Vec::new();
+    let mut left = group.len();
+    let mut slow = futures::stream::FuturesUnordered::new();
+    let mut quick_calls = Vec::new();
+    for (position, request) in group {
+        let quick = request.timeout_ms.is_none()
+            && !request.report_start
+            && request.function.cost().is_none_or(|c| c.is_empty());
+        if quick {
+            quick_calls.push((position, request));
+        } else {
+            slow.push(async move {
+                let report = run_execute(transport, runner, from, request).await;
+                (position, report)
+            });
+        }
+    }
+    let mut prepare =
+        (!quick_calls.is_empty()).then(|| Box::pin(prepare_quick(transport, runner, quick_calls)));
+    let mut quick: Option<(QuickRun, Vec<QuickMeta>, DagId)> = None;
+    // Where an outcome goes: into the answer while it is not sent, else a late report.
+    let deliver = |position: usize,
+                   report: FinishedReport,
+                   answer: &Option<_>,
+                   done: &mut Vec<(usize, FinishedReport)>| {
+        if answer.is_some() {
+            done.push((position, report));
+        } else {
+            transport.report_late(from, report);
+        }
+    };
+    while left > 0 {
+        let quick_left = quick.as_ref().is_some_and(|(run, _, _)| run.left() > 0);
+        tokio::select! {
+            prepared = async {
+                match prepare.as_mut() {
+                    Some(prepare) => prepare.await,
+                    None => futures::future::pending().await,
+                }
+            }, if prepare.is_some() => {
+                prepare = None;
+                let (run, metas, dag, failed) = prepared;
+                for (position, report) in failed {
+                    left -= 1;
+                    deliver(position, report, &answer, &mut done);
+                }
+                quick = Some((run, metas, dag));
+            }
+            Some((position, report)) = futures::StreamExt::next(&mut slow), if !slow.is_empty() => {
+                left -= 1;
+                deliver(position, report, &answer, &mut done);
+            }
+            chunk = async {
+                match quick.as_mut() {
+                    Some((run, _, _)) => run.next_chunk().await,
+                    None => futures::future::pending().await,
+                }
+            }, if quick_left => {
+                let Some((_, metas, dag)) = &quick else { continue };
+                for (i, outcome) in chunk.into_iter().flatten() {
+                    let meta = &metas[i];
+                    let report = FinishedReport {
+                        dag: dag.clone(),
+                        function: meta.function.clone(),
+                        attempt: meta.attempt,
+                        outcome: ran_outcome(outcome),
+                    };
+                    left -= 1;
+                    deliver(meta.position, report, &answer, &mut done);
+                }
+            }
+            () = &mut deadline, if answer.is_some() => {
+                if let Some(answer) = answer.take()
+                    && let Err(reports) = answer.send(std::mem::take(&mut done))
+                {
+                    // Nobody waits for the answer any more: report them.
+                    for (_, report) in reports {
+                        transport.report_late(from, report);
+                    }
+                }
+            }
+            else => {
+                tracing::error!(node = %from, left, "functions of a batch were lost track of");
+                break;
+            }
+        }
+    }
+    if let Some(answer) = answer.take()
+        && let Err(reports) = answer.send(done)
+    {
+        for (_, report) in reports {
+            transport.report_late(from, report);
+        }
+    }
+}
+
+/// Fetches the arguments of a batch's quick calls (of one DAG) held elsewhere and starts
+/// them; a call whose argument cannot be fetched fails (its report is returned).
+async fn prepare_quick(
+    transport: &NetTransport,
+    runner: &BatchRunner,
+    calls: Vec<(usize, ExecuteRequest)>,
+) -> (
+    QuickRun,
+    Vec<QuickMeta>,
+    DagId,
+    Vec<(usize, FinishedReport)>,
+) {
+    let inner = &transport.inner;
+    let dag = calls[0].1.dag.clone();
+    // Every argument held elsewhere, fetched at once (each value once: see
+    // `fetch_shared`).
+    let mut wanted = Vec::new();
+    let mut prepared = Vec::with_capacity(calls.len());
+    for (position, request) in calls {
+        let ExecuteRequest {
+            function,
+            inline,
+            arguments,
+            attempt,
+            ..
+        } = request;
+        let mut values = HashMap::with_capacity(arguments.len());
+        let mut fetches = Vec::new();
+        for argument in arguments {
+            match argument {
+                ArgumentSource::Inline { function, value } => {
+                    values.insert(function, value);
+                }
+                ArgumentSource::Remote { function, node } => {
+                    fetches.push(wanted.len());
+                    wanted.push((
+                        function.clone(),
+                        transport.fetch_shared(dag.clone(), function, node),
+                    ));
+                }
+            }
+        }
+        prepared.push((position, function, inline, values, attempt, fetches));
+    }
+    let (ids, fetches): (Vec<FunctionId>, Vec<_>) = wanted.into_iter().unzip();
+    let fetched = futures::future::join_all(fetches).await;
+    let mut failed = Vec::new();
+    let mut metas = Vec::with_capacity(prepared.len());
+    let mut quick = Vec::with_capacity(prepared.len());
+    for (position, function, inline, mut values, attempt, fetches) in prepared {
+        let mut failure = None;
+        for k in fetches {
+            match &fetched[k] {
+                Ok(value) => {
+                    values.insert(ids[k].clone(), value.clone());
+                }
+                Err(error) => {
+                    failure = Some(error.to_string());
+                    break;
+                }
+            }
+        }
+        if let Some(reason) = failure {
+            let error = CallError::Unavailable {
+                code: function.code().clone(),
+                node: inner.local.clone(),
+                reason,
+            };
+            let report = FinishedReport {
+                dag: dag.clone(),
+                function: function.id().clone(),
+                attempt,
+                outcome: Outcome::Failed { error },
+            };
+            failed.push((position, report));
+            continue;
+        }
+        metas.push(QuickMeta {
+            position,
+            function: function.id().clone(),
+            attempt,
+        });
+        quick.push(QuickCall {
+            function,
+            inline,
+            values,
+        });
+    }
+    let run = runner.run_quick(dag.clone(), quick).await;
+    (run, metas, dag, failed)
+}
+
+/// A remote attempt's outcome as reported: the result's size and, when it is small, the
+/// result itself.
+fn ran_outcome(ran: Result<Ran, CallError>) -> Outcome {
+    match ran {
+        Ok(ran) => {
+            let size = ran.encoded.as_ref().map_or(0, |b| b.len());
+            let value = match &ran.encoded {
+                Some(bytes) if size <= INLINE_RESULT_BYTES => {
+                    Some(Value::from_msgpack(bytes.clone()))
+                }
+                _ => None,
+            };
+            Outcome::Stored {
+                size: size as u64,
+                value,
+            }
+        }
+        Err(error) => Outcome::Failed { error },
+    }
 }
 
 /// Drops the inline value of a report when `left` (bytes) cannot carry it: the receiver
@@ -1108,22 +1311,7 @@ async fn run_execute(
                 encode: true,
                 before_start,
             };
-            match runner.run_function(run).await {
-                Ok(ran) => {
-                    let size = ran.encoded.as_ref().map_or(0, |b| b.len());
-                    let value = match &ran.encoded {
-                        Some(bytes) if size <= INLINE_RESULT_BYTES => {
-                            Some(Value::from_msgpack(bytes.clone()))
-                        }
-                        _ => None,
-                    };
-                    Outcome::Stored {
-                        size: size as u64,
-                        value,
-                    }
-                }
-                Err(error) => Outcome::Failed { error },
-            }
+            ran_outcome(runner.run_function(run).await)
         }
     };
     FinishedReport {
