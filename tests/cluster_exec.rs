@@ -659,3 +659,90 @@ async fn a_retry_after_the_functions_own_failure_goes_to_another_node() {
     }
     assert_eq!(failed_on, vec![(1, a.id().clone())]);
 }
+
+/// Calls of `hold` that have started; they return once `RELEASED` is set (or after 60 s).
+static HOLDING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static RELEASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn hold(x: u64) -> u64 {
+    use std::sync::atomic::Ordering::SeqCst;
+    HOLDING.fetch_add(1, SeqCst);
+    let start = std::time::Instant::now();
+    while !RELEASED.load(SeqCst) && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    x
+}
+
+#[actix::test]
+async fn quick_calls_queued_behind_blocked_ones_in_a_batch_still_run_and_report_first() {
+    use futures::StreamExt;
+    use std::sync::atomic::Ordering::SeqCst;
+    let with_hold = || {
+        let mut r = registry();
+        r.register("hold", hold).expect("hold");
+        r
+    };
+    let Cluster { c, a: _a, b } = cluster(with_hold()).await;
+    // More blocked calls than the worker has shared jobs (one per core), ahead of the quick
+    // ones in the same batches: the quick ones run only if calls that wait too long get
+    // jobs of their own, and come back while the blocked ones still run (reported later).
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let blocked = cores + 2;
+    let quick = 40_u64;
+    let mut dag = Dag::new();
+    for i in 0..blocked {
+        dag.add_function(
+            Function::new(format!("h{i}"), "hold")
+                .extra_arg(i as u64)
+                .pinned(b.id().clone()),
+        );
+    }
+    for i in 0..quick {
+        dag.add_function(
+            Function::new(format!("q{i}"), "add")
+                .extra_arg(i)
+                .extra_arg(1_u64)
+                .pinned(b.id().clone()),
+        );
+    }
+    let dag = dag.validate().expect("valid");
+    let mut handle = c
+        .node()
+        .submit(dag, ExecuteOptions::default().events(1024))
+        .await
+        .expect("submitted");
+    let mut events = handle.events().expect("events asked for");
+    let mut finished = 0;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while finished < quick {
+        let event = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .expect("the quick calls finish while the others are blocked")
+            .expect("the stream lasts until the end");
+        if let handoff::EventKind::Finished { function, .. } = &event.kind {
+            assert!(
+                function.as_str().starts_with('q'),
+                "{function} finished before the release"
+            );
+            finished += 1;
+        }
+    }
+    assert!(!RELEASED.load(SeqCst));
+    until("every blocked call running", async || {
+        HOLDING.load(SeqCst) == blocked
+    })
+    .await;
+    RELEASED.store(true, SeqCst);
+    let done = tokio::time::timeout(DEADLINE, handle)
+        .await
+        .expect("ends in time")
+        .expect("succeeds");
+    for i in 0..quick {
+        assert_eq!(done.results.get::<u64>(&format!("q{i}")), Ok(i + 1));
+    }
+    for i in 0..blocked {
+        assert_eq!(done.results.get::<u64>(&format!("h{i}")), Ok(i as u64));
+    }
+    assert_eq!(&done.allocations()["h0"], b.id());
+}
