@@ -6,7 +6,10 @@
 //! Without the `--bench` argument (how `cargo test` runs this target) it runs in quick
 //! mode: tiny sizes, one run, no warm-up; only the correctness checks matter there.
 //!
-//! Environment: `RUNS` (runs per workload), `BIG` (functions in the `big` workload).
+//! Environment: `RUNS` (runs per workload), `BIG` (functions in the `big` workload),
+//! `ONLY` (a comma-separated list of workloads to run, by the first word of their name:
+//! `fanout`, `single`, `chain`, `layers`, `payload`, `big`, `sleep`; e.g.
+//! `ONLY=fanout,chain`; all of them when unset or empty).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -390,6 +393,17 @@ async fn big(node: &NodeHandle, n: usize, rows: &mut Vec<Row>) {
     rows.push(row);
 }
 
+/// Whether the workload named `first` (the first word of its name) runs: listed in
+/// `ONLY`, or `ONLY` unset or empty.
+fn selected(first: &str) -> bool {
+    match std::env::var("ONLY") {
+        Ok(only) if !only.trim().is_empty() => only
+            .split(',')
+            .any(|w| w.trim().eq_ignore_ascii_case(first)),
+        _ => true,
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test` does not: quick mode.
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -406,7 +420,9 @@ fn main() {
             .expect("node");
         let mut rows = Vec::new();
         // First, so that its memory figures start from a small process.
-        big(&node, sizes.big, &mut rows).await;
+        if selected("big") {
+            big(&node, sizes.big, &mut rows).await;
+        }
 
         let Sizes {
             fanout: fan,
@@ -488,6 +504,9 @@ fn main() {
             ),
         ];
         for (name, per, unit, make, check) in &workloads {
+            if !selected(name.split_whitespace().next().unwrap_or_default()) {
+                continue;
+            }
             for (events, recorded) in [(0, false), (1 << 17, false), (0, true)] {
                 if (events > 0 || recorded) && !name.starts_with("fanout") {
                     continue;
@@ -510,44 +529,46 @@ fn main() {
         }
 
         // Sleepers on a node with 2 cpus: at most 2 at once, ideally n * ms / 2.
-        let (n, ms) = (sizes.sleepers, sizes.nap_ms);
-        let cpu2 = start_node(
-            NodeConfig::new("bench-cpu2", registry(gauge.clone()))
-                .capabilities(Resources::new().cpu(2)),
-        )
-        .await
-        .expect("node");
-        let ideal = Duration::from_millis(ms * n as u64 / 2);
-        let make = move || sleepers(n, ms);
-        let check = {
-            let gauge = gauge.clone();
-            move |r: &handoff::Results| {
-                for i in 0..n {
-                    assert_eq!(r.get::<u64>(&format!("s{i}")).expect("slept"), ms);
+        if selected("sleep") {
+            let (n, ms) = (sizes.sleepers, sizes.nap_ms);
+            let cpu2 = start_node(
+                NodeConfig::new("bench-cpu2", registry(gauge.clone()))
+                    .capabilities(Resources::new().cpu(2)),
+            )
+            .await
+            .expect("node");
+            let ideal = Duration::from_millis(ms * n as u64 / 2);
+            let make = move || sleepers(n, ms);
+            let check = {
+                let gauge = gauge.clone();
+                move |r: &handoff::Results| {
+                    for i in 0..n {
+                        assert_eq!(r.get::<u64>(&format!("s{i}")).expect("slept"), ms);
+                    }
+                    let peak = gauge.peak.swap(0, Ordering::SeqCst);
+                    assert!(peak <= 2, "{peak} ran at once on 2 cpus");
+                    assert!(peak >= 1, "the sleepers ran");
                 }
-                let peak = gauge.peak.swap(0, Ordering::SeqCst);
-                assert!(peak <= 2, "{peak} ran at once on 2 cpus");
-                assert!(peak >= 1, "the sleepers ran");
+            };
+            for _ in 0..sizes.warmup {
+                time(&cpu2, &make, &check, 0, false).await;
             }
-        };
-        for _ in 0..sizes.warmup {
-            time(&cpu2, &make, &check, 0, false).await;
+            let mut samples = Vec::with_capacity(sizes.runs);
+            for _ in 0..sizes.runs {
+                samples.push(time(&cpu2, &make, &check, 0, false).await);
+            }
+            let label = format!("sleep-parallel {n}x{ms}ms cpu2");
+            let mut row = Row::new(&label, samples, 0.0, "x ideal");
+            row.per_unit = row.median / ideal.as_secs_f64();
+            row.print(&format!(
+                "makespan {:.3} s = {:.3} x ideal {:.3} s (never more than 2 at once)",
+                row.median,
+                row.per_unit,
+                ideal.as_secs_f64()
+            ));
+            row.extra = format!("\"ideal_s\":{}", ideal.as_secs_f64());
+            rows.push(row);
         }
-        let mut samples = Vec::with_capacity(sizes.runs);
-        for _ in 0..sizes.runs {
-            samples.push(time(&cpu2, &make, &check, 0, false).await);
-        }
-        let label = format!("sleep-parallel {n}x{ms}ms cpu2");
-        let mut row = Row::new(&label, samples, 0.0, "x ideal");
-        row.per_unit = row.median / ideal.as_secs_f64();
-        row.print(&format!(
-            "makespan {:.3} s = {:.3} x ideal {:.3} s (never more than 2 at once)",
-            row.median,
-            row.per_unit,
-            ideal.as_secs_f64()
-        ));
-        row.extra = format!("\"ideal_s\":{}", ideal.as_secs_f64());
-        rows.push(row);
 
         for row in &rows {
             println!("json {}", row.json());
