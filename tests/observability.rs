@@ -355,3 +355,57 @@ async fn a_cancelled_attempt_is_marked_in_the_report_and_timeline() {
     assert_eq!(slice["cat"], "cancelled");
     assert_eq!(slice["cname"], "grey");
 }
+
+#[actix::test]
+async fn calls_a_job_hands_back_for_lack_of_time_are_ready_and_run_once() {
+    // 400 functions of at least 100 µs on 2 slots: jobs of 200, which run out of time
+    // after their first 64 calls and hand the rest back. Each function is still ready
+    // once, started once and finished once, and its one attempt is in the report.
+    let mut registry = Registry::new();
+    registry
+        .register("nap", |i: i64| {
+            std::thread::sleep(std::time::Duration::from_micros(100));
+            i
+        })
+        .expect("nap");
+    let node = start_local(registry, Resources::new()).await;
+    let n = 400_i64;
+    let mut dag = Dag::with_id("handed-back");
+    for i in 0..n {
+        dag.add_function(Function::new(format!("n{i}"), "nap").extra_arg(i));
+    }
+    let dag = dag.validate().expect("valid");
+    let options = ExecuteOptions::default()
+        .parallelism(2)
+        .report(true)
+        .events(100_000);
+    let mut handle = guarded("submit", node.submit(dag, options))
+        .await
+        .expect("submits");
+    let events = handle.events().expect("asked for events");
+    let done = guarded("execute", handle.outcome())
+        .await
+        .expect("executes");
+    for i in 0..n {
+        assert_eq!(done.results.get::<i64>(&format!("n{i}")), Ok(i));
+    }
+    assert_eq!(done.report().expect("a report").attempts(), n as usize);
+    let events = guarded("the event stream ends", events.collect::<Vec<_>>()).await;
+    let mut counts: BTreeMap<(&str, String), usize> = BTreeMap::new();
+    for event in &events {
+        let kind = match &event.kind {
+            EventKind::Ready { .. } => "ready",
+            EventKind::Started { .. } => "started",
+            EventKind::Finished { .. } => "finished",
+            _ => continue,
+        };
+        let function = event.kind.function().expect("a function's event");
+        *counts.entry((kind, function.to_string())).or_default() += 1;
+    }
+    assert_eq!(
+        counts.len(),
+        3 * n as usize,
+        "every function ready, started, finished"
+    );
+    assert!(counts.values().all(|&c| c == 1), "each of them once");
+}

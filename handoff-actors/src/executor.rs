@@ -9,12 +9,18 @@
 //! the result back to the coordinator first. Outcomes go back to the coordinator in one
 //! message per job.
 //!
+//! A job runs its first [`FREE_CALLS`] calls whatever they take; past them, once it has
+//! run for [`JOB_BUDGET`], it hands the calls of its batch it has not started back to the
+//! coordinator (which queues them again), so that a large batch of slow calls does not
+//! keep the rest of the batch off the other slots.
+//!
 //! Not an actor per call: starting an actor costs microseconds and a message round
 //! trip ~0.4 µs, while the budget for a trivial function is under 1 µs all included.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use handoff_core::{CallError, Code, NodeId, ValidatedDag, Value};
 use tokio::sync::mpsc;
@@ -23,6 +29,13 @@ use crate::events::now_micros;
 
 /// `chain_next` marker for "no chain successor".
 pub(crate) const NO_NEXT: u32 = u32::MAX;
+
+/// The calls of its batch a job runs whatever the time they take.
+pub(crate) const FREE_CALLS: usize = 64;
+
+/// How long a job runs calls of its batch past the first [`FREE_CALLS`] before it hands
+/// the rest back (a chain successor still runs once its dependency has).
+pub(crate) const JOB_BUDGET: Duration = Duration::from_micros(500);
 
 /// What every job of one execution shares; immutable but for the cancel flag.
 pub(crate) struct RunShared {
@@ -88,6 +101,9 @@ pub(crate) struct JobReport {
     /// Calls of the batch that were not started: the job stops at the first failure
     /// (or when the execution is cancelled) and hands the rest back.
     pub(crate) unrun: Vec<u32>,
+    /// Calls of the batch handed back unstarted because the job ran past
+    /// [`JOB_BUDGET`]: still scheduled, they only wait for a slot again.
+    pub(crate) returned: Vec<u32>,
     pub(crate) node: NodeId,
 }
 
@@ -181,14 +197,33 @@ impl RunShared {
         });
         let scope = TokenScope;
         let mut outcomes = Vec::with_capacity(calls.len());
+        let batch = calls.len();
         let mut calls = calls.into_iter();
         let mut next: Option<Call> = None;
+        // Only a batch longer than the free calls can run out of time.
+        let started = (batch > FREE_CALLS).then(Instant::now);
+        let mut over_budget = false;
         loop {
             if self.stopped(&token) {
                 break;
             }
-            let Some(call) = next.take().or_else(|| calls.next()) else {
-                break;
+            let call = match next.take() {
+                Some(call) => call,
+                None => {
+                    // Past the free calls, the clock is read before each call of the batch.
+                    if let Some(started) = started
+                        && batch - calls.len() >= FREE_CALLS
+                        && !calls.as_slice().is_empty()
+                        && started.elapsed() >= JOB_BUDGET
+                    {
+                        over_budget = true;
+                        break;
+                    }
+                    let Some(call) = calls.next() else {
+                        break;
+                    };
+                    call
+                }
             };
             let started_micros = if self.timestamps { now_micros() } else { 0 };
             let result = if self.attempt_spans {
@@ -230,12 +265,19 @@ impl RunShared {
         }
         drop(scope);
         // A chain successor not yet started was never dispatched by the coordinator,
-        // so it is handed back like the rest of the batch.
-        let unrun = next.into_iter().chain(calls).map(|c| c.index).collect();
+        // so it is handed back like the rest of the batch. Out of time, the job had no
+        // chain successor left to run: the rest of the batch only waits for a slot again.
+        let (unrun, returned) = if over_budget {
+            (Vec::new(), calls.map(|c| c.index).collect())
+        } else {
+            let unrun = next.into_iter().chain(calls).map(|c| c.index).collect();
+            (unrun, Vec::new())
+        };
         let report = JobReport {
             job: id,
             outcomes,
             unrun,
+            returned,
             node,
         };
         if self
@@ -280,5 +322,94 @@ impl RunShared {
                 code: function.code().clone(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use handoff_core::{Dag, Function, Registry};
+
+    use super::*;
+
+    /// `n` independent functions, each sleeping `micros`, and what a job needs to run them.
+    fn setup(n: usize, micros: u64) -> (Arc<RunShared>, mpsc::Receiver<RunEvent>) {
+        let mut registry = Registry::new();
+        registry
+            .register("nap", move || {
+                std::thread::sleep(Duration::from_micros(micros));
+                1_i64
+            })
+            .expect("register");
+        let mut dag = Dag::new();
+        for i in 0..n {
+            dag.add_function(Function::new(format!("f{i}"), "nap"));
+        }
+        let dag = dag.validate().expect("valid");
+        let codes = dag
+            .functions()
+            .iter()
+            .map(|f| registry.get(f.code().as_str()).ok().cloned())
+            .collect();
+        let (events, rx) = mpsc::channel(4);
+        let shared = RunShared {
+            chain_next: vec![NO_NEXT; dag.len()],
+            codes,
+            dag,
+            cancelled: Arc::new(AtomicBool::new(false)),
+            timestamps: false,
+            span: tracing::Span::none(),
+            attempt_spans: false,
+            events,
+        };
+        (Arc::new(shared), rx)
+    }
+
+    fn job(n: usize) -> Job {
+        let calls = (0..n as u32)
+            .map(|index| Call {
+                index,
+                attempt: 1,
+                deps: Vec::new(),
+            })
+            .collect();
+        Job {
+            id: 7,
+            calls,
+            node: NodeId::new("here"),
+            token: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn report(rx: &mut mpsc::Receiver<RunEvent>) -> JobReport {
+        match rx.try_recv() {
+            Ok(RunEvent::Finished(report)) => report,
+            _ => panic!("the job reported"),
+        }
+    }
+
+    #[test]
+    fn a_job_past_its_budget_hands_back_the_calls_it_has_not_started() {
+        // 64 calls of 1 ms each take longer than the budget: the 65th is not started.
+        assert!(Duration::from_millis(FREE_CALLS as u64) > JOB_BUDGET);
+        let n = FREE_CALLS + 10;
+        let (shared, mut rx) = setup(n, 1000);
+        shared.run(job(n));
+        let report = report(&mut rx);
+        assert_eq!(report.job, 7);
+        assert_eq!(report.outcomes.len(), FREE_CALLS);
+        assert!(report.outcomes.iter().all(|o| o.result.is_ok()));
+        let expected: Vec<u32> = (FREE_CALLS as u32..n as u32).collect();
+        assert_eq!(report.returned, expected);
+        assert!(report.unrun.is_empty());
+    }
+
+    #[test]
+    fn a_job_within_its_free_calls_runs_them_all() {
+        let (shared, mut rx) = setup(FREE_CALLS, 1000);
+        shared.run(job(FREE_CALLS));
+        let report = report(&mut rx);
+        assert_eq!(report.outcomes.len(), FREE_CALLS);
+        assert!(report.returned.is_empty());
+        assert!(report.unrun.is_empty());
     }
 }

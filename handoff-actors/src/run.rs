@@ -28,8 +28,9 @@ use crate::resource_manager::{
 use crate::result_store::{DropDag, FreeValues, ResultStore, StoreValues};
 use crate::supervision::guarded_with;
 
-/// The most calls one job takes from the ready queue at once.
-const MAX_BATCH: usize = 64;
+/// The most calls one job takes from the ready queue at once (a job hands back those it
+/// has not started once it has run for a while: see [`crate::executor::JOB_BUDGET`]).
+const MAX_BATCH: usize = 1024;
 
 /// The most re-runs of one function, after attempts that could not run where they were
 /// sent, that do not count against `max_retries`.
@@ -710,6 +711,7 @@ impl DagRun {
                     size,
                 }],
                 unrun: Vec::new(),
+                returned: Vec::new(),
                 node,
             };
             // The run has ended (cancelled or timed out) when this fails; nothing waits.
@@ -839,6 +841,14 @@ impl DagRun {
             self.next_suspect(ctx);
         }
         self.release(entry.hold, ctx);
+        // Calls the job handed back for lack of time are still scheduled: back in the
+        // ready queue as they were.
+        if self.running() {
+            for index in report.returned {
+                self.ready
+                    .push((self.settings.ranks[index as usize], Reverse(index)));
+            }
+        }
         // Calls the job handed back unstarted are ready again, ahead of the rest.
         let mut newly_ready = report.unrun;
         let mut stored = Vec::with_capacity(report.outcomes.len());
