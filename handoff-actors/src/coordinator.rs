@@ -543,6 +543,8 @@ fn resolve_codes(
     cluster: bool,
     problems: &mut Vec<Problem>,
 ) -> Vec<Option<handoff_core::Code>> {
+    // Functions mostly come in runs sharing a code: the last look-up is reused for them.
+    let mut last: Option<(&handoff_core::CodeName, Option<&handoff_core::Code>)> = None;
     dag.functions()
         .iter()
         .map(|f| {
@@ -552,7 +554,15 @@ fn resolve_codes(
                 });
                 return None;
             }
-            let Ok(code) = registry.get(f.code().as_str()) else {
+            let found = match last {
+                Some((name, found)) if name == f.code() => found,
+                _ => {
+                    let found = registry.get(f.code().as_str()).ok();
+                    last = Some((f.code(), found));
+                    found
+                }
+            };
+            let Some(code) = found else {
                 if !cluster {
                     problems.push(Problem::UnknownCode {
                         function: f.id().clone(),

@@ -15,6 +15,10 @@ use crate::waiters::{Waiters, wait};
 /// The actor's name in logs and in [`Panicked`](crate::Panicked).
 const ACTOR: &str = "location registry";
 
+/// Where one DAG's values are, by function id, under a fast hash: every finished function
+/// is an insert here (a validated DAG indexes its ids with the same hash).
+type ById<T> = HashMap<FunctionId, T, foldhash::fast::RandomState>;
+
 /// Records where a value lives.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -74,7 +78,7 @@ pub struct ForgetDag {
 /// locations kept.
 #[derive(Default)]
 pub struct LocationRegistry {
-    locations: HashMap<DagId, HashMap<FunctionId, NodeId>>,
+    locations: HashMap<DagId, ById<NodeId>>,
     waiting: Waiters<NodeId>,
     restarts: u32,
 }

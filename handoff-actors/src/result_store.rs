@@ -15,6 +15,10 @@ use crate::waiters::{Waiters, wait};
 /// The actor's name in logs and in [`Panicked`](crate::Panicked).
 const ACTOR: &str = "result store";
 
+/// One DAG's values by function id, under a fast hash: every finished function is an
+/// insert here (a validated DAG indexes its ids with the same hash).
+type ById<T> = HashMap<FunctionId, T, foldhash::fast::RandomState>;
+
 /// Why a value could not be had in time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WaitError {
@@ -110,7 +114,7 @@ pub struct CountValues;
 /// values (and the callers waiting) kept.
 #[derive(Default)]
 pub struct ResultStore {
-    values: HashMap<DagId, HashMap<FunctionId, Value>>,
+    values: HashMap<DagId, ById<Value>>,
     /// The MessagePack form of values served to other nodes, kept while the value is.
     encoded: HashMap<(DagId, FunctionId), Bytes>,
     waiting: Waiters<Value>,
