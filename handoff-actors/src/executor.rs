@@ -225,24 +225,25 @@ impl RunShared {
                     call
                 }
             };
+            let (index, attempt) = (call.index, call.attempt);
             let started_micros = if self.timestamps { now_micros() } else { 0 };
             let result = if self.attempt_spans {
                 let span = tracing::debug_span!(
                     parent: &self.span,
                     "attempt",
                     dag = %self.dag.id(),
-                    function = %self.dag.function(call.index as usize).id(),
-                    attempt = call.attempt,
+                    function = %self.dag.function(index as usize).id(),
+                    attempt,
                     node = %node,
                 );
-                span.in_scope(|| self.call(&call))
+                span.in_scope(|| self.call(call))
             } else {
-                self.call(&call)
+                self.call(call)
             };
             let finished_micros = if self.timestamps { now_micros() } else { 0 };
             let failed = result.is_err();
             if let Ok(value) = &result {
-                let successor = self.chain_next[call.index as usize];
+                let successor = self.chain_next[index as usize];
                 if successor != NO_NEXT {
                     next = Some(Call {
                         index: successor,
@@ -252,8 +253,8 @@ impl RunShared {
                 }
             }
             outcomes.push(Outcome {
-                index: call.index,
-                attempt: call.attempt,
+                index,
+                attempt,
                 started_micros,
                 finished_micros,
                 result: result.map(Some),
@@ -293,14 +294,18 @@ impl RunShared {
 
     /// Evaluates one function: resolves its arguments (evaluating inline functions in
     /// place) and calls its code.
-    fn call(&self, call: &Call) -> Result<Value, CallError> {
+    fn call(&self, call: Call) -> Result<Value, CallError> {
         let index = call.index as usize;
         let deps = self.dag.deps(index);
+        if self.dag.args(index) == deps {
+            // Its arguments are its dependencies, each once and in order (none inline):
+            // the call's values are the arguments as they are, no clone of each.
+            return self.invoke(index, call.deps);
+        }
         self.eval(index, deps, &call.deps)
     }
 
     fn eval(&self, index: usize, deps: &[u32], values: &[Value]) -> Result<Value, CallError> {
-        let function = self.dag.function(index);
         let args = self.dag.args(index);
         let mut resolved = Vec::with_capacity(args.len());
         for &arg in args {
@@ -314,6 +319,12 @@ impl RunShared {
             };
             resolved.push(value);
         }
+        self.invoke(index, resolved)
+    }
+
+    /// Calls function `index`'s code with its resolved arguments.
+    fn invoke(&self, index: usize, resolved: Vec<Value>) -> Result<Value, CallError> {
+        let function = self.dag.function(index);
         let params = function.parameters(resolved);
         match &self.codes[index] {
             Some(code) => code.call(params),
