@@ -338,6 +338,13 @@ impl<T> IntoIterator for List<T> {
 pub trait FromValue: Sized + 'static {
     /// Reads the parameter from its argument.
     fn from_value(value: Value) -> Result<Self, ValueError>;
+
+    /// Reads the parameter from a borrowed argument (how a [`List<T>`] reads its items):
+    /// the same as [`from_value`](Self::from_value) on a clone of it, which is what it
+    /// does unless a type can do better.
+    fn from_value_ref(value: &Value) -> Result<Self, ValueError> {
+        Self::from_value(value.clone())
+    }
 }
 
 impl<T: DeserializeOwned + Clone + Send + Sync + 'static> FromValue for T {
@@ -346,6 +353,15 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> FromValue for T {
             Ok(t) => Ok(t),
             Err(value) => value.take(),
         }
+    }
+
+    /// A borrowed value is not the last pointer to what it holds: cloned from it in
+    /// place (or decoded), as `from_value` would, without a clone of the value itself.
+    fn from_value_ref(value: &Value) -> Result<Self, ValueError> {
+        if let Some(same) = (value as &dyn Any).downcast_ref::<T>() {
+            return Ok(same.clone());
+        }
+        value.get::<T>()
     }
 }
 
@@ -360,7 +376,7 @@ impl<T: FromValue> FromValue for List<T> {
         let items = value.items()?;
         items
             .iter()
-            .map(|item| T::from_value(item.clone()))
+            .map(T::from_value_ref)
             .collect::<Result<Vec<T>, _>>()
             .map(List)
     }
@@ -456,6 +472,25 @@ mod tests {
             back.get::<(u32, String, Vec<f64>)>(),
             Ok((1, "two".to_owned(), vec![3.5]))
         );
+    }
+
+    #[test]
+    fn list_items_read_in_place_as_they_would_from_a_clone() {
+        let shared = Value::new(vec![1_u8, 2]);
+        let encoded = Value::from_msgpack(Value::new(3_i64).to_msgpack().expect("encode"));
+        let v = Value::list(vec![shared.clone(), encoded.clone()]);
+        let values = List::<Value>::from_value(v.clone()).expect("values");
+        assert!(
+            values[0].ptr_eq(&shared),
+            "a `Value` item is the item itself"
+        );
+        assert!(values[1].ptr_eq(&encoded));
+        let bytes = List::<Vec<u8>>::from_value(Value::list(vec![shared.clone()]));
+        assert_eq!(bytes.expect("bytes")[0], vec![1, 2]);
+        let decoded = List::<i64>::from_value(Value::list(vec![encoded]));
+        assert_eq!(decoded.expect("decoded")[0], 3);
+        let wrong = List::<String>::from_value(v);
+        assert!(wrong.is_err(), "{wrong:?}");
     }
 
     #[test]
