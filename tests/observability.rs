@@ -211,7 +211,7 @@ async fn the_report_agrees_with_the_events() {
     );
     let json = serde_json::to_string(&report).expect("serializes");
     let back: ExecutionReport = serde_json::from_str(&json).expect("parses");
-    // serde_json may read a float back one ulp off; what it writes again is the same.
+    // Read back exactly (serde_json's `float_roundtrip`), it writes the same text again.
     assert_eq!(serde_json::to_string(&back).expect("serializes"), json);
     assert_eq!(back.functions, report.functions);
     assert_eq!(back.critical_path, report.critical_path);
