@@ -117,6 +117,15 @@ pub trait Transport: Send + Sync + 'static {
     /// [`CallError::Unavailable`]); it never stays pending after the node has gone.
     fn execute(&self, call: RemoteCall) -> BoxFuture<'static, RemoteResult>;
 
+    /// Runs one attempt as [`Transport::execute`] does and hands its outcome to `done`,
+    /// called once, from a task of the node's runtime (it must not block). Saves a task
+    /// per attempt where the transport settles attempts itself; the default spawns one
+    /// that awaits [`Transport::execute`].
+    fn execute_then(&self, call: RemoteCall, done: Box<dyn FnOnce(RemoteResult) + Send>) {
+        let running = self.execute(call);
+        tokio::spawn(async move { done(running.await) });
+    }
+
     /// The value of `function` in `dag` stored on `node`. Implementations fetch a value
     /// at most once at a time per node and keep it in the local result store, so its
     /// other local consumers read it from there.

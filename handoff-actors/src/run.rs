@@ -20,7 +20,7 @@ use crate::error::ExecuteError;
 use crate::events::{Event, EventKind, EventSink, now_micros};
 use crate::executor::{Call, Hold, Job, JobReport, NO_NEXT, Outcome, RunEvent, RunShared};
 use crate::location_registry::{ForgetDag, LocationRegistry, RegisterLocations};
-use crate::remote::{RemoteArgument, RemoteCall, SharedTransport};
+use crate::remote::{RemoteArgument, RemoteCall, RemoteResult, SharedTransport};
 use crate::report::{ExecutionReport, Recorder};
 use crate::resource_manager::{
     Grant, Rank, Release, Request, RequesterId, Reserve, ResourceManager, Target, Withdraw,
@@ -692,9 +692,7 @@ impl DagRun {
         let timestamps = self.shared.timestamps;
         let started_micros = if timestamps { now_micros() } else { 0 };
         let events = self.shared.events.clone();
-        let running = transport.execute(call);
-        let report = async move {
-            let result = running.await;
+        let report = move |result: RemoteResult| {
             let finished_micros = if timestamps { now_micros() } else { 0 };
             let (result, size) = match result {
                 Ok(done) => (Ok(done.value), done.size),
@@ -714,10 +712,24 @@ impl DagRun {
                 returned: Vec::new(),
                 node,
             };
-            // The run has ended (cancelled or timed out) when this fails; nothing waits.
-            let _ = events.send(RunEvent::Finished(report)).await;
+            match events.try_send(RunEvent::Finished(report)) {
+                Ok(()) => {}
+                // A burst of outcomes filled the run's channel: this one waits for room.
+                Err(mpsc::error::TrySendError::Full(event)) => {
+                    let wait = async move {
+                        let _ = events.send(event).await;
+                    };
+                    // Outside a runtime only when the network layer is torn down.
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(runtime) => drop(runtime.spawn(wait)),
+                        Err(_) => futures::executor::block_on(wait),
+                    }
+                }
+                // The run has ended (cancelled or timed out); nothing waits.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
         };
-        tokio::spawn(report);
+        transport.execute_then(call, Box::new(report));
         if let Some(after) = timeout {
             ctx.run_later(after, move |act, ctx| act.on_timeout(id, after, ctx));
         }

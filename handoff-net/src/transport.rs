@@ -135,15 +135,69 @@ struct Pending {
     code: CodeName,
     /// Whether the node confirmed that the call started.
     started: bool,
-    reply: oneshot::Sender<RemoteResult>,
+    reply: Reply,
 }
+
+/// Where a remote attempt's outcome goes.
+enum Reply {
+    /// To the future [`Transport::execute`] returned.
+    Future(oneshot::Sender<RemoteResult>),
+    /// To the callback given to [`Transport::execute_then`].
+    Call(Callback),
+}
+
+impl Reply {
+    fn send(self, result: RemoteResult) {
+        match self {
+            // Nobody waits when the future was dropped.
+            Reply::Future(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Call(mut callback) => {
+                if let Some(done) = callback.done.take() {
+                    done(result);
+                }
+            }
+        }
+    }
+}
+
+/// A callback waiting for an attempt's outcome. Dropped unsettled (the network layer
+/// stopped with the attempt pending), it reports the attempt unavailable, as the future
+/// of [`Transport::execute`] does when its sender is dropped: its run never waits forever.
+struct Callback {
+    done: Option<Box<dyn FnOnce(RemoteResult) + Send>>,
+    code: CodeName,
+    node: NodeId,
+}
+
+impl Drop for Callback {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            done(Err(network_stopped(self.code.clone(), self.node.clone())));
+        }
+    }
+}
+
+/// The error of an attempt the stopped network layer can no longer settle.
+fn network_stopped(code: CodeName, node: NodeId) -> CallError {
+    CallError::Unavailable {
+        code,
+        node,
+        reason: "the network layer stopped".to_owned(),
+    }
+}
+
+/// The attempts waiting for their reports (ids hashed with foldhash: two inserts and
+/// look-ups per remote function).
+type PendingMap = HashMap<AttemptKey, Pending, foldhash::fast::RandomState>;
 
 struct Inner {
     local: NodeId,
     client: Client,
     node: NodeHandle,
     /// Remote attempts waiting for their report.
-    pending: Mutex<HashMap<AttemptKey, Pending>>,
+    pending: Mutex<PendingMap>,
     /// Fetches in flight, shared by everyone here who needs the same value.
     fetching: Mutex<HashMap<(DagId, FunctionId), Fetching>>,
     /// The most bytes of values to carry inline in one execute request.
@@ -210,7 +264,7 @@ impl NetTransport {
                 local: node.id().clone(),
                 client,
                 node,
-                pending: Mutex::new(HashMap::new()),
+                pending: Mutex::new(PendingMap::default()),
                 fetching: Mutex::new(HashMap::new()),
                 inline_budget: max_request_bytes as usize / 4,
                 served: Mutex::new(HashMap::new()),
@@ -237,6 +291,69 @@ impl NetTransport {
         }
     }
 
+    /// Queues one attempt for its node; `reply` gets its outcome.
+    fn enqueue(&self, call: RemoteCall, reply: Reply) {
+        let inner = Arc::clone(&self.inner);
+        let code = call.function.code().clone();
+        let node = call.node.clone();
+        let key: AttemptKey = (
+            node.clone(),
+            call.dag.clone(),
+            call.function.id().clone(),
+            call.attempt,
+        );
+        let pending = Pending {
+            code,
+            started: false,
+            reply,
+        };
+        lock(&inner.pending).insert(key.clone(), pending);
+        let mut budget = inner.inline_budget;
+        // What the request will weigh on the wire, roughly: its constants and inline values
+        // (what can be large) and a little for the rest.
+        let mut bytes = REQUEST_OVERHEAD_BYTES + encoded_len(call.function.extra_args());
+        for function in &call.inline {
+            bytes += REQUEST_OVERHEAD_BYTES + encoded_len(function.extra_args());
+        }
+        let arguments = call
+            .arguments
+            .into_iter()
+            .map(|argument| match argument {
+                RemoteArgument::Held { function, node } => {
+                    ArgumentSource::Remote { function, node }
+                }
+                RemoteArgument::Value {
+                    function,
+                    node,
+                    value,
+                } => {
+                    let size = value.to_msgpack().map_or(usize::MAX, |b| b.len());
+                    if size <= budget {
+                        budget -= size;
+                        bytes += size;
+                        ArgumentSource::Inline { function, value }
+                    } else {
+                        ArgumentSource::Remote { function, node }
+                    }
+                }
+            })
+            .collect();
+        let request = ExecuteRequest {
+            dag: call.dag,
+            function: call.function,
+            inline: call.inline,
+            arguments,
+            attempt: call.attempt,
+            timeout_ms: call
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            report_start: call.report_start,
+        };
+        if inner.executes.push(&node, (key, request), bytes) {
+            tokio::spawn(send_executes(Arc::clone(&inner), node));
+        }
+    }
+
     /// A report from `from` arrived: settles the attempt waiting for it.
     pub(crate) fn finished(&self, from: &NodeId, report: FinishedReport) {
         let key = (from.clone(), report.dag, report.function, report.attempt);
@@ -256,7 +373,7 @@ impl NetTransport {
             }
             Outcome::Failed { error } => Err(error),
         };
-        let _ = reply.send(result);
+        reply.send(result);
     }
 
     /// Settles the attempt `key` with the error `error` makes of its code, if it still
@@ -264,7 +381,7 @@ impl NetTransport {
     fn settle(&self, key: &AttemptKey, error: impl FnOnce(CodeName) -> CallError) {
         let waiting = lock(&self.inner.pending).remove(key);
         if let Some(Pending { code, reply, .. }) = waiting {
-            let _ = reply.send(Err(error(code)));
+            reply.send(Err(error(code)));
         }
     }
 
@@ -305,7 +422,7 @@ impl NetTransport {
                 .collect()
         };
         for pending in gone {
-            let _ = pending.reply.send(Err(CallError::NodeLost {
+            pending.reply.send(Err(CallError::NodeLost {
                 code: pending.code,
                 node: node.clone(),
                 running: pending.started,
@@ -527,76 +644,24 @@ async fn fetch_once(
 
 impl Transport for NetTransport {
     fn execute(&self, call: RemoteCall) -> BoxFuture<'static, RemoteResult> {
-        let inner = Arc::clone(&self.inner);
-        let code = call.function.code().clone();
-        let node = call.node.clone();
-        let key: AttemptKey = (
-            node.clone(),
-            call.dag.clone(),
-            call.function.id().clone(),
-            call.attempt,
-        );
+        let (code, node) = (call.function.code().clone(), call.node.clone());
         let (reply, report) = oneshot::channel();
-        let pending = Pending {
-            code: code.clone(),
-            started: false,
-            reply,
-        };
-        lock(&inner.pending).insert(key.clone(), pending);
-        let mut budget = inner.inline_budget;
-        // What the request will weigh on the wire, roughly: its constants and inline values
-        // (what can be large) and a little for the rest.
-        let mut bytes = REQUEST_OVERHEAD_BYTES + encoded_len(call.function.extra_args());
-        for function in &call.inline {
-            bytes += REQUEST_OVERHEAD_BYTES + encoded_len(function.extra_args());
-        }
-        let arguments = call
-            .arguments
-            .into_iter()
-            .map(|argument| match argument {
-                RemoteArgument::Held { function, node } => {
-                    ArgumentSource::Remote { function, node }
-                }
-                RemoteArgument::Value {
-                    function,
-                    node,
-                    value,
-                } => {
-                    let size = value.to_msgpack().map_or(usize::MAX, |b| b.len());
-                    if size <= budget {
-                        budget -= size;
-                        bytes += size;
-                        ArgumentSource::Inline { function, value }
-                    } else {
-                        ArgumentSource::Remote { function, node }
-                    }
-                }
-            })
-            .collect();
-        let request = ExecuteRequest {
-            dag: call.dag,
-            function: call.function,
-            inline: call.inline,
-            arguments,
-            attempt: call.attempt,
-            timeout_ms: call
-                .timeout
-                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-            report_start: call.report_start,
-        };
-        if inner.executes.push(&node, (key, request), bytes) {
-            tokio::spawn(send_executes(Arc::clone(&inner), node.clone()));
-        }
+        self.enqueue(call, Reply::Future(reply));
         async move {
-            report.await.unwrap_or_else(|_| {
-                Err(CallError::Unavailable {
-                    code,
-                    node,
-                    reason: "the network layer stopped".to_owned(),
-                })
-            })
+            report
+                .await
+                .unwrap_or_else(|_| Err(network_stopped(code, node)))
         }
         .boxed()
+    }
+
+    fn execute_then(&self, call: RemoteCall, done: Box<dyn FnOnce(RemoteResult) + Send>) {
+        let callback = Callback {
+            done: Some(done),
+            code: call.function.code().clone(),
+            node: call.node.clone(),
+        };
+        self.enqueue(call, Reply::Call(callback));
     }
 
     fn fetch(
@@ -1319,5 +1384,52 @@ async fn run_execute(
         function: id,
         attempt,
         outcome,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    fn callback(tx: mpsc::SyncSender<RemoteResult>) -> Callback {
+        Callback {
+            done: Some(Box::new(move |result| {
+                tx.send(result).expect("the test holds the receiver");
+            })),
+            code: CodeName::new("double"),
+            node: NodeId::new("worker"),
+        }
+    }
+
+    #[test]
+    fn a_callback_dropped_unsettled_reports_its_attempt_unavailable() {
+        let (tx, rx) = mpsc::sync_channel(2);
+        drop(Reply::Call(callback(tx)));
+        match rx.try_recv() {
+            Ok(Err(CallError::Unavailable { code, node, .. })) => {
+                assert_eq!(code, CodeName::new("double"));
+                assert_eq!(node, NodeId::new("worker"));
+            }
+            other => panic!("expected an unavailable attempt, got {other:?}"),
+        }
+        assert!(rx.try_recv().is_err(), "reported more than once");
+    }
+
+    #[test]
+    fn a_settled_callback_is_called_once_with_its_outcome() {
+        let (tx, rx) = mpsc::sync_channel(2);
+        let error = CallError::Unavailable {
+            code: CodeName::new("double"),
+            node: NodeId::new("worker"),
+            reason: "settled".to_owned(),
+        };
+        Reply::Call(callback(tx)).send(Err(error.clone()));
+        match rx.try_recv() {
+            Ok(Err(reported)) => assert_eq!(reported, error),
+            other => panic!("expected the outcome sent, got {other:?}"),
+        }
+        assert!(rx.try_recv().is_err(), "reported more than once");
     }
 }
