@@ -342,6 +342,8 @@ async fn big(node: &NodeHandle, n: usize, rows: &mut Vec<Row>) {
     assert_eq!(plan.nodes.len(), n, "every function placed");
     assert!(plan.waiting.is_empty(), "no cost, nothing waits");
     drop(plan);
+    // The peak so far: building, validating and allocating (the target's measure).
+    let planned = memory("VmHWM");
 
     let start = Instant::now();
     let done = node
@@ -369,8 +371,13 @@ async fn big(node: &NodeHandle, n: usize, rows: &mut Vec<Row>) {
     row.print(&format!("{:>7.3} µs/fn", row.per_unit));
     rows.push(row);
     let label = format!("big {n} allocate (2 nodes)");
-    let row = Row::new(&label, vec![allocate], per_fn(allocate), "µs/fn");
-    row.print(&format!("{:>7.3} µs/fn", row.per_unit));
+    let mut row = Row::new(&label, vec![allocate], per_fn(allocate), "µs/fn");
+    row.print(&format!(
+        "{:>7.3} µs/fn; peak RSS through build + validate + allocate {}",
+        row.per_unit,
+        mib(planned)
+    ));
+    row.extra = format!("\"peak_rss_bytes\":{}", json_or_null(planned));
     rows.push(row);
     let label = format!("big {n} execute");
     let mut row = Row::new(&label, vec![execute], per_fn(execute), "µs/fn");

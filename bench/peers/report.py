@@ -294,7 +294,9 @@ def big_table(big: Table) -> list[str]:
         out.append("| " + " | ".join(cells) + " |")
     out += [
         "",
-        "Handoff's peak RSS is its one process's (`VmHWM`); a peer's is the most resident "
+        "Handoff's peak RSS is its one process's (`VmHWM`): on the allocate row, the peak "
+        "through building, validating and allocating; on the execute row, the peak of the "
+        "whole workload. A peer's is the most resident "
         "memory seen at once, summed over the driver and every process it started "
         "(workers, Ray's raylet and GCS), sampled every 100 ms; bytes/function are above "
         "the same measure just before the DAG was built. Peers compute only the last "

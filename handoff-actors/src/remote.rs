@@ -337,7 +337,7 @@ pub(crate) struct NodeParts {
 }
 
 pub(crate) async fn run_function(parts: NodeParts, msg: RunFunction) -> Result<Ran, CallError> {
-    run_with(&parts, msg, None).await
+    run_with(&parts, msg).await
 }
 
 /// Reserves `cost` for `function` on this node (`node`), waiting while others hold it,
@@ -381,13 +381,8 @@ pub(crate) async fn reserve_here(
     }
 }
 
-/// Runs one attempt with `parts`; with `quick`, a call without cost, timeout or start
-/// report runs in the batch's shared blocking-pool jobs rather than in a job of its own.
-async fn run_with(
-    parts: &NodeParts,
-    msg: RunFunction,
-    quick: Option<&Arc<QuickJobs>>,
-) -> Result<Ran, CallError> {
+/// Runs one attempt with `parts`, in a blocking-pool job of its own.
+async fn run_with(parts: &NodeParts, msg: RunFunction) -> Result<Ran, CallError> {
     let RunFunction {
         dag,
         function,
@@ -412,7 +407,6 @@ async fn run_with(
         manager: parts.manager.clone(),
         requester: parts.requester,
     });
-    let quick = quick.filter(|_| cost.is_none() && timeout.is_none() && before_start.is_none());
     match cost {
         None => {}
         Some(cost) => {
@@ -457,15 +451,6 @@ async fn run_with(
         };
         Ok::<_, CallError>(Ran { value, encoded })
     };
-    if let Some(quick) = quick {
-        let ran = quick.run(work, &attempt, code.clone(), &parts.node).await;
-        stop.ended = true;
-        let ran = ran?;
-        store_here(parts, dag, id, &ran)
-            .await
-            .map_err(|_| unavailable("the node is stopping".to_owned()))?;
-        return Ok(ran);
-    }
     let task = tokio::task::spawn_blocking(work);
     let joined = match timeout {
         None => task.await,
@@ -570,57 +555,9 @@ struct QuickState {
 }
 
 impl QuickJobs {
-    /// Runs `work` in a shared job (or, if it has not started within [`QUICK_START`], in
-    /// one of its own). Skipped if `stopped` is set before it starts (its attempt was
-    /// dropped).
-    async fn run(
-        self: &Arc<Self>,
-        work: impl FnOnce() -> Result<Ran, CallError> + Send + 'static,
-        stopped: &Arc<AtomicBool>,
-        code: handoff_core::CodeName,
-        node: &NodeId,
-    ) -> Result<Ran, CallError> {
-        let (tx, mut rx) = futures::channel::oneshot::channel();
-        let flag = Arc::clone(stopped);
-        let panicked = code.clone();
-        let call: Box<dyn FnOnce() + Send> = Box::new(move || {
-            if !flag.load(Ordering::Relaxed) {
-                // The registry catches the user code's panics; this catches the rest, so
-                // that a shared job goes on with the next call.
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
-                    .unwrap_or_else(|payload| {
-                        Err(CallError::Panicked {
-                            code: panicked,
-                            message: handoff_core::panic_message(&*payload),
-                        })
-                    });
-                let _ = tx.send(outcome);
-            }
-        });
-        let slot: QuickSlot = Arc::new(Mutex::new(Some(call)));
-        self.submit(Arc::clone(&slot));
-        let outcome = tokio::select! {
-            outcome = &mut rx => outcome,
-            () = tokio::time::sleep(QUICK_START) => {
-                let waiting = lock(&slot).take();
-                if let Some(call) = waiting {
-                    drop(tokio::task::spawn_blocking(call));
-                }
-                rx.await
-            }
-        };
-        // The sender is dropped without a value only if the call was skipped (its attempt
-        // was dropped, so nobody waits) or the blocking pool shut down.
-        outcome.unwrap_or_else(|_| {
-            Err(CallError::Unavailable {
-                code,
-                node: node.clone(),
-                reason: "the node is stopping".to_owned(),
-            })
-        })
-    }
-
-    /// Queues calls (see [`QuickJobs::submit`]).
+    /// Queues calls. The jobs are started by a task of their own, which runs after the
+    /// tasks already woken on this thread, so that one wake-up of the pool serves the calls
+    /// queued meanwhile.
     fn submit_all(self: &Arc<Self>, slots: impl IntoIterator<Item = QuickSlot>) {
         let schedule = {
             let mut state = lock(&self.state);
@@ -635,13 +572,6 @@ impl QuickJobs {
             let jobs = Arc::clone(self);
             tokio::task::spawn_local(async move { jobs.start() });
         }
-    }
-
-    /// Queues a call. The jobs are started by a task of their own, which runs after the
-    /// tasks already woken on this thread (the batch's other functions, woken together), so
-    /// that one wake-up of the pool serves the calls they queue meanwhile.
-    fn submit(self: &Arc<Self>, slot: QuickSlot) {
-        self.submit_all([slot]);
     }
 
     /// Starts as many jobs as there are calls waiting, up to `max_jobs` in all.
@@ -738,7 +668,7 @@ impl BatchRunner {
                 reason: "the node is stopping".to_owned(),
             });
         };
-        run_with(&parts, msg, Some(&self.quick)).await
+        run_with(&parts, msg).await
     }
 
     /// Starts the calls of one DAG's functions from a batch that have no cost, no timeout
