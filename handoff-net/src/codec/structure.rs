@@ -29,6 +29,20 @@ fn too_long(what: &str, len: u64, at: usize, left: usize) -> Error {
 /// Checks that `data` is exactly one MessagePack value whose declared lengths fit in
 /// `data`, nested at most [`MAX_DEPTH`] levels.
 pub(crate) fn check(data: &[u8]) -> Result<(), Error> {
+    walk(data, |_| {})
+}
+
+/// Where each value of `data` starts (containers before their items), for tests that put
+/// bytes between values rather than inside a string or binary.
+#[cfg(test)]
+pub(crate) fn value_starts(data: &[u8]) -> Result<Vec<usize>, Error> {
+    let mut starts = Vec::new();
+    walk(data, |at| starts.push(at))?;
+    Ok(starts)
+}
+
+/// [`check`], telling `on_value` where each value starts.
+fn walk(data: &[u8], mut on_value: impl FnMut(usize)) -> Result<(), Error> {
     // The items still expected by each open container (the outermost "container" is
     // the one top-level value).
     let mut open = [0_u64; MAX_DEPTH + 1];
@@ -47,6 +61,7 @@ pub(crate) fn check(data: &[u8]) -> Result<(), Error> {
         open[depth - 1] -= 1;
         expected -= 1;
         let at = pos;
+        on_value(at);
         let Some(&marker) = data.get(pos) else {
             return Err(Error::Syntax(format!(
                 "the message ends at byte {pos} where a value was expected"
