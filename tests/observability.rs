@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use futures::StreamExt;
 use handoff::{
     AttemptOutcome, Backoff, Dag, Event, EventKind, ExecuteError, ExecuteOptions, ExecutionReport,
-    Function, List, Registry, Resources, ValidatedDag, is_cancelled,
+    ExecutionResult, Function, List, NodeHandle, Registry, Resources, ValidatedDag, is_cancelled,
 };
 use serde_json::Value as Json;
 
@@ -76,19 +76,29 @@ fn options() -> ExecuteOptions {
         .max_retries(3)
 }
 
-/// Runs the DAG; its report and every event.
-async fn observed_run() -> (ExecutionReport, Vec<Event>) {
-    let node = start_local(registry(2), Resources::new().cpu(3)).await;
-    let mut handle = guarded("submit", node.submit(dag(), options()))
+/// Runs `dag` on `node` with `options` (which ask for events); its result and every event.
+async fn execute_observed(
+    node: &NodeHandle,
+    dag: ValidatedDag,
+    options: ExecuteOptions,
+) -> (ExecutionResult, Vec<Event>) {
+    let mut handle = guarded("submit", node.submit(dag, options))
         .await
         .expect("submits");
     let events = handle.events().expect("asked for events");
     let done = guarded("execute", handle.outcome())
         .await
         .expect("executes");
+    let events = guarded("the event stream ends", events.collect::<Vec<_>>()).await;
+    (done, events)
+}
+
+/// Runs the DAG; its report and every event.
+async fn observed_run() -> (ExecutionReport, Vec<Event>) {
+    let node = start_local(registry(2), Resources::new().cpu(3)).await;
+    let (done, events) = execute_observed(&node, dag(), options()).await;
     assert_eq!(done.results.get::<i64>("sum"), Ok(20));
     assert_eq!(done.results.get::<i64>("after"), Ok(2));
-    let events = guarded("the event stream ends", events.collect::<Vec<_>>()).await;
     let report = done.report().expect("asked for a report").clone();
     (report, events)
 }
@@ -379,18 +389,11 @@ async fn calls_a_job_hands_back_for_lack_of_time_are_ready_and_run_once() {
         .parallelism(2)
         .report(true)
         .events(100_000);
-    let mut handle = guarded("submit", node.submit(dag, options))
-        .await
-        .expect("submits");
-    let events = handle.events().expect("asked for events");
-    let done = guarded("execute", handle.outcome())
-        .await
-        .expect("executes");
+    let (done, events) = execute_observed(&node, dag, options).await;
     for i in 0..n {
         assert_eq!(done.results.get::<i64>(&format!("n{i}")), Ok(i));
     }
     assert_eq!(done.report().expect("a report").attempts(), n as usize);
-    let events = guarded("the event stream ends", events.collect::<Vec<_>>()).await;
     let mut counts: BTreeMap<(&str, String), usize> = BTreeMap::new();
     for event in &events {
         let kind = match &event.kind {
