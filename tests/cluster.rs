@@ -812,15 +812,10 @@ fn many_dags_in_a_row_leave_nothing_behind() {
     });
 }
 
-/// A worker process killed in the middle of a DAG comes back as the same node (same
-/// `--identity` file, a new OS-chosen port) and runs the function that waits for it.
-/// Sends `signal` (`-STOP`, `-CONT`) to process `pid`.
-fn signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal} {pid}: {status}");
+/// Sends `signal` to process `pid` (with no `kill` program: a fresh machine may have none).
+fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    let target = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid fits an i32"));
+    nix::sys::signal::kill(target, signal).unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
 }
 
 /// A worker process that freezes (SIGSTOP: its connections stay open, so no connection
@@ -853,14 +848,14 @@ fn a_frozen_worker_is_gone_after_the_time_to_live_and_back_when_it_resumes() {
             .await
             .expect("discovered in time")
             .expect("bridge running");
-        signal(pid, "-STOP");
+        signal(pid, nix::sys::signal::Signal::SIGSTOP);
         let frozen = Instant::now();
         tokio::time::timeout(DEADLINE, changes.wait_for(|peers| !present(peers)))
             .await
             .expect("gone in time")
             .expect("bridge running");
         println!("gone {:?} after it froze", frozen.elapsed());
-        signal(pid, "-CONT");
+        signal(pid, nix::sys::signal::Signal::SIGCONT);
         tokio::time::timeout(DEADLINE, changes.wait_for(present))
             .await
             .expect("back in time")
