@@ -7,9 +7,10 @@
 //! mode: tiny sizes, one run, no warm-up; only the correctness checks matter there.
 //!
 //! Environment: `RUNS` (runs per workload), `BIG` (functions in the `big` workload),
-//! `ONLY` (a comma-separated list of workloads to run, by the first word of their name:
-//! `fanout`, `single`, `chain`, `layers`, `payload`, `big`, `sleep`; e.g.
-//! `ONLY=fanout,chain`; all of them when unset or empty).
+//! `COSTED` (the sizes of the costed fanouts, comma-separated; default
+//! `1000,10000,100000`), `ONLY` (a comma-separated list of workloads to run, by the first
+//! word of their name: `fanout`, `single`, `chain`, `layers`, `payload`, `big`, `sleep`,
+//! `costed`, `mixed`, `wide`; e.g. `ONLY=fanout,chain`; all of them when unset or empty).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,6 +41,8 @@ fn registry(gauge: Arc<Gauge>) -> Registry {
     r.register("next", |a: i64, b: i64| a.max(b) + 1)
         .expect("register");
     r.register("one", || 1_i64).expect("register");
+    r.register("stamp", |_: i64| epoch_micros())
+        .expect("register");
     r.register("inc", |x: i64| x + 1).expect("register");
     r.register("add", |a: i64, b: i64| a + b).expect("register");
     r.register("sum", |xs: List<i64>| xs.iter().sum::<i64>())
@@ -113,6 +116,56 @@ fn sleepers(n: usize, ms: u64) -> Dag {
         );
     }
     dag
+}
+
+/// `n` trivial functions each costing `cpu` (and the sum of their results, free).
+fn costed_fanout(n: usize, cpu: f64) -> Dag {
+    let mut dag = Dag::new();
+    for i in 0..n {
+        dag.add_function(
+            Function::new(format!("f{i}"), "one").with_cost(Resources::new().cpu(cpu)),
+        );
+    }
+    dag.with(
+        Function::new("total", "sum")
+            .args((0..n).map(|i| format!("f{i}")))
+            .as_list(),
+    )
+}
+
+/// `layers(width, depth, "add")` where each function costs `cpu` 0.5, 1 or 2 and
+/// `memory` 100, 200 or 400 (in turn, so neighbours differ).
+fn mixed_layers(width: usize, depth: usize) -> Dag {
+    const CPU: [f64; 3] = [0.5, 1.0, 2.0];
+    const MEMORY: [u32; 3] = [100, 400, 200];
+    let mut dag = Dag::new();
+    for (k, f) in layers(width, depth, "add").functions().iter().enumerate() {
+        let cost = Resources::new().cpu(CPU[k % 3]).memory(MEMORY[(k / 3) % 3]);
+        dag.add_function(f.clone().with_cost(cost));
+    }
+    dag
+}
+
+/// `narrow` trivial functions of `cpu: 1` (and their sum), and one `wide` function of
+/// `cpu: 2` and a higher priority that becomes ready once a free function `gate` has run
+/// (while the narrow ones hold the node): it returns when it started (µs since the Unix
+/// epoch). On a node of `cpu: 2` the wide one needs the whole node, which the narrow ones
+/// take back one cpu at a time.
+fn wide_behind_narrow(narrow: usize) -> Dag {
+    costed_fanout(narrow, 1.0)
+        .with(Function::new("gate", "one"))
+        .with(
+            Function::new("wide", "stamp")
+                .arg("gate")
+                .priority(1)
+                .with_cost(Resources::new().cpu(2)),
+        )
+}
+
+fn epoch_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Times one execution. With `events`, the execution streams its events into a
@@ -277,6 +330,8 @@ struct Sizes {
     sleepers: usize,
     nap_ms: u64,
     big: usize,
+    costed: Vec<usize>,
+    wide_narrow: usize,
 }
 
 impl Sizes {
@@ -298,6 +353,8 @@ impl Sizes {
                 sleepers: 4,
                 nap_ms: 10,
                 big: 10_000,
+                costed: vec![100],
+                wide_narrow: 100,
             }
         } else {
             Sizes {
@@ -310,6 +367,11 @@ impl Sizes {
                 sleepers: 16,
                 nap_ms: 100,
                 big: env("BIG", 1_000_000).max(4),
+                costed: std::env::var("COSTED")
+                    .ok()
+                    .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+                    .unwrap_or_else(|| vec![1000, 10_000, 100_000]),
+                wide_narrow: 10_000,
             }
         }
     }
@@ -577,8 +639,112 @@ fn main() {
             rows.push(row);
         }
 
+        costed(&sizes, gauge.clone(), &mut rows).await;
+
         for row in &rows {
             println!("json {}", row.json());
         }
     });
+}
+
+/// The costed workloads, on a node of `cpu: 2` (and `memory: 1000` for the mixed layers):
+/// costed fanouts of each size in `COSTED` at `cpu: 1` and `cpu: 0.5`, the uncosted
+/// fanout of the same size beside each (the per-function ratio), mixed layers 20 x 100,
+/// and the wide request behind narrow ones (how long it waited).
+async fn costed(sizes: &Sizes, gauge: Arc<Gauge>, rows: &mut Vec<Row>) {
+    let node = start_node(
+        NodeConfig::new("bench-costed", registry(gauge))
+            .capabilities(Resources::new().cpu(2).memory(1000)),
+    )
+    .await
+    .expect("node");
+    let runs = |n: usize| {
+        if n >= 100_000 {
+            sizes.runs.min(3)
+        } else {
+            sizes.runs
+        }
+    };
+    if selected("costed") {
+        for &n in &sizes.costed {
+            let check = move |r: &handoff::Results| {
+                assert_eq!(r.get::<i64>("total").expect("total"), n as i64)
+            };
+            let mut free = 0.0;
+            for (label, cpu) in [("uncosted", 0.0), ("cpu1", 1.0), ("cpu0.5", 0.5)] {
+                let make = move || {
+                    if cpu == 0.0 {
+                        fanout(n)
+                    } else {
+                        costed_fanout(n, cpu)
+                    }
+                };
+                for _ in 0..sizes.warmup.min(1) {
+                    time(&node, &make, &check, 0, false).await;
+                }
+                let mut samples = Vec::new();
+                for _ in 0..runs(n) {
+                    samples.push(time(&node, &make, &check, 0, false).await);
+                }
+                let name = format!("costed fanout {n} {label}");
+                let mut row = report(&name, n + 1, "fn", samples);
+                if cpu == 0.0 {
+                    free = row.per_unit;
+                } else {
+                    let ratio = row.per_unit / free;
+                    println!("{:<26} {ratio:.2} x the uncosted fanout per function", "");
+                    row.extra = format!("\"x_uncosted\":{ratio}");
+                }
+                rows.push(row);
+            }
+        }
+    }
+    if selected("mixed") {
+        let (width, depth) = if sizes.warmup == 0 {
+            (10, 3)
+        } else {
+            (100, 20)
+        };
+        let make = move || mixed_layers(width, depth);
+        let check = move |r: &handoff::Results| {
+            let last = format!("l{}_0", depth - 1);
+            assert_eq!(r.get::<i64>(&last).expect("last"), 1 << (depth - 1))
+        };
+        for _ in 0..sizes.warmup {
+            time(&node, &make, &check, 0, false).await;
+        }
+        let mut samples = Vec::new();
+        for _ in 0..sizes.runs {
+            samples.push(time(&node, &make, &check, 0, false).await);
+        }
+        let name = format!("mixed layers {depth}x{width}");
+        rows.push(report(&name, width * depth, "fn", samples));
+    }
+    if selected("wide") {
+        let n = sizes.wide_narrow;
+        let make = move || wide_behind_narrow(n);
+        let mut waits = Vec::new();
+        let mut samples = Vec::new();
+        for _ in 0..sizes.runs.min(5) {
+            let submitted = epoch_micros();
+            let stamp = std::cell::Cell::new(0_u64);
+            let check = |r: &handoff::Results| {
+                assert_eq!(r.get::<i64>("total").expect("total"), n as i64);
+                stamp.set(r.get::<u64>("wide").expect("wide"));
+            };
+            samples.push(time(&node, &make, &check, 0, false).await);
+            waits.push(Duration::from_micros(stamp.get().saturating_sub(submitted)));
+        }
+        let name = format!("wide behind {n} narrow");
+        let mut row = report(&name, n + 3, "fn", samples);
+        waits.sort();
+        let wait = waits[waits.len() / 2];
+        println!(
+            "{:<26} the wide function started {:.3} ms after the submission (median)",
+            "",
+            wait.as_secs_f64() * 1e3
+        );
+        row.extra = format!("\"wide_wait_s\":{}", wait.as_secs_f64());
+        rows.push(row);
+    }
 }
