@@ -671,7 +671,11 @@ async fn a_custom_tracker_is_used_for_every_reservation() {
         "the custom tracker was asked for reservations"
     );
     assert_eq!(requested, released, "every reservation was given back");
-    assert_eq!(requested, 10, "one reservation per costed function");
+    // A reservation runs the waiting calls of its shape too: at most one per call.
+    assert!(
+        requested <= 10,
+        "{requested} reservations for 10 costed functions"
+    );
     assert!(gauge.max() <= 2);
     assert_all_released(&node).await;
 }

@@ -9,10 +9,11 @@
 //! the result back to the coordinator first. Outcomes go back to the coordinator in one
 //! message per job.
 //!
-//! A job runs its first [`FREE_CALLS`] calls whatever they take; past them, once it has
-//! run for [`JOB_BUDGET`], it hands the calls of its batch it has not started back to the
-//! coordinator (which queues them again), so that a large batch of slow calls does not
-//! keep the rest of the batch off the other slots.
+//! A job runs its first [`FREE_CALLS`] calls whatever they take (its first call only, on
+//! a reservation); past them, once it has run for [`JOB_BUDGET`], it hands the calls of
+//! its batch it has not started back to the coordinator (which queues them again), so
+//! that a large batch of slow calls does not keep the rest of the batch off the other
+//! slots or reservations.
 //!
 //! Not an actor per call: starting an actor costs microseconds and a message round
 //! trip ~0.4 µs, while the budget for a trivial function is under 1 µs all included.
@@ -80,6 +81,9 @@ pub(crate) struct Job {
     pub(crate) node: NodeId,
     /// Set when this job's attempt timed out.
     pub(crate) token: Arc<AtomicBool>,
+    /// The calls of its batch it runs whatever the time they take: [`FREE_CALLS`] in a
+    /// slot, 1 on a reservation (whose waiting calls other reservations may take).
+    pub(crate) free_calls: usize,
 }
 
 /// The outcome of one attempt.
@@ -188,6 +192,7 @@ impl RunShared {
             calls,
             node,
             token,
+            free_calls,
         } = job;
         CURRENT.with(|c| {
             *c.borrow_mut() = Some(CancellationToken {
@@ -201,7 +206,8 @@ impl RunShared {
         let mut calls = calls.into_iter();
         let mut next: Option<Call> = None;
         // Only a batch longer than the free calls can run out of time.
-        let started = (batch > FREE_CALLS).then(Instant::now);
+        let free_calls = free_calls.max(1);
+        let started = (batch > free_calls).then(Instant::now);
         let mut over_budget = false;
         loop {
             if self.stopped(&token) {
@@ -212,7 +218,7 @@ impl RunShared {
                 None => {
                     // Past the free calls, the clock is read before each call of the batch.
                     if let Some(started) = started
-                        && batch - calls.len() >= FREE_CALLS
+                        && batch - calls.len() >= free_calls
                         && !calls.as_slice().is_empty()
                         && started.elapsed() >= JOB_BUDGET
                     {
@@ -388,6 +394,7 @@ mod tests {
             calls,
             node: NodeId::new("here"),
             token: Arc::new(AtomicBool::new(false)),
+            free_calls: FREE_CALLS,
         }
     }
 

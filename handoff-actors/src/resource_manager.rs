@@ -4,7 +4,9 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures::channel::oneshot;
@@ -49,7 +51,8 @@ pub(crate) struct Request {
     pub(crate) function: FunctionId,
     /// Only nodes whose registry holds this code are candidates.
     pub(crate) code: CodeName,
-    pub(crate) cost: Resources,
+    /// Shared by the requests of functions of one shape (no copy per request).
+    pub(crate) cost: Arc<Resources>,
     pub(crate) target: Target,
     /// Bytes of the function's inputs each node holds, most first: among the nodes
     /// where it fits now, the one holding the most is preferred to the allocator's pick.
@@ -67,6 +70,9 @@ pub(crate) struct GrantId(u64);
 pub(crate) struct Grant {
     pub(crate) index: u32,
     pub(crate) outcome: Result<(GrantId, NodeId), AllocationError>,
+    /// How many reservations of this cost the nodes it may run on hold at once, all
+    /// capacity free (at least 1): how many jobs can share its kind of work.
+    pub(crate) parallel: u32,
 }
 
 /// Reserve resources for these functions; grants arrive on `notify`, now or later.
@@ -114,6 +120,17 @@ pub(crate) struct Withdraw {
 }
 
 impl Message for Withdraw {
+    type Result = ();
+}
+
+/// Forget these queued requests of an execution: they ran on a reservation it already
+/// held. A request already granted is not affected (its grant is on its way).
+pub(crate) struct Cancel {
+    pub(crate) requester: RequesterId,
+    pub(crate) indices: Vec<u32>,
+}
+
+impl Message for Cancel {
     type Result = ();
 }
 
@@ -218,6 +235,76 @@ struct Waiter {
     notify: Notify,
 }
 
+/// Where a queued request may run, as far as telling requests apart for a queue goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Place {
+    Any,
+    Pinned(NodeId),
+    Group(u32),
+}
+
+/// Requests that fit the same nodes whenever they fit at all: one execution's (or one
+/// single reservation's), same cost, same code, same placement. A queue whose first
+/// request does not fit is passed over whole.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Shape {
+    requester: RequesterId,
+    cost: Arc<Resources>,
+    code: CodeName,
+    place: Place,
+}
+
+impl Shape {
+    /// Whether `request` of `requester` has this shape (no allocation).
+    fn matches(&self, requester: RequesterId, request: &Request) -> bool {
+        self.requester == requester
+            && self.code == request.code
+            && *self.cost == *request.cost
+            && match (&self.place, &request.target) {
+                (Place::Any, Target::Any) => true,
+                (Place::Pinned(a), Target::Pinned(b)) => a == b,
+                (Place::Group(a), Target::Group { root, .. }) => a == root,
+                _ => false,
+            }
+    }
+
+    fn of(requester: RequesterId, request: &Request) -> Self {
+        Shape {
+            requester,
+            cost: request.cost.clone(),
+            code: request.code.clone(),
+            place: match &request.target {
+                Target::Any => Place::Any,
+                Target::Pinned(node) => Place::Pinned(node.clone()),
+                Target::Group { root, .. } => Place::Group(*root),
+            },
+        }
+    }
+}
+
+/// The order of queued requests: most urgent first, then oldest first.
+type Key = (Reverse<Rank>, u64);
+
+/// Hashing for the manager's per-request tables (ids, not attacker-chosen strings).
+type Fast = foldhash::fast::RandomState;
+
+/// Names a [`Shape`] while it has a queue.
+type ShapeId = u64;
+
+/// One shape's queued requests, in order.
+struct Queue {
+    shape: Shape,
+    waiters: BTreeMap<Key, Waiter>,
+    /// When its first request was found not to fit (`None`: not yet tried since it
+    /// became first).
+    blocked_at: Option<Instant>,
+}
+
+/// Once a request has waited this long at the head of its queue without fitting, it
+/// reserves a node: no less urgent request is granted there until it is (see
+/// docs/semantics.md, "Waiting for capacity").
+pub(crate) const RESERVE_AFTER: Duration = Duration::from_millis(1);
+
 /// Owns the resource tracker of the node.
 pub struct ResourceManager {
     tracker: Box<dyn ResourceTracker>,
@@ -225,13 +312,22 @@ pub struct ResourceManager {
     /// Nodes functions can be sent to, with the code names each can run: the local node,
     /// and the peers the network layer adds.
     executable: HashMap<NodeId, Arc<HashSet<CodeName>>>,
-    /// Queued requests, most urgent first (then oldest first).
-    waiters: BTreeMap<(Reverse<Rank>, u64), Waiter>,
+    /// Queued requests by shape.
+    queues: HashMap<ShapeId, Queue, Fast>,
+    /// The id of each shape with a queue.
+    shape_ids: HashMap<Shape, ShapeId, Fast>,
+    next_shape: ShapeId,
+    /// The first request of each queue, most urgent first: a release tries these only.
+    heads: BTreeMap<Key, ShapeId>,
+    /// Where each queued request of an execution is (for [`Cancel`]).
+    queued: HashMap<(RequesterId, u32), (ShapeId, Key), Fast>,
     next_waiter: u64,
+    /// Nodes reserved for requests that waited too long, by the request's key.
+    reservations: BTreeMap<Key, NodeId>,
     groups: HashMap<(RequesterId, u32), NodeId>,
     restarts: u32,
     /// Reservations granted and not yet released.
-    held: HashMap<GrantId, (RequesterId, NodeId, Resources)>,
+    held: HashMap<GrantId, (RequesterId, NodeId, Arc<Resources>)>,
     next_grant: u64,
     /// Peers that left, by departure number: requests that must run there wait for them
     /// to come back for `grace`, then fail.
@@ -252,8 +348,13 @@ impl ResourceManager {
             tracker,
             executable: HashMap::from([(local.clone(), local_codes)]),
             local,
-            waiters: BTreeMap::new(),
+            queues: HashMap::default(),
+            shape_ids: HashMap::default(),
+            next_shape: 0,
+            heads: BTreeMap::new(),
+            queued: HashMap::default(),
             next_waiter: 0,
+            reservations: BTreeMap::new(),
             groups: HashMap::new(),
             held: HashMap::new(),
             restarts: 0,
@@ -279,27 +380,35 @@ impl ResourceManager {
 
     /// The grace period for `node` is over: requests that must run there fail.
     fn give_up_on(&mut self, node: &NodeId, ctx: &mut Context<Self>) {
-        let keys: Vec<(Reverse<Rank>, u64)> = self
-            .waiters
+        // Every request of a queue has the same placement: its first one tells.
+        let shapes: Vec<ShapeId> = self
+            .queues
             .iter()
-            .filter(|(_, w)| {
-                self.required_node(w.requester, &w.request.target).as_ref() == Some(node)
+            .filter(|(_, queue)| {
+                !matches!(queue.shape.place, Place::Any)
+                    && queue.waiters.values().next().is_some_and(|w| {
+                        self.required_node(w.requester, &w.request.target).as_ref() == Some(node)
+                    })
             })
-            .map(|(k, _)| *k)
+            .map(|(id, _)| *id)
             .collect();
-        for key in keys {
-            let Some(waiter) = self.waiters.remove(&key) else {
+        for shape in shapes {
+            let Some(queue) = self.remove_queue(shape) else {
                 continue;
             };
-            let grant = Grant {
-                index: waiter.request.index,
-                outcome: Err(AllocationError::NodeDown {
-                    function: waiter.request.function.clone(),
-                    node: node.clone(),
-                    grace: self.grace,
-                }),
-            };
-            self.deliver(waiter.requester, waiter.notify, vec![grant], ctx);
+            for (key, waiter) in queue.waiters {
+                self.forget_queued(&waiter, key);
+                let grant = Grant {
+                    index: waiter.request.index,
+                    outcome: Err(AllocationError::NodeDown {
+                        function: waiter.request.function.clone(),
+                        node: node.clone(),
+                        grace: self.grace,
+                    }),
+                    parallel: 0,
+                };
+                self.deliver(waiter.requester, waiter.notify, vec![grant], ctx);
+            }
         }
     }
 
@@ -314,12 +423,15 @@ impl ResourceManager {
             .collect()
     }
 
-    /// Tries to reserve for one request: `None` when it must wait.
+    /// Tries to reserve for one request (queued under `key`, or about to be when it is
+    /// new): `None` when it must wait. Nodes reserved for more urgent requests that
+    /// waited too long are not used.
     fn try_grant(
         &mut self,
         requester: RequesterId,
         request: &Request,
         strategy: &AllocationStrategy,
+        key: Key,
     ) -> Option<Grant> {
         let allowed = self.required_node(requester, &request.target);
         if allowed
@@ -346,9 +458,40 @@ impl ResourceManager {
                 return Some(Grant {
                     index: request.index,
                     outcome: Err(error),
+                    parallel: 0,
                 });
             }
         };
+        let parallel = fitting
+            .iter()
+            .map(|&i| request.cost.times_in(&nodes[i].1))
+            .fold(0_u64, u64::saturating_add)
+            .clamp(1, u64::from(u32::MAX)) as u32;
+        // With nothing reserved anywhere, no release will ever retry this request: a
+        // refusal now is final, not a wait.
+        let idle = self.held.is_empty();
+        let never = |reason: String| Grant {
+            index: request.index,
+            outcome: Err(AllocationError::NeverGranted {
+                function: request.function.clone(),
+                reason,
+            }),
+            parallel,
+        };
+        // Nodes kept for more urgent requests that waited too long.
+        if !self.reservations.is_empty() {
+            let reserved: Vec<&NodeId> = self
+                .reservations
+                .range(..key)
+                .map(|(_, node)| node)
+                .collect();
+            if !reserved.is_empty() {
+                fitting.retain(|&i| !reserved.contains(&&nodes[i].0));
+                if fitting.is_empty() {
+                    return None;
+                }
+            }
+        }
         // A retry after the function's own failure goes elsewhere when another node can
         // take it now.
         if let Some(avoid) = &request.avoid {
@@ -379,16 +522,6 @@ impl ResourceManager {
                 available,
             })
             .collect();
-        // With nothing reserved anywhere, no release will ever retry this request: a
-        // refusal now is final, not a wait.
-        let never = |reason: String| Grant {
-            index: request.index,
-            outcome: Err(AllocationError::NeverGranted {
-                function: request.function.clone(),
-                reason,
-            }),
-        };
-        let idle = self.held.is_empty();
         let local_pick = request.locality.iter().find_map(|(holder, _)| {
             views
                 .iter()
@@ -411,10 +544,11 @@ impl ResourceManager {
                 let id = GrantId(self.next_grant);
                 self.next_grant += 1;
                 self.held
-                    .insert(id, (requester, node.clone(), request.cost.clone()));
+                    .insert(id, (requester, node.clone(), Arc::clone(&request.cost)));
                 Some(Grant {
                     index: request.index,
                     outcome: Ok((id, node)),
+                    parallel,
                 })
             }
             Err(error) => idle.then(|| {
@@ -423,6 +557,32 @@ impl ResourceManager {
                 ))
             }),
         }
+    }
+
+    /// The node to keep for a request that waited too long: of those it may run on (by
+    /// code, placement and capacity), the one closest to taking it now. `None` when one
+    /// has room for it already (what holds it back then is the allocator or the tracker,
+    /// which a drained node would not change).
+    fn node_to_reserve(&self, requester: RequesterId, request: &Request) -> Option<NodeId> {
+        let allowed = self.required_node(requester, &request.target);
+        let (node, missing) = self
+            .ordered(true)
+            .into_iter()
+            .filter(|(node, capacity)| {
+                allowed.as_ref().is_none_or(|a| a == node)
+                    && request.cost.fits_in(capacity)
+                    && self
+                        .executable
+                        .get(node)
+                        .is_some_and(|codes| codes.contains(&request.code))
+            })
+            .map(|(node, _)| {
+                let free = self.tracker.available(&node).unwrap_or_default();
+                let missing = request.cost.missing_from(&free);
+                (node, missing)
+            })
+            .min_by_key(|(_, missing)| *missing)?;
+        (missing > 0).then_some(node)
     }
 
     /// Sends grants; if the execution is gone, gives its reservations back.
@@ -472,7 +632,7 @@ impl ResourceManager {
 
     /// Drops an execution's queued requests and gives back everything it holds.
     fn withdraw(&mut self, requester: RequesterId, ctx: &mut Context<Self>) {
-        self.waiters.retain(|_, w| w.requester != requester);
+        self.drop_queued(|r| r == requester);
         self.groups.retain(|(r, _), _| *r != requester);
         let held: Vec<GrantId> = self
             .held
@@ -488,35 +648,134 @@ impl ResourceManager {
         }
     }
 
-    /// Grants queued requests that fit now, most urgent first.
+    /// Drops the queued requests of the requesters `which` says.
+    fn drop_queued(&mut self, which: impl Fn(RequesterId) -> bool) {
+        let shapes: Vec<ShapeId> = self
+            .queues
+            .iter()
+            .filter(|(_, queue)| which(queue.shape.requester))
+            .map(|(id, _)| *id)
+            .collect();
+        for shape in shapes {
+            if let Some(queue) = self.remove_queue(shape) {
+                for (key, waiter) in queue.waiters {
+                    self.forget_queued(&waiter, key);
+                }
+            }
+        }
+    }
+
+    /// Removes a queue (and its shape's id).
+    fn remove_queue(&mut self, shape: ShapeId) -> Option<Queue> {
+        let queue = self.queues.remove(&shape)?;
+        self.shape_ids.remove(&queue.shape);
+        Some(queue)
+    }
+
+    /// The id of `shape`'s queue, made (empty) if it has none.
+    fn intern(&mut self, shape: Shape) -> ShapeId {
+        if let Some(&id) = self.shape_ids.get(&shape) {
+            return id;
+        }
+        let id = self.next_shape;
+        self.next_shape += 1;
+        self.shape_ids.insert(shape.clone(), id);
+        self.queues.insert(
+            id,
+            Queue {
+                shape,
+                waiters: BTreeMap::new(),
+                blocked_at: None,
+            },
+        );
+        id
+    }
+
+    /// Forgets the indexes of a request taken out of its queue.
+    fn forget_queued(&mut self, waiter: &Waiter, key: Key) {
+        self.heads.remove(&key);
+        self.reservations.remove(&key);
+        if matches!(waiter.notify, Notify::Run(_)) {
+            self.queued
+                .remove(&(waiter.requester, waiter.request.index));
+        }
+    }
+
+    /// Takes the first request out of `shape`'s queue; the next becomes its head.
+    fn pop_head(&mut self, shape: ShapeId) -> Option<(Key, Waiter)> {
+        let queue = self.queues.get_mut(&shape)?;
+        let (key, waiter) = queue.waiters.pop_first()?;
+        queue.blocked_at = None;
+        let next = queue.waiters.keys().next().copied();
+        if next.is_none() {
+            self.remove_queue(shape);
+        }
+        self.forget_queued(&waiter, key);
+        if let Some(next) = next {
+            self.heads.insert(next, shape);
+        }
+        Some((key, waiter))
+    }
+
+    /// Grants queued requests that fit now, most urgent first. Only the first request of
+    /// each shape's queue is tried: when it does not fit, neither does the rest of its
+    /// queue. So a release costs the number of shapes waiting, plus the grants it makes.
     fn retry_waiters(&mut self, ctx: &mut Context<Self>) {
         let mut granted: Vec<(RequesterId, Notify, Vec<Grant>)> = Vec::new();
-        let keys: Vec<(Reverse<Rank>, u64)> = self.waiters.keys().copied().collect();
-        for key in keys {
-            let Some(waiter) = self.waiters.remove(&key) else {
+        let mut cursor: Option<Key> = None;
+        loop {
+            let next = match cursor {
+                None => self.heads.iter().next(),
+                Some(after) => self
+                    .heads
+                    .range((Bound::Excluded(after), Bound::Unbounded))
+                    .next(),
+            };
+            let Some((&key, shape)) = next else {
+                break;
+            };
+            cursor = Some(key);
+            let shape = *shape;
+            let Some(queue) = self.queues.get(&shape) else {
+                self.heads.remove(&key);
+                continue;
+            };
+            let Some(waiter) = queue.waiters.get(&key) else {
+                self.heads.remove(&key);
                 continue;
             };
             if waiter.notify.is_closed() {
+                self.pop_head(shape);
                 continue;
             }
-            match self.try_grant(waiter.requester, &waiter.request, &waiter.strategy) {
-                Some(grant) => match waiter.notify {
-                    Notify::Run(notify) => {
-                        let batch = granted.iter_mut().find(|(r, n, _)| {
-                            *r == waiter.requester && matches!(n, Notify::Run(_))
-                        });
-                        match batch {
-                            Some((_, _, grants)) => grants.push(grant),
-                            None => {
-                                granted.push((waiter.requester, Notify::Run(notify), vec![grant]))
+            let (requester, request, strategy) = (
+                waiter.requester,
+                waiter.request.clone(),
+                waiter.strategy.clone(),
+            );
+            match self.try_grant(requester, &request, &strategy, key) {
+                Some(grant) => {
+                    let Some((_, waiter)) = self.pop_head(shape) else {
+                        continue;
+                    };
+                    match waiter.notify {
+                        Notify::Run(notify) => {
+                            let batch = granted.iter_mut().find(|(r, n, _)| {
+                                *r == waiter.requester && matches!(n, Notify::Run(_))
+                            });
+                            match batch {
+                                Some((_, _, grants)) => grants.push(grant),
+                                None => granted.push((
+                                    waiter.requester,
+                                    Notify::Run(notify),
+                                    vec![grant],
+                                )),
                             }
                         }
+                        once => granted.push((waiter.requester, once, vec![grant])),
                     }
-                    once => granted.push((waiter.requester, once, vec![grant])),
-                },
-                None => {
-                    self.waiters.insert(key, waiter);
                 }
+                None => self.blocked(shape, key, requester, &request),
             }
         }
         for (requester, notify, grants) in granted {
@@ -524,10 +783,75 @@ impl ResourceManager {
         }
     }
 
-    fn enqueue(&mut self, waiter: Waiter) {
-        let key = (Reverse(waiter.request.rank), self.next_waiter);
+    /// The head of `shape`'s queue (`key`) did not fit: once it has waited for
+    /// [`RESERVE_AFTER`], a node is kept for it.
+    fn blocked(&mut self, shape: ShapeId, key: Key, requester: RequesterId, request: &Request) {
+        let Some(queue) = self.queues.get_mut(&shape) else {
+            return;
+        };
+        let since = *queue.blocked_at.get_or_insert_with(Instant::now);
+        if since.elapsed() >= RESERVE_AFTER
+            && !self.reservations.contains_key(&key)
+            && let Some(node) = self.node_to_reserve(requester, request)
+        {
+            tracing::debug!(function = %request.function, %node, "reserving a node for a request that waited");
+            self.reservations.insert(key, node);
+        }
+    }
+
+    /// Queues a request that was just found not to fit.
+    fn enqueue_blocked(&mut self, waiter: Waiter) {
+        let key = self.next_key(waiter.request.rank);
         self.next_waiter += 1;
-        self.waiters.insert(key, waiter);
+        let shape = self.intern(Shape::of(waiter.requester, &waiter.request));
+        let (requester, request) = (waiter.requester, waiter.request.clone());
+        self.enqueue_at(key, shape, waiter);
+        if self.heads.get(&key) == Some(&shape) {
+            self.blocked(shape, key, requester, &request);
+        }
+    }
+
+    /// Queues `waiter` under `key` in `shape`'s queue (made by [`Self::intern`]).
+    fn enqueue_at(&mut self, key: Key, shape: ShapeId, waiter: Waiter) {
+        if matches!(waiter.notify, Notify::Run(_)) {
+            self.queued
+                .insert((waiter.requester, waiter.request.index), (shape, key));
+        }
+        let Some(queue) = self.queues.get_mut(&shape) else {
+            return;
+        };
+        let old_head = queue.waiters.keys().next().copied();
+        queue.waiters.insert(key, waiter);
+        if old_head.is_none_or(|head| key < head) {
+            if let Some(head) = old_head {
+                self.heads.remove(&head);
+                self.reservations.remove(&head);
+                queue.blocked_at = None;
+            }
+            self.heads.insert(key, shape);
+        }
+    }
+
+    /// Drops queued requests of `requester` (they ran on a reservation it held).
+    fn cancel(&mut self, requester: RequesterId, indices: Vec<u32>) {
+        for index in indices {
+            let Some((shape, key)) = self.queued.remove(&(requester, index)) else {
+                continue;
+            };
+            let Some(queue) = self.queues.get_mut(&shape) else {
+                continue;
+            };
+            if queue.waiters.keys().next() == Some(&key) {
+                self.pop_head(shape);
+            } else {
+                queue.waiters.remove(&key);
+            }
+        }
+    }
+
+    /// The key a new request would be queued under.
+    fn next_key(&self, rank: Rank) -> Key {
+        (Reverse(rank), self.next_waiter)
     }
 }
 
@@ -578,10 +902,41 @@ impl Handler<Reserve> for ResourceManager {
                 notify,
             } = msg;
             let mut grants = Vec::new();
+            // The shape of the previous request (consecutive requests mostly share one).
+            let mut last: Option<(Shape, ShapeId)> = None;
             for request in requests {
-                match self.try_grant(requester, &request, &strategy) {
+                // Behind a request of its shape that is waiting already, it waits too
+                // (whatever fits one fits the other): queued without a try.
+                let shape = match &last {
+                    Some((shape, id)) if shape.matches(requester, &request) => Some(*id),
+                    _ => {
+                        let shape = Shape::of(requester, &request);
+                        let id = self.shape_ids.get(&shape).copied();
+                        if let Some(id) = id {
+                            last = Some((shape, id));
+                        }
+                        id
+                    }
+                };
+                if let Some(shape) = shape
+                    && let Some(queue) = self.queues.get(&shape)
+                    && queue.blocked_at.is_some()
+                {
+                    let key = self.next_key(request.rank);
+                    self.next_waiter += 1;
+                    let waiter = Waiter {
+                        requester,
+                        request,
+                        strategy: strategy.clone(),
+                        notify: Notify::Run(notify.clone()),
+                    };
+                    self.enqueue_at(key, shape, waiter);
+                    continue;
+                }
+                let key = self.next_key(request.rank);
+                match self.try_grant(requester, &request, &strategy, key) {
                     Some(grant) => grants.push(grant),
-                    None => self.enqueue(Waiter {
+                    None => self.enqueue_blocked(Waiter {
                         requester,
                         request,
                         strategy: strategy.clone(),
@@ -594,7 +949,7 @@ impl Handler<Reserve> for ResourceManager {
             }
         });
         if let Err(panicked) = handled {
-            self.waiters.retain(|_, w| w.requester != requester);
+            self.drop_queued(|r| r == requester);
             let refusals = asked
                 .into_iter()
                 .map(|(index, function)| Grant {
@@ -603,6 +958,7 @@ impl Handler<Reserve> for ResourceManager {
                         function,
                         reason: panicked.to_string(),
                     }),
+                    parallel: 0,
                 })
                 .collect();
             self.deliver(requester, Notify::Run(notify_on_panic), refusals, ctx);
@@ -629,17 +985,18 @@ impl Handler<ReserveOne> for ResourceManager {
             rank,
             function: function.clone(),
             code,
-            cost,
+            cost: Arc::new(cost),
             target,
             locality: Vec::new(),
             avoid: None,
         };
+        let key = self.next_key(request.rank);
         let granted = guarded_with(ACTOR, ctx, |_| {
-            self.try_grant(requester, &request, &strategy)
+            self.try_grant(requester, &request, &strategy, key)
         });
         match granted {
             Ok(Some(grant)) => self.deliver(requester, Notify::Once(reply), vec![grant], ctx),
-            Ok(None) => self.enqueue(Waiter {
+            Ok(None) => self.enqueue_blocked(Waiter {
                 requester,
                 request,
                 strategy,
@@ -734,6 +1091,14 @@ impl Handler<Withdraw> for ResourceManager {
 
     fn handle(&mut self, msg: Withdraw, ctx: &mut Self::Context) {
         let _ = guarded_with(ACTOR, ctx, |ctx| self.withdraw(msg.requester, ctx));
+    }
+}
+
+impl Handler<Cancel> for ResourceManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) {
+        let _ = guarded_with(ACTOR, ctx, |_| self.cancel(msg.requester, msg.indices));
     }
 }
 

@@ -3,16 +3,16 @@
 //! execution's events, and replies once.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures::channel::oneshot;
 use handoff_core::{
-    AllocationStrategy, Backoff, CallError, DagId, FunctionId, NodeId, Placement, Results,
-    ValidatedDag, Value,
+    AllocationStrategy, Backoff, CallError, CodeName, DagId, FunctionId, NodeId, Placement,
+    Resources, Results, ValidatedDag, Value,
 };
 use tokio::sync::mpsc;
 
@@ -23,7 +23,8 @@ use crate::location_registry::{ForgetDag, LocationRegistry, RegisterLocations};
 use crate::remote::{RemoteArgument, RemoteCall, RemoteResult, SharedTransport};
 use crate::report::{ExecutionReport, Recorder};
 use crate::resource_manager::{
-    Grant, Rank, Release, Request, RequesterId, Reserve, ResourceManager, Target, Withdraw,
+    Cancel, Grant, GrantId, Rank, Release, Request, RequesterId, Reserve, ResourceManager, Target,
+    Withdraw,
 };
 use crate::result_store::{DropDag, FreeValues, ResultStore, StoreValues};
 use crate::supervision::guarded_with;
@@ -31,6 +32,35 @@ use crate::supervision::guarded_with;
 /// The most calls one job takes from the ready queue at once (a job hands back those it
 /// has not started once it has run for a while: see [`crate::executor::JOB_BUDGET`]).
 const MAX_BATCH: usize = 1024;
+
+/// How long a reservation keeps being reused by the next waiting calls of its shape
+/// before it goes back to the resource manager (which may then grant it to a more urgent
+/// or a starving request, or to this execution again).
+const LEASE_BUDGET: Duration = Duration::from_millis(2);
+
+/// Functions whose calls may run on one another's reservation: the same cost and code,
+/// and the same pinned node if any (collocated functions and functions with a timeout
+/// never share).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ShapeKey {
+    cost: Resources,
+    code: CodeName,
+    pinned: Option<NodeId>,
+}
+
+/// `shape_ids` marker: not computed yet.
+const SHAPE_UNSET: u32 = u32::MAX;
+/// `shape_ids` marker: never shares a reservation.
+const SHAPE_NONE: u32 = u32::MAX - 1;
+
+/// A reservation the run holds, and what may reuse it.
+struct Lease {
+    /// Its shape (`SHAPE_NONE`: not reused).
+    shape: u32,
+    since: Instant,
+    /// How many reservations of its shape fit at once where it may run.
+    parallel: u32,
+}
 
 /// The most re-runs of one function, after attempts that could not run where they were
 /// sent, that do not count against `max_retries`.
@@ -175,6 +205,9 @@ struct JobEntry {
     launched: u64,
     /// Where it runs.
     node: NodeId,
+    /// When it started, for a job on a reservation (how long its calls take sizes the
+    /// next batches of their shape).
+    since: Option<Instant>,
 }
 
 pub(crate) struct DagRun {
@@ -243,6 +276,27 @@ pub(crate) struct DagRun {
     /// made them, and the reservations to give back, sent once at the chunk's end (one
     /// message for many functions rather than a few per function).
     deferred: Option<Deferred>,
+    /// Each function's shape id (`SHAPE_UNSET` until it first asks for a reservation).
+    shape_ids: Vec<u32>,
+    shape_index: HashMap<ShapeKey, u32>,
+    /// By shape id: the calls waiting for a reservation, most urgent first.
+    awaiting: Vec<BTreeSet<(Reverse<Rank>, u32)>>,
+    /// By shape id: its cost, shared by its requests.
+    shape_costs: Vec<Arc<Resources>>,
+    /// By shape id: how long one of its calls took in its last job on a reservation
+    /// (zero until one ended): a batch holds no more than a job's time budget of them.
+    shape_pace: Vec<Duration>,
+    /// With events: the attempt each call last got a `Reserved` event for (a call handed
+    /// back and taken again does not get a second one).
+    announced: Vec<u32>,
+    shape_keys: Vec<ShapeKey>,
+    /// The shape last looked up.
+    last_shape: Option<u32>,
+    /// The reservations held, with what may reuse them.
+    leases: HashMap<GrantId, Lease>,
+    /// Waiting calls that ran on a reservation already held: their requests are
+    /// withdrawn from the resource manager (with the next message to it).
+    cancels: Vec<u32>,
 }
 
 /// A finished function's id and its value, when it is held here.
@@ -307,6 +361,16 @@ impl DagRun {
             rng: seed,
             to_free: Vec::new(),
             deferred: None,
+            shape_ids: Vec::new(),
+            shape_index: HashMap::new(),
+            awaiting: Vec::new(),
+            shape_costs: Vec::new(),
+            shape_pace: Vec::new(),
+            announced: Vec::new(),
+            shape_keys: Vec::new(),
+            last_shape: None,
+            leases: HashMap::new(),
+            cancels: Vec::new(),
             shared: setup.shared,
         }
     }
@@ -419,30 +483,229 @@ impl DagRun {
             if slot {
                 self.ready.push((rank, Reverse(index)));
             } else {
-                let locality = self.locality(i);
-                requests.push(Request {
-                    index,
-                    rank,
-                    function: f.id().clone(),
-                    code: f.code().clone(),
-                    cost: cost.cloned().unwrap_or_default(),
-                    target: target.clone(),
-                    locality,
-                    avoid: self.failed_on[i].clone(),
-                });
+                requests.push(self.request_for(index));
             }
         }
-        if !requests.is_empty() {
-            requests.sort_by_key(|r| Reverse(r.rank));
-            let msg = Reserve {
-                requester: self.settings.requester,
-                requests,
-                strategy: self.settings.strategy.clone(),
-                notify: self.shared.events.clone(),
-            };
-            self.send_to_manager(msg, ctx);
-        }
+        self.send_requests(requests, ctx);
         self.dispatch_ready(ctx);
+    }
+
+    /// The reservation request of function `index`, which now waits for it.
+    fn request_for(&mut self, index: u32) -> Request {
+        let i = index as usize;
+        let shape = self.shape_id(i);
+        let f = self.shared.dag.function(i);
+        let cost = match shape {
+            SHAPE_NONE => Arc::new(
+                f.cost()
+                    .filter(|c| !c.is_empty())
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            shape => Arc::clone(&self.shape_costs[shape as usize]),
+        };
+        let request = Request {
+            index,
+            rank: self.settings.ranks[i],
+            function: f.id().clone(),
+            code: f.code().clone(),
+            cost,
+            target: self.settings.targets[i].clone(),
+            locality: self.locality(i),
+            avoid: self.failed_on[i].clone(),
+        };
+        if shape != SHAPE_NONE {
+            self.awaiting[shape as usize].insert((Reverse(request.rank), index));
+        }
+        request
+    }
+
+    /// Sends reservation requests to the resource manager, in one message.
+    fn send_requests(&mut self, mut requests: Vec<Request>, ctx: &mut Context<Self>) {
+        if requests.is_empty() {
+            return;
+        }
+        requests.sort_by_key(|r| Reverse(r.rank));
+        let msg = Reserve {
+            requester: self.settings.requester,
+            requests,
+            strategy: self.settings.strategy.clone(),
+            notify: self.shared.events.clone(),
+        };
+        self.send_to_manager(msg, ctx);
+    }
+
+    /// Function `i`'s shape id, or `SHAPE_NONE` when its calls never share a reservation.
+    fn shape_id(&mut self, i: usize) -> u32 {
+        if self.shape_ids.is_empty() {
+            self.shape_ids = vec![SHAPE_UNSET; self.shared.dag.len()];
+        }
+        if self.shape_ids[i] != SHAPE_UNSET {
+            return self.shape_ids[i];
+        }
+        let f = self.shared.dag.function(i);
+        let pinned = match &self.settings.targets[i] {
+            Target::Any => Some(None),
+            Target::Pinned(node) => Some(Some(node.clone())),
+            Target::Group { .. } => None,
+        };
+        let id = match pinned {
+            Some(pinned) if self.timeout_of(i as u32).is_none() => {
+                // Neighbours mostly share a shape: compared in place, no allocation.
+                let cost = f.cost().filter(|c| !c.is_empty());
+                if let Some(&last) = self.last_shape.as_ref()
+                    && let Some(key) = self.shape_keys.get(last as usize)
+                    && key.code == *f.code()
+                    && key.pinned == pinned
+                    && cost.map_or(key.cost.is_empty(), |c| *c == key.cost)
+                {
+                    self.shape_ids[i] = last;
+                    return last;
+                }
+                let key = ShapeKey {
+                    cost: f
+                        .cost()
+                        .filter(|c| !c.is_empty())
+                        .cloned()
+                        .unwrap_or_default(),
+                    code: f.code().clone(),
+                    pinned,
+                };
+                let next = self.shape_index.len() as u32;
+                let cost = Arc::new(key.cost.clone());
+                let id = *self.shape_index.entry(key.clone()).or_insert(next);
+                if id == next {
+                    self.awaiting.push(BTreeSet::new());
+                    self.shape_costs.push(cost);
+                    self.shape_pace.push(Duration::ZERO);
+                    self.shape_keys.push(key);
+                }
+                self.last_shape = Some(id);
+                id
+            }
+            _ => SHAPE_NONE,
+        };
+        self.shape_ids[i] = id;
+        id
+    }
+
+    /// Function `index` got its own reservation: it no longer waits. False when it was
+    /// not waiting (it already ran on another reservation of its shape).
+    fn take_granted(&mut self, index: u32) -> bool {
+        let i = index as usize;
+        let shape = self.shape_ids.get(i).copied().unwrap_or(SHAPE_NONE);
+        if shape == SHAPE_NONE || shape == SHAPE_UNSET {
+            return true;
+        }
+        let rank = self.settings.ranks[i];
+        self.awaiting[shape as usize].remove(&(Reverse(rank), index))
+    }
+
+    /// Takes up to `n` waiting calls of `shape` to run on a reservation held on `node`,
+    /// most urgent first (their requests are withdrawn). A call whose last attempt failed
+    /// on `node` is left to wait for another node, when there are others.
+    fn take_waiting(&mut self, shape: u32, node: &NodeId, n: usize) -> Vec<u32> {
+        let mut taken = Vec::new();
+        if shape == SHAPE_NONE || n == 0 {
+            return taken;
+        }
+        let set = &mut self.awaiting[shape as usize];
+        if self.settings.transport.is_none() {
+            while taken.len() < n {
+                let Some((_, index)) = set.pop_first() else {
+                    break;
+                };
+                taken.push(index);
+            }
+        } else {
+            let failed_on = &self.failed_on;
+            let picked: Vec<(Reverse<Rank>, u32)> = set
+                .iter()
+                .filter(|(_, index)| failed_on[*index as usize].as_ref() != Some(node))
+                .take(n)
+                .copied()
+                .collect();
+            for entry in picked {
+                set.remove(&entry);
+                taken.push(entry.1);
+            }
+        }
+        self.cancels.extend_from_slice(&taken);
+        taken
+    }
+
+    /// How many waiting calls of `shape` one reservation takes at once: its share when
+    /// `parallel` reservations of the shape run together (a batch runs back to back).
+    fn share(&self, shape: u32, parallel: u32, extra: usize) -> usize {
+        if shape == SHAPE_NONE {
+            return 0;
+        }
+        let pace = self.shape_pace[shape as usize];
+        let in_budget = if pace.is_zero() {
+            MAX_BATCH
+        } else {
+            (crate::executor::JOB_BUDGET.as_nanos() / pace.as_nanos()).max(1) as usize
+        };
+        (self.awaiting[shape as usize].len() + extra)
+            .div_ceil(parallel.max(1) as usize)
+            .min(MAX_BATCH)
+            .min(in_budget)
+    }
+
+    /// Emits `Reserved` for calls that run on a reservation on `node`.
+    fn emit_reserved(&mut self, batch: &[u32], node: &NodeId) {
+        if self.observed() {
+            if self.announced.is_empty() {
+                self.announced = vec![0; self.shared.dag.len()];
+            }
+            let now = now_micros();
+            for &index in batch {
+                let attempt = self.attempts[index as usize] + 1;
+                if std::mem::replace(&mut self.announced[index as usize], attempt) == attempt {
+                    continue;
+                }
+                let function = self.id_of(index);
+                let node = node.clone();
+                self.emit(now, EventKind::Reserved { function, node });
+            }
+        }
+    }
+
+    /// A job that held reservation `hold` on `node` ended: the reservation runs the next
+    /// waiting calls of its shape while it is young, else it goes back.
+    fn reuse_or_release(&mut self, hold: Hold, node: &NodeId, ctx: &mut Context<Self>) {
+        if let Hold::Reservation(grant) = hold
+            && self.running()
+            && let Some(lease) = self.leases.get(&grant)
+            && lease.shape != SHAPE_NONE
+            && lease.since.elapsed() < LEASE_BUDGET
+        {
+            let (shape, parallel) = (lease.shape, lease.parallel);
+            let n = if *node == self.settings.node {
+                self.share(shape, parallel, 0).max(1)
+            } else {
+                1
+            };
+            let batch = self.take_waiting(shape, node, n);
+            if !batch.is_empty() {
+                self.emit_reserved(&batch, node);
+                self.launch(batch, hold, node.clone(), ctx);
+                return;
+            }
+        }
+        self.release(hold, ctx);
+    }
+
+    /// Sends the withdrawals of waiting calls that ran on reservations already held.
+    fn flush_cancels(&mut self, ctx: &mut Context<Self>) {
+        if self.cancels.is_empty() {
+            return;
+        }
+        let msg = Cancel {
+            requester: self.settings.requester,
+            indices: std::mem::take(&mut self.cancels),
+        };
+        self.send_to_manager(msg, ctx);
     }
 
     /// How many bytes of function `i`'s inputs each node holds (known only for values
@@ -687,6 +950,7 @@ impl DagRun {
                 calls: vec![(index, attempt)],
                 launched: self.launch_instant(),
                 node: node.clone(),
+                since: matches!(hold, Hold::Reservation(_)).then(Instant::now),
             },
         );
         let timestamps = self.shared.timestamps;
@@ -752,13 +1016,19 @@ impl DagRun {
                 calls: calls.iter().map(|c| (c.index, c.attempt)).collect(),
                 launched: self.launch_instant(),
                 node: node.clone(),
+                since: matches!(hold, Hold::Reservation(_)).then(Instant::now),
             },
         );
+        let free_calls = match hold {
+            Hold::Slot => crate::executor::FREE_CALLS,
+            Hold::Reservation(_) => 1,
+        };
         self.shared.spawn(Job {
             id,
             calls,
             node,
             token,
+            free_calls,
         });
     }
 
@@ -808,6 +1078,7 @@ impl DagRun {
         match hold {
             Hold::Slot => self.slots += 1,
             Hold::Reservation(grant) => {
+                self.leases.remove(&grant);
                 if let Some(deferred) = &mut self.deferred {
                     deferred.releases.push(grant);
                     return;
@@ -822,20 +1093,57 @@ impl DagRun {
 
     fn on_reserved(&mut self, grants: Vec<Grant>, ctx: &mut Context<Self>) {
         let mut give_back = Vec::new();
+        // First every granted call stops waiting, so that no batch below takes a call
+        // whose own grant is in this message.
+        let mut usable = Vec::with_capacity(grants.len());
         for grant in grants {
             match grant.outcome {
                 Ok((id, node)) if self.running() => {
-                    if self.observed() {
-                        let function = self.id_of(grant.index);
-                        let node = node.clone();
-                        self.emit(now_micros(), EventKind::Reserved { function, node });
+                    if self.take_granted(grant.index) {
+                        usable.push((grant.index, id, node, grant.parallel));
+                    } else {
+                        // It already ran on a reservation of its shape.
+                        give_back.push(id);
                     }
-                    self.launch(vec![grant.index], Hold::Reservation(id), node, ctx);
                 }
                 Ok((id, _)) => give_back.push(id),
                 Err(error) => self.fail(ExecuteError::Allocation(error), ctx),
             }
         }
+        for (index, id, node, parallel) in usable {
+            if !self.running() {
+                give_back.push(id);
+                continue;
+            }
+            let shape = self
+                .shape_ids
+                .get(index as usize)
+                .copied()
+                .unwrap_or(SHAPE_NONE);
+            let shape = if shape == SHAPE_UNSET {
+                SHAPE_NONE
+            } else {
+                shape
+            };
+            self.leases.insert(
+                id,
+                Lease {
+                    shape,
+                    since: Instant::now(),
+                    parallel,
+                },
+            );
+            // Here, the reservation runs a batch: this call and its share of the calls
+            // of its shape still waiting, back to back.
+            let mut batch = vec![index];
+            if node == self.settings.node {
+                let more = self.share(shape, parallel, 1).saturating_sub(1);
+                batch.extend(self.take_waiting(shape, &node, more));
+            }
+            self.emit_reserved(&batch, &node);
+            self.launch(batch, Hold::Reservation(id), node, ctx);
+        }
+        self.flush_cancels(ctx);
         if !give_back.is_empty() {
             let msg = Release { grants: give_back };
             self.send_to_manager(msg, ctx);
@@ -852,15 +1160,26 @@ impl DagRun {
         {
             self.next_suspect(ctx);
         }
-        self.release(entry.hold, ctx);
+        // A slot goes back now; a reservation once this job's outcomes are handled (the
+        // calls they make ready may reuse it).
+        let reservation = matches!(entry.hold, Hold::Reservation(_));
+        if !reservation {
+            self.release(entry.hold, ctx);
+        }
         // Calls the job handed back for lack of time are still scheduled: back in the
-        // ready queue as they were.
+        // ready queue (or waiting for a reservation) as they were.
+        let mut returned = Vec::new();
         if self.running() {
             for index in report.returned {
-                self.ready
-                    .push((self.settings.ranks[index as usize], Reverse(index)));
+                if reservation {
+                    returned.push(index);
+                } else {
+                    self.ready
+                        .push((self.settings.ranks[index as usize], Reverse(index)));
+                }
             }
         }
+        let report_ran = report.outcomes.len();
         // Calls the job handed back unstarted are ready again, ahead of the rest.
         let mut newly_ready = report.unrun;
         let mut stored = Vec::with_capacity(report.outcomes.len());
@@ -976,6 +1295,28 @@ impl DagRun {
         }
         if self.running() {
             self.schedule(newly_ready, ctx);
+        }
+        if reservation {
+            if let (Hold::Reservation(grant), Some(since)) = (entry.hold, entry.since)
+                && let Some(lease) = self.leases.get(&grant)
+                && lease.shape != SHAPE_NONE
+            {
+                let ran = (report_ran as u32).max(1);
+                self.shape_pace[lease.shape as usize] = since.elapsed() / ran;
+            }
+            // Handed back calls first in line for the reservation (when it is kept), or
+            // asking for one again.
+            let requests: Vec<Request> = returned
+                .iter()
+                .map(|&index| self.request_for(index))
+                .collect();
+            self.reuse_or_release(entry.hold, &entry.node, ctx);
+            let requests: Vec<Request> = requests
+                .into_iter()
+                .filter(|r| !self.cancels.contains(&r.index))
+                .collect();
+            self.cancels.retain(|index| !returned.contains(index));
+            self.send_requests(requests, ctx);
         }
         self.maybe_finish(ctx);
     }
@@ -1432,6 +1773,7 @@ impl DagRun {
             self.store_values(values, &node, ctx);
         }
         self.flush_frees(ctx);
+        self.flush_cancels(ctx);
         if !deferred.releases.is_empty() {
             let msg = Release {
                 grants: deferred.releases,

@@ -209,6 +209,33 @@ impl Resources {
         out
     }
 
+    /// How many times this cost fits in `capacity` at once (`u64::MAX` for a cost of
+    /// nothing), e.g. 4 for `cpu: 0.5` in `cpu: 2`.
+    ///
+    /// ```
+    /// use handoff_core::Resources;
+    /// let node = Resources::new().cpu(2).memory(1000);
+    /// assert_eq!(Resources::new().cpu(0.5).times_in(&node), 4);
+    /// assert_eq!(Resources::new().cpu(1).memory(600).times_in(&node), 1);
+    /// assert_eq!(Resources::new().gpu(1).times_in(&node), 0);
+    /// assert_eq!(Resources::new().times_in(&node), u64::MAX);
+    /// ```
+    pub fn times_in(&self, capacity: &Resources) -> u64 {
+        self.iter()
+            .filter(|(_, need)| need.0 > 0)
+            .map(|(name, need)| (capacity.get(name).0.max(0) / need.0) as u64)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// The sum of the amounts of `self` that `available` lacks (0 when `self` fits):
+    /// how far a node is from taking this cost.
+    pub fn missing_from(&self, available: &Resources) -> i64 {
+        self.iter()
+            .map(|(name, need)| need.0.saturating_sub(available.get(name).0).max(0))
+            .fold(0_i64, i64::saturating_add)
+    }
+
     /// The free fraction of this capacity that `available` represents, averaged over the
     /// resources of this capacity (1.0 for an idle node; used by load balancing).
     pub fn free_ratio(&self, available: &Resources) -> f64 {
