@@ -1301,8 +1301,15 @@ impl DagRun {
                 && let Some(lease) = self.leases.get(&grant)
                 && lease.shape != SHAPE_NONE
             {
+                // Only a job that ran past its budget says its calls are slow (a short
+                // job's time is mostly the hand-off to its thread).
+                let took = since.elapsed();
                 let ran = (report_ran as u32).max(1);
-                self.shape_pace[lease.shape as usize] = since.elapsed() / ran;
+                self.shape_pace[lease.shape as usize] = if took > crate::executor::JOB_BUDGET {
+                    took / ran
+                } else {
+                    Duration::ZERO
+                };
             }
             // Handed back calls first in line for the reservation (when it is kept), or
             // asking for one again.
