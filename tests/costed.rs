@@ -11,7 +11,8 @@ use std::time::Duration;
 use common::{Gauge, busy_work, guarded, start_local};
 use futures::StreamExt as _;
 use handoff::{
-    Dag, Event, EventKind, ExecuteOptions, Function, List, NodeHandle, NodeId, Registry, Resources,
+    Dag, Event, EventKind, ExecuteOptions, ExecutionResult, Function, List, NodeHandle, NodeId,
+    Registry, Resources, ValidatedDag,
 };
 
 async fn assert_all_released(node: &NodeHandle) {
@@ -21,6 +22,19 @@ async fn assert_all_released(node: &NodeHandle) {
             .expect("node alive")
             .expect("the local node is registered");
     assert_eq!(available, capacity, "every reservation was given back");
+}
+
+/// Runs `dag` with its events collected: its result and every event, in order.
+async fn run_observed(node: &NodeHandle, dag: ValidatedDag) -> (ExecutionResult, Vec<Event>) {
+    let options = ExecuteOptions::default().events(1 << 16);
+    let mut handle = guarded("submit", node.submit(dag, options))
+        .await
+        .expect("feasible");
+    let stream = handle.events().expect("asked for events");
+    let events = actix::spawn(stream.collect::<Vec<Event>>());
+    let done = guarded("outcome", handle.outcome()).await.expect("runs");
+    let events = guarded("events", events).await.expect("collected");
+    (done, events)
 }
 
 /// A registry whose `weighted` function counts its cost (in hundredths of a cpu) on
@@ -76,15 +90,7 @@ async fn thousands_of_costed_calls_of_several_shapes_stay_within_capacity() {
         )
         .validate()
         .expect("valid DAG");
-    let mut handle = guarded(
-        "submit",
-        node.submit(dag, ExecuteOptions::default().events(1 << 16)),
-    )
-    .await
-    .expect("feasible");
-    let stream = handle.events().expect("asked for events");
-    let events = actix::spawn(stream.collect::<Vec<Event>>());
-    let done = guarded("outcome", handle.outcome()).await.expect("runs");
+    let (done, events) = run_observed(&node, dag).await;
     assert_eq!(done.results.get::<i64>("total"), Ok(expected));
     assert_eq!(gauge.finished(), N, "every costed call ran once");
     assert!(
@@ -92,7 +98,6 @@ async fn thousands_of_costed_calls_of_several_shapes_stay_within_capacity() {
         "{} hundredths of a cpu in use on a 2-cpu node",
         gauge.max()
     );
-    let events = guarded("events", events).await.expect("collected");
     let reserved = events
         .iter()
         .filter(|e| matches!(&e.kind, EventKind::Reserved { node, .. } if node.as_str() == "local"))
@@ -137,17 +142,8 @@ async fn a_wide_call_is_not_passed_forever_by_narrow_ones() {
         )
         .validate()
         .expect("valid DAG");
-    let mut handle = guarded(
-        "submit",
-        node.submit(dag, ExecuteOptions::default().events(1 << 14)),
-    )
-    .await
-    .expect("feasible");
-    let stream = handle.events().expect("asked for events");
-    let events = actix::spawn(stream.collect::<Vec<Event>>());
-    let done = guarded("outcome", handle.outcome()).await.expect("runs");
+    let (done, events) = run_observed(&node, dag).await;
     assert_eq!(done.results.get::<i64>("wide"), Ok(1));
-    let events = guarded("events", events).await.expect("collected");
     // When each call ran (events come when calls report; their times say when they ran).
     let span = |id: &str| {
         let at = |started: bool| {

@@ -243,6 +243,16 @@ enum Place {
     Group(u32),
 }
 
+impl Place {
+    fn of(target: &Target) -> Self {
+        match target {
+            Target::Any => Place::Any,
+            Target::Pinned(node) => Place::Pinned(node.clone()),
+            Target::Group { root, .. } => Place::Group(*root),
+        }
+    }
+}
+
 /// Requests that fit the same nodes whenever they fit at all: one execution's (or one
 /// single reservation's), same cost, same code, same placement. A queue whose first
 /// request does not fit is passed over whole.
@@ -260,12 +270,7 @@ impl Shape {
         self.requester == requester
             && self.code == request.code
             && *self.cost == *request.cost
-            && match (&self.place, &request.target) {
-                (Place::Any, Target::Any) => true,
-                (Place::Pinned(a), Target::Pinned(b)) => a == b,
-                (Place::Group(a), Target::Group { root, .. }) => a == root,
-                _ => false,
-            }
+            && self.place == Place::of(&request.target)
     }
 
     fn of(requester: RequesterId, request: &Request) -> Self {
@@ -273,11 +278,7 @@ impl Shape {
             requester,
             cost: request.cost.clone(),
             code: request.code.clone(),
-            place: match &request.target {
-                Target::Any => Place::Any,
-                Target::Pinned(node) => Place::Pinned(node.clone()),
-                Target::Group { root, .. } => Place::Group(*root),
-            },
+            place: Place::of(&request.target),
         }
     }
 }
@@ -441,12 +442,7 @@ impl ResourceManager {
             // Its node left: wait for it to come back, until the grace period ends.
             return None;
         }
-        let mut nodes = self.ordered(true);
-        nodes.retain(|(node, _)| {
-            self.executable
-                .get(node)
-                .is_some_and(|codes| codes.contains(&request.code))
-        });
+        let nodes = self.with_code(&request.code);
         let mut fitting = match candidates(
             &request.function,
             &[&request.cost],
@@ -565,24 +561,34 @@ impl ResourceManager {
     /// which a drained node would not change).
     fn node_to_reserve(&self, requester: RequesterId, request: &Request) -> Option<NodeId> {
         let allowed = self.required_node(requester, &request.target);
-        let (node, missing) = self
-            .ordered(true)
+        let nodes = self.with_code(&request.code);
+        let fitting = candidates(
+            &request.function,
+            &[&request.cost],
+            &nodes,
+            allowed.as_ref(),
+        );
+        let (node, missing) = fitting
+            .ok()?
             .into_iter()
-            .filter(|(node, capacity)| {
-                allowed.as_ref().is_none_or(|a| a == node)
-                    && request.cost.fits_in(capacity)
-                    && self
-                        .executable
-                        .get(node)
-                        .is_some_and(|codes| codes.contains(&request.code))
-            })
-            .map(|(node, _)| {
-                let free = self.tracker.available(&node).unwrap_or_default();
-                let missing = request.cost.missing_from(&free);
-                (node, missing)
+            .map(|i| {
+                let free = self.tracker.available(&nodes[i].0).unwrap_or_default();
+                (i, request.cost.missing_from(&free))
             })
             .min_by_key(|(_, missing)| *missing)?;
-        (missing > 0).then_some(node)
+        (missing > 0).then(|| nodes[node].0.clone())
+    }
+
+    /// The nodes functions can be sent to whose registry has `code`, local first, with
+    /// their capacity.
+    fn with_code(&self, code: &CodeName) -> Vec<(NodeId, Resources)> {
+        let mut nodes = self.ordered(true);
+        nodes.retain(|(node, _)| {
+            self.executable
+                .get(node)
+                .is_some_and(|codes| codes.contains(code))
+        });
+        nodes
     }
 
     /// Sends grants; if the execution is gone, gives its reservations back.
@@ -813,13 +819,13 @@ impl ResourceManager {
 
     /// Queues `waiter` under `key` in `shape`'s queue (made by [`Self::intern`]).
     fn enqueue_at(&mut self, key: Key, shape: ShapeId, waiter: Waiter) {
+        let Some(queue) = self.queues.get_mut(&shape) else {
+            return;
+        };
         if matches!(waiter.notify, Notify::Run(_)) {
             self.queued
                 .insert((waiter.requester, waiter.request.index), (shape, key));
         }
-        let Some(queue) = self.queues.get_mut(&shape) else {
-            return;
-        };
         let old_head = queue.waiters.keys().next().copied();
         queue.waiters.insert(key, waiter);
         if old_head.is_none_or(|head| key < head) {

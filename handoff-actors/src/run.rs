@@ -43,7 +43,8 @@ const LEASE_BUDGET: Duration = Duration::from_millis(2);
 /// never share).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ShapeKey {
-    cost: Resources,
+    /// Shared by the requests of the shape (no copy per request).
+    cost: Arc<Resources>,
     code: CodeName,
     pinned: Option<NodeId>,
 }
@@ -281,8 +282,6 @@ pub(crate) struct DagRun {
     shape_index: HashMap<ShapeKey, u32>,
     /// By shape id: the calls waiting for a reservation, most urgent first.
     awaiting: Vec<BTreeSet<(Reverse<Rank>, u32)>>,
-    /// By shape id: its cost, shared by its requests.
-    shape_costs: Vec<Arc<Resources>>,
     /// By shape id: how long one of its calls took in its last job on a reservation
     /// (zero until one ended): a batch holds no more than a job's time budget of them.
     shape_pace: Vec<Duration>,
@@ -364,7 +363,6 @@ impl DagRun {
             shape_ids: Vec::new(),
             shape_index: HashMap::new(),
             awaiting: Vec::new(),
-            shape_costs: Vec::new(),
             shape_pace: Vec::new(),
             announced: Vec::new(),
             shape_keys: Vec::new(),
@@ -474,7 +472,7 @@ impl DagRun {
             let rank = self.settings.ranks[i];
             let f = self.shared.dag.function(i);
             let target = &self.settings.targets[i];
-            let cost = f.cost().filter(|c| !c.is_empty());
+            let cost = cost_of(f);
             // Without a cost, a function runs in one of this execution's slots here,
             // unless its placement or its code's whereabouts say otherwise.
             let slot = cost.is_none()
@@ -493,18 +491,13 @@ impl DagRun {
     /// The reservation request of function `index`, which now waits for it.
     fn request_for(&mut self, index: u32) -> Request {
         let i = index as usize;
-        let shape = self.shape_id(i);
+        let shape = self.await_reservation(index);
         let f = self.shared.dag.function(i);
         let cost = match shape {
-            SHAPE_NONE => Arc::new(
-                f.cost()
-                    .filter(|c| !c.is_empty())
-                    .cloned()
-                    .unwrap_or_default(),
-            ),
-            shape => Arc::clone(&self.shape_costs[shape as usize]),
+            SHAPE_NONE => Arc::new(cost_of(f).cloned().unwrap_or_default()),
+            shape => Arc::clone(&self.shape_keys[shape as usize].cost),
         };
-        let request = Request {
+        Request {
             index,
             rank: self.settings.ranks[i],
             function: f.id().clone(),
@@ -513,11 +506,36 @@ impl DagRun {
             target: self.settings.targets[i].clone(),
             locality: self.locality(i),
             avoid: self.failed_on[i].clone(),
-        };
-        if shape != SHAPE_NONE {
-            self.awaiting[shape as usize].insert((Reverse(request.rank), index));
         }
-        request
+    }
+
+    /// Function `index` waits for a reservation: among the calls of its shape that one
+    /// held may take. Its shape id.
+    fn await_reservation(&mut self, index: u32) -> u32 {
+        let shape = self.shape_id(index as usize);
+        if shape != SHAPE_NONE {
+            let rank = self.settings.ranks[index as usize];
+            self.awaiting[shape as usize].insert((Reverse(rank), index));
+        }
+        shape
+    }
+
+    /// Whether function `index` still waits for a reservation (always, for a function
+    /// whose calls never share one).
+    fn awaits_reservation(&self, index: u32) -> bool {
+        match self.known_shape(index) {
+            SHAPE_NONE => true,
+            shape => self.awaiting[shape as usize]
+                .contains(&(Reverse(self.settings.ranks[index as usize]), index)),
+        }
+    }
+
+    /// Function `index`'s shape id if computed and shared, else `SHAPE_NONE`.
+    fn known_shape(&self, index: u32) -> u32 {
+        match self.shape_ids.get(index as usize) {
+            Some(&shape) if shape != SHAPE_UNSET => shape,
+            _ => SHAPE_NONE,
+        }
     }
 
     /// Sends reservation requests to the resource manager, in one message.
@@ -552,31 +570,25 @@ impl DagRun {
         let id = match pinned {
             Some(pinned) if self.timeout_of(i as u32).is_none() => {
                 // Neighbours mostly share a shape: compared in place, no allocation.
-                let cost = f.cost().filter(|c| !c.is_empty());
+                let cost = cost_of(f);
                 if let Some(&last) = self.last_shape.as_ref()
                     && let Some(key) = self.shape_keys.get(last as usize)
                     && key.code == *f.code()
                     && key.pinned == pinned
-                    && cost.map_or(key.cost.is_empty(), |c| *c == key.cost)
+                    && cost.map_or(key.cost.is_empty(), |c| *c == *key.cost)
                 {
                     self.shape_ids[i] = last;
                     return last;
                 }
                 let key = ShapeKey {
-                    cost: f
-                        .cost()
-                        .filter(|c| !c.is_empty())
-                        .cloned()
-                        .unwrap_or_default(),
+                    cost: Arc::new(cost.cloned().unwrap_or_default()),
                     code: f.code().clone(),
                     pinned,
                 };
                 let next = self.shape_index.len() as u32;
-                let cost = Arc::new(key.cost.clone());
                 let id = *self.shape_index.entry(key.clone()).or_insert(next);
                 if id == next {
                     self.awaiting.push(BTreeSet::new());
-                    self.shape_costs.push(cost);
                     self.shape_pace.push(Duration::ZERO);
                     self.shape_keys.push(key);
                 }
@@ -592,13 +604,13 @@ impl DagRun {
     /// Function `index` got its own reservation: it no longer waits. False when it was
     /// not waiting (it already ran on another reservation of its shape).
     fn take_granted(&mut self, index: u32) -> bool {
-        let i = index as usize;
-        let shape = self.shape_ids.get(i).copied().unwrap_or(SHAPE_NONE);
-        if shape == SHAPE_NONE || shape == SHAPE_UNSET {
-            return true;
+        match self.known_shape(index) {
+            SHAPE_NONE => true,
+            shape => {
+                let rank = self.settings.ranks[index as usize];
+                self.awaiting[shape as usize].remove(&(Reverse(rank), index))
+            }
         }
-        let rank = self.settings.ranks[i];
-        self.awaiting[shape as usize].remove(&(Reverse(rank), index))
     }
 
     /// Takes up to `n` waiting calls of `shape` to run on a reservation held on `node`,
@@ -1115,16 +1127,7 @@ impl DagRun {
                 give_back.push(id);
                 continue;
             }
-            let shape = self
-                .shape_ids
-                .get(index as usize)
-                .copied()
-                .unwrap_or(SHAPE_NONE);
-            let shape = if shape == SHAPE_UNSET {
-                SHAPE_NONE
-            } else {
-                shape
-            };
+            let shape = self.known_shape(index);
             self.leases.insert(
                 id,
                 Lease {
@@ -1311,18 +1314,19 @@ impl DagRun {
                     Duration::ZERO
                 };
             }
-            // Handed back calls first in line for the reservation (when it is kept), or
-            // asking for one again.
-            let requests: Vec<Request> = returned
-                .iter()
-                .map(|&index| self.request_for(index))
-                .collect();
+            // Handed back calls wait again, first in line for the reservation when it is
+            // kept; those it does not take ask for one. (Their withdrawals, sent for
+            // requests already gone, change nothing.)
+            for &index in &returned {
+                self.await_reservation(index);
+            }
             self.reuse_or_release(entry.hold, &entry.node, ctx);
-            let requests: Vec<Request> = requests
-                .into_iter()
-                .filter(|r| !self.cancels.contains(&r.index))
-                .collect();
-            self.cancels.retain(|index| !returned.contains(index));
+            let mut requests = Vec::new();
+            for index in returned {
+                if self.awaits_reservation(index) {
+                    requests.push(self.request_for(index));
+                }
+            }
             self.send_requests(requests, ctx);
         }
         self.maybe_finish(ctx);
@@ -1977,6 +1981,11 @@ impl StreamHandler<Vec<RunEvent>> for DagRun {
     fn finished(&mut self, _ctx: &mut Self::Context) {
         // The run holds a sender itself, so the stream ends only when the run stops.
     }
+}
+
+/// A function's cost, if it has one (a cost of nothing is none).
+fn cost_of(f: &handoff_core::Function) -> Option<&Resources> {
+    f.cost().filter(|c| !c.is_empty())
 }
 
 /// How a function's reservation is targeted, from its placement and collocation group.
