@@ -664,3 +664,121 @@ async fn a_large_extra_arg_reaches_the_function_without_a_copy() {
     assert_eq!(buffer_address(done.results.value("given")), constant);
     assert_eq!(seen.lock().expect("lock").clone(), vec![constant]);
 }
+
+/// Lets `n` callers in once all `n` have arrived (each gives up after a while, so a
+/// broken schedule fails the test instead of hanging it).
+#[derive(Default)]
+struct Rendezvous {
+    arrived: Mutex<usize>,
+    all_in: std::sync::Condvar,
+}
+
+impl Rendezvous {
+    fn meet(&self, n: usize) {
+        let mut arrived = self.arrived.lock().expect("lock");
+        *arrived += 1;
+        self.all_in.notify_all();
+        let wait = std::time::Duration::from_secs(5);
+        let _ = self
+            .all_in
+            .wait_timeout_while(arrived, wait, |arrived| *arrived < n)
+            .expect("lock");
+    }
+}
+
+/// Runs `dag` with parallelism 4 and its events collected; returns every event.
+async fn events_of(registry: Registry, dag: handoff::ValidatedDag) -> Vec<handoff::Event> {
+    use futures::StreamExt;
+    let node = start_local(registry, Resources::new()).await;
+    let options = ExecuteOptions::default().parallelism(4).events(1024);
+    let mut handle = guarded("submit", node.submit(dag, options))
+        .await
+        .expect("feasible");
+    let events = handle.events().expect("asked for events");
+    let events = actix::spawn(events.collect::<Vec<_>>());
+    guarded("outcome", handle.outcome()).await.expect("runs");
+    guarded("events", events).await.expect("collected")
+}
+
+/// When `function` started and finished in `events` (microseconds).
+fn span_of(events: &[handoff::Event], function: &str) -> (u64, u64) {
+    use handoff::EventKind;
+    let at = |started: bool| {
+        events
+            .iter()
+            .find(|e| match &e.kind {
+                EventKind::Started { function: f, .. } if started => f.as_str() == function,
+                EventKind::Finished { function: f, .. } if !started => f.as_str() == function,
+                _ => false,
+            })
+            .map(|e| e.at_micros)
+            .unwrap_or_else(|| panic!("`{function}` ran: {events:?}"))
+    };
+    (at(true), at(false))
+}
+
+/// `src → {l1 → l2 → l3, right}`: `right` starts as soon as `src` ends, while the chain
+/// runs (`l1` waits until `right` has started, so they overlap when scheduled right).
+#[actix::test]
+async fn a_sibling_of_a_chain_starts_when_their_dependency_ends() {
+    let meet = Arc::new(Rendezvous::default());
+    let mut registry = seed_registry();
+    let m = Arc::clone(&meet);
+    registry
+        .register("meet", move |x: i64| {
+            m.meet(2);
+            x
+        })
+        .expect("register");
+    let dag = Dag::new()
+        .with(Function::new("src", "identity").extra_arg(1_i64))
+        .with(Function::new("l1", "meet").arg("src"))
+        .with(Function::new("l2", "identity").arg("l1"))
+        .with(Function::new("l3", "identity").arg("l2"))
+        .with(Function::new("right", "meet").arg("src"))
+        .validate()
+        .expect("valid DAG");
+    let events = events_of(registry, dag).await;
+    let (_, src_end) = span_of(&events, "src");
+    let (l1_start, l1_end) = span_of(&events, "l1");
+    let (right_start, right_end) = span_of(&events, "right");
+    assert!(src_end <= l1_start && src_end <= right_start);
+    assert!(
+        right_start < l1_end && l1_start < right_end,
+        "`right` and `l1` overlap: {events:?}"
+    );
+}
+
+/// `src → {a, b, c, d} → sink` with parallelism 4: the four branches run together.
+#[actix::test]
+async fn the_branches_of_a_diamond_run_together() {
+    let meet = Arc::new(Rendezvous::default());
+    let mut registry = seed_registry();
+    let m = Arc::clone(&meet);
+    registry
+        .register("meet", move |x: i64| {
+            m.meet(4);
+            x
+        })
+        .expect("register");
+    registry
+        .register("sum", |xs: List<i64>| xs.iter().sum::<i64>())
+        .expect("register");
+    let branches = ["a", "b", "c", "d"];
+    let mut dag = Dag::new().with(Function::new("src", "identity").extra_arg(1_i64));
+    for b in branches {
+        dag = dag.with(Function::new(b, "meet").arg("src"));
+    }
+    let dag = dag
+        .with(Function::new("sink", "sum").args(branches).as_list())
+        .validate()
+        .expect("valid DAG");
+    let events = events_of(registry, dag).await;
+    let spans: Vec<(u64, u64)> = branches.iter().map(|b| span_of(&events, b)).collect();
+    let last_start = spans.iter().map(|s| s.0).max().expect("four");
+    let first_end = spans.iter().map(|s| s.1).min().expect("four");
+    assert!(
+        last_start < first_end,
+        "every branch started before any ended: {spans:?}"
+    );
+}

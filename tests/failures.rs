@@ -340,6 +340,45 @@ async fn an_argument_of_the_wrong_type_is_a_typed_failure() {
     }
 }
 
+/// Runs `dag` (its functions allowed 3 retries) and returns the error and how many
+/// attempts of `function` started.
+async fn fail_without_retry(registry: Registry, dag: ValidatedDag, function: &str) -> CallError {
+    let node = start_local(registry, Resources::new()).await;
+    let options = ExecuteOptions::default().max_retries(3);
+    let err = guarded("execute", node.execute(dag, options))
+        .await
+        .expect_err("the call cannot succeed");
+    let ExecuteError::FunctionFailed {
+        function: failed,
+        attempts,
+        last_error,
+    } = err
+    else {
+        panic!("expected a function failure, got {err:?}");
+    };
+    assert_eq!(failed.as_str(), function);
+    assert_eq!(attempts, 1, "{last_error} cannot pass on a retry");
+    last_error
+}
+
+#[actix::test]
+async fn an_argument_of_the_wrong_type_is_not_retried() {
+    let mut registry = seed_registry();
+    registry
+        .register("text", || "not a number".to_owned())
+        .expect("register");
+    let dag = Dag::new()
+        .with(Function::new("text", "text"))
+        .with(Function::new("number", "identity").arg("text"))
+        .validate()
+        .expect("valid DAG");
+    let error = fail_without_retry(registry, dag, "number").await;
+    assert!(
+        matches!(error, CallError::Argument { position: 0, .. }),
+        "{error:?}"
+    );
+}
+
 #[actix::test]
 async fn a_failing_inline_function_fails_its_dependent() {
     let mut registry = seed_registry();
@@ -520,6 +559,86 @@ async fn a_failing_dag_does_not_disturb_another_running_beside_it() {
         ran.load(Ordering::SeqCst),
         11,
         "only the healthy DAG's functions"
+    );
+    assert_all_released(&node).await;
+}
+
+/// A function fails for good while a sibling (costed, its code ignoring cancellation)
+/// still runs: the outcome comes at once, the sibling's reservation stays held until its
+/// code returns, its end is in the events, and then everything is given back.
+#[actix::test]
+async fn a_failure_is_told_without_waiting_for_running_siblings() {
+    use futures::StreamExt;
+    use handoff::EventKind;
+    use std::sync::Mutex;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let (started_tx, started_rx) = mpsc::sync_channel::<()>(1);
+    let (release_tx, release_rx) = mpsc::sync_channel::<()>(1);
+    let started_rx = Mutex::new(started_rx);
+    let release_rx = Mutex::new(release_rx);
+    let mut registry = Registry::new();
+    registry
+        .register("stubborn", move || {
+            started_tx.send(()).expect("the test listens");
+            // Ignores `is_cancelled()`; the bound only keeps a broken test from hanging.
+            let _ = release_rx
+                .lock()
+                .expect("lock")
+                .recv_timeout(Duration::from_secs(60));
+            1_i64
+        })
+        .expect("register");
+    registry
+        .register_fallible("boom", move || -> Result<i64, String> {
+            let _ = started_rx
+                .lock()
+                .expect("lock")
+                .recv_timeout(Duration::from_secs(60));
+            Err("boom".to_owned())
+        })
+        .expect("register");
+    let node = start_local(registry, Resources::new().cpu(2)).await;
+    let dag = Dag::new()
+        .with(Function::new("stubborn", "stubborn").with_cost(Resources::new().cpu(1)))
+        .with(Function::new("boom", "boom").max_retries(0))
+        .validate()
+        .expect("valid DAG");
+    let options = ExecuteOptions::default().events(1024);
+    let mut handle = guarded("submit", node.submit(dag, options))
+        .await
+        .expect("feasible");
+    let events = handle.events().expect("asked for events");
+    let events = actix::spawn(events.collect::<Vec<_>>());
+    let err = guarded("outcome", handle.outcome())
+        .await
+        .expect_err("boom fails");
+    assert!(
+        matches!(&err, ExecuteError::FunctionFailed { function, .. } if function.as_str() == "boom"),
+        "{err:?}"
+    );
+    // `stubborn` is still running: its cpu is still reserved.
+    let (_, available) = guarded("node_resources", node.node_resources(NodeId::new("local")))
+        .await
+        .expect("node alive")
+        .expect("registered");
+    assert_eq!(
+        available.get("cpu"),
+        1.into(),
+        "the running sibling keeps its cpu"
+    );
+    release_tx.send(()).expect("stubborn listens");
+    let events = guarded("events", events).await.expect("collected");
+    let finished = events.iter().position(|e| {
+        matches!(&e.kind, EventKind::Finished { function, .. } if function.as_str() == "stubborn")
+    });
+    let ended = events
+        .iter()
+        .position(|e| matches!(e.kind, EventKind::Ended { ok: false }));
+    assert!(
+        matches!((finished, ended), (Some(f), Some(e)) if f < e),
+        "stubborn's end comes before the execution's: {events:?}"
     );
     assert_all_released(&node).await;
 }

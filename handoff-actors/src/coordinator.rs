@@ -588,9 +588,10 @@ fn resolve_codes(
         .collect()
 }
 
-/// For each function, the dependent that runs right after it on the same thread: one
-/// whose only dependency it is, with the same cost, no placement of its own, and
-/// neither of them with a timeout.
+/// For each function, the dependent that runs right after it on the same thread: its
+/// only dependent, whose only dependency it is, with the same cost, no placement of its
+/// own, and neither of them with a timeout. (A function with several dependents chains
+/// none: its end is reported when it ends, so that every dependent can start then.)
 fn chain_successors(
     dag: &ValidatedDag,
     timed: impl Fn(usize) -> bool,
@@ -619,7 +620,7 @@ fn chain_successors(
             continue;
         }
         let p = deps[0] as usize;
-        if next[p] == NO_NEXT && !timed(p) && dag.function(p).cost() == f.cost() {
+        if dag.dependents(p).len() == 1 && !timed(p) && dag.function(p).cost() == f.cost() {
             next[p] = s as u32;
         }
     }

@@ -1287,7 +1287,8 @@ impl DagRun {
                 }
             }
         }
-        if !stored.is_empty() {
+        // After a failure nothing more is kept (the values were freed with the reply).
+        if !stored.is_empty() && self.running() {
             self.store_values(stored, &report.node, ctx);
             if self.settings.free_intermediates {
                 for index in finished {
@@ -1446,7 +1447,7 @@ impl DagRun {
             .max_retries_override()
             .unwrap_or(self.settings.max_retries);
         tracing::debug!(dag = %self.shared.dag.id(), function = %f.id(), attempt, %error, "attempt failed");
-        if counted > allowed {
+        if counted > allowed || error.is_permanent() {
             let err = ExecuteError::FunctionFailed {
                 function: f.id().clone(),
                 attempts: counted,
@@ -1742,6 +1743,20 @@ impl DagRun {
         self.maybe_finish(ctx);
     }
 
+    /// Replies with the failure now, if not done yet, and frees the values of the DAG
+    /// (the attempts still running store nothing more).
+    fn reply_failure(&mut self) {
+        let Some(error) = self.failure.clone() else {
+            return;
+        };
+        let Some(reply) = self.reply.take() else {
+            return;
+        };
+        tracing::debug!(dag = %self.shared.dag.id(), running = self.jobs.len(), "failure told before its running attempts returned");
+        free_dag(&self.store, &self.locations, self.shared.dag.id());
+        let _ = reply.send(Err(error));
+    }
+
     /// Cancels the execution: nothing new starts, running attempts are told to stop and
     /// their slots and reservations are given back at once.
     fn cancel(&mut self, ctx: &mut Context<Self>) {
@@ -1799,7 +1814,14 @@ impl DagRun {
             return;
         }
         let done = !self.running() || self.remaining == 0;
-        if self.finishing || !done || !self.jobs.is_empty() || self.pending_io > 0 {
+        if self.finishing || !done || self.pending_io > 0 {
+            return;
+        }
+        if !self.jobs.is_empty() {
+            // A failure is told at once; the run lives on until the attempts still running
+            // return (their code may not look at its cancellation), keeping their
+            // reservations until then and reporting their ends in the events.
+            self.reply_failure();
             return;
         }
         if self.running() && !self.collected {
@@ -1830,7 +1852,9 @@ impl DagRun {
                 std::mem::take(&mut act.nodes),
             );
             let mut outcome = if let Some(error) = act.failure.take() {
-                free_dag(&act.store, &act.locations, &dag_id);
+                if act.reply.is_some() {
+                    free_dag(&act.store, &act.locations, &dag_id);
+                }
                 Err(error)
             } else if act.cancelled {
                 free_dag(&act.store, &act.locations, &dag_id);

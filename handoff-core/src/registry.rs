@@ -124,6 +124,30 @@ pub enum CallError {
     },
 }
 
+impl CallError {
+    /// Whether another attempt of the same call is bound to fail the same way: the
+    /// arguments do not match the code's parameters (wrong number or type), the code is of
+    /// another kind, or a stateful call's state has another type. Such a failure ends the
+    /// execution at once instead of spending the function's retries.
+    ///
+    /// ```
+    /// use handoff_core::{CallError, CodeName};
+    /// let arity = CallError::Arity { code: CodeName::from("add"), expected: 2, got: 1 };
+    /// assert!(arity.is_permanent());
+    /// let failed = CallError::Failed { code: CodeName::from("add"), message: "busy".into() };
+    /// assert!(!failed.is_permanent());
+    /// ```
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            CallError::Arity { .. }
+                | CallError::Argument { .. }
+                | CallError::WrongKind { .. }
+                | CallError::StateType { .. }
+        )
+    }
+}
+
 /// How registered code is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum CodeKind {
