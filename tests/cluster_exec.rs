@@ -746,3 +746,69 @@ async fn quick_calls_queued_behind_blocked_ones_in_a_batch_still_run_and_report_
     }
     assert_eq!(&done.allocations()["h0"], b.id());
 }
+
+/// A collocation group is placed by what all its members need: `first` (cpu 1) would fit
+/// `a`, which the allocator prefers, but `second` (gpu 1) goes where `first` does, and
+/// only `b` holds both. The group runs on `b` (it used to land on `a` and fail there).
+#[actix::test]
+async fn a_collocation_group_goes_where_all_its_members_fit() {
+    let Cluster { c, a, b } = cluster(registry()).await;
+    let dag = Dag::new()
+        .with(
+            Function::new("first", "make")
+                .extra_arg(4_u64)
+                .extra_arg(1_u8)
+                .with_cost(cpu()),
+        )
+        .with(
+            Function::new("second", "len")
+                .arg("first")
+                .with_cost(Resources::new().gpu(1))
+                .collocated_with("first"),
+        )
+        .validate()
+        .expect("valid");
+    let strategy = AllocationStrategy::Custom(std::sync::Arc::new(Prefer(a.id().clone())));
+    let options = ExecuteOptions::default().allocation_strategy(strategy);
+    let done = tokio::time::timeout(DEADLINE, c.node().execute(dag, options))
+        .await
+        .expect("in time")
+        .expect("the group fits b");
+    assert_eq!(&done.allocations()["first"], b.id());
+    assert_eq!(&done.allocations()["second"], b.id());
+    assert_eq!(done.results.get::<u64>("second"), Ok(4));
+
+    // A group whose summed cost no node holds is refused before anything runs, naming
+    // its root and the sum (each member alone fits `a` or `b`).
+    let dag = Dag::new()
+        .with(
+            Function::new("big", "make")
+                .extra_arg(1_u64)
+                .extra_arg(1_u8)
+                .with_cost(Resources::new().cpu(2)),
+        )
+        .with(
+            Function::new("beside", "len")
+                .arg("big")
+                .with_cost(Resources::new().cpu(1))
+                .collocated_with("big"),
+        )
+        .validate()
+        .expect("valid");
+    let err = c
+        .node()
+        .execute(dag, ExecuteOptions::default())
+        .await
+        .expect_err("cpu 3 fits no node");
+    let ExecuteError::Rejected { problems, .. } = &err else {
+        panic!("expected a rejection, got {err:?}");
+    };
+    assert!(
+        problems.iter().any(|p| matches!(
+            p,
+            Problem::Allocation(handoff::AllocationError::Unsatisfiable { function, cost, .. })
+                if function.as_str() == "big" && *cost == Resources::new().cpu(3)
+        )),
+        "{problems:?}"
+    );
+}

@@ -61,6 +61,10 @@ fn spec_strategy() -> impl Strategy<Value = (Vec<Spec>, usize)> {
     );
     (proptest::collection::vec(function, 1..25), 1_usize..=4).prop_map(|(raw, parallelism)| {
         let mut specs: Vec<Spec> = Vec::with_capacity(raw.len());
+        // Each function's collocation root, and each group's half cpus: a group must fit
+        // the 2-cpu node whole (its members may run at once).
+        let mut roots: Vec<usize> = Vec::with_capacity(raw.len());
+        let mut group_half = vec![0_u8; raw.len()];
         for (i, (args, inline, as_list, half_cpus, collocate)) in raw.into_iter().enumerate() {
             let args = if i == 0 {
                 Vec::new()
@@ -70,7 +74,13 @@ fn spec_strategy() -> impl Strategy<Value = (Vec<Spec>, usize)> {
             let collocate = collocate
                 .filter(|_| i > 0 && !inline)
                 .map(|c| c.index(i))
-                .filter(|&c| !specs[c].inline);
+                .filter(|&c| !specs[c].inline)
+                .filter(|&c| group_half[roots[c]] + half_cpus <= 4);
+            let root = collocate.map_or(i, |c| roots[c]);
+            roots.push(root);
+            if !inline {
+                group_half[root] += half_cpus;
+            }
             specs.push(Spec {
                 args,
                 inline,

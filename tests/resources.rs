@@ -514,7 +514,7 @@ async fn pinned_to_the_local_node_and_collocated_functions_run_here() {
                 .arg("source")
                 .extra_arg(2_i64)
                 .collocated_with("source")
-                .with_cost(Resources::new().cpu(2)),
+                .with_cost(Resources::new().cpu(1)),
         )
         .with(
             Function::new("sink", "format_output")

@@ -689,11 +689,10 @@ fn check_feasible(dag: &ValidatedDag, nodes: &[ExecutableNode], problems: &mut V
             }
         }
         if problems.len() == before && group.len() > 1 {
-            let costs: Vec<&Resources> = group
-                .iter()
-                .filter_map(|&m| dag.function(m).cost())
-                .collect();
-            if let Err(error) = candidates(dag.function(root).id(), &costs, &nodes, pinned) {
+            // Its members may run at once: the group needs a node that holds them all.
+            let total =
+                Resources::saturating_sum(group.iter().filter_map(|&m| dag.function(m).cost()));
+            if let Err(error) = candidates(dag.function(root).id(), &[&total], &nodes, pinned) {
                 problems.push(Problem::Allocation(error));
             }
         }

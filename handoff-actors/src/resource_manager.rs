@@ -24,6 +24,10 @@ use crate::supervision::{CountRestarts, guarded, guarded_with};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct RequesterId(pub(crate) u64);
 
+/// The nodes a request may run on (with their capacity) and the indices of those whose
+/// capacity holds it.
+type Placeable = (Vec<(NodeId, Resources)>, Vec<usize>);
+
 /// Where a requested function may go.
 #[derive(Debug, Clone)]
 pub(crate) enum Target {
@@ -31,8 +35,23 @@ pub(crate) enum Target {
     Any,
     /// Only this node.
     Pinned(NodeId),
-    /// With the other members of a collocation group (by root index).
-    Group { root: u32, pinned: Option<NodeId> },
+    /// With the other members of a collocation group (by root index), on a node that
+    /// holds what the whole group needs.
+    Group {
+        root: u32,
+        pinned: Option<NodeId>,
+        needs: Arc<GroupNeeds>,
+    },
+}
+
+/// What the node of a collocation group must have: room for every member at once, and
+/// the code of each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct GroupNeeds {
+    /// The members' costs summed.
+    pub(crate) total: Resources,
+    /// The code of every member (and of the inline functions they evaluate).
+    pub(crate) codes: Vec<CodeName>,
 }
 
 /// How urgent a request is: higher priority first, then the longer remaining path to a
@@ -371,7 +390,7 @@ impl ResourceManager {
         match target {
             Target::Any => None,
             Target::Pinned(node) => Some(node.clone()),
-            Target::Group { root, pinned } => self
+            Target::Group { root, pinned, .. } => self
                 .groups
                 .get(&(requester, *root))
                 .cloned()
@@ -442,14 +461,8 @@ impl ResourceManager {
             // Its node left: wait for it to come back, until the grace period ends.
             return None;
         }
-        let nodes = self.with_code(&request.code);
-        let mut fitting = match candidates(
-            &request.function,
-            &[&request.cost],
-            &nodes,
-            allowed.as_ref(),
-        ) {
-            Ok(fitting) => fitting,
+        let (nodes, mut fitting) = match self.placeable(requester, request, allowed.as_ref()) {
+            Ok(placeable) => placeable,
             Err(error) => {
                 return Some(Grant {
                     index: request.index,
@@ -561,15 +574,8 @@ impl ResourceManager {
     /// which a drained node would not change).
     fn node_to_reserve(&self, requester: RequesterId, request: &Request) -> Option<NodeId> {
         let allowed = self.required_node(requester, &request.target);
-        let nodes = self.with_code(&request.code);
-        let fitting = candidates(
-            &request.function,
-            &[&request.cost],
-            &nodes,
-            allowed.as_ref(),
-        );
+        let (nodes, fitting) = self.placeable(requester, request, allowed.as_ref()).ok()?;
         let (node, missing) = fitting
-            .ok()?
             .into_iter()
             .map(|i| {
                 let free = self.tracker.available(&nodes[i].0).unwrap_or_default();
@@ -577,6 +583,33 @@ impl ResourceManager {
             })
             .min_by_key(|(_, missing)| *missing)?;
         (missing > 0).then(|| nodes[node].0.clone())
+    }
+
+    /// The nodes a request may ever run on, with the indices of those whose capacity
+    /// holds it: by code, placement and capacity, and for the first member of a
+    /// collocation group to be placed, by what the whole group needs (so its other
+    /// members fit there too). An error when there is none.
+    fn placeable(
+        &self,
+        requester: RequesterId,
+        request: &Request,
+        allowed: Option<&NodeId>,
+    ) -> Result<Placeable, AllocationError> {
+        let mut nodes = self.with_code(&request.code);
+        let fitting = candidates(&request.function, &[&request.cost], &nodes, allowed)?;
+        let Target::Group { root, needs, .. } = &request.target else {
+            return Ok((nodes, fitting));
+        };
+        if self.groups.contains_key(&(requester, *root)) {
+            return Ok((nodes, fitting));
+        }
+        nodes.retain(|(node, _)| {
+            self.executable
+                .get(node)
+                .is_some_and(|codes| needs.codes.iter().all(|c| codes.contains(c)))
+        });
+        let fitting = candidates(&request.function, &[&needs.total], &nodes, allowed)?;
+        Ok((nodes, fitting))
     }
 
     /// The nodes functions can be sent to whose registry has `code`, local first, with

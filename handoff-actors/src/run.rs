@@ -23,8 +23,8 @@ use crate::location_registry::{ForgetDag, LocationRegistry, RegisterLocations};
 use crate::remote::{RemoteArgument, RemoteCall, RemoteResult, SharedTransport};
 use crate::report::{ExecutionReport, Recorder};
 use crate::resource_manager::{
-    Cancel, Grant, GrantId, Rank, Release, Request, RequesterId, Reserve, ResourceManager, Target,
-    Withdraw,
+    Cancel, Grant, GrantId, GroupNeeds, Rank, Release, Request, RequesterId, Reserve,
+    ResourceManager, Target, Withdraw,
 };
 use crate::result_store::{DropDag, FreeValues, ResultStore, StoreValues};
 use crate::supervision::guarded_with;
@@ -2019,6 +2019,7 @@ pub(crate) fn targets(dag: &ValidatedDag) -> Vec<Target> {
     for i in 0..n {
         group_size[dag.collocation_root(i)] += 1;
     }
+    let needs = group_needs(dag, |i| group_size[dag.collocation_root(i)] > 1, |_| 1);
     (0..n)
         .map(|i| {
             let root = dag.collocation_root(i);
@@ -2026,16 +2027,47 @@ pub(crate) fn targets(dag: &ValidatedDag) -> Vec<Target> {
                 Placement::Pinned(node) => Some(node.clone()),
                 _ => None,
             };
-            if group_size[root] > 1 {
+            if let Some(needs) = &needs[root] {
                 Target::Group {
                     root: root as u32,
                     pinned,
+                    needs: Arc::clone(needs),
                 }
             } else {
                 pinned.map_or(Target::Any, Target::Pinned)
             }
         })
         .collect()
+}
+
+/// What each collocation group (by root) needs of its node, for the functions `member`
+/// says take part: their costs summed, each counted `copies(i)` times (a stream stage's
+/// workers), and their codes with those of the inline functions they evaluate.
+pub(crate) fn group_needs(
+    dag: &ValidatedDag,
+    member: impl Fn(usize) -> bool,
+    copies: impl Fn(usize) -> usize,
+) -> Vec<Option<Arc<GroupNeeds>>> {
+    let n = dag.len();
+    let mut needs: Vec<Option<GroupNeeds>> = vec![None; n];
+    for i in (0..n).filter(|&i| !dag.function(i).is_inline() && member(i)) {
+        let group = needs[dag.collocation_root(i)].get_or_insert_with(|| GroupNeeds {
+            total: Resources::new(),
+            codes: Vec::new(),
+        });
+        if let Some(cost) = dag.function(i).cost() {
+            let all = std::iter::repeat_n(cost, copies(i));
+            group.total = Resources::saturating_sum(std::iter::once(&group.total).chain(all));
+        }
+        let inline = crate::coordinator::inline_args(dag, i);
+        for f in std::iter::once(i).chain(inline) {
+            let code = dag.function(f).code();
+            if !group.codes.contains(code) {
+                group.codes.push(code.clone());
+            }
+        }
+    }
+    needs.into_iter().map(|g| g.map(Arc::new)).collect()
 }
 
 /// Each function's rank: its priority, then the number of regular functions on the

@@ -304,6 +304,8 @@ pub fn allocate(
                     Placement::Pinned(n) => Some(n),
                     _ => None,
                 };
+                // The group's node must hold all its members at once.
+                let group_total = Resources::saturating_sum(costs.iter().copied());
                 let fitting: Cow<'_, [usize]> =
                     if costs.is_empty() && pinned.is_none() && !nodes.is_empty() {
                         // No cost and no pin: every node is a candidate (what `candidates`
@@ -321,12 +323,14 @@ pub fn allocate(
                                     })
                                 })
                             })
-                            .map_or(f.id(), |&m| dag.function(m).id());
-                        Cow::Owned(candidates(culprit, &costs, nodes, pinned)?)
+                            .map_or(dag.function(root).id(), |&m| dag.function(m).id());
+                        match candidates(culprit, &costs, nodes, pinned) {
+                            Ok(_) if group.len() > 1 => {
+                                Cow::Owned(candidates(culprit, &[&group_total], nodes, pinned)?)
+                            }
+                            fitting => Cow::Owned(fitting?),
+                        }
                     };
-                let group_total = costs
-                    .iter()
-                    .fold(Resources::new(), |acc, c| acc.checked_add(c).unwrap_or(acc));
                 let views: Vec<NodeView<'_>> = fitting
                     .iter()
                     .map(|&k| NodeView {
@@ -388,6 +392,43 @@ mod tests {
         assert_eq!(plan.nodes["f2"].as_str(), "node1");
         assert_eq!(plan.nodes["f3"].as_str(), "node1");
         assert!(plan.waiting.is_empty());
+    }
+
+    #[test]
+    fn a_group_is_placed_by_its_summed_cost() {
+        let nodes = vec![
+            (NodeId::new("small"), Resources::new().cpu(2)),
+            (NodeId::new("gpu"), Resources::new().cpu(2).gpu(1)),
+        ];
+        let dag = Dag::new()
+            .with(Function::new("a", "c").with_cost(Resources::new().cpu(1)))
+            .with(
+                Function::new("b", "c")
+                    .with_cost(Resources::new().gpu(1))
+                    .collocated_with("a"),
+            )
+            .validate()
+            .expect("valid");
+        let plan = allocate(&dag, &nodes, &AllocationStrategy::FirstAvailable).expect("fits");
+        assert_eq!(plan.nodes["a"].as_str(), "gpu", "only `gpu` holds both");
+        assert_eq!(plan.nodes["b"].as_str(), "gpu");
+
+        let dag = Dag::new()
+            .with(Function::new("a", "c").with_cost(Resources::new().cpu(2)))
+            .with(
+                Function::new("b", "c")
+                    .with_cost(Resources::new().cpu(1))
+                    .collocated_with("a"),
+            )
+            .validate()
+            .expect("valid");
+        let err = allocate(&dag, &nodes, &AllocationStrategy::FirstAvailable)
+            .expect_err("cpu 3 fits no node");
+        assert!(
+            matches!(&err, AllocationError::Unsatisfiable { function, cost, .. }
+                if function.as_str() == "a" && *cost == Resources::new().cpu(3)),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -186,6 +186,29 @@ impl Resources {
         Some(out)
     }
 
+    /// The sum of several costs, amount by amount, each amount capped at the largest
+    /// representable (a sum that overflows fits no node): what a collocation group needs
+    /// of its node, its members possibly running at once.
+    ///
+    /// ```
+    /// use handoff_core::Resources;
+    /// let a = Resources::new().cpu(1).memory(100);
+    /// let b = Resources::new().cpu(0.5).gpu(1);
+    /// let total = Resources::saturating_sum([&a, &b]);
+    /// assert_eq!(total, Resources::new().cpu(1.5).memory(100).gpu(1));
+    /// assert!(!total.fits_in(&Resources::new().cpu(1).memory(100).gpu(1)));
+    /// ```
+    pub fn saturating_sum<'a>(costs: impl IntoIterator<Item = &'a Resources>) -> Resources {
+        let mut out = Resources::new();
+        for cost in costs {
+            for (name, amount) in cost.iter() {
+                let sum = out.get(name).0.saturating_add(amount.0);
+                out.0.insert(name.clone(), Amount(sum));
+            }
+        }
+        out
+    }
+
     /// Subtracts `other`, amount by amount; `None` when any result would be negative.
     pub fn checked_sub(&self, other: &Resources) -> Option<Resources> {
         let mut out = self.clone();

@@ -141,7 +141,7 @@ fn guide_pinned_and_collocated_example() {
 fn collocation_chains_follow_a_pinned_root() {
     let nodes = [
         node("node1", Resources::new().cpu(8)),
-        node("node2", Resources::new().cpu(2)),
+        node("node2", Resources::new().cpu(3)),
     ];
     // d -> c -> b -> a, a pinned to the small node; declared leaf first.
     let dag = Dag::new()
@@ -157,18 +157,33 @@ fn collocation_chains_follow_a_pinned_root() {
         for f in ["a", "b", "c", "d"] {
             assert_eq!(on(&plan, f), "node2", "`{f}` with {strategy:?}");
         }
-        // 3 cpus on a 2-cpu node: exactly one of the chain waits.
-        let chain_waiting = ["a", "b", "c", "d"]
-            .iter()
-            .filter(|f| plan.waiting.contains(**f))
-            .count();
-        assert_eq!(chain_waiting, 1, "{strategy:?}: {:?}", plan.waiting);
+        // The group's 3 cpus fill the 3-cpu node: none of it waits.
+        assert!(
+            ["a", "b", "c", "d"]
+                .iter()
+                .all(|f| !plan.waiting.contains(*f)),
+            "{strategy:?}: {:?}",
+            plan.waiting
+        );
     }
+    // On a 2-cpu node the group cannot hold all its members at once: refused, naming
+    // its root and the sum.
+    let small = [
+        node("node1", Resources::new().cpu(8)),
+        node("node2", Resources::new().cpu(2)),
+    ];
+    let err = allocate(&dag, &small, &AllocationStrategy::FirstAvailable)
+        .expect_err("3 cpus on a 2-cpu node");
+    assert!(
+        matches!(&err, AllocationError::Unsatisfiable { function, cost, .. }
+            if function.as_str() == "a" && *cost == Resources::new().cpu(3)),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn collocation_chains_avoid_nodes_too_small_for_any_member() {
-    // `root` alone fits node1, but its collocated `heavy` needs node2's capacity.
+    // `root` alone fits node1, but its group (4 cpus) needs node2's capacity.
     let nodes = [
         node("node1", Resources::new().cpu(2)),
         node("node2", Resources::new().cpu(4)),
@@ -176,7 +191,7 @@ fn collocation_chains_avoid_nodes_too_small_for_any_member() {
     let dag = Dag::new()
         .with(work("root", Resources::new().cpu(1)))
         .with(work("mid", Resources::new().cpu(0.5)).collocated_with("root"))
-        .with(work("heavy", Resources::new().cpu(3)).collocated_with("mid"))
+        .with(work("heavy", Resources::new().cpu(2.5)).collocated_with("mid"))
         .validate()
         .expect("valid");
     for strategy in strategies() {
@@ -518,10 +533,10 @@ proptest! {
                 })
                 .collect()
         };
+        // A group needs room for all its members at once.
         let holds_group = |root: usize, n: &NodeId| {
-            groups[&root]
-                .iter()
-                .all(|&m| dag.function(m).cost().is_none_or(|c| c.fits_in(capacity[n])))
+            let costs = groups[&root].iter().filter_map(|&m| dag.function(m).cost());
+            Resources::saturating_sum(costs).fits_in(capacity[n])
         };
         let feasible = groups
             .keys()

@@ -596,6 +596,10 @@ pub(crate) async fn start(
     let requester = RequesterId(NEXT_REQUESTER.fetch_add(1, Ordering::Relaxed));
     let mut grants: Vec<GrantId> = Vec::new();
     let mut nodes: Vec<Vec<NodeId>> = Vec::with_capacity(plan.stages().len());
+    // A group's node holds every worker of every stage in it at once.
+    let workers_of = |i: usize| dag.function(i).parallelism_value().unwrap_or(1);
+    let stage_of = |i: usize| plan.stages().iter().any(|s| s.function == i);
+    let needs = crate::run::group_needs(&dag, stage_of, workers_of);
     for stage in plan.stages() {
         let f = dag.function(stage.function);
         let workers = f.parallelism_value().unwrap_or(1);
@@ -612,6 +616,7 @@ pub(crate) async fn start(
             None if root_index != stage.function => Target::Group {
                 root: root_index as u32,
                 pinned: None,
+                needs: needs[root_index].clone().unwrap_or_default(),
             },
             None => Target::Any,
         };
