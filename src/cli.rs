@@ -657,7 +657,7 @@ fn peers_line(peers: &[DiscoveredNode]) -> String {
         .map(|p| {
             format!(
                 "{}:{}:{}",
-                p.name,
+                printable(&p.name),
                 p.capabilities.get("cpu"),
                 p.capabilities.get("gpu")
             )
@@ -669,9 +669,43 @@ fn peers_line(peers: &[DiscoveredNode]) -> String {
         .to_owned()
 }
 
+/// A name a peer announced, safe to print on one line of `peers`: ASCII letters,
+/// digits, `-`, `_` and `.` as they are, anything else (control characters and terminal
+/// escapes, separators of the line, other characters) as `\u{hex}`. A peer cannot forge
+/// lines or drive the terminal through its name.
+fn printable(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn announced_names_are_printed_escaped() {
+        assert_eq!(printable("node-a_1.eu"), "node-a_1.eu");
+        assert_eq!(
+            printable("x\u{1b}]0;pwned\u{7}\npeers 9 fake:1:0,é"),
+            "x\\u{1b}\\u{5d}0\\u{3b}pwned\\u{7}\\u{a}peers\\u{20}9\\u{20}fake\\u{3a}1\\u{3a}0\\u{2c}\\u{e9}"
+        );
+        let peer = DiscoveredNode {
+            node: crate::NodeId::new("id"),
+            name: "evil\npeers 1 forged:8:8".to_owned(),
+            capabilities: Resources::new().cpu(1),
+            code_names: Vec::new(),
+        };
+        let line = peers_line(&[peer]);
+        assert!(!line.contains('\n'), "{line}");
+        assert_eq!(line.matches(':').count(), 2, "{line}");
+    }
 
     fn args(line: &str) -> Vec<String> {
         line.split_whitespace().map(str::to_owned).collect()

@@ -970,6 +970,114 @@ async fn dropping_a_handle_cancels_only_with_cancel_on_drop() {
     assert_eq!(done.results.get::<i64>("after"), Ok(1));
 }
 
+/// With `cancel_on_drop`, a future awaiting the outcome that is dropped (here by a
+/// `select!` whose other branch won) cancels the execution.
+#[actix::test]
+async fn dropping_the_awaiting_future_cancels_with_cancel_on_drop() {
+    let gate = Arc::new(Gate::new());
+    let (started_tx, mut started_rx) = mpsc::channel(4);
+    let (cancelled_tx, mut cancelled_rx) = mpsc::channel(4);
+    let (after_tx, _after_rx) = mpsc::channel(4);
+    let registry = waiting_registry(&gate, started_tx, cancelled_tx, after_tx);
+    let node = start_local(registry, Resources::new()).await;
+    let handle = guarded(
+        "submit",
+        node.submit(
+            wait_then_after(),
+            ExecuteOptions::default().cancel_on_drop(true),
+        ),
+    )
+    .await
+    .expect("feasible");
+    let outcome = handle.outcome();
+    tokio::select! {
+        _ = outcome => panic!("`wait` cannot end while the gate is shut"),
+        _ = report(&mut started_rx, "`wait` starts") => {}
+    }
+    // The select dropped the awaiting future.
+    assert!(
+        report(&mut cancelled_rx, "`wait` returns").await,
+        "dropping the awaiting future cancelled the call"
+    );
+}
+
+/// A canceller cloned from the handle cancels the execution while the handle itself is
+/// being awaited elsewhere.
+#[actix::test]
+async fn a_canceller_cancels_while_the_outcome_is_awaited() {
+    let gate = Arc::new(Gate::new());
+    let (started_tx, mut started_rx) = mpsc::channel(4);
+    let (cancelled_tx, mut cancelled_rx) = mpsc::channel(4);
+    let (after_tx, _after_rx) = mpsc::channel(4);
+    let registry = waiting_registry(&gate, started_tx, cancelled_tx, after_tx);
+    let node = start_local(registry, Resources::new()).await;
+    let handle = guarded(
+        "submit",
+        node.submit(wait_then_after(), ExecuteOptions::default()),
+    )
+    .await
+    .expect("feasible");
+    let canceller = handle.canceller();
+    let waiting = actix::spawn(handle.outcome());
+    report(&mut started_rx, "`wait` starts").await;
+    let again = canceller.clone();
+    canceller.cancel();
+    again.cancel();
+    let err = guarded("outcome", waiting)
+        .await
+        .expect("joined")
+        .expect_err("cancelled");
+    assert!(matches!(err, ExecuteError::Cancelled { .. }), "{err:?}");
+    assert!(report(&mut cancelled_rx, "`wait` returns").await);
+}
+
+/// Past its deadline, an execution stops and fails with a typed error naming what had
+/// not finished; the node's capacity is all back.
+#[actix::test]
+async fn an_execution_past_its_deadline_fails_naming_the_unfinished() {
+    let gate = Arc::new(Gate::new());
+    let (started_tx, mut started_rx) = mpsc::channel(4);
+    let (cancelled_tx, mut cancelled_rx) = mpsc::channel(4);
+    let (after_tx, _after_rx) = mpsc::channel(4);
+    let registry = waiting_registry(&gate, started_tx, cancelled_tx, after_tx);
+    let node = start_local(registry, cpu(2)).await;
+    let dag = Dag::new()
+        .with(Function::new("wait", "wait").with_cost(cpu(1)))
+        .with(Function::new("after", "after").arg("wait"))
+        .validate()
+        .expect("valid DAG");
+    let options = ExecuteOptions::default().deadline(Duration::from_millis(200));
+    let handle = guarded("submit", node.submit(dag, options))
+        .await
+        .expect("feasible");
+    let err = guarded("outcome", handle.outcome())
+        .await
+        .expect_err("the gate never opens");
+    match &err {
+        ExecuteError::DeadlineExceeded {
+            deadline,
+            unfinished,
+            ..
+        } => {
+            assert_eq!(*deadline, Duration::from_millis(200));
+            assert_eq!(
+                unfinished,
+                &vec![FunctionId::new("wait"), FunctionId::new("after")]
+            );
+        }
+        other => panic!("expected a deadline error, got {other:?}"),
+    }
+    assert!(err.to_string().contains("wait"), "{err}");
+    if started_rx.try_recv().is_ok() {
+        assert!(report(&mut cancelled_rx, "`wait` is told to stop").await);
+    }
+    let (capacity, available) = guarded("node_resources", node.node_resources(local()))
+        .await
+        .expect("node alive")
+        .expect("registered");
+    assert_eq!(available, capacity, "the reservation of `wait` is back");
+}
+
 // ---------------------------------------------------------------------------------
 // Retry backoff (on tokio's paused clock: waits take no real time)
 // ---------------------------------------------------------------------------------
@@ -1478,4 +1586,71 @@ async fn a_failed_execution_frees_the_values_it_had_stored() {
         guarded("lookup", node.lookup_data_location(dag_id, "a")).await,
         Ok(None)
     );
+}
+
+/// `free_intermediates` naming an output the DAG lacks (a typo) is refused before
+/// anything runs, instead of silently freeing the value meant to be kept.
+#[actix::test]
+async fn an_unknown_output_to_keep_is_refused() {
+    let mut registry = Registry::new();
+    registry.register("one", || 1_i64).expect("register");
+    registry.register("inc", |x: i64| x + 1).expect("register");
+    let node = start_local(registry, cpu(2)).await;
+    let dag = Dag::new()
+        .with(Function::new("src", "one"))
+        .with(Function::new("sink", "inc").arg("src"))
+        .validate()
+        .expect("valid DAG");
+    let options = ExecuteOptions::default().free_intermediates(["sink", "snik"]);
+    let err = guarded("execute", node.execute(dag.clone(), options))
+        .await
+        .expect_err("`snik` is not in the DAG");
+    let ExecuteError::Rejected { problems, .. } = &err else {
+        panic!("expected a rejection, got {err:?}");
+    };
+    assert_eq!(
+        problems,
+        &vec![Problem::UnknownOutput {
+            output: FunctionId::new("snik")
+        }]
+    );
+    assert!(err.to_string().contains("snik"), "{err}");
+    // Spelled right, it runs and keeps `sink`.
+    let options = ExecuteOptions::default().free_intermediates(["sink"]);
+    let done = guarded("execute", node.execute(dag, options))
+        .await
+        .expect("runs");
+    assert_eq!(done.results.get::<i64>("sink"), Ok(2));
+}
+
+/// Asking for an event buffer of `usize::MAX` is capped, not a panic of the coordinator.
+#[actix::test]
+async fn an_enormous_event_buffer_is_capped() {
+    let mut registry = Registry::new();
+    registry.register("one", || 1_i64).expect("register");
+    let node = start_local(registry, cpu(2)).await;
+    let dag = Dag::new()
+        .with(Function::new("src", "one"))
+        .validate()
+        .expect("valid DAG");
+    let options = ExecuteOptions::default().events(usize::MAX);
+    let mut handle = guarded("submit", node.submit(dag, options))
+        .await
+        .expect("feasible");
+    let stream = handle.events().expect("asked for events");
+    let done = guarded("outcome", handle.outcome()).await.expect("runs");
+    assert_eq!(done.results.get::<i64>("src"), Ok(1));
+    let events = all_events(stream).await;
+    assert_eq!(
+        events.last().map(|e| &e.kind),
+        Some(&EventKind::Ended { ok: true })
+    );
+    // The node still runs DAGs.
+    let dag = Dag::new()
+        .with(Function::new("again", "one"))
+        .validate()
+        .expect("valid DAG");
+    guarded("execute", node.execute(dag, ExecuteOptions::default()))
+        .await
+        .expect("runs");
 }

@@ -782,3 +782,61 @@ async fn the_branches_of_a_diamond_run_together() {
         "every branch started before any ended: {spans:?}"
     );
 }
+
+/// A chain of 20 diamonds of inline functions (60 of them) costs one call of each per
+/// consuming call, not one per path (2^20 paths).
+#[actix::test]
+async fn a_chain_of_inline_diamonds_evaluates_each_inline_function_once() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut registry = seed_registry();
+    let c = Arc::clone(&calls);
+    registry
+        .register("inc", move |x: i64| {
+            c.fetch_add(1, Ordering::Relaxed);
+            x + 1
+        })
+        .expect("register");
+    let c = Arc::clone(&calls);
+    registry
+        .register("add", move |x: i64, y: i64| {
+            c.fetch_add(1, Ordering::Relaxed);
+            x + y
+        })
+        .expect("register");
+    const DEPTH: usize = 20;
+    let mut dag = Dag::new().with(Function::new("m0", "identity").extra_arg(0_i64));
+    for k in 1..=DEPTH {
+        let below = format!("m{}", k - 1);
+        dag = dag
+            .with(
+                Function::new(format!("l{k}"), "inc")
+                    .arg(below.as_str())
+                    .inline(),
+            )
+            .with(
+                Function::new(format!("r{k}"), "inc")
+                    .arg(below.as_str())
+                    .inline(),
+            )
+            .with(
+                Function::new(format!("m{k}"), "add")
+                    .args([format!("l{k}"), format!("r{k}")])
+                    .inline(),
+            );
+    }
+    let dag = dag
+        .with(Function::new("sink", "identity").arg(format!("m{DEPTH}").as_str()))
+        .validate()
+        .expect("valid DAG");
+    let node = start_local(registry, Resources::new()).await;
+    let done = guarded("execute", node.execute(dag, ExecuteOptions::default()))
+        .await
+        .expect("runs");
+    // m_k = 2 * (m_{k-1} + 1): 2^(k+1) - 2.
+    assert_eq!(done.results.get::<i64>("sink"), Ok((1 << (DEPTH + 1)) - 2));
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        3 * DEPTH,
+        "one call per inline function"
+    );
+}

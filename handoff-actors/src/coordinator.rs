@@ -57,8 +57,15 @@ pub struct ExecuteOptions {
     /// (see [`ExecutionResult::report`](crate::ExecutionResult::report) and
     /// [`ExecutionHandle::report`]). Default: off.
     pub report: bool,
-    /// Cancel the execution when its [`ExecutionHandle`] is dropped before it ends.
+    /// Cancel the execution when its [`ExecutionHandle`] is dropped before it ends, or
+    /// when the future awaiting its outcome is dropped (a `select!` or a timeout that
+    /// gave up on it).
     pub cancel_on_drop: bool,
+    /// How long the whole execution may take, counted from its start: past it, the
+    /// execution stops as a cancel does and fails with
+    /// [`ExecuteError::DeadlineExceeded`] naming the functions that had not finished.
+    /// Default: none.
+    pub deadline: Option<Duration>,
     /// How many node deaths one function may be blamed for (the node's process died
     /// while it ran there) before the execution fails with `ExecuteError::CrashLoop`.
     /// Default 3.
@@ -80,6 +87,7 @@ impl Default for ExecuteOptions {
             events: 0,
             report: false,
             cancel_on_drop: false,
+            deadline: None,
             max_node_deaths: 3,
         }
     }
@@ -145,7 +153,9 @@ impl ExecuteOptions {
         self
     }
 
-    /// Streams up to `capacity` buffered events to [`ExecutionHandle::events`].
+    /// Streams up to `capacity` buffered events to [`ExecutionHandle::events`] (at most
+    /// [`MAX_EVENT_BUFFER`](crate::MAX_EVENT_BUFFER); a larger capacity is
+    /// capped to it).
     pub fn events(mut self, capacity: usize) -> Self {
         self.events = capacity;
         self
@@ -158,9 +168,19 @@ impl ExecuteOptions {
         self
     }
 
-    /// Cancels the execution when its handle is dropped before it ends.
+    /// Cancels the execution when its handle is dropped before it ends, including
+    /// while its outcome is being awaited (the awaiting future dropped by a `select!` or
+    /// a timeout).
     pub fn cancel_on_drop(mut self, cancel: bool) -> Self {
         self.cancel_on_drop = cancel;
+        self
+    }
+
+    /// Bounds the whole execution's time: past `deadline` from its start, nothing new
+    /// starts, running calls are told to stop, their resources are given back, and the
+    /// outcome is [`ExecuteError::DeadlineExceeded`] naming what had not finished.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
         self
     }
 
@@ -247,10 +267,32 @@ impl ExecutionHandle {
     /// becomes [`ExecuteError::Cancelled`] with what had finished. No effect once the
     /// execution has ended.
     pub fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Relaxed);
-        // If the channel is full, the run still sees the flag: every job it is waiting
-        // for checks it between calls and reports back, which wakes the run.
-        let _ = self.control.try_send(RunEvent::Cancel);
+        self.canceller().cancel();
+    }
+
+    /// A clonable handle that cancels this execution from anywhere (another task, a
+    /// signal handler), also while the outcome is being awaited.
+    ///
+    /// ```no_run
+    /// # async fn demo(node: handoff_actors::NodeHandle, dag: handoff_core::ValidatedDag) -> Result<(), Box<dyn std::error::Error>> {
+    /// use handoff_actors::{ExecuteError, ExecuteOptions};
+    /// let handle = node.submit(dag, ExecuteOptions::default()).await?;
+    /// let canceller = handle.canceller();
+    /// actix::spawn(async move {
+    ///     // ... on shutdown:
+    ///     canceller.cancel();
+    /// });
+    /// match handle.await {
+    ///     Err(ExecuteError::Cancelled { finished, .. }) => println!("{} finished", finished.len()),
+    ///     other => println!("{other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn canceller(&self) -> Canceller {
+        Canceller {
+            cancelled: Arc::clone(&self.cancelled),
+            control: self.control.clone(),
+        }
     }
 
     /// Tests only: makes the execution's coordinator panic, as a bug would.
@@ -260,15 +302,49 @@ impl ExecutionHandle {
         let _ = self.control.try_send(RunEvent::Crash);
     }
 
-    /// Waits for the outcome.
+    /// Waits for the outcome. With [`ExecuteOptions::cancel_on_drop`], dropping this
+    /// future before it completes cancels the execution.
     pub async fn outcome(mut self) -> Result<ExecutionResult, ExecuteError> {
         let outcome = self.outcome.take();
         let (node, dag) = (self.node.clone(), self.dag_id.clone());
-        match outcome {
+        // Cancels if this future is dropped while waiting; disarmed once the outcome is in.
+        let mut guard = CancelOnDrop(self.cancel_on_drop.then(|| self.canceller()));
+        let outcome = match outcome {
             Some(rx) => rx
                 .await
                 .unwrap_or(Err(ExecuteError::NodeStopped { node, dag })),
             None => Err(ExecuteError::NodeStopped { node, dag }),
+        };
+        guard.0 = None;
+        outcome
+    }
+}
+
+/// Cancels one execution; cloned freely (see [`ExecutionHandle::canceller`]).
+#[derive(Debug, Clone)]
+pub struct Canceller {
+    cancelled: Arc<AtomicBool>,
+    control: mpsc::Sender<RunEvent>,
+}
+
+impl Canceller {
+    /// Cancels the execution, as [`ExecutionHandle::cancel`] does. No effect once it has
+    /// ended; calling it again changes nothing.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+        // If the channel is full, the run still sees the flag: every job it is waiting
+        // for checks it between calls and reports back, which wakes the run.
+        let _ = self.control.try_send(RunEvent::Cancel);
+    }
+}
+
+/// Cancels through its canceller when dropped, unless disarmed (set to `None`).
+struct CancelOnDrop(Option<Canceller>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(canceller) = &self.0 {
+            canceller.cancel();
         }
     }
 }
@@ -364,6 +440,15 @@ impl Coordinator {
         let transport = self.transport.clone().filter(|_| !options.local);
         let mut problems = Vec::new();
         let codes = resolve_codes(&dag, &self.registry, transport.is_some(), &mut problems);
+        if options.free_intermediates {
+            for output in &options.outputs {
+                if dag.index_of(output.as_str()).is_none() {
+                    problems.push(Problem::UnknownOutput {
+                        output: output.clone(),
+                    });
+                }
+            }
+        }
         let manager = self.manager.clone();
         let (store, locations) = (self.store.clone(), self.locations.clone());
         let node = self.node.clone();
@@ -476,6 +561,7 @@ fn start_run(
             ranks: ranks(&dag),
             transport,
             max_node_deaths: options.max_node_deaths,
+            deadline: options.deadline,
         },
         shared,
         events: rx,

@@ -33,6 +33,13 @@ pub enum Problem {
         /// The input.
         function: FunctionId,
     },
+    /// `ExecuteOptions::free_intermediates` names an output that is not a function of
+    /// the DAG (a typo would otherwise free the value meant to be kept).
+    #[error("`{output}` is named as an output to keep, but the DAG has no function of that id")]
+    UnknownOutput {
+        /// The id named.
+        output: FunctionId,
+    },
     /// A function can never be placed: its cost fits no node, or it is pinned to a node
     /// functions cannot run on.
     #[error(transparent)]
@@ -84,6 +91,17 @@ pub enum ExecuteError {
         deaths: u32,
         /// The nodes that died.
         nodes: Vec<NodeId>,
+    },
+    /// The execution ran past [`ExecuteOptions::deadline`](crate::ExecuteOptions::deadline):
+    /// it was stopped as a cancel stops it.
+    #[error("DAG `{dag}` ran past its deadline of {deadline:?}; {} function(s) had not finished: {}", unfinished.len(), unfinished.iter().take(10).map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    DeadlineExceeded {
+        /// The DAG.
+        dag: DagId,
+        /// The deadline.
+        deadline: std::time::Duration,
+        /// The regular functions that had not finished, in the DAG's order.
+        unfinished: Vec<FunctionId>,
     },
     /// A result held on another node could not be fetched for the caller.
     #[error(transparent)]

@@ -222,10 +222,16 @@ pub(crate) struct EventSink {
 /// Slots kept free for the closing `Lagged` and `Ended`.
 const RESERVED: usize = 2;
 
+/// The most events an execution buffers for its consumer (2^24): a larger
+/// [`ExecuteOptions::events`](crate::ExecuteOptions::events) is capped to it. (The buffer
+/// grows as events arrive; the bound only keeps a stalled consumer from holding the
+/// node's memory.)
+pub const MAX_EVENT_BUFFER: usize = 1 << 24;
+
 impl EventSink {
     /// A sink and its stream, buffering up to `capacity` events.
     pub(crate) fn new(capacity: usize) -> (Self, EventStream) {
-        let (tx, rx) = mpsc::channel(capacity.max(1) + RESERVED);
+        let (tx, rx) = mpsc::channel(capacity.clamp(1, MAX_EVENT_BUFFER) + RESERVED);
         (EventSink { tx, missed: 0 }, EventStream(rx))
     }
 

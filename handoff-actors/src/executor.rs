@@ -308,15 +308,32 @@ impl RunShared {
             // the call's values are the arguments as they are, no clone of each.
             return self.invoke(index, call.deps);
         }
-        self.eval(index, deps, &call.deps)
+        let mut done = Vec::new();
+        self.eval(index, deps, &call.deps, &mut done)
     }
 
-    fn eval(&self, index: usize, deps: &[u32], values: &[Value]) -> Result<Value, CallError> {
+    /// Evaluates function `index` with its inline arguments, each inline function once
+    /// (`done` holds those evaluated): diamonds of inline functions cost one call per
+    /// function, not one per path.
+    fn eval(
+        &self,
+        index: usize,
+        deps: &[u32],
+        values: &[Value],
+        done: &mut Vec<(u32, Value)>,
+    ) -> Result<Value, CallError> {
         let args = self.dag.args(index);
         let mut resolved = Vec::with_capacity(args.len());
         for &arg in args {
             let value = if self.dag.function(arg as usize).is_inline() {
-                self.eval(arg as usize, deps, values)?
+                match done.iter().find(|(i, _)| *i == arg) {
+                    Some((_, value)) => value.clone(),
+                    None => {
+                        let value = self.eval(arg as usize, deps, values, done)?;
+                        done.push((arg, value.clone()));
+                        value
+                    }
+                }
             } else {
                 match deps.binary_search(&arg) {
                     Ok(pos) => values[pos].clone(),

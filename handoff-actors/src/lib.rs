@@ -45,9 +45,11 @@ mod supervision;
 mod timeline;
 mod waiters;
 
-pub use coordinator::{Coordinator, Execute, ExecuteOptions, ExecutionHandle, NodeLost, Submit};
+pub use coordinator::{
+    Canceller, Coordinator, Execute, ExecuteOptions, ExecutionHandle, NodeLost, Submit,
+};
 pub use error::{ExecuteError, NodeError, Problem};
-pub use events::{Event, EventKind, EventStream};
+pub use events::{Event, EventKind, EventStream, MAX_EVENT_BUFFER};
 pub use executor::{CancellationToken, is_cancelled};
 pub use location_registry::{
     ForgetDag, LocationRegistry, LookupLocation, RegisterLocation, RegisterLocations, WaitLocation,

@@ -180,6 +180,8 @@ pub(crate) struct RunSettings {
     pub(crate) transport: Option<SharedTransport>,
     /// Node deaths a function may be blamed for before the execution fails.
     pub(crate) max_node_deaths: u32,
+    /// How long the whole execution may take.
+    pub(crate) deadline: Option<Duration>,
 }
 
 /// Everything a run needs, prepared by the node coordinator.
@@ -1760,10 +1762,40 @@ impl DagRun {
     /// Cancels the execution: nothing new starts, running attempts are told to stop and
     /// their slots and reservations are given back at once.
     fn cancel(&mut self, ctx: &mut Context<Self>) {
+        self.stop_now(None, ctx);
+    }
+
+    /// The deadline passed: the execution stops as a cancel does, and fails naming the
+    /// regular functions that had not finished.
+    fn on_deadline(&mut self, deadline: Duration, ctx: &mut Context<Self>) {
+        if !self.running() || self.finishing {
+            return;
+        }
+        let dag = self.shared.dag.clone();
+        let unfinished: Vec<FunctionId> = (0..dag.len())
+            .filter(|&i| !dag.function(i).is_inline() && self.nodes[i].is_none())
+            .map(|i| dag.function(i).id().clone())
+            .collect();
+        tracing::warn!(dag = %dag.id(), ?deadline, unfinished = unfinished.len(), "the execution's deadline passed; stopping it");
+        let error = ExecuteError::DeadlineExceeded {
+            dag: dag.id().clone(),
+            deadline,
+            unfinished,
+        };
+        self.stop_now(Some(error), ctx);
+    }
+
+    /// Stops the execution at once: nothing new starts, running attempts are told to
+    /// stop and their slots and reservations are given back. The outcome is `failure`
+    /// when given, else `Cancelled`.
+    fn stop_now(&mut self, failure: Option<ExecuteError>, ctx: &mut Context<Self>) {
         if !self.running() || self.finishing {
             return;
         }
         self.cancelled = true;
+        if let Some(failure) = failure {
+            self.failure = Some(failure);
+        }
         self.shared.cancelled.store(true, Ordering::Relaxed);
         self.ready.clear();
         let observed = self.observed();
@@ -1950,6 +1982,9 @@ impl Actor for DagRun {
             .filter(|&i| !dag.function(i).is_inline() && dag.deps(i).is_empty())
             .map(|i| i as u32)
             .collect();
+        if let Some(deadline) = self.settings.deadline {
+            ctx.run_later(deadline, move |act, ctx| act.on_deadline(deadline, ctx));
+        }
         self.schedule(roots, ctx);
         self.maybe_finish(ctx);
     }

@@ -134,6 +134,20 @@ pub enum AllocationError {
         /// What refused it.
         reason: String,
     },
+    /// A node given to [`allocate`] has a capacity that is negative, not a finite number
+    /// or above [`Amount::MAX`](crate::Amount::MAX).
+    #[error(
+        "node `{node}` has {amount} of `{resource}`; capacities must be finite, not negative and at most {max}",
+        max = crate::Amount::MAX
+    )]
+    InvalidCapacity {
+        /// The node.
+        node: NodeId,
+        /// The resource.
+        resource: crate::ids::ResourceName,
+        /// The amount given.
+        amount: crate::Amount,
+    },
     /// The function is pinned to a node that is not registered, or that functions
     /// cannot be sent to.
     #[error("`{function}` is pinned to `{node}`, which is not a node functions can run on")]
@@ -200,9 +214,7 @@ pub fn candidates(
         return Ok(fitting);
     }
     // The closest node: the fewest missing resources, then the smallest shortfall.
-    let total = costs
-        .iter()
-        .fold(Resources::new(), |acc, c| acc.checked_add(c).unwrap_or(acc));
+    let total = Resources::saturating_sum(costs.iter().copied());
     let worst = costs
         .iter()
         .find(|c| {
@@ -219,7 +231,10 @@ pub fn candidates(
             let short = worst.shortfall(cap);
             (
                 short.iter().count(),
-                short.iter().map(|(_, a)| a.micros()).sum::<i64>(),
+                short
+                    .iter()
+                    .map(|(_, a)| a.micros())
+                    .fold(0_i64, i64::saturating_add),
             )
         });
     Err(AllocationError::Unsatisfiable {
@@ -259,6 +274,15 @@ pub fn allocate(
     strategy: &AllocationStrategy,
 ) -> Result<Assignments, AllocationError> {
     const UNPLACED: usize = usize::MAX;
+    for (node, capacity) in nodes {
+        if let Some((resource, amount)) = capacity.first_invalid() {
+            return Err(AllocationError::InvalidCapacity {
+                node: node.clone(),
+                resource: resource.clone(),
+                amount,
+            });
+        }
+    }
     let n = dag.len();
     let mut remaining: Vec<Resources> = nodes.iter().map(|(_, c)| c.clone()).collect();
     // The node of each collocation group, by root.

@@ -70,7 +70,7 @@ pub enum ValidationError {
         function: FunctionId,
     },
     /// A cost has a negative or invalid amount.
-    #[error("`{function}` costs {amount} of `{resource}`; amounts must be finite and not negative")]
+    #[error("`{function}` costs {amount} of `{resource}`; amounts must be finite, not negative and at most {max}", max = Amount::MAX)]
     InvalidCost {
         /// The function.
         function: FunctionId,

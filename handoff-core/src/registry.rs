@@ -886,14 +886,19 @@ impl Registry {
         inline: &[Function],
         values: &HashMap<FunctionId, Value>,
     ) -> Result<Value, CallError> {
-        self.evaluate_at(function, inline, values, 0)
+        let mut done = vec![None; inline.len()];
+        self.evaluate_at(function, inline, values, &mut done, 0)
     }
 
+    /// Evaluates `function`, each inline function at most once (`done` holds the values
+    /// of those evaluated, by position in `inline`): diamonds of inline functions cost
+    /// one call per function, not one per path.
     fn evaluate_at(
         &self,
         function: &Function,
         inline: &[Function],
         values: &HashMap<FunctionId, Value>,
+        done: &mut [Option<Value>],
         depth: usize,
     ) -> Result<Value, CallError> {
         let code = self.get(function.code().as_str())?;
@@ -903,9 +908,13 @@ impl Registry {
                 Some(value) => value.clone(),
                 // Inline functions nest at most as deep as there are of them (a valid DAG
                 // has no cycle); the bound keeps a malformed request from recursing forever.
-                None => match inline.iter().find(|f| f.id() == id) {
-                    Some(f) if depth < inline.len() => {
-                        self.evaluate_at(f, inline, values, depth + 1)?
+                None => match inline.iter().position(|f| f.id() == id) {
+                    Some(at) if let Some(value) = &done[at] => value.clone(),
+                    Some(at) if depth < inline.len() => {
+                        let value =
+                            self.evaluate_at(&inline[at], inline, values, done, depth + 1)?;
+                        done[at] = Some(value.clone());
+                        value
                     }
                     _ => {
                         return Err(CallError::Failed {
@@ -1039,6 +1048,50 @@ mod tests {
             r.call("len", vec![buf]).map(|v| v.get::<usize>()),
             Ok(Ok(1024))
         );
+    }
+
+    #[test]
+    fn evaluate_calls_each_inline_function_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut r = Registry::new();
+        let c = Arc::clone(&calls);
+        r.register("inc", move |x: i64| {
+            c.fetch_add(1, Ordering::Relaxed);
+            x + 1
+        })
+        .expect("register");
+        let c = Arc::clone(&calls);
+        r.register("add", move |x: i64, y: i64| {
+            c.fetch_add(1, Ordering::Relaxed);
+            x + y
+        })
+        .expect("register");
+        // 16 diamonds above a regular value `m0`: 48 inline functions, 2^16 paths.
+        let mut inline = Vec::new();
+        for k in 1..=16 {
+            let below = format!("m{}", k - 1);
+            inline.push(
+                Function::new(format!("l{k}"), "inc")
+                    .arg(below.as_str())
+                    .inline(),
+            );
+            inline.push(
+                Function::new(format!("r{k}"), "inc")
+                    .arg(below.as_str())
+                    .inline(),
+            );
+            inline.push(
+                Function::new(format!("m{k}"), "add")
+                    .args([format!("l{k}"), format!("r{k}")])
+                    .inline(),
+            );
+        }
+        let sink = Function::new("sink", "inc").arg("m16");
+        let values = HashMap::from([(FunctionId::new("m0"), Value::new(0_i64))]);
+        let value = r.evaluate(&sink, &inline, &values).expect("evaluates");
+        assert_eq!(value.get::<i64>(), Ok((1 << 17) - 2 + 1));
+        assert_eq!(calls.load(Ordering::Relaxed), 48 + 1);
     }
 
     #[test]

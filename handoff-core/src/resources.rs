@@ -18,6 +18,10 @@ impl Amount {
     pub const SCALE: i64 = 1_000_000;
     /// Nothing.
     pub const ZERO: Amount = Amount(0);
+    /// The largest amount a cost or a capacity may have: 10^12 (a trillion cpus, or an
+    /// exabyte of memory in MB). Larger amounts are refused as invalid, so that sums of
+    /// many reservations never come near overflowing.
+    pub const MAX: Amount = Amount(1_000_000_000_000 * Self::SCALE);
 
     /// From a count of millionths.
     pub const fn from_micros(micros: i64) -> Self {
@@ -44,6 +48,20 @@ impl Amount {
     /// True when below zero.
     pub fn is_negative(self) -> bool {
         self.0 < 0
+    }
+
+    /// True when the amount may be a cost or a capacity: not negative, not the mark of
+    /// a number that was not finite, and at most [`Amount::MAX`].
+    ///
+    /// ```
+    /// use handoff_core::Amount;
+    /// assert!(Amount::from(2).is_valid());
+    /// assert!(!Amount::from(-1).is_valid());
+    /// assert!(!Amount::from(f64::NAN).is_valid());
+    /// assert!(!Amount::from(9e12).is_valid());
+    /// ```
+    pub fn is_valid(self) -> bool {
+        (0..=Self::MAX.0).contains(&self.0)
     }
 
     fn checked_add(self, other: Amount) -> Option<Amount> {
@@ -154,9 +172,10 @@ impl Resources {
         self.0.values().all(|a| *a <= Amount::ZERO)
     }
 
-    /// The first resource whose amount is negative or invalid.
+    /// The first resource whose amount is negative, not a finite number, or above
+    /// [`Amount::MAX`].
     pub fn first_invalid(&self) -> Option<(&ResourceName, Amount)> {
-        self.iter().find(|(_, a)| a.is_negative())
+        self.iter().find(|(_, a)| !a.is_valid())
     }
 
     /// True when every amount here is at most the same amount in `other`.

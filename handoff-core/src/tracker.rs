@@ -58,6 +58,19 @@ pub enum ReleaseError {
         /// The node.
         node: NodeId,
     },
+    /// An amount released is negative, not a finite number or above [`Amount::MAX`]:
+    /// nothing was released.
+    #[error(
+        "node `{node}` was asked to release {amount} of `{resource}`, which is not a valid amount"
+    )]
+    InvalidAmount {
+        /// The node.
+        node: NodeId,
+        /// The resource.
+        resource: ResourceName,
+        /// The amount.
+        amount: Amount,
+    },
     /// More was released than was reserved; availability was capped at capacity.
     #[error("node `{node}` released {excess} more than it had reserved")]
     MoreThanReserved {
@@ -186,6 +199,13 @@ impl ResourceTracker for SimpleResourceTracker {
             .nodes
             .get_mut(node)
             .ok_or_else(|| ReleaseError::UnknownNode { node: node.clone() })?;
+        if let Some((resource, amount)) = cost.first_invalid() {
+            return Err(ReleaseError::InvalidAmount {
+                node: node.clone(),
+                resource: resource.clone(),
+                amount,
+            });
+        }
         let excess = cost.shortfall(&state.used);
         state.used = state.used.saturating_sub(cost);
         if excess.is_empty() {

@@ -318,3 +318,44 @@ fn invalid_capacities_are_refused() {
     assert!(err.to_string().contains("`n`") && err.to_string().contains("`memory`"));
     assert!(t.nodes().is_empty());
 }
+
+#[test]
+fn an_invalid_release_is_refused_and_changes_nothing() {
+    let capacity = Resources::new().cpu(2);
+    let mut t = tracker(&capacity);
+    t.request(&node(), &Resources::new().cpu(1)).expect("fits");
+    for bad in [f64::NAN, -3.0, f64::INFINITY, 9e12] {
+        let err = t
+            .release(&node(), &Resources::new().cpu(bad))
+            .expect_err("not a valid amount");
+        assert!(
+            matches!(&err, ReleaseError::InvalidAmount { node: n, resource, .. }
+                if *n == node() && resource.as_str() == "cpu"),
+            "{bad}: {err:?}"
+        );
+        assert_eq!(
+            t.available(&node()),
+            Some(Resources::new().cpu(1)),
+            "{bad} changed nothing"
+        );
+    }
+    t.release(&node(), &Resources::new().cpu(1)).expect("valid");
+    assert_eq!(t.available(&node()), Some(capacity));
+}
+
+#[test]
+fn amounts_above_the_maximum_are_invalid_everywhere() {
+    assert!(Amount::MAX.is_valid());
+    let huge = Resources::new().cpu(9e12);
+    assert!(huge.first_invalid().is_some());
+    let mut t = SimpleResourceTracker::new();
+    assert!(t.register(node(), huge.clone()).is_err(), "as a capacity");
+    let mut t = tracker(&Resources::new().cpu(2));
+    assert!(
+        matches!(
+            t.request(&node(), &huge),
+            Err(RequestError::InvalidAmount { .. })
+        ),
+        "as a request"
+    );
+}

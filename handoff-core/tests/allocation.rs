@@ -614,6 +614,36 @@ proptest! {
             Err(other @ (AllocationError::NeverGranted { .. } | AllocationError::NodeDown { .. })) => {
                 prop_assert!(false, "planning never reports a runtime refusal: {}", other);
             }
+            Err(other @ AllocationError::InvalidCapacity { .. }) => {
+                prop_assert!(false, "the generated capacities are valid: {}", other);
+            }
+        }
+    }
+}
+
+#[test]
+fn nodes_with_invalid_capacities_are_a_typed_error_not_a_panic() {
+    let dag = Dag::new()
+        .with(work("f", Resources::new().cpu(1)))
+        .validate()
+        .expect("valid");
+    for (bad, text) in [
+        (-5.0, "-5"),
+        (f64::NAN, "not a finite"),
+        (2e12, "2000000000000"),
+    ] {
+        let nodes = [
+            node("good", Resources::new().cpu(4)),
+            node("bad", Resources::new().cpu(bad)),
+        ];
+        for strategy in strategies() {
+            let err = allocate(&dag, &nodes, &strategy).expect_err("invalid capacity");
+            assert!(
+                matches!(&err, AllocationError::InvalidCapacity { node, resource, .. }
+                    if node.as_str() == "bad" && resource.as_str() == "cpu"),
+                "{bad}: {err:?}"
+            );
+            assert!(err.to_string().contains(text), "{err}");
         }
     }
 }

@@ -297,6 +297,23 @@ fn inline_functions_cannot_be_pinned_or_collocated() {
 }
 
 #[test]
+fn costs_too_large_to_account_are_invalid() {
+    let (_, err) = validate_err(Dag::new().with(f("huge").with_cost(Resources::new().cpu(9e12))));
+    assert_eq!(
+        err,
+        ValidationError::InvalidCost {
+            function: "huge".into(),
+            resource: "cpu".into(),
+            amount: Amount::from(9e12),
+        }
+    );
+    assert!(err.to_string().contains("at most"), "{err}");
+    // The largest valid amount is accepted.
+    let dag = Dag::new().with(f("max").with_cost(Resources::new().with("cpu", Amount::MAX)));
+    assert!(dag.validate().is_ok());
+}
+
+#[test]
 fn negative_costs_are_invalid() {
     let (_, err) = validate_err(
         Dag::new()
