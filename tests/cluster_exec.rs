@@ -812,3 +812,76 @@ async fn a_collocation_group_goes_where_all_its_members_fit() {
         "{problems:?}"
     );
 }
+
+/// Set once `park` runs; `park` returns when told to stop or once `UNPARK` is set.
+static PARKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static UNPARK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn park(x: u64) -> u64 {
+    use std::sync::atomic::Ordering::SeqCst;
+    PARKED.store(true, SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !UNPARK.load(SeqCst) && !handoff::is_cancelled() && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    x
+}
+
+/// Dropping the actor system while a cluster DAG runs (a value already made on a worker,
+/// another call running there) stops everything without a panic: the executions told to
+/// stop cannot reach the network any more, and say so quietly.
+#[test]
+fn dropping_the_system_with_a_live_cluster_dag_does_not_panic() {
+    use std::sync::atomic::Ordering::SeqCst;
+    // A panic in teardown may be caught on its way (by a task's harness), so panics on
+    // this test's thread are counted by a hook.
+    static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    const THREAD: &str = "system-drop";
+    let previous = std::sync::Arc::new(std::panic::take_hook());
+    let chained = std::sync::Arc::clone(&previous);
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some(THREAD) {
+            PANICS.fetch_add(1, SeqCst);
+        }
+        chained(info);
+    }));
+    let ran = std::thread::Builder::new()
+        .name(THREAD.to_owned())
+        .spawn(|| {
+            let system = actix::System::new();
+            system.block_on(async {
+                let mut with_park = registry();
+                with_park.register("park", park).expect("park");
+                let Cluster { c, b, .. } = cluster(with_park).await;
+                let dag = Dag::new()
+                    .with(
+                        Function::new("made", "add")
+                            .extra_arg(1_u64)
+                            .extra_arg(2_u64)
+                            .pinned(b.id().clone()),
+                    )
+                    .with(
+                        Function::new("parked", "park")
+                            .arg("made")
+                            .pinned(b.id().clone()),
+                    )
+                    .validate()
+                    .expect("valid");
+                let handle = c
+                    .node()
+                    .submit(dag, ExecuteOptions::default())
+                    .await
+                    .expect("submitted");
+                until("`park` runs on b", async || PARKED.load(SeqCst)).await;
+                // Kept alive past the block_on: the system is dropped with the DAG running.
+                std::mem::forget(handle);
+                std::mem::forget((c, b));
+            });
+            UNPARK.store(true, SeqCst);
+            drop(system);
+        })
+        .expect("thread starts")
+        .join();
+    assert!(ran.is_ok(), "the test's system ran");
+    assert_eq!(PANICS.load(SeqCst), 0, "dropping the system panicked");
+}

@@ -636,3 +636,164 @@ async fn streams_that_cannot_run_are_refused_before_anything_starts() {
         }
     );
 }
+
+/// A stage whose workers together need more than the node (3 workers of 1 cpu on a
+/// 2-cpu node), or a collocated pair whose summed cost does, is refused at once (it used
+/// to wait forever for the third worker), and nothing stays reserved.
+#[actix::test]
+async fn a_stream_whose_workers_cannot_all_be_held_is_refused() {
+    let mut registry = Registry::new();
+    registry.register("inc", |x: i64| x + 1).expect("register");
+    let node = start_local(registry, Resources::new().cpu(2)).await;
+    let dag = Dag::new()
+        .with(Function::input("x"))
+        .with(
+            Function::new("f", "inc")
+                .arg("x")
+                .with_cost(Resources::new().cpu(1))
+                .parallelism(3),
+        )
+        .validate()
+        .expect("valid");
+    let err = guarded("start", node.stream(dag, StreamOptions::new()))
+        .await
+        .expect_err("3 cpus of workers on a 2-cpu node");
+    assert!(
+        matches!(&err, StartStreamError::Allocation(AllocationError::Unsatisfiable { function, cost, .. })
+            if function.as_str() == "f" && *cost == Resources::new().cpu(3)),
+        "{err:?}"
+    );
+    let dag = Dag::new()
+        .with(Function::input("x"))
+        .with(
+            Function::new("f", "inc")
+                .arg("x")
+                .with_cost(Resources::new().cpu(1.5)),
+        )
+        .with(
+            Function::new("g", "inc")
+                .arg("f")
+                .with_cost(Resources::new().cpu(1))
+                .collocated_with("f"),
+        )
+        .validate()
+        .expect("valid");
+    let err = guarded("start", node.stream(dag, StreamOptions::new()))
+        .await
+        .expect_err("a group of 2.5 cpus on a 2-cpu node");
+    assert!(
+        matches!(
+            &err,
+            StartStreamError::Allocation(AllocationError::Unsatisfiable { .. })
+        ),
+        "{err:?}"
+    );
+    let (_, free) = guarded("resources", node.node_resources("local"))
+        .await
+        .expect("resources")
+        .expect("local node");
+    assert_eq!(free, Resources::new().cpu(2));
+}
+
+/// A stream start waiting for capacity (another execution holds a cpu) that is dropped
+/// gives back what it had reserved: once the other execution ends, the node is idle.
+#[actix::test]
+async fn dropping_a_stream_start_that_waits_gives_its_reservations_back() {
+    let gate = Arc::new(Gate::new());
+    let mut registry = Registry::new();
+    registry.register("inc", |x: i64| x + 1).expect("register");
+    let g = Arc::clone(&gate);
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::channel::<()>(1);
+    registry
+        .register("hold", move || {
+            let _ = started_tx.blocking_send(());
+            g.wait();
+            1_i64
+        })
+        .expect("register");
+    let node = start_local(registry, Resources::new().cpu(2)).await;
+    let holder = Dag::new()
+        .with(Function::new("hold", "hold").with_cost(Resources::new().cpu(1)))
+        .validate()
+        .expect("valid");
+    let held = actix::spawn({
+        let node = node.clone();
+        async move { node.execute(holder, ExecuteOptions::default()).await }
+    });
+    guarded("hold starts", started_rx.recv()).await;
+    let dag = Dag::new()
+        .with(Function::input("x"))
+        .with(
+            Function::new("f", "inc")
+                .arg("x")
+                .with_cost(Resources::new().cpu(1))
+                .parallelism(2),
+        )
+        .validate()
+        .expect("valid");
+    // The first worker gets the free cpu; the second waits for the held one. Whether the
+    // start is dropped before or after the first grant, nothing of it may stay reserved.
+    let start = node.stream(dag, StreamOptions::new());
+    let gave_up = tokio::time::timeout(Duration::from_millis(100), start).await;
+    assert!(gave_up.is_err(), "the second worker cannot be granted yet");
+    gate.open();
+    guarded("hold ends", held)
+        .await
+        .expect("joined")
+        .expect("runs");
+    let (_, free) = guarded("resources", node.node_resources("local"))
+        .await
+        .expect("resources")
+        .expect("local node");
+    assert_eq!(
+        free,
+        Resources::new().cpu(2),
+        "nothing of the dropped start is held"
+    );
+}
+
+/// A push dropped while it waits for queue room (a timeout gave up on it) loses nothing:
+/// its item still goes through, and every later item's result comes, in push order.
+#[actix::test]
+async fn a_push_dropped_while_waiting_for_room_loses_no_result() {
+    let gate = Arc::new(Gate::new());
+    let mut registry = Registry::new();
+    let waiting = Arc::clone(&gate);
+    registry
+        .register("slow", move |x: i64| {
+            assert!(waiting.wait(), "the test opens the gate");
+            x
+        })
+        .expect("register");
+    let node = start_local(registry, Resources::new()).await;
+    let dag = Dag::new()
+        .with(Function::input("x"))
+        .with(Function::new("slow", "slow").arg("x"))
+        .validate()
+        .expect("valid");
+    let options = StreamOptions::new().queue_capacity(1).chunk(1).window(1024);
+    let mut stream = guarded("start", node.stream(dag, options))
+        .await
+        .expect("start");
+    let mut results = stream.results().expect("results");
+    // Push until one push has to wait for room, and give up on that one.
+    let mut pushed = 0_i64;
+    loop {
+        assert!(pushed < 100, "a push should have waited for room");
+        let push = stream.push(pushed);
+        pushed += 1;
+        if tokio::time::timeout(Duration::from_millis(50), push)
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    gate.open();
+    for x in pushed..pushed + 3 {
+        guarded("push", stream.push(x)).await.expect("push");
+    }
+    let out = collect(&mut results, (pushed + 3) as usize).await;
+    assert_eq!(values(out), (0..pushed + 3).collect::<Vec<_>>());
+    guarded("stop", stream.stop()).await;
+}

@@ -242,8 +242,11 @@ impl ClusterNode {
             .map_err(|source| ClusterStartError::Node { source })?;
         let mut net = net;
         net.state = state;
-        let (max_request_bytes, max_in_flight) =
-            (net.max_request_bytes(), net.max_in_flight_per_peer());
+        let (max_request_bytes, max_response_bytes, max_in_flight) = (
+            net.max_request_bytes(),
+            net.max_response_bytes(),
+            net.max_in_flight_per_peer(),
+        );
         let (client, events) = crate::start(net)
             .await
             .map_err(|source| ClusterStartError::Net { source })?;
@@ -265,6 +268,7 @@ impl ClusterNode {
             code_names: code_names.clone(),
             peers: peers_tx,
             transport: transport.clone(),
+            max_response_bytes,
         };
         let bridge = actix::spawn(bridge.run(events));
         Ok(ClusterNode {
@@ -579,6 +583,8 @@ struct Bridge {
     code_names: Vec<CodeName>,
     peers: watch::Sender<Vec<DiscoveredNode>>,
     transport: NetTransport,
+    /// This node's response frame limit: no chunk larger than a frame carries is served.
+    max_response_bytes: u32,
 }
 
 impl Bridge {
@@ -687,8 +693,9 @@ impl Bridge {
             }
             Request::Fetch(fetch) => {
                 let (node, client) = (self.node.clone(), self.client.clone());
+                let max_response_bytes = self.max_response_bytes;
                 actix::spawn(async move {
-                    let response = answer_fetch(&node, fetch).await;
+                    let response = answer_fetch(&node, fetch, max_response_bytes).await;
                     if let Err(error) = client.respond(channel, response).await {
                         tracing::debug!(node = %from, "could not answer a fetch: {error}");
                     }
@@ -760,8 +767,10 @@ impl Bridge {
 }
 
 /// Answers a chunk request from the value's MessagePack form, encoding it (on the blocking
-/// pool) and keeping that form beside the value the first time it is asked for.
-async fn answer_fetch(node: &NodeHandle, fetch: FetchRequest) -> Response {
+/// pool) and keeping that form beside the value the first time it is asked for. A chunk
+/// longer than a response frame of `max_response_bytes` carries is refused
+/// ([`FetchRequest::answer_within`]), never encoded into a frame.
+async fn answer_fetch(node: &NodeHandle, fetch: FetchRequest, max_response_bytes: u32) -> Response {
     let not_found = |fetch: &FetchRequest| {
         Response::Error(RpcError::NotFound {
             dag: fetch.dag.clone(),
@@ -796,7 +805,7 @@ async fn answer_fetch(node: &NodeHandle, fetch: FetchRequest) -> Response {
             Err(_) => return Response::Error(RpcError::ShuttingDown),
         },
     };
-    fetch.answer(&encoded)
+    fetch.answer_within(&encoded, max_response_bytes)
 }
 
 /// What `node` holds and has reserved.
@@ -814,3 +823,6 @@ async fn node_stats(node: &NodeHandle, transport: &NetTransport) -> Result<NodeS
         stages: transport.hosted_stages(),
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -118,12 +118,22 @@ impl Codec {
         write_frame(io, Direction::Request, self.max_request_bytes, request).await
     }
 
-    /// Writes one response frame.
+    /// Writes one response frame. A chunk whose bytes alone exceed the limit is refused
+    /// before it is encoded (encoding it would copy the whole of it first).
     pub async fn write_response_to<T: AsyncWrite + Unpin>(
         &self,
         io: &mut T,
         response: &Response,
     ) -> io::Result<()> {
+        if let Response::Chunk(chunk) = response
+            && chunk.bytes.len() as u64 > u64::from(self.max_response_bytes)
+        {
+            return Err(too_large_to_write(
+                Direction::Response,
+                chunk.bytes.len() as u64,
+                self.max_response_bytes,
+            ));
+        }
         write_frame(io, Direction::Response, self.max_response_bytes, response).await
     }
 }
@@ -223,24 +233,24 @@ where
     })?;
     let len = match u32::try_from(body.len()) {
         Ok(len) if len <= max => len,
-        _ => {
-            tracing::warn!(
-                "refused to send a {direction} frame of {} bytes: the maximum is {max}",
-                body.len()
-            );
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                FrameError::TooLarge {
-                    direction,
-                    len: body.len() as u64,
-                    max: u64::from(max),
-                },
-            ));
-        }
+        _ => return Err(too_large_to_write(direction, body.len() as u64, max)),
     };
     io.write_all(&len.to_be_bytes()).await?;
     io.write_all(&body).await?;
     io.flush().await
+}
+
+/// The error of a frame of `len` bytes refused on write (logged: this node tried it).
+fn too_large_to_write(direction: Direction, len: u64, max: u32) -> io::Error {
+    tracing::warn!("refused to send a {direction} frame of {len} bytes: the maximum is {max}");
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        FrameError::TooLarge {
+            direction,
+            len,
+            max: u64::from(max),
+        },
+    )
 }
 
 impl libp2p::request_response::Codec for Codec {
@@ -413,6 +423,34 @@ mod tests {
                 direction: Direction::Request,
                 ..
             })
+        ));
+        assert!(wire.get_ref().is_empty(), "nothing was written");
+    }
+
+    #[test]
+    fn a_chunk_larger_than_a_response_frame_is_refused_before_it_is_encoded() {
+        use handoff_core::{DagId, FunctionId};
+
+        use crate::protocol::Chunk;
+        let bytes = bytes::Bytes::from(vec![0_u8; 8 * SMALL as usize]);
+        let chunk = Response::Chunk(Chunk {
+            dag: DagId::new("d"),
+            function: FunctionId::new("f"),
+            offset: 0,
+            total_len: bytes.len() as u64,
+            bytes,
+        });
+        let mut wire = Cursor::new(Vec::new());
+        let err = block_on(codec().write_response_to(&mut wire, &chunk)).expect_err("too large");
+        // The length refused is the chunk's own: its frame was never encoded (that would
+        // report the encoded length, fields and all).
+        assert!(matches!(
+            FrameError::of(&err),
+            Some(FrameError::TooLarge {
+                direction: Direction::Response,
+                len,
+                ..
+            }) if *len == u64::from(8 * SMALL)
         ));
         assert!(wire.get_ref().is_empty(), "nothing was written");
     }

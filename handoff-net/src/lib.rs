@@ -43,7 +43,8 @@
 //!     match event {
 //!         NetEvent::InboundRequest { request: Request::Fetch(fetch), channel, .. } => {
 //!             let encoded = bytes::Bytes::new(); // the stored value's MessagePack form
-//!             client.respond(channel, fetch.answer(&encoded)).await?;
+//!             let max_response = handoff_net::DEFAULT_MAX_RESPONSE_BYTES;
+//!             client.respond(channel, fetch.answer_within(&encoded, max_response)).await?;
 //!         }
 //!         NetEvent::PeerAnnounced(announcement) => println!("{} is up", announcement.name),
 //!         _ => {}

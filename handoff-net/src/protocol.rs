@@ -234,7 +234,9 @@ pub struct FetchRequest {
     pub offset: u64,
     /// How many bytes to send back: exactly `min(max_len, total_len - offset)`, as
     /// [`answer`](Self::answer) does (the fetcher pipelines requests for the next offsets,
-    /// and rejects chunks of another length).
+    /// and rejects chunks of another length). A chunk longer than the receiver's response
+    /// frame can carry is refused with [`RpcError::ChunkTooLarge`]
+    /// ([`answer_within`](Self::answer_within)).
     pub max_len: u32,
 }
 
@@ -264,6 +266,26 @@ impl FetchRequest {
             total_len,
             bytes: encoded.slice(start..end),
         })
+    }
+
+    /// Like [`answer`](Self::answer), on a node whose response frames carry at most
+    /// `max_response_bytes`: a chunk longer than such a frame holds (the limit less
+    /// [`CHUNK_OVERHEAD_BYTES`](crate::CHUNK_OVERHEAD_BYTES)) is refused with
+    /// [`RpcError::ChunkTooLarge`] before anything is encoded, instead of being encoded
+    /// whole only for the codec to refuse the frame.
+    pub fn answer_within(&self, encoded: &Bytes, max_response_bytes: u32) -> Response {
+        let max = max_response_bytes.saturating_sub(crate::config::CHUNK_OVERHEAD_BYTES);
+        let total_len = encoded.len() as u64;
+        let len = u64::from(self.max_len).min(total_len.saturating_sub(self.offset));
+        if len > u64::from(max) {
+            return Response::Error(RpcError::ChunkTooLarge {
+                dag: self.dag.clone(),
+                function: self.function.clone(),
+                len,
+                max,
+            });
+        }
+        self.answer(encoded)
     }
 }
 
@@ -437,6 +459,21 @@ pub enum RpcError {
         /// The value's length.
         total_len: u64,
     },
+    /// A fetch asked for a chunk longer than the receiver's response frame can carry
+    /// ([`FetchRequest::answer_within`]).
+    #[error(
+        "a chunk of {len} bytes of `{function}` of DAG `{dag}` was asked for: responses here carry at most {max}"
+    )]
+    ChunkTooLarge {
+        /// The DAG.
+        dag: DagId,
+        /// The function.
+        function: FunctionId,
+        /// The length of the chunk asked for (within the value).
+        len: u64,
+        /// The longest chunk a response carries here.
+        max: u32,
+    },
     /// The receiver has no code of that name in its registry.
     #[error("no code named `{code}` here")]
     UnknownCode {
@@ -530,6 +567,34 @@ mod tests {
                 total_len: 10,
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn chunks_longer_than_a_response_frame_are_refused() {
+        let encoded = Bytes::from_static(b"0123456789");
+        // Responses of this size carry chunks of at most 4 bytes.
+        let max_response = crate::config::CHUNK_OVERHEAD_BYTES + 4;
+        assert!(matches!(
+            fetch(0, u32::MAX).answer_within(&encoded, max_response),
+            Response::Error(RpcError::ChunkTooLarge {
+                len: 10,
+                max: 4,
+                ..
+            })
+        ));
+        // What is left of the value is what counts, whatever `max_len` says.
+        match fetch(7, u32::MAX).answer_within(&encoded, max_response) {
+            Response::Chunk(chunk) => assert_eq!(&chunk.bytes[..], b"789"),
+            other => panic!("unexpected {other:?}"),
+        }
+        match fetch(0, 4).answer_within(&encoded, max_response) {
+            Response::Chunk(chunk) => assert_eq!(&chunk.bytes[..], b"0123"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            fetch(11, u32::MAX).answer_within(&encoded, max_response),
+            Response::Error(RpcError::OutOfRange { .. })
         ));
     }
 

@@ -35,7 +35,7 @@ pub(crate) struct Behaviour {
     pub(crate) mdns: Mdns,
 }
 
-fn transport(config: &Config) -> Result<Boxed<(PeerId, StreamMuxerBox)>, StartError> {
+pub(crate) fn transport(config: &Config) -> Result<Boxed<(PeerId, StreamMuxerBox)>, StartError> {
     let psk = config.security.key().map(|key| key.psk());
     let mut yamux = yamux::Config::default();
     // yamux's default, stated: the request-response stream caps are derived to stay below it.

@@ -220,6 +220,9 @@ struct Inner {
     reports: Outbox<FinishedReport>,
     /// The most bytes (estimated) of functions in one execute request.
     batch_bytes: usize,
+    /// The request frame limit: every execute request is measured against it before it
+    /// is sent ([`fit_frames`]).
+    max_request_bytes: usize,
     transfers: Transfers,
     /// Stage workers other nodes' streams placed here, by the stream's node and worker.
     hosted: Mutex<HashMap<(NodeId, StageKey), Hosted>>,
@@ -276,6 +279,7 @@ impl NetTransport {
                 executes: Outbox::new(),
                 reports: Outbox::new(),
                 batch_bytes: max_request_bytes as usize / 2,
+                max_request_bytes: max_request_bytes as usize,
                 transfers: Transfers::default(),
                 hosted: Mutex::new(HashMap::new()),
             }),
@@ -677,7 +681,7 @@ impl Transport for NetTransport {
         for node in nodes {
             let inner = Arc::clone(&self.inner);
             let request = Request::Forget { dag: dag.clone() };
-            tokio::spawn(async move {
+            spawn_detached("tell a node to forget a DAG", async move {
                 if let Err(error) = request_patiently(&inner, &node, request).await {
                     tracing::debug!(%node, "could not tell the node to forget a DAG: {error}");
                 }
@@ -727,7 +731,7 @@ impl Transport for NetTransport {
 
     fn close_stage(&self, node: NodeId, key: StageKey) {
         let inner = Arc::clone(&self.inner);
-        tokio::spawn(async move {
+        spawn_detached("close a stage worker", async move {
             if let Err(error) = request_patiently(&inner, &node, Request::StageClose { key }).await
             {
                 tracing::debug!(%node, "could not close a stage worker there: {error}");
@@ -1183,11 +1187,106 @@ async fn send_executes(inner: Arc<Inner>, node: NodeId) {
         if batch.is_empty() {
             continue;
         }
-        let (inner, node) = (Arc::clone(&inner), node.clone());
-        tokio::spawn(async move {
-            exchange_executes(&inner, &node, batch, permit).await;
-        });
+        // The estimate that made the batch leaves out what is small alone but adds up
+        // (ids, argument descriptors): the batch is split by its measured size, so that no
+        // frame exceeds the limit (one that did would fail like a broken link, and be
+        // retried as one).
+        let (parts, unsendable) = fit_frames(batch, inner.max_request_bytes);
+        if !unsendable.is_empty() {
+            let transport = NetTransport {
+                inner: Arc::clone(&inner),
+            };
+            for (key, reason) in unsendable {
+                tracing::warn!(%node, function = %key.2, "cannot send a function: {reason}");
+                transport.settle(&key, |code| CallError::Unavailable {
+                    code,
+                    node: node.clone(),
+                    reason,
+                });
+            }
+        }
+        let mut permit = Some(permit);
+        for part in parts {
+            let permit = match permit.take() {
+                Some(permit) => permit,
+                None => match Arc::clone(&gate).acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+            };
+            let (inner, node) = (Arc::clone(&inner), node.clone());
+            tokio::spawn(async move {
+                exchange_executes(&inner, &node, part, permit).await;
+            });
+        }
     }
+}
+
+/// Functions for one node, each with its attempt.
+type Batch = Vec<(AttemptKey, ExecuteRequest)>;
+
+/// Splits `batch`, in order, into batches whose [`Request::ExecuteBatch`] frame is at most
+/// `max_bytes` (measured: the MessagePack length of each function, plus the frame's
+/// envelope). A function that cannot be sent even alone (too large, or not encodable) is
+/// returned apart, with the reason.
+fn fit_frames(batch: Batch, max_bytes: usize) -> (Vec<Batch>, Vec<(AttemptKey, String)>) {
+    // An empty batch's frame, plus room for the longest array header (5 bytes, where the
+    // empty one has 1).
+    let envelope = encoded_size(&Request::ExecuteBatch(Vec::new())).unwrap_or(0) + 4;
+    let mut parts = Vec::new();
+    let mut unsendable = Vec::new();
+    let mut part = Vec::new();
+    let mut part_bytes = envelope;
+    for (key, request) in batch {
+        let len = match encoded_size(&request) {
+            Ok(len) => len,
+            Err(error) => {
+                unsendable.push((
+                    key,
+                    format!("its execute request cannot be encoded: {error}"),
+                ));
+                continue;
+            }
+        };
+        if envelope + len > max_bytes {
+            unsendable.push((
+                key,
+                format!(
+                    "its execute request frame is too large: {} bytes encoded, the maximum is {max_bytes}",
+                    envelope + len
+                ),
+            ));
+            continue;
+        }
+        if part_bytes + len > max_bytes {
+            parts.push(std::mem::take(&mut part));
+            part_bytes = envelope;
+        }
+        part_bytes += len;
+        part.push((key, request));
+    }
+    if !part.is_empty() {
+        parts.push(part);
+    }
+    (parts, unsendable)
+}
+
+/// The length of `message`'s MessagePack form as the codec writes it (named fields),
+/// counted without keeping the bytes.
+fn encoded_size<T: serde::Serialize>(message: &T) -> Result<usize, rmp_serde::encode::Error> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    rmp_serde::encode::write_named(&mut count, message)?;
+    Ok(count.0)
 }
 
 /// Sends one batch of functions to `node` and settles what its answer says.
@@ -1387,6 +1486,18 @@ async fn run_execute(
     }
 }
 
+/// Spawns `task` on the current tokio runtime. Without one (the actor system is being
+/// dropped, stopping the executions still running in it), there is nobody left to send
+/// it: the task is dropped, with a debug line, instead of panicking in a destructor.
+fn spawn_detached(what: &str, task: impl Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(task);
+        }
+        Err(_) => tracing::debug!("no runtime left to {what}: the node is shutting down"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc;
@@ -1400,6 +1511,51 @@ mod tests {
             })),
             code: CodeName::new("double"),
             node: NodeId::new("worker"),
+        }
+    }
+
+    /// A function with `arguments` remote-argument descriptors.
+    fn execute(i: usize, arguments: usize) -> (AttemptKey, ExecuteRequest) {
+        let dag = DagId::new("d");
+        let id = FunctionId::new(format!("f{i}"));
+        let node = NodeId::new("12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN");
+        let arguments = (0..arguments)
+            .map(|a| ArgumentSource::Remote {
+                function: FunctionId::new(format!("arg-{a}")),
+                node: node.clone(),
+            })
+            .collect();
+        let request = ExecuteRequest {
+            dag: dag.clone(),
+            function: handoff_core::Function::new(id.clone(), "sum"),
+            inline: Vec::new(),
+            arguments,
+            attempt: 1,
+            timeout_ms: None,
+            report_start: false,
+        };
+        ((node, dag, id, 1), request)
+    }
+
+    #[test]
+    fn batches_are_split_so_that_every_frame_fits() {
+        let max = 64 << 10;
+        // 40 functions of about 5 KiB of argument descriptors each (200 KiB together),
+        // and among them one of about 100 KiB.
+        let mut batch: Vec<_> = (0..40).map(|i| execute(i, 60)).collect();
+        batch.insert(20, execute(99, 1200));
+        let (parts, unsendable) = fit_frames(batch, max);
+        assert_eq!(unsendable.len(), 1);
+        assert_eq!(unsendable[0].0.2.as_str(), "f99");
+        assert!(unsendable[0].1.contains("too large"), "{}", unsendable[0].1);
+        let sent: Vec<FunctionId> = parts.iter().flatten().map(|(k, _)| k.2.clone()).collect();
+        let expected: Vec<FunctionId> = (0..40).map(|i| FunctionId::new(format!("f{i}"))).collect();
+        assert_eq!(sent, expected, "every other function, in order");
+        assert!((4..10).contains(&parts.len()), "{} parts", parts.len());
+        for part in parts {
+            let requests = part.into_iter().map(|(_, r)| r).collect();
+            let frame = rmp_serde::to_vec_named(&Request::ExecuteBatch(requests)).expect("encodes");
+            assert!(frame.len() <= max, "a frame of {} bytes", frame.len());
         }
     }
 

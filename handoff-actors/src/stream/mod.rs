@@ -36,7 +36,8 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::coordinator::Coordinator;
 use crate::remote::{SharedTransport, StageCall, StageKey, StageSpec};
 use crate::resource_manager::{
-    GrantId, Rank, Release, RequesterId, ReserveOne, ResourceManager, Target,
+    ClusterView, ExecutableNode, GrantId, Rank, Release, RequesterId, ReserveOne, ResourceManager,
+    Target, Withdraw,
 };
 
 pub use hosted::HostedStage;
@@ -415,7 +416,17 @@ impl StreamHandle {
             .zip(first..)
             .map(|(row, seq)| Item { seq, row: Ok(row) })
             .collect();
-        input.send(items).await.map_err(|_| PushError::Closed)?;
+        // Numbered items must reach the first queue even if this future is dropped while
+        // waiting for room (results come in push order: a lost number would hold back
+        // every later result). So the wait runs in a task of its own.
+        if let Some(items) = input.try_send(items).map_err(|_| PushError::Closed)? {
+            let input = input.clone();
+            let sending = tokio::spawn(async move { input.send(items).await });
+            match sending.await {
+                Ok(Ok(())) => {}
+                _ => return Err(PushError::Closed),
+            }
+        }
         Ok(first..first + n as u64)
     }
 
@@ -532,6 +543,94 @@ pub(crate) async fn run_init(init: Code) -> Result<handoff_core::State, CallErro
 }
 
 /// Gives reservations back.
+/// Gives back what a stream being started has reserved or asked for, if it is dropped
+/// before the stream runs (the caller gave up waiting for capacity).
+struct Reserving {
+    manager: Addr<ResourceManager>,
+    requester: RequesterId,
+    armed: bool,
+}
+
+impl Drop for Reserving {
+    fn drop(&mut self) {
+        if self.armed {
+            let withdraw = Withdraw {
+                requester: self.requester,
+            };
+            crate::run::send_detached(&self.manager, withdraw);
+        }
+    }
+}
+
+/// Checks that every worker of every costed stage could hold its reservation at the
+/// same time on the nodes as if idle (placed first-fit, a collocation group's summed
+/// cost on one node): otherwise the stream could never start.
+fn fits_at_once(
+    dag: &ValidatedDag,
+    plan: &StreamPlan,
+    targets: &[Target],
+    cluster: &[ExecutableNode],
+) -> Result<(), StartStreamError> {
+    let mut left: Vec<Resources> = cluster.iter().map(|n| n.capacity.clone()).collect();
+    let mut group_nodes: Vec<(u32, usize)> = Vec::new();
+    for (stage, target) in plan.stages().iter().zip(targets) {
+        let f = dag.function(stage.function);
+        let Some(cost) = f.cost().filter(|c| !c.is_empty()) else {
+            continue;
+        };
+        let workers = f.parallelism_value().unwrap_or(1);
+        let may_run = |k: usize, codes: &[&CodeName]| {
+            let n = &cluster[k];
+            codes.iter().all(|c| n.code_names.contains(*c))
+                && match target {
+                    Target::Pinned(at) => n.node == *at,
+                    _ => true,
+                }
+        };
+        let too_big = |total: Resources| {
+            let nodes: Vec<(NodeId, Resources)> = cluster
+                .iter()
+                .enumerate()
+                .filter(|&(k, _)| may_run(k, &[f.code()]))
+                .map(|(_, n)| (n.node.clone(), n.capacity.clone()))
+                .collect();
+            match handoff_core::candidates(f.id(), &[&total], &nodes, None) {
+                Err(error) => StartStreamError::Allocation(error),
+                Ok(_) => StartStreamError::Allocation(AllocationError::NeverGranted {
+                    function: f.id().clone(),
+                    reason: format!(
+                        "its workers need {total} beside the other stages' workers, more than the nodes hold together"
+                    ),
+                }),
+            }
+        };
+        if let Target::Group { root, needs, .. } = target {
+            if group_nodes.iter().any(|(r, _)| r == root) {
+                continue;
+            }
+            let codes: Vec<&CodeName> = needs.codes.iter().collect();
+            let Some(k) =
+                (0..cluster.len()).find(|&k| may_run(k, &codes) && needs.total.fits_in(&left[k]))
+            else {
+                return Err(too_big(needs.total.clone()));
+            };
+            left[k] = left[k].saturating_sub(&needs.total);
+            group_nodes.push((*root, k));
+            continue;
+        }
+        for _ in 0..workers {
+            let Some(k) =
+                (0..cluster.len()).find(|&k| may_run(k, &[f.code()]) && cost.fits_in(&left[k]))
+            else {
+                let total = Resources::saturating_sum(std::iter::repeat_n(cost, workers));
+                return Err(too_big(total));
+            };
+            left[k] = left[k].saturating_sub(cost);
+        }
+    }
+    Ok(())
+}
+
 async fn release(manager: &Addr<ResourceManager>, grants: Vec<GrantId>) {
     if !grants.is_empty() && manager.send(Release { grants }).await.is_err() {
         tracing::warn!("resource manager gone; stream reservations not released");
@@ -594,31 +693,54 @@ pub(crate) async fn start(
     // registered), for the stream's lifetime. Uncosted workers run here, or on the node
     // their stage is pinned to.
     let requester = RequesterId(NEXT_REQUESTER.fetch_add(1, Ordering::Relaxed));
-    let mut grants: Vec<GrantId> = Vec::new();
-    let mut nodes: Vec<Vec<NodeId>> = Vec::with_capacity(plan.stages().len());
     // A group's node holds every worker of every stage in it at once.
     let workers_of = |i: usize| dag.function(i).parallelism_value().unwrap_or(1);
     let stage_of = |i: usize| plan.stages().iter().any(|s| s.function == i);
     let needs = crate::run::group_needs(&dag, stage_of, workers_of);
-    for stage in plan.stages() {
+    let targets: Vec<Target> = plan
+        .stages()
+        .iter()
+        .map(|stage| {
+            let root_index = dag.collocation_root(stage.function);
+            let root = dag.function(root_index);
+            match root.placement() {
+                Placement::Pinned(pinned) => Target::Pinned(pinned.clone()),
+                // Inputs are where items are pushed: here.
+                _ if root.kind() == FunctionKind::Input => Target::Pinned(node.clone()),
+                _ if root_index != stage.function => Target::Group {
+                    root: root_index as u32,
+                    pinned: None,
+                    needs: needs[root_index].clone().unwrap_or_default(),
+                },
+                _ => Target::Any,
+            }
+        })
+        .collect();
+    // The workers hold their reservations for the stream's lifetime: a stream whose
+    // workers could not all be held at once, even on idle nodes, would wait forever.
+    let Ok(mut cluster) = manager.send(ClusterView).await else {
+        return Err(StartStreamError::NodeStopped { node });
+    };
+    if transport.is_none() {
+        cluster.retain(|n| n.node == node);
+    }
+    fits_at_once(&dag, &plan, &targets, &cluster)?;
+
+    // Reserved so far (and requests queued) are given back if this future is dropped
+    // before the stream has started.
+    let mut reserving = Reserving {
+        manager: manager.clone(),
+        requester,
+        armed: true,
+    };
+    let mut grants: Vec<GrantId> = Vec::new();
+    let mut nodes: Vec<Vec<NodeId>> = Vec::with_capacity(plan.stages().len());
+    for (stage, target) in plan.stages().iter().zip(&targets) {
         let f = dag.function(stage.function);
         let workers = f.parallelism_value().unwrap_or(1);
-        let root_index = dag.collocation_root(stage.function);
-        let root = dag.function(root_index);
-        let pinned = match root.placement() {
-            Placement::Pinned(pinned) => Some(pinned.clone()),
+        let pinned = match target {
+            Target::Pinned(at) => Some(at.clone()),
             _ => None,
-        };
-        let target = match &pinned {
-            Some(pinned) => Target::Pinned(pinned.clone()),
-            // Inputs are where items are pushed: here.
-            None if root.kind() == FunctionKind::Input => Target::Pinned(node.clone()),
-            None if root_index != stage.function => Target::Group {
-                root: root_index as u32,
-                pinned: None,
-                needs: needs[root_index].clone().unwrap_or_default(),
-            },
-            None => Target::Any,
         };
         let mut placed = Vec::with_capacity(workers);
         for _ in 0..workers {
@@ -784,6 +906,7 @@ pub(crate) async fn start(
     };
     drop(results_tx);
 
+    reserving.armed = false;
     let (finished, done) = oneshot::channel();
     let for_release = manager.clone();
     actix::spawn(async move {

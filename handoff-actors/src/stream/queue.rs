@@ -96,6 +96,32 @@ pub(crate) struct QueueSender {
 }
 
 impl QueueSender {
+    /// Enqueues `items` if there is room for all of them now; otherwise gives them back
+    /// (`Ok(Some(items))`), nothing enqueued.
+    pub(crate) fn try_send(&self, items: Vec<Item>) -> Result<Option<Vec<Item>>, Closed> {
+        let queue = &self.queue;
+        let n = items.len();
+        if n > queue.capacity {
+            return Ok(Some(items));
+        }
+        let permit = match queue.permits.try_acquire_many(n as u32) {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::NoPermits) => return Ok(Some(items)),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(Closed),
+        };
+        // The channel never fills before the semaphore does (see `new`).
+        match self.tx.try_send(items) {
+            Ok(()) => {
+                permit.forget();
+                let depth = queue.depth.fetch_add(n, Ordering::Relaxed) + n;
+                queue.peak.fetch_max(depth, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(mpsc::error::TrySendError::Full(items)) => Ok(Some(items)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
+        }
+    }
+
     /// Enqueues `items`, waiting for room (in pieces of at most `capacity` items).
     pub(crate) async fn send(&self, mut items: Vec<Item>) -> Result<(), Closed> {
         let queue = &self.queue;

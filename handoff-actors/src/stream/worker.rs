@@ -71,6 +71,18 @@ pub(crate) enum Next {
 }
 
 impl Next {
+    /// Sends `items` if there is room for all of them now; otherwise gives them back.
+    pub(crate) fn try_send(&self, items: Vec<Item>) -> Result<Option<Vec<Item>>, Closed> {
+        match self {
+            Next::Stage(queue) => queue.try_send(items),
+            Next::Results(tx) => match tx.try_send(items) {
+                Ok(()) => Ok(None),
+                Err(mpsc::error::TrySendError::Full(items)) => Ok(Some(items)),
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
+            },
+        }
+    }
+
     pub(crate) async fn send(&self, items: Vec<Item>) -> Result<(), Closed> {
         match self {
             Next::Stage(queue) => queue.send(items).await,

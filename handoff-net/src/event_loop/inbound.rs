@@ -102,10 +102,11 @@ impl EventLoop {
                     name: self.name.clone(),
                 }
             } else {
-                self.refuse(peer, version.clone());
+                let theirs = refused::shorten_version(version);
+                self.refuse(peer, theirs.clone());
                 Response::Error(RpcError::VersionMismatch {
                     ours: self.version.clone(),
-                    theirs: version,
+                    theirs,
                 })
             };
             let _ = self
@@ -119,6 +120,26 @@ impl EventLoop {
             self.refuse_version(channel, theirs);
             return;
         }
+        let verified = self.verified.contains(&peer);
+        if !verified {
+            let held = self.held.get(&peer).map_or(0, Vec::len);
+            let (held, limit) = if held >= MAX_HELD_PER_PEER {
+                (held, MAX_HELD_PER_PEER)
+            } else {
+                (self.held_total, MAX_HELD)
+            };
+            if held >= limit {
+                tracing::debug!(
+                    peer = %peer,
+                    held,
+                    limit,
+                    "answering an inbound {} request from an unverified peer with Busy",
+                    request.kind()
+                );
+                self.busy(channel, held, limit);
+                return;
+            }
+        }
         let pending = self.inbound_per_peer.get(&peer).copied().unwrap_or(0);
         if pending >= self.max_inbound_per_peer {
             self.throttle(peer, pending, request.kind(), channel);
@@ -126,10 +147,37 @@ impl EventLoop {
         }
         self.inbound_per_peer.insert(peer, pending + 1);
         self.inbound.insert(id, peer);
-        if self.verified.contains(&peer) {
+        if verified {
             self.forward(peer, request, channel);
         } else {
-            self.held.entry(peer).or_default().push((request, channel));
+            self.held.entry(peer).or_default().push(Held {
+                id,
+                request,
+                channel,
+            });
+            self.held_total += 1;
+        }
+    }
+
+    /// Removes and returns the requests held for `peer`.
+    pub(super) fn take_held(&mut self, peer: PeerId) -> Vec<Held> {
+        let held = self.held.remove(&peer).unwrap_or_default();
+        self.held_total -= held.len();
+        held
+    }
+
+    /// Drops the request `id` of `peer` if it is held (it failed: timed out, or its
+    /// stream closed).
+    fn drop_held(&mut self, peer: PeerId, id: InboundRequestId) {
+        let Some(held) = self.held.get_mut(&peer) else {
+            return;
+        };
+        if let Some(position) = held.iter().position(|h| h.id == id) {
+            held.remove(position);
+            self.held_total -= 1;
+            if held.is_empty() {
+                self.held.remove(&peer);
+            }
         }
     }
 
@@ -152,6 +200,16 @@ impl EventLoop {
         } else {
             tracing::debug!(peer = %peer, "answering an inbound {kind} request with Busy");
         }
+        self.busy(channel, pending, limit);
+    }
+
+    /// Answers Busy, with `pending` requests waiting against `limit`.
+    fn busy(
+        &mut self,
+        channel: request_response::ResponseChannel<Response>,
+        pending: usize,
+        limit: usize,
+    ) {
         let response = Response::Error(RpcError::Busy {
             pending: u32::try_from(pending).unwrap_or(u32::MAX),
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
@@ -163,11 +221,13 @@ impl EventLoop {
             .send_response(channel, response);
     }
 
-    /// An inbound request was answered or failed: it no longer counts against its peer.
+    /// An inbound request was answered or failed: it no longer counts against its peer,
+    /// and is no longer held if it was.
     fn inbound_done(&mut self, id: InboundRequestId) {
         let Some(peer) = self.inbound.remove(&id) else {
             return;
         };
+        self.drop_held(peer, id);
         if let Some(n) = self.inbound_per_peer.get_mut(&peer) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -253,15 +313,17 @@ impl EventLoop {
     fn verify(&mut self, peer: PeerId) {
         self.refused.remove(&peer);
         self.verified.insert(peer);
-        for (request, channel) in self.held.remove(&peer).unwrap_or_default() {
-            self.forward(peer, request, channel);
+        for held in self.take_held(peer) {
+            self.forward(peer, held.request, held.channel);
         }
     }
 
     /// Refuses a peer: its requests are answered with a version mismatch, its
     /// announcements ignored, and it is disconnected after [`REFUSAL_GRACE`] (time for both
-    /// sides to exchange identify info, and so both to log the refusal).
+    /// sides to exchange identify info, and so both to log the refusal). Its version is
+    /// kept, logged and reported shortened ([`refused::shorten_version`]).
     pub(super) fn refuse(&mut self, peer: PeerId, theirs: String) {
+        let theirs = refused::shorten_version(theirs);
         self.verified.remove(&peer);
         let node = node_id_of(&peer);
         if self.refused.get(&peer) != Some(&theirs) {
@@ -276,8 +338,8 @@ impl EventLoop {
                 reason,
             });
         }
-        for (_, channel) in self.held.remove(&peer).unwrap_or_default() {
-            self.refuse_version(channel, theirs.clone());
+        for held in self.take_held(peer) {
+            self.refuse_version(held.channel, theirs.clone());
         }
         if self.peers.remove(&node) {
             self.emit(NetEvent::PeerGone {

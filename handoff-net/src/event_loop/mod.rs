@@ -129,9 +129,10 @@ pub async fn start(config: Config) -> Result<(Client, mpsc::Receiver<NetEvent>),
         dials: HashMap::new(),
         peers: PeerTable::default(),
         verified: HashSet::new(),
-        refused: HashMap::new(),
+        refused: Refused::default(),
         disconnects: FuturesUnordered::new(),
         held: HashMap::new(),
+        held_total: 0,
         inbound: HashMap::new(),
         inbound_per_peer: HashMap::new(),
         throttled: HashSet::new(),
@@ -193,12 +194,17 @@ struct EventLoop {
     peers: PeerTable,
     /// Peers whose protocol version matched ours on their current connection.
     verified: HashSet<PeerId>,
-    /// Peers refused for their protocol version (kept across connections).
-    refused: HashMap<PeerId, String>,
+    /// Peers refused for their protocol version (kept across connections, within
+    /// [`MAX_REFUSED`](refused::MAX_REFUSED)).
+    refused: Refused,
     /// Refused peers to disconnect once the grace period has passed.
     disconnects: FuturesUnordered<BoxFuture<'static, PeerId>>,
-    /// Inbound requests from connected peers not verified yet, answered once they are.
-    held: HashMap<PeerId, Vec<(Request, request_response::ResponseChannel<Response>)>>,
+    /// Inbound requests from connected peers not verified yet, answered once they are:
+    /// at most [`MAX_HELD_PER_PEER`] per peer and [`MAX_HELD`] in all, each dropped when
+    /// it fails (times out) or its peer disconnects.
+    held: HashMap<PeerId, Vec<Held>>,
+    /// How many requests `held` has, over all peers.
+    held_total: usize,
     /// Inbound requests waiting for their answer (held, or handed to the application),
     /// with their peer: the per-peer cap counts them until libp2p reports the answer sent
     /// or the request failed.
@@ -220,9 +226,33 @@ struct EventLoop {
 /// change; only a consumer that stopped reading lets it grow).
 const MAX_BACKLOG: usize = 65_536;
 
+/// The most inbound requests held for one peer whose protocol version is not verified
+/// yet (its identify info, or its Hello, has not arrived). Further requests from it are
+/// answered [`RpcError::Busy`] (senders try again). A held request is dropped when it
+/// fails (its request timeout passes) or the peer's last connection closes, so a peer that
+/// never completes identify holds at most this many at any time.
+const MAX_HELD_PER_PEER: usize = 16;
+
+/// The most inbound requests held over all unverified peers (see [`MAX_HELD_PER_PEER`]):
+/// at most `MAX_HELD × max_request_bytes` of requests (64 MiB with the default 1 MiB
+/// request limit) wait for identities that may never be confirmed.
+const MAX_HELD: usize = 64;
+
+/// An inbound request held until its peer is verified.
+struct Held {
+    id: InboundRequestId,
+    request: Request,
+    channel: request_response::ResponseChannel<Response>,
+}
+
 mod failure;
 mod gossip;
 mod inbound;
+mod refused;
+#[cfg(test)]
+mod tests;
+
+use refused::Refused;
 
 use failure::{FailureKind, dial_failure_kind, io_failure_kind};
 
@@ -561,7 +591,7 @@ impl EventLoop {
                 tracing::debug!(peer = %peer_id, ?cause, "connection closed");
                 if num_established == 0 {
                     self.verified.remove(&peer_id);
-                    self.held.remove(&peer_id);
+                    self.take_held(peer_id);
                     self.forget_inbound(peer_id);
                     let node = node_id_of(&peer_id);
                     if self.peers.remove(&node) {
