@@ -68,7 +68,7 @@ use handoff_actors::NodeConfig;
 pub const RUN_FLAGS: &str = "(--key FILE | --key-env | --insecure) [--listen MULTIADDR] \
                              [--bootstrap MULTIADDR]...\n    [--name NAME] [--cpu N] \
                              [--memory MB] [--gpu N] [--custom NAME=AMOUNT]... \
-                             [--identity FILE]";
+                             [--identity FILE] [--allow-remote-registration]";
 
 /// The address a node listens on when `--listen` is not given: loopback, any free port.
 pub const DEFAULT_LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
@@ -133,6 +133,9 @@ pub struct RunArgs {
     /// (mode 0600), so that a restarted node comes back as the same node. Without it, each
     /// start is a new node.
     pub identity: Option<PathBuf>,
+    /// Lets peers set this node's capacity (`--allow-remote-registration`; default off:
+    /// the node's capacity changes on its own word only).
+    pub allow_remote_registration: bool,
 }
 
 impl RunArgs {
@@ -153,6 +156,7 @@ impl RunArgs {
             gpu: 0,
             custom: Vec::new(),
             identity: None,
+            allow_remote_registration: false,
         }
     }
 
@@ -413,6 +417,7 @@ pub fn parse_run(args: impl IntoIterator<Item = String>) -> Result<RunArgs, Args
     let mut bootstrap = Vec::new();
     let mut name = None;
     let mut identity = None;
+    let mut allow_remote_registration = false;
     let (mut cpu, mut memory, mut gpu) = (None, 0, 0);
     let mut custom: Vec<(ResourceName, Amount)> = Vec::new();
     while let Some(flag) = args.next() {
@@ -424,6 +429,7 @@ pub fn parse_run(args: impl IntoIterator<Item = String>) -> Result<RunArgs, Args
             "--bootstrap" => bootstrap.push(parsed(&flag, value(&flag, &mut args)?)?),
             "--name" => name = Some(value(&flag, &mut args)?),
             "--identity" => identity = Some(PathBuf::from(value(&flag, &mut args)?)),
+            "--allow-remote-registration" => allow_remote_registration = true,
             "--cpu" => cpu = Some(parsed(&flag, value(&flag, &mut args)?)?),
             "--memory" => memory = parsed(&flag, value(&flag, &mut args)?)?,
             "--gpu" => gpu = parsed(&flag, value(&flag, &mut args)?)?,
@@ -458,6 +464,7 @@ pub fn parse_run(args: impl IntoIterator<Item = String>) -> Result<RunArgs, Args
     run.memory = memory;
     run.gpu = gpu;
     run.custom = custom;
+    run.allow_remote_registration = allow_remote_registration;
     run.identity = identity;
     Ok(run)
 }
@@ -585,6 +592,7 @@ pub async fn run_node(args: RunArgs, registry: Registry) -> Result<(), RunError>
         .name(name)
         .keypair(keypair)
         .listen_on(args.listen.clone())
+        .allow_remote_registration(args.allow_remote_registration)
         .build()?;
     let node = NodeConfig::new(net.node_id(), registry).capabilities(args.capabilities());
     let cluster = ClusterNode::start(node, net).await?;

@@ -212,6 +212,8 @@ fn processes_and_an_in_process_node_discover_each_other() {
         address.as_str(),
     ])
     .args(["--cpu", "1", "--memory", "512", "--custom", "licence=2"])
+    // n3 lets peers set its capacity (the test registers it remotely below).
+    .arg("--allow-remote-registration")
     .env("HANDOFF_CLUSTER_KEY", key_text);
     let mut n3 = Proc::start("n3", n3);
 

@@ -885,3 +885,242 @@ fn dropping_the_system_with_a_live_cluster_dag_does_not_panic() {
     assert!(ran.is_ok(), "the test's system ran");
     assert_eq!(PANICS.load(SeqCst), 0, "dropping the system panicked");
 }
+
+/// Gates for the isolation tests: `gated_len` (registered on `b`) says it runs, then
+/// waits until its gate opens (at most 60 s) and returns the length.
+static GATES: std::sync::Mutex<Vec<(u8, bool, bool)>> = std::sync::Mutex::new(Vec::new());
+
+/// Gate `n`: (running, open).
+fn gate(n: u8) -> (bool, bool) {
+    let gates = GATES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    gates
+        .iter()
+        .find(|g| g.0 == n)
+        .map_or((false, false), |g| (g.1, g.2))
+}
+
+fn set_gate(n: u8, running: bool, open: bool) {
+    let mut gates = GATES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    gates.retain(|g| g.0 != n);
+    gates.push((n, running, open));
+}
+
+fn gated_len(bytes: Bytes, n: u8) -> u64 {
+    let open = gate(n).1;
+    set_gate(n, true, open);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !gate(n).1 && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    bytes.len() as u64
+}
+
+/// Like `gated_len`, but only the first call of gate `n` waits.
+fn first_gated_len(bytes: Bytes, n: u8) -> u64 {
+    let (running, open) = gate(n);
+    if running || open {
+        return bytes.len() as u64;
+    }
+    gated_len(bytes, n)
+}
+
+fn gated_registry() -> Registry {
+    let mut registry = registry();
+    registry
+        .register("gated_len", gated_len)
+        .expect("gated_len");
+    registry
+        .register("first_gated_len", first_gated_len)
+        .expect("first_gated_len");
+    registry
+}
+
+/// `src` (`len` bytes of `fill`) then `gated_len` of it behind gate `n`, both on `on`.
+fn gated_dag(id: &str, on: &NodeId, len: u64, fill: u8, n: u8) -> handoff::ValidatedDag {
+    Dag::with_id(id)
+        .with(
+            Function::new("src", "make")
+                .extra_arg(len)
+                .extra_arg(fill)
+                .pinned(on.clone()),
+        )
+        .with(
+            Function::new("n", "gated_len")
+                .arg("src")
+                .extra_arg(n)
+                .pinned(on.clone()),
+        )
+        .validate()
+        .expect("valid")
+}
+
+/// Two coordinators run a DAG of the same id on the same worker: the one that ends
+/// first (and tells the worker to forget its DAG) does not touch the other's functions
+/// or values; each gets its own results.
+#[actix::test]
+async fn two_coordinators_dags_of_the_same_id_never_meet() {
+    const GATE: u8 = 1;
+    let Cluster { c, a, b } = cluster(gated_registry()).await;
+    let mine = gated_dag("nightly", b.id(), 10, 1, GATE);
+    let handle = c
+        .node()
+        .submit(mine, ExecuteOptions::default())
+        .await
+        .expect("submitted");
+    until("c's gated call runs on b", async || gate(GATE).0).await;
+    // `a` coordinates its own `nightly` on `b`, to the end (b is told to forget it).
+    let theirs = Dag::with_id("nightly")
+        .with(
+            Function::new("src", "make")
+                .extra_arg(20_u64)
+                .extra_arg(2_u8)
+                .pinned(b.id().clone()),
+        )
+        .with(Function::new("n", "len").arg("src").pinned(b.id().clone()))
+        .validate()
+        .expect("valid");
+    let done = tokio::time::timeout(
+        DEADLINE,
+        a.node().execute(theirs, ExecuteOptions::default()),
+    )
+    .await
+    .expect("in time")
+    .expect("a's nightly runs");
+    assert_eq!(done.results.get::<u64>("n"), Ok(20));
+    assert_eq!(
+        done.results.get::<Bytes>("src").expect("bytes"),
+        vec![2_u8; 20]
+    );
+    set_gate(GATE, true, true);
+    let done = tokio::time::timeout(DEADLINE, handle)
+        .await
+        .expect("c's nightly ends in time")
+        .expect("c's nightly was not disturbed");
+    assert_eq!(done.results.get::<u64>("n"), Ok(10));
+    assert_eq!(
+        done.results.get::<Bytes>("src").expect("bytes"),
+        vec![1_u8; 10]
+    );
+}
+
+/// One DAG submitted twice by the same coordinator: the second execution ends (and its
+/// worker is told to forget it) while the first still runs there; the first still gets
+/// its own values.
+#[actix::test]
+async fn one_dag_submitted_twice_runs_twice() {
+    const GATE: u8 = 3;
+    let Cluster { c, b, .. } = cluster(gated_registry()).await;
+    let dag = Dag::with_id("twice")
+        .with(
+            Function::new("src", "make")
+                .extra_arg(30_000_u64)
+                .extra_arg(5_u8)
+                .pinned(b.id().clone()),
+        )
+        .with(
+            Function::new("n", "first_gated_len")
+                .arg("src")
+                .extra_arg(GATE)
+                .pinned(b.id().clone()),
+        )
+        .validate()
+        .expect("valid");
+    let first = c
+        .node()
+        .submit(dag.clone(), ExecuteOptions::default())
+        .await
+        .expect("submitted");
+    until("the first execution waits on b", async || gate(GATE).0).await;
+    let second = tokio::time::timeout(DEADLINE, c.node().execute(dag, ExecuteOptions::default()))
+        .await
+        .expect("in time")
+        .expect("the second execution runs");
+    assert_eq!(second.results.get::<u64>("n"), Ok(30_000));
+    set_gate(GATE, true, true);
+    let first = tokio::time::timeout(DEADLINE, first)
+        .await
+        .expect("in time")
+        .expect("the first execution was not disturbed by the second's end");
+    assert_eq!(first.results.get::<u64>("n"), Ok(30_000));
+    assert_eq!(
+        first.results.get::<Bytes>("src").expect("bytes"),
+        vec![5_u8; 30_000]
+    );
+}
+
+/// A keyed peer that does not coordinate a DAG can neither forget it, nor read its
+/// values, nor set another node's capacity: the execution ends as if nothing happened.
+#[actix::test]
+async fn a_keyed_peer_cannot_forget_read_or_shrink_what_is_not_its_own() {
+    use handoff_net::{FetchRequest, Request, RequestError, RpcError};
+    // What the target refused with (an answer that is not a refusal is `None`).
+    let refusal = |answer: Result<handoff_net::Response, RequestError>| match answer {
+        Err(RequestError::Remote { error, .. }) => Some(error),
+        Ok(handoff_net::Response::Error(error)) => Some(error),
+        _ => None,
+    };
+    const GATE: u8 = 2;
+    let Cluster { c, a, b } = cluster(gated_registry()).await;
+    let handle = c
+        .node()
+        .submit(
+            gated_dag("victim", b.id(), 8, 7, GATE),
+            ExecuteOptions::default(),
+        )
+        .await
+        .expect("submitted");
+    until("the gated call runs on b", async || gate(GATE).0).await;
+    let dag = handoff::DagId::new("victim");
+    let attacker = a.client();
+    for target in [b.id(), c.id()] {
+        let forget = Request::Forget { dag: dag.clone() };
+        let answer = refusal(attacker.request(target, forget).await);
+        if target == c.id() {
+            assert!(
+                matches!(&answer, Some(RpcError::NotOwner { dag: d }) if *d == dag),
+                "{answer:?}"
+            );
+        }
+        let fetch = Request::Fetch(FetchRequest {
+            dag: dag.clone(),
+            function: handoff::FunctionId::new("src"),
+            offset: 0,
+            max_len: 1 << 16,
+        });
+        let answer = refusal(attacker.request(target, fetch).await);
+        assert!(
+            matches!(answer, Some(RpcError::NotFound { .. })),
+            "{target}: {answer:?}"
+        );
+    }
+    let register = Request::Register {
+        capabilities: Resources::new().cpu(0),
+    };
+    let answer = refusal(attacker.request(b.id(), register).await);
+    assert!(
+        matches!(answer, Some(RpcError::RegistrationRefused)),
+        "{answer:?}"
+    );
+    set_gate(GATE, true, true);
+    let done = tokio::time::timeout(DEADLINE, handle)
+        .await
+        .expect("ends in time")
+        .expect("undisturbed");
+    assert_eq!(done.results.get::<u64>("n"), Ok(8));
+    assert_eq!(
+        done.results.get::<Bytes>("src").expect("bytes"),
+        vec![7_u8; 8]
+    );
+    // `b` still offers its own capacity.
+    let (capabilities, _) = c
+        .node()
+        .node_resources(b.id().clone())
+        .await
+        .expect("alive")
+        .expect("known");
+    assert_eq!(capabilities, Resources::new().cpu(2).gpu(1));
+}

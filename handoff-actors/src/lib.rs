@@ -69,8 +69,8 @@ pub use resource_manager::{
     RegisteredNodes, ResourceManager, ResourcesAvailable,
 };
 pub use result_store::{
-    CacheEncoded, CountValues, DropDag, FreeValues, GetEncoded, GetLocal, ResultStore, StoreValue,
-    StoreValues, WaitError, WaitFor,
+    CacheEncoded, CountValues, DropDag, FindLocal, FreeValues, GetEncoded, GetLocal, ResultStore,
+    StoreValue, StoreValues, WaitError, WaitFor,
 };
 pub use run::ExecutionResult;
 pub use stream::{

@@ -17,7 +17,7 @@ use crate::resource_manager::{
     ForgetPeer, NodeResources, RegisterNode, RegisterPeer, RegisteredNodes, ResourceManager,
     ResourcesAvailable,
 };
-use crate::result_store::{CountValues, DropDag, GetLocal, ResultStore, StoreValue, WaitFor};
+use crate::result_store::{CountValues, DropDag, FindLocal, ResultStore, StoreValue, WaitFor};
 use crate::run::ExecutionResult;
 
 /// What a node is started with.
@@ -432,14 +432,18 @@ impl NodeHandle {
             .map_err(|_| self.stopped())
     }
 
-    /// A value held on this node.
+    /// A value held on this node, by its DAG's id. On a node that ran functions for an
+    /// execution coordinated elsewhere, that execution's values are held under the id it
+    /// goes by here (`dag~coordinator~token`, so that executions of the same DAG id never
+    /// meet): they are found by the DAG's own id too, when only one execution of it is
+    /// held here.
     pub async fn get_local_value(
         &self,
         dag: impl Into<DagId>,
         id: impl Into<FunctionId>,
     ) -> Result<Value, NodeError> {
         let (dag, id) = (dag.into(), id.into());
-        let msg = GetLocal {
+        let msg = FindLocal {
             dag: dag.clone(),
             id: id.clone(),
         };

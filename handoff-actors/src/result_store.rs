@@ -83,6 +83,39 @@ pub struct GetLocal {
     pub id: FunctionId,
 }
 
+/// Gets a value held here for the user: by its DAG's own id, or, when nothing is held
+/// under that id, under the one id an execution of that DAG coordinated elsewhere goes
+/// by here (`dag~owner~token`; none when several executions of it are held).
+#[derive(Debug, Message)]
+#[rtype(result = "Option<Value>")]
+pub struct FindLocal {
+    /// The DAG's own id.
+    pub dag: DagId,
+    /// The value's id.
+    pub id: FunctionId,
+}
+
+/// True when `key` is the id an execution of `dag` coordinated on another node goes by:
+/// `dag~owner~` and 32 hexadecimal digits.
+fn is_execution_of(key: &DagId, dag: &DagId) -> bool {
+    let Some(rest) = key
+        .as_str()
+        .strip_prefix(dag.as_str())
+        .and_then(|rest| rest.strip_prefix('~'))
+    else {
+        return false;
+    };
+    match rest.split_once('~') {
+        Some((owner, token)) => {
+            !owner.is_empty()
+                && !owner.contains('~')
+                && token.len() == 32
+                && token.bytes().all(|b| b.is_ascii_hexdigit())
+        }
+        None => false,
+    }
+}
+
 /// Gets a value held here, waiting for it up to `timeout`.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Value, WaitError>")]
@@ -196,6 +229,28 @@ impl Handler<GetLocal> for ResultStore {
     fn handle(&mut self, msg: GetLocal, ctx: &mut Self::Context) -> Self::Result {
         guarded(ACTOR, ctx, || {
             self.values.get(&msg.dag)?.get(&msg.id).cloned()
+        })
+        .ok()
+        .flatten()
+    }
+}
+
+impl Handler<FindLocal> for ResultStore {
+    type Result = Option<Value>;
+
+    fn handle(&mut self, msg: FindLocal, ctx: &mut Self::Context) -> Self::Result {
+        guarded(ACTOR, ctx, || {
+            if let Some(values) = self.values.get(&msg.dag) {
+                return values.get(&msg.id).cloned();
+            }
+            let mut executions = self
+                .values
+                .iter()
+                .filter(|(key, _)| is_execution_of(key, &msg.dag));
+            match (executions.next(), executions.next()) {
+                (Some((_, values)), None) => values.get(&msg.id).cloned(),
+                _ => None,
+            }
         })
         .ok()
         .flatten()

@@ -215,6 +215,11 @@ struct JobEntry {
 
 pub(crate) struct DagRun {
     shared: Arc<RunShared>,
+    /// The id this execution goes by on other nodes: `dag~this-node~` and 128 random
+    /// bits, so that its state there is its own (another coordinator's DAG of the same
+    /// id, or another execution of this one, never meets it) and nobody it did not tell
+    /// can name it. Here it keeps the DAG's own id.
+    wire: DagId,
     events: Option<mpsc::Receiver<RunEvent>>,
     settings: RunSettings,
     manager: Addr<ResourceManager>,
@@ -322,7 +327,17 @@ impl DagRun {
             h.write_u64(setup.settings.requester.0);
             h.finish() | 1
         };
+        let wire = match setup.settings.transport {
+            Some(_) => DagId::new(format!(
+                "{}~{}~{:032x}",
+                dag.id(),
+                setup.settings.node,
+                handoff_core::random_u128()
+            )),
+            None => dag.id().clone(),
+        };
         DagRun {
+            wire,
             events: Some(setup.events),
             slots: setup.settings.parallelism.max(1),
             settings: setup.settings,
@@ -841,7 +856,7 @@ impl DagRun {
             self.release(hold, ctx);
             return;
         };
-        let dag = self.dag().id().clone();
+        let dag = self.wire.clone();
         let fetches: Vec<_> = missing
             .iter()
             .map(|&d| {
@@ -944,7 +959,7 @@ impl DagRun {
         }
         let call = RemoteCall {
             report_start,
-            dag: dag.id().clone(),
+            dag: self.wire.clone(),
             node: node.clone(),
             function: dag.function(i).clone(),
             inline: crate::coordinator::inline_args(dag, i)
@@ -1686,7 +1701,7 @@ impl DagRun {
             .iter()
             .filter_map(|&i| {
                 let holder = self.nodes[i].clone()?;
-                Some(transport.fetch(dag.id().clone(), dag.function(i).id().clone(), holder))
+                Some(transport.fetch(self.wire.clone(), dag.function(i).id().clone(), holder))
             })
             .collect();
         self.pending_io += 1;
@@ -1870,7 +1885,7 @@ impl DagRun {
             // The caller has every result it keeps (fetched here); the other nodes drop
             // theirs now.
             let nodes = std::mem::take(&mut self.remote_nodes);
-            transport.forget(self.dag().id().clone(), nodes);
+            transport.forget(self.wire.clone(), nodes);
         }
         // Give back anything still held (granted after a failure, or queued), then reply.
         let withdraw = self.manager.send(Withdraw {
@@ -1957,7 +1972,7 @@ impl Actor for DagRun {
             && !self.remote_nodes.is_empty()
         {
             let nodes = std::mem::take(&mut self.remote_nodes);
-            transport.forget(self.shared.dag.id().clone(), nodes);
+            transport.forget(self.wire.clone(), nodes);
         }
         let error = self
             .failure

@@ -101,20 +101,36 @@ string_id!(
 );
 
 impl DagId {
-    /// A fresh id, unique within this process and very likely across processes:
-    /// a per-process random prefix followed by a counter.
+    /// A fresh id that nobody can guess: `dag-` and 128 random bits from the operating
+    /// system's generator (so a peer that saw other ids cannot derive this one).
     pub fn generate() -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-        let prefix = *PREFIX.get_or_init(|| {
-            use std::hash::{BuildHasher, Hasher};
-            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-            hasher.write_u32(std::process::id());
-            hasher.finish()
-        });
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        Self(format!("dag-{prefix:016x}-{n}").into())
+        Self(format!("dag-{:032x}", random_u128()).into())
     }
+}
+
+/// 128 bits from the operating system's random generator. Should it fail (it does not
+/// on the platforms Rust supports), the bits come from a randomly keyed SipHash of a
+/// counter, the time and the process id: unique, if not secret.
+pub fn random_u128() -> u128 {
+    let mut bytes = [0_u8; 16];
+    if getrandom::fill(&mut bytes).is_ok() {
+        return u128::from_le_bytes(bytes);
+    }
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let half = |salt: u64| {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(salt);
+        hasher.write_u64(n);
+        hasher.write_u128(now);
+        hasher.write_u32(std::process::id());
+        hasher.finish()
+    };
+    (u128::from(half(1)) << 64) | u128::from(half(2))
 }
 
 #[cfg(test)]
@@ -127,6 +143,13 @@ mod tests {
         let b = DagId::generate();
         assert_ne!(a, b);
         assert!(a.as_str().starts_with("dag-"));
+        // 128 random bits, not a process prefix and a counter a peer could guess.
+        let hex = a.as_str().trim_start_matches("dag-");
+        assert_eq!(hex.len(), 32, "{a}");
+        assert!(hex.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+        let (x, y) = (a.as_str(), b.as_str());
+        let shared = x.chars().zip(y.chars()).take_while(|(p, q)| p == q).count();
+        assert!(shared < 4 + 12, "{x} and {y} share a prefix of {shared}");
     }
 
     #[test]

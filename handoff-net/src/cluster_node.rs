@@ -247,6 +247,7 @@ impl ClusterNode {
             net.max_response_bytes(),
             net.max_in_flight_per_peer(),
         );
+        let remote_registration = net.allows_remote_registration();
         let (client, events) = crate::start(net)
             .await
             .map_err(|source| ClusterStartError::Net { source })?;
@@ -269,6 +270,7 @@ impl ClusterNode {
             peers: peers_tx,
             transport: transport.clone(),
             max_response_bytes,
+            remote_registration,
         };
         let bridge = actix::spawn(bridge.run(events));
         Ok(ClusterNode {
@@ -585,6 +587,8 @@ struct Bridge {
     transport: NetTransport,
     /// This node's response frame limit: no chunk larger than a frame carries is served.
     max_response_bytes: u32,
+    /// Whether peers may set this node's capacity.
+    remote_registration: bool,
 }
 
 impl Bridge {
@@ -646,12 +650,15 @@ impl Bridge {
         let kind = request.kind();
         let response = match request {
             Request::Execute(execute) => {
-                let requests = vec![self.check_code(execute)];
+                let requests = vec![self.check_execute(&from, execute)];
                 serve_executes(&self.transport, from, requests, channel, true);
                 return;
             }
             Request::ExecuteBatch(batch) => {
-                let requests = batch.into_iter().map(|e| self.check_code(e)).collect();
+                let requests = batch
+                    .into_iter()
+                    .map(|e| self.check_execute(&from, e))
+                    .collect();
                 serve_executes(&self.transport, from, requests, channel, false);
                 return;
             }
@@ -688,10 +695,27 @@ impl Bridge {
                 Response::Ack
             }
             Request::Forget { dag } => {
-                self.transport.stop_serving(&dag);
-                self.forget(dag).await
+                if self.owned_elsewhere(&from, &dag) {
+                    tracing::warn!(node = %from, %dag, "refused to forget a DAG another node coordinates");
+                    Response::Error(RpcError::NotOwner { dag })
+                } else {
+                    self.transport.stop_serving(&dag);
+                    self.forget(dag).await
+                }
             }
-            Request::Fetch(fetch) => {
+            Request::Fetch(mut fetch) => {
+                // This node's own execution is known elsewhere by its id on the wire only.
+                if self.transport.coordinates(&fetch.dag) {
+                    let response = Response::Error(RpcError::NotFound {
+                        dag: fetch.dag,
+                        function: fetch.function,
+                    });
+                    if let Err(error) = self.client.respond(channel, response).await {
+                        tracing::debug!(node = %from, "could not answer a fetch: {error}");
+                    }
+                    return;
+                }
+                fetch.dag = self.transport.local_id(&fetch.dag);
                 let (node, client) = (self.node.clone(), self.client.clone());
                 let max_response_bytes = self.max_response_bytes;
                 actix::spawn(async move {
@@ -719,6 +743,30 @@ impl Bridge {
 
     async fn stats(&self) -> Result<NodeStats, NodeError> {
         node_stats(&self.node, &self.transport).await
+    }
+
+    /// True when `dag` is an execution `from` may not change: one coordinated here (by
+    /// its own id or its id on the wire), or one whose id on the wire names another
+    /// owner than `from`.
+    fn owned_elsewhere(&self, from: &NodeId, dag: &DagId) -> bool {
+        if self.transport.coordinates(dag) || self.transport.local_id(dag) != *dag {
+            return true;
+        }
+        crate::transport::owner_of(dag).is_some_and(|owner| owner != from.as_str())
+    }
+
+    /// The execute request, or its refusal when it would change another coordinator's
+    /// execution or needs a code this node's registry lacks.
+    fn check_execute(
+        &self,
+        from: &NodeId,
+        execute: ExecuteRequest,
+    ) -> Result<ExecuteRequest, RpcError> {
+        if self.owned_elsewhere(from, &execute.dag) {
+            tracing::warn!(node = %from, dag = %execute.dag, "refused work for a DAG another node coordinates");
+            return Err(RpcError::NotOwner { dag: execute.dag });
+        }
+        self.check_code(execute)
     }
 
     /// The execute request, or its refusal when it needs a code this node's registry
@@ -749,6 +797,10 @@ impl Bridge {
                 Ok(stats) => Response::Stats(stats),
                 Err(_) => Response::Error(RpcError::ShuttingDown),
             },
+            Request::Register { .. } if !self.remote_registration => {
+                tracing::warn!("refused a peer's request to set this node's capacity");
+                Response::Error(RpcError::RegistrationRefused)
+            }
             Request::Register { capabilities } => {
                 match register_local(&self.node, &self.client, &self.code_names, capabilities).await
                 {

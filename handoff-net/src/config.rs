@@ -87,6 +87,7 @@ pub struct Config {
     pub(crate) max_inbound_per_peer: usize,
     pub(crate) event_capacity: usize,
     pub(crate) command_capacity: usize,
+    pub(crate) remote_registration: bool,
     #[cfg(feature = "mdns")]
     pub(crate) mdns: bool,
 }
@@ -120,6 +121,7 @@ impl Config {
             max_inbound_per_peer: None,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             command_capacity: DEFAULT_COMMAND_CAPACITY,
+            remote_registration: false,
             #[cfg(feature = "mdns")]
             mdns: false,
         }
@@ -170,6 +172,11 @@ impl Config {
     pub fn max_inbound_per_peer(&self) -> usize {
         self.max_inbound_per_peer
     }
+    /// Whether peers may set this node's capacity (see
+    /// [`ConfigBuilder::allow_remote_registration`]).
+    pub fn allows_remote_registration(&self) -> bool {
+        self.remote_registration
+    }
     /// The request-response streams allowed per connection: `2 × max_in_flight_per_peer + 16`.
     pub fn max_concurrent_streams(&self) -> usize {
         2 * self.max_in_flight_per_peer + 16
@@ -204,6 +211,7 @@ pub struct ConfigBuilder {
     max_inbound_per_peer: Option<usize>,
     event_capacity: usize,
     command_capacity: usize,
+    remote_registration: bool,
     #[cfg(feature = "mdns")]
     mdns: bool,
 }
@@ -445,6 +453,14 @@ impl ConfigBuilder {
         self
     }
 
+    /// Lets peers set this node's capacity with a `Register` request (default off: a
+    /// node changes its capacity on its own word only, so a peer cannot shrink it to
+    /// nothing and have every later DAG refused).
+    pub fn allow_remote_registration(mut self, allow: bool) -> Self {
+        self.remote_registration = allow;
+        self
+    }
+
     /// Discovers peers on the local network with mDNS (default off). They still need the
     /// cluster key to connect.
     #[cfg(feature = "mdns")]
@@ -588,6 +604,7 @@ impl ConfigBuilder {
                 .unwrap_or(self.max_in_flight_per_peer),
             event_capacity: self.event_capacity,
             command_capacity: self.command_capacity,
+            remote_registration: self.remote_registration,
             #[cfg(feature = "mdns")]
             mdns: self.mdns,
         })

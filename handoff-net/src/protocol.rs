@@ -511,6 +511,18 @@ pub enum RpcError {
     /// The receiver is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The request would change an execution the sender does not coordinate: its DAG
+    /// id is one the receiver's own execution goes by, or another coordinator's (the
+    /// part after the DAG's own id names its owner).
+    #[error("DAG `{dag}` belongs to another coordinator")]
+    NotOwner {
+        /// The DAG id named.
+        dag: DagId,
+    },
+    /// The receiver sets its capacity on its own word only: it was not started with
+    /// remote registration allowed.
+    #[error("this node does not let peers set its capacity")]
+    RegistrationRefused,
     /// A stage worker could not be opened on the receiver (a code its registry lacks,
     /// a failing init code).
     #[error("stage worker of `{function}` not opened: {error}")]

@@ -22,9 +22,9 @@ use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::{BoxFuture, Shared};
 use handoff_actors::{
-    BatchRunner, FetchFailed, HostedStage, NodeHandle, QuickCall, QuickRun, Ran, RemoteArgument,
-    RemoteCall, RemoteDone, RemoteResult, RunFunction, StageAnswer, StageCall, StageKey,
-    StoreValue, Transport,
+    BatchRunner, FetchFailed, GetLocal, HostedStage, NodeHandle, QuickCall, QuickRun, Ran,
+    RemoteArgument, RemoteCall, RemoteDone, RemoteResult, RunFunction, StageAnswer, StageCall,
+    StageKey, StoreValue, Transport,
 };
 use handoff_core::{CallError, CodeName, DagId, FunctionId, NodeId, Value};
 use tokio::sync::Semaphore;
@@ -226,6 +226,30 @@ struct Inner {
     transfers: Transfers,
     /// Stage workers other nodes' streams placed here, by the stream's node and worker.
     hosted: Mutex<HashMap<(NodeId, StageKey), Hosted>>,
+    /// The ids this node's executions go by on other nodes ([`RunIds`]).
+    runs: Mutex<RunIds>,
+}
+
+/// The executions this node coordinates that reached other nodes: by DAG id, the ids
+/// they go by there (`dag~this-node~` and 128 random bits, chosen by the execution),
+/// from the first function sent until the other nodes are told to forget it. So on
+/// every other node the state of one execution is its own: two coordinators' DAGs of
+/// the same id, or two executions of one DAG, never meet, and an id nobody was told
+/// cannot be guessed. Here, the execution keeps the DAG's own id.
+#[derive(Default)]
+struct RunIds {
+    by_dag: HashMap<DagId, Vec<DagId>>,
+}
+
+/// The node an execution's id on the wire says owns it (`dag~owner~token`), if the id
+/// has that form.
+pub(crate) fn owner_of(wire: &DagId) -> Option<&str> {
+    let mut parts = wire.as_str().rsplitn(3, '~');
+    let token = parts.next()?;
+    let owner = parts.next()?;
+    parts.next()?;
+    (token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit()) && !owner.is_empty())
+        .then_some(owner)
 }
 
 /// A stage worker hosted here: opened by the first request that names it, then used by
@@ -246,6 +270,49 @@ impl std::fmt::Debug for NetTransport {
         f.debug_struct("NetTransport")
             .field("local", &self.inner.local)
             .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    /// The DAG id of an execution coordinated here, from the id it goes by on the wire.
+    fn own_dag(&self, wire: &DagId) -> Option<DagId> {
+        let owner = owner_of(wire)?;
+        if owner != self.local.as_str() {
+            return None;
+        }
+        let cut = wire.as_str().len() - owner.len() - 32 - 2;
+        Some(DagId::new(&wire.as_str()[..cut]))
+    }
+
+    /// Records that an execution coordinated here sends work out under `wire`.
+    fn sending(&self, wire: &DagId) {
+        if let Some(dag) = self.own_dag(wire) {
+            let mut runs = lock(&self.runs);
+            let wires = runs.by_dag.entry(dag).or_default();
+            if !wires.contains(wire) {
+                wires.push(wire.clone());
+            }
+        }
+    }
+
+    /// What `dag` is called here: an execution coordinated here keeps its DAG's own id
+    /// here; anything else is as named.
+    fn local_id(&self, dag: &DagId) -> DagId {
+        self.own_dag(dag).unwrap_or_else(|| dag.clone())
+    }
+
+    /// What to ask another node for by `dag`: as named when it is already an
+    /// execution's id on the wire; for a DAG coordinated here, its latest execution's id
+    /// there; else `dag` itself (values stored by hand).
+    fn outgoing_id(&self, dag: &DagId) -> DagId {
+        if owner_of(dag).is_some() {
+            return dag.clone();
+        }
+        lock(&self.runs)
+            .by_dag
+            .get(dag)
+            .and_then(|wires| wires.last().cloned())
+            .unwrap_or_else(|| dag.clone())
     }
 }
 
@@ -282,6 +349,7 @@ impl NetTransport {
                 max_request_bytes: max_request_bytes as usize,
                 transfers: Transfers::default(),
                 hosted: Mutex::new(HashMap::new()),
+                runs: Mutex::new(RunIds::default()),
             }),
         }
     }
@@ -300,6 +368,7 @@ impl NetTransport {
         let inner = Arc::clone(&self.inner);
         let code = call.function.code().clone();
         let node = call.node.clone();
+        inner.sending(&call.dag);
         let key: AttemptKey = (
             node.clone(),
             call.dag.clone(),
@@ -472,6 +541,17 @@ impl NetTransport {
         }
     }
 
+    /// What a peer's request names `dag` on this node (see [`RunIds`]).
+    pub(crate) fn local_id(&self, dag: &DagId) -> DagId {
+        self.inner.local_id(dag)
+    }
+
+    /// True when `dag` is the DAG id of an execution coordinated here that reached other
+    /// nodes: only this node may change it, and other nodes know it by another id.
+    pub(crate) fn coordinates(&self, dag: &DagId) -> bool {
+        lock(&self.inner.runs).by_dag.contains_key(dag)
+    }
+
     /// Stops serving `dag`: aborts the tasks still serving its functions (their
     /// reservations are withdrawn and nothing more is stored).
     pub(crate) fn stop_serving(&self, dag: &DagId) {
@@ -614,18 +694,23 @@ async fn fetch_once(
         node: holder.clone(),
         reason,
     };
-    if let Ok(value) = inner
-        .node
-        .get_local_value(dag.clone(), function.clone())
-        .await
-    {
+    // Exactly this id: another execution's value of the same DAG id is not this one.
+    // (An execution coordinated here keeps its values, fetched ones too, under its
+    // DAG's own id.)
+    let here = inner.local_id(dag);
+    let held = GetLocal {
+        dag: here.clone(),
+        id: function.clone(),
+    };
+    if let Ok(Some(value)) = inner.node.result_store().send(held).await {
         return Ok(value);
     }
     if holder == &inner.local {
         return Err(failed("it is not held here".to_owned()));
     }
+    let wire = inner.outgoing_id(dag);
     let value = while_saturated(
-        || inner.client.fetch_value(holder, dag, function),
+        || inner.client.fetch_value(holder, &wire, function),
         |error| matches!(error, FetchError::Request(error) if saturated(error)),
     )
     .await
@@ -637,7 +722,7 @@ async fn fetch_once(
         .fetched_bytes
         .fetch_add(size, Ordering::Relaxed);
     let cache = StoreValue {
-        dag: dag.clone(),
+        dag: here,
         id: function.clone(),
         value: value.clone(),
     };
@@ -678,14 +763,34 @@ impl Transport for NetTransport {
     }
 
     fn forget(&self, dag: DagId, nodes: Vec<NodeId>) {
-        for node in nodes {
-            let inner = Arc::clone(&self.inner);
-            let request = Request::Forget { dag: dag.clone() };
-            spawn_detached("tell a node to forget a DAG", async move {
-                if let Err(error) = request_patiently(&inner, &node, request).await {
-                    tracing::debug!(%node, "could not tell the node to forget a DAG: {error}");
+        // An execution's id on the wire is dropped with it; a DAG's id drops every
+        // execution of it coordinated here (and values stored by hand under that id).
+        let mut ids = Vec::new();
+        {
+            let mut runs = lock(&self.inner.runs);
+            match self.inner.own_dag(&dag) {
+                Some(own) => {
+                    if let Some(wires) = runs.by_dag.get_mut(&own) {
+                        wires.retain(|w| *w != dag);
+                        if wires.is_empty() {
+                            runs.by_dag.remove(&own);
+                        }
+                    }
                 }
-            });
+                None => ids.extend(runs.by_dag.remove(&dag).unwrap_or_default()),
+            }
+        }
+        ids.push(dag);
+        for dag in ids {
+            for node in &nodes {
+                let (inner, node) = (Arc::clone(&self.inner), node.clone());
+                let request = Request::Forget { dag: dag.clone() };
+                spawn_detached("tell a node to forget a DAG", async move {
+                    if let Err(error) = request_patiently(&inner, &node, request).await {
+                        tracing::debug!(%node, "could not tell the node to forget a DAG: {error}");
+                    }
+                });
+            }
         }
     }
 
