@@ -508,3 +508,287 @@ async fn a_crashed_execution_gives_everything_back_and_says_so() {
     run_pipeline(&node, "after-crash", 3).await;
     gate.open();
 }
+
+/// Which call of a [`FaultyTracker`] panics, once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// The first `release`, before it gives anything back: that capacity stays counted
+    /// as held.
+    ReleaseBefore,
+    /// The first `release`, after it has given the capacity back.
+    ReleaseAfter,
+    /// The first `request` after a release.
+    RequestAfterRelease,
+}
+
+/// A tracker that panics once, in the call its [`Fault`] names: user code inside the
+/// resource manager, failing in a path other than reserving a new batch.
+struct FaultyTracker {
+    inner: handoff::SimpleResourceTracker,
+    fault: Fault,
+    fired: bool,
+    released: bool,
+}
+
+impl FaultyTracker {
+    fn new(fault: Fault) -> Self {
+        FaultyTracker {
+            inner: handoff::SimpleResourceTracker::new(),
+            fault,
+            fired: false,
+            released: false,
+        }
+    }
+
+    /// Whether the fault fires now (it fires once).
+    fn fires(&mut self, fault: Fault) -> bool {
+        let fires = self.fault == fault && !self.fired;
+        self.fired |= fires;
+        fires
+    }
+}
+
+impl handoff::ResourceTracker for FaultyTracker {
+    fn register(
+        &mut self,
+        node: NodeId,
+        capabilities: Resources,
+    ) -> Result<(), handoff::RegisterNodeError> {
+        self.inner.register(node, capabilities)
+    }
+    fn capabilities(&self, node: &NodeId) -> Option<Resources> {
+        self.inner.capabilities(node)
+    }
+    fn available(&self, node: &NodeId) -> Option<Resources> {
+        self.inner.available(node)
+    }
+    fn request(&mut self, node: &NodeId, cost: &Resources) -> Result<(), handoff::RequestError> {
+        if self.released && self.fires(Fault::RequestAfterRelease) {
+            panic!("the tracker's request panicked after a release");
+        }
+        self.inner.request(node, cost)
+    }
+    fn release(&mut self, node: &NodeId, cost: &Resources) -> Result<(), handoff::ReleaseError> {
+        if self.fires(Fault::ReleaseBefore) {
+            panic!("the tracker's release panicked before giving back");
+        }
+        let released = self.inner.release(node, cost);
+        self.released = true;
+        if self.fires(Fault::ReleaseAfter) {
+            panic!("the tracker's release panicked after giving back");
+        }
+        released
+    }
+    fn nodes(&self) -> Vec<NodeId> {
+        self.inner.nodes()
+    }
+}
+
+/// A node (2 cpus, `fault` in its tracker) where execution `holding` runs `held`, which
+/// takes both cpus and waits at the gate, while execution `waiting` waits for them to
+/// run `behind`: when this returns, `behind`'s request is queued at the resource manager.
+struct OneWaitingBehindAnother {
+    node: NodeHandle,
+    gate: std::sync::Arc<common::Gate>,
+    holding: handoff::ExecutionHandle,
+    waiting: handoff::ExecutionHandle,
+}
+
+impl OneWaitingBehindAnother {
+    async fn new(fault: Fault) -> Self {
+        use futures::StreamExt;
+
+        let gate = std::sync::Arc::new(common::Gate::new());
+        let (started_tx, mut started) = tokio::sync::mpsc::channel::<()>(1);
+        let mut registry = seed_registry();
+        let open = std::sync::Arc::clone(&gate);
+        registry
+            .register("wait", move |x: i64| {
+                let _ = started_tx.try_send(());
+                open.wait();
+                x
+            })
+            .expect("register");
+        let config = handoff::NodeConfig::new("local", registry)
+            .capabilities(Resources::new().cpu(2))
+            .tracker(FaultyTracker::new(fault));
+        let node = guarded("start", handoff::start_node(config))
+            .await
+            .expect("node");
+        let holding = Dag::with_id("holding")
+            .with(
+                Function::new("held", "wait")
+                    .extra_arg(1_i64)
+                    .with_cost(Resources::new().cpu(2)),
+            )
+            .validate()
+            .expect("valid DAG");
+        let holding = guarded("submit", node.submit(holding, ExecuteOptions::default()))
+            .await
+            .expect("feasible");
+        guarded("`held` starts", started.recv())
+            .await
+            .expect("started");
+
+        let waiting = Dag::with_id("waiting")
+            .with(
+                Function::new("behind", "identity")
+                    .extra_arg(2_i64)
+                    .with_cost(Resources::new().cpu(2)),
+            )
+            .validate()
+            .expect("valid DAG");
+        let mut waiting = guarded(
+            "submit",
+            node.submit(waiting, ExecuteOptions::default().events(16)),
+        )
+        .await
+        .expect("feasible");
+        // The execution sends `behind`'s request to the manager as it reports it ready;
+        // the manager's next answer comes after it has handled (queued) that request.
+        let mut events = waiting.events().expect("events asked for");
+        loop {
+            let event = guarded("`behind` is ready", events.next())
+                .await
+                .expect("the execution goes on");
+            if matches!(event.kind, handoff::EventKind::Ready { ref function } if function.as_str() == "behind")
+            {
+                break;
+            }
+        }
+        let free = guarded("resources", node.node_resources("local"))
+            .await
+            .expect("answer")
+            .map(|(_, available)| available.get("cpu"));
+        assert_eq!(
+            free,
+            Some(handoff::Amount::from(0)),
+            "`held` holds the whole node, so `behind` waits"
+        );
+        OneWaitingBehindAnother {
+            node,
+            gate,
+            holding,
+            waiting,
+        }
+    }
+
+    /// Lets `held` end (its release is where the tracker may panic): the node, and the
+    /// waiting execution's outcome once `holding` has succeeded.
+    async fn release(self) -> (NodeHandle, Result<ExecutionResult, handoff::ExecuteError>) {
+        self.gate.open();
+        let held = guarded("`holding` ends", self.holding.outcome())
+            .await
+            .expect("`held` ran");
+        assert_eq!(held.results.get::<i64>("held"), Ok(1));
+        let outcome = guarded(
+            "the waiting execution gets an outcome",
+            self.waiting.outcome(),
+        )
+        .await;
+        (self.node, outcome)
+    }
+}
+
+/// The manager caught the tracker's panic at the call: it was never stopped.
+async fn assert_never_restarted(node: &NodeHandle) {
+    assert_eq!(
+        guarded("restarts", node.resource_manager().send(CountRestarts)).await,
+        Ok(0),
+        "a tracker's panic is a failed call, not a crash of the manager"
+    );
+}
+
+/// A DAG of one function costing `cpu` cpus, returning `x`.
+fn costed(id: &str, cpu: u32, x: i64) -> handoff::ValidatedDag {
+    Dag::with_id(id)
+        .with(
+            Function::new("costed", "identity")
+                .extra_arg(x)
+                .with_cost(Resources::new().cpu(cpu)),
+        )
+        .validate()
+        .expect("valid DAG")
+}
+
+#[actix::test]
+async fn a_tracker_panicking_in_release_after_giving_back_still_grants_the_waiting_execution() {
+    let setup = OneWaitingBehindAnother::new(Fault::ReleaseAfter).await;
+    let (node, outcome) = setup.release().await;
+    let done = outcome.expect("the capacity came back, so `behind` was granted and ran");
+    assert_eq!(done.results.get::<i64>("behind"), Ok(2));
+    assert_never_restarted(&node).await;
+    // Later executions reserve and run, and everything is given back.
+    let done = guarded(
+        "execute",
+        node.execute(costed("after", 2, 5), ExecuteOptions::default()),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(done.results.get::<i64>("costed"), Ok(5));
+    assert_eq!(
+        guarded("resources", node.node_resources("local")).await,
+        Ok(Some((Resources::new().cpu(2), Resources::new().cpu(2))))
+    );
+}
+
+#[actix::test]
+async fn a_tracker_panicking_in_release_refuses_the_waiting_execution_naming_the_panic() {
+    let setup = OneWaitingBehindAnother::new(Fault::ReleaseBefore).await;
+    let (node, outcome) = setup.release().await;
+    let err = outcome.expect_err("the capacity never came back");
+    assert!(
+        matches!(
+            err,
+            handoff::ExecuteError::Allocation(handoff::AllocationError::NeverGranted { ref function, ref reason })
+                if function.as_str() == "behind" && reason.contains("release panicked before giving back")
+        ),
+        "{err:?}"
+    );
+    assert_never_restarted(&node).await;
+    // The tracker still counts the capacity as held: a later costed execution gets the
+    // same typed refusal at once, and one without a cost runs.
+    let err = guarded(
+        "execute",
+        node.execute(costed("after", 1, 5), ExecuteOptions::default()),
+    )
+    .await
+    .expect_err("no capacity left");
+    assert!(
+        matches!(
+            err,
+            handoff::ExecuteError::Allocation(handoff::AllocationError::NeverGranted { ref function, ref reason })
+                if function.as_str() == "costed" && reason.contains("release panicked before giving back")
+        ),
+        "{err:?}"
+    );
+    run_pipeline(&node, "uncosted", 3).await;
+}
+
+#[actix::test]
+async fn a_tracker_panicking_in_request_after_a_release_refuses_the_waiting_execution() {
+    let setup = OneWaitingBehindAnother::new(Fault::RequestAfterRelease).await;
+    let (node, outcome) = setup.release().await;
+    let err = outcome.expect_err("the tracker panicked reserving for `behind`");
+    assert!(
+        matches!(
+            err,
+            handoff::ExecuteError::Allocation(handoff::AllocationError::NeverGranted { ref function, ref reason })
+                if function.as_str() == "behind" && reason.contains("request panicked after a release")
+        ),
+        "{err:?}"
+    );
+    assert_never_restarted(&node).await;
+    // The tracker works again: a later execution reserves the whole node and runs.
+    let done = guarded(
+        "execute",
+        node.execute(costed("after", 2, 5), ExecuteOptions::default()),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(done.results.get::<i64>("costed"), Ok(5));
+    assert_eq!(
+        guarded("resources", node.node_resources("local")).await,
+        Ok(Some((Resources::new().cpu(2), Resources::new().cpu(2))))
+    );
+}

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::error::NodeError;
 use crate::executor::RunEvent;
-use crate::supervision::{CountRestarts, guarded, guarded_with};
+use crate::supervision::{CountRestarts, UserCodePanicked, catch_user_code, guarded, guarded_with};
 
 /// Identifies one execution's requests to the resource manager.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -354,6 +354,9 @@ pub struct ResourceManager {
     departed: HashMap<NodeId, u64>,
     departures: u64,
     grace: std::time::Duration,
+    /// The tracker's last panic while giving capacity back: what it was giving back may
+    /// still count as held. Named in the refusals of requests that can never be granted.
+    release_panic: Option<UserCodePanicked>,
 }
 
 impl ResourceManager {
@@ -382,6 +385,7 @@ impl ResourceManager {
             departed: HashMap::new(),
             departures: 0,
             grace,
+            release_panic: None,
         }
     }
 
@@ -446,7 +450,34 @@ impl ResourceManager {
     /// Tries to reserve for one request (queued under `key`, or about to be when it is
     /// new): `None` when it must wait. Nodes reserved for more urgent requests that
     /// waited too long are not used.
+    ///
+    /// The tracker and the allocator are user code: if either panics, the request is
+    /// refused with [`AllocationError::NeverGranted`] naming the panic, and the manager
+    /// goes on (it records a grant only once the tracker's `request` has returned).
     fn try_grant(
+        &mut self,
+        requester: RequesterId,
+        request: &Request,
+        strategy: &AllocationStrategy,
+        key: Key,
+    ) -> Option<Grant> {
+        catch_user_code("resource tracker or allocator", || {
+            self.place(requester, request, strategy, key)
+        })
+        .unwrap_or_else(|panicked| {
+            Some(Grant {
+                index: request.index,
+                outcome: Err(AllocationError::NeverGranted {
+                    function: request.function.clone(),
+                    reason: panicked.to_string(),
+                }),
+                parallel: 0,
+            })
+        })
+    }
+
+    /// [`Self::try_grant`], with the tracker's and the allocator's panics uncaught.
+    fn place(
         &mut self,
         requester: RequesterId,
         request: &Request,
@@ -479,11 +510,18 @@ impl ResourceManager {
         // With nothing reserved anywhere, no release will ever retry this request: a
         // refusal now is final, not a wait.
         let idle = self.held.is_empty();
+        let release_panic = &self.release_panic;
         let never = |reason: String| Grant {
             index: request.index,
             outcome: Err(AllocationError::NeverGranted {
                 function: request.function.clone(),
-                reason,
+                reason: match release_panic {
+                    Some(panicked) => format!(
+                        "{reason}; the {} panicked giving capacity back ({}), which may still count as held",
+                        panicked.what, panicked.message
+                    ),
+                    None => reason,
+                },
             }),
             parallel,
         };
@@ -647,25 +685,37 @@ impl ResourceManager {
         match notify.try_send(RunEvent::Reserved(grants)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(event)) => {
-                ctx.spawn(
-                    async move { notify.send(event).await }
-                        .into_actor(self)
-                        .map(move |res, act, ctx| {
-                            if res.is_err() {
-                                act.withdraw(requester, ctx);
-                            }
-                        }),
-                );
+                // A task of its own, not one on the actor's context: a restart of the
+                // manager (which drops those) must not lose the grants on their way.
+                let manager = ctx.address().downgrade();
+                actix::spawn(async move {
+                    if notify.send(event).await.is_err()
+                        && let Some(manager) = manager.upgrade()
+                    {
+                        // The execution is gone: what it was granted goes back. (An
+                        // error here: the manager has stopped for good.)
+                        let _ = manager.send(Withdraw { requester }).await;
+                    }
+                });
             }
             Err(mpsc::error::TrySendError::Closed(_)) => self.withdraw(requester, ctx),
         }
     }
 
+    /// Gives a reservation back to the tracker. A refusal or a panic of the tracker is
+    /// logged, and the reservation is forgotten all the same (whatever the tracker
+    /// still counts as held stays so).
     fn release(&mut self, grant: GrantId) {
-        if let Some((_, node, cost)) = self.held.remove(&grant)
-            && let Err(error) = self.tracker.release(&node, &cost)
-        {
-            tracing::error!(%node, %error, "release refused");
+        let Some((_, node, cost)) = self.held.remove(&grant) else {
+            return;
+        };
+        match catch_user_code("resource tracker", || self.tracker.release(&node, &cost)) {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%node, %error, "release refused"),
+            Err(panicked) => {
+                tracing::error!(%node, %panicked, "release panicked; the capacity may still count as held");
+                self.release_panic = Some(panicked);
+            }
         }
     }
 
@@ -831,7 +881,9 @@ impl ResourceManager {
         let since = *queue.blocked_at.get_or_insert_with(Instant::now);
         if since.elapsed() >= RESERVE_AFTER
             && !self.reservations.contains_key(&key)
-            && let Some(node) = self.node_to_reserve(requester, request)
+            && let Ok(Some(node)) = catch_user_code("resource tracker", || {
+                self.node_to_reserve(requester, request)
+            })
         {
             tracing::debug!(function = %request.function, %node, "reserving a node for a request that waited");
             self.reservations.insert(key, node);
@@ -908,7 +960,9 @@ impl Actor for ResourceManager {
 impl Supervised for ResourceManager {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         self.restarts += 1;
-        tracing::warn!(node = %self.local, "resource manager restarting; registrations and reservations kept");
+        // Nothing is lost: the queued requests are state, and the grace periods and the
+        // grants waiting for room in a channel run as tasks of their own.
+        tracing::warn!(node = %self.local, "resource manager restarting; registrations, reservations and queued requests kept");
     }
 }
 
@@ -924,8 +978,9 @@ impl Handler<Reserve> for ResourceManager {
     type Result = ();
 
     fn handle(&mut self, msg: Reserve, ctx: &mut Self::Context) {
-        // If the tracker (user code) panics, every request of the batch is refused
-        // rather than left waiting for a grant that would never come.
+        // The tracker's and the allocator's panics refuse the requests concerned (see
+        // `try_grant`). If the manager's own code panics, every request of the batch is
+        // refused rather than left waiting for a grant that would never come.
         let requester = msg.requester;
         let asked: Vec<(u32, FunctionId)> = msg
             .requests
@@ -1082,10 +1137,36 @@ impl Handler<ForgetPeer> for ResourceManager {
         self.departures += 1;
         let departure = self.departures;
         self.departed.insert(msg.node.clone(), departure);
-        let node = msg.node;
-        ctx.run_later(self.grace, move |act, ctx| {
-            if act.departed.get(&node) == Some(&departure) {
-                act.give_up_on(&node, ctx);
+        // A task of its own, not a timer on the actor's context: a restart of the
+        // manager (which drops those) must not keep the requests waiting forever.
+        let (manager, grace, node) = (ctx.address().downgrade(), self.grace, msg.node);
+        actix::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Some(manager) = manager.upgrade() {
+                let _ = manager.send(GraceOver { node, departure }).await;
+            }
+        });
+    }
+}
+
+/// The grace period of a node that left is over (sent by the task [`ForgetPeer`] starts).
+struct GraceOver {
+    node: NodeId,
+    /// Which departure: a node that came back and left again has a later one.
+    departure: u64,
+}
+
+impl Message for GraceOver {
+    type Result = ();
+}
+
+impl Handler<GraceOver> for ResourceManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: GraceOver, ctx: &mut Self::Context) {
+        let _ = guarded_with(ACTOR, ctx, |ctx| {
+            if self.departed.get(&msg.node) == Some(&msg.departure) {
+                self.give_up_on(&msg.node, ctx);
             }
         });
     }
@@ -1203,5 +1284,167 @@ impl Handler<crate::supervision::Crash> for ResourceManager {
         guarded(ACTOR, ctx, || {
             panic!("fault injection: the resource manager was told to crash")
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A restart of the manager (a panic of its own code) keeps what is under way: the
+    //! grace period of a node that left, and grants waiting for room in a full channel.
+
+    use handoff_core::SimpleResourceTracker;
+
+    use super::*;
+
+    /// Makes the manager's handler panic under [`guarded`], so its supervisor restarts it.
+    struct Restart;
+
+    impl Message for Restart {
+        type Result = ();
+    }
+
+    impl Handler<Restart> for ResourceManager {
+        type Result = ();
+
+        fn handle(&mut self, _msg: Restart, ctx: &mut Self::Context) {
+            let _ = guarded(ACTOR, ctx, || panic!("a bug in the resource manager"));
+        }
+    }
+
+    /// How long an await may take before the test is declared hung.
+    const HANG_GUARD: Duration = Duration::from_secs(30);
+
+    /// A supervised manager of node `local` (1 cpu, code `f`) and of its peer `peer`
+    /// (1 cpu, code `f`), which waits `grace` for a peer that left to come back.
+    async fn manager(grace: Duration) -> Addr<ResourceManager> {
+        let state = ResourceManager::new(
+            Box::new(SimpleResourceTracker::new()),
+            NodeId::new("local"),
+            vec![CodeName::new("f")],
+            grace,
+        );
+        let manager = Supervisor::start(move |_| state);
+        manager
+            .send(RegisterNode {
+                node: NodeId::new("local"),
+                capabilities: Resources::new().cpu(1),
+            })
+            .await
+            .expect("alive")
+            .expect("registered");
+        manager
+            .send(RegisterPeer {
+                node: NodeId::new("peer"),
+                capabilities: Resources::new().cpu(1),
+                code_names: vec![CodeName::new("f")],
+            })
+            .await
+            .expect("alive")
+            .expect("registered");
+        manager
+    }
+
+    /// Function `f`'s request for 1 cpu on `target`.
+    fn request(target: Target) -> Request {
+        Request {
+            index: 0,
+            rank: Rank {
+                priority: 0,
+                path: 0,
+            },
+            function: FunctionId::new("f"),
+            code: CodeName::new("f"),
+            cost: Arc::new(Resources::new().cpu(1)),
+            target,
+            locality: Vec::new(),
+            avoid: None,
+        }
+    }
+
+    /// Sends `request` for requester 1, its grants to `notify`.
+    async fn reserve(
+        manager: &Addr<ResourceManager>,
+        request: Request,
+        notify: &mpsc::Sender<RunEvent>,
+    ) {
+        manager
+            .send(Reserve {
+                requester: RequesterId(1),
+                requests: vec![request],
+                strategy: AllocationStrategy::default(),
+                notify: notify.clone(),
+            })
+            .await
+            .expect("alive");
+    }
+
+    async fn restart(manager: &Addr<ResourceManager>) {
+        manager.send(Restart).await.expect("alive");
+        assert_eq!(manager.send(CountRestarts).await, Ok(1));
+    }
+
+    /// The next grant on `events`.
+    async fn next_grant(events: &mut mpsc::Receiver<RunEvent>) -> Grant {
+        match tokio::time::timeout(HANG_GUARD, events.recv()).await {
+            Ok(Some(RunEvent::Reserved(mut grants))) if grants.len() == 1 => {
+                grants.pop().expect("one grant")
+            }
+            Ok(Some(_)) => panic!("expected one grant, got another event"),
+            Ok(None) => panic!("the grant was dropped"),
+            Err(_) => panic!("hang guard: no grant within {HANG_GUARD:?}"),
+        }
+    }
+
+    #[actix::test]
+    async fn the_grace_period_of_a_node_that_left_outlives_a_restart() {
+        let manager = manager(Duration::from_millis(300)).await;
+        let peer = NodeId::new("peer");
+        // Two requests pinned to the peer: the first holds it, the second waits.
+        let (notify, mut events) = mpsc::channel(8);
+        reserve(&manager, request(Target::Pinned(peer.clone())), &notify).await;
+        let first = next_grant(&mut events).await;
+        assert!(matches!(first.outcome, Ok((_, ref node)) if *node == peer));
+        reserve(&manager, request(Target::Pinned(peer.clone())), &notify).await;
+        // The peer leaves: the waiting request fails once the grace period is over,
+        // although the manager restarts meanwhile.
+        manager
+            .send(ForgetPeer { node: peer.clone() })
+            .await
+            .expect("alive");
+        restart(&manager).await;
+        let second = next_grant(&mut events).await;
+        assert!(
+            matches!(
+                second.outcome,
+                Err(AllocationError::NodeDown { ref node, .. }) if *node == peer
+            ),
+            "{:?}",
+            second.outcome
+        );
+    }
+
+    #[actix::test]
+    async fn a_grant_waiting_for_room_in_a_full_channel_outlives_a_restart() {
+        let manager = manager(Duration::from_secs(60)).await;
+        let (notify, mut events) = mpsc::channel(1);
+        notify
+            .try_send(RunEvent::Cancel)
+            .expect("room for one event");
+        // Granted at once, but the execution's channel is full: the grant waits for room.
+        reserve(
+            &manager,
+            request(Target::Pinned(NodeId::new("local"))),
+            &notify,
+        )
+        .await;
+        drop(notify);
+        restart(&manager).await;
+        assert!(matches!(events.recv().await, Some(RunEvent::Cancel)));
+        let grant = next_grant(&mut events).await;
+        assert!(
+            matches!(grant.outcome, Ok((_, ref node)) if node.as_str() == "local"),
+            "{:?}",
+            grant.outcome
+        );
     }
 }

@@ -1650,6 +1650,8 @@ impl DagRun {
         tracing::info!(dag = %dag.id(), %node, count = again.len(), "recomputing values lost with a node");
         for &i in &again {
             let held = self.nodes[i].take().unwrap_or_else(|| node.clone());
+            // Its attempts so far succeeded: they do not count against its retries.
+            self.free_reruns[i] = self.attempts[i];
             self.small[i] = false;
             self.sizes[i] = 0;
             self.remaining += 1;

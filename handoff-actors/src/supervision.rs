@@ -7,7 +7,11 @@
 //! logged, the actor is stopped, and its supervisor restarts it with its state kept.
 //! Messages queued meanwhile stay in the mailbox and are handled after the restart.
 //! Anything spawned on the actor's context (`ctx.spawn`, `ctx.run_later`) is dropped by
-//! the restart.
+//! the restart: what must outlive one (a timer, a send that waits for room) runs as a
+//! task of its own that messages the actor's address.
+//!
+//! User code an actor calls (a resource tracker, an allocator) runs through
+//! [`catch_user_code`]: its panic is a failed call, and the actor is not stopped.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -23,6 +27,34 @@ pub struct Panicked {
     pub actor: &'static str,
     /// The panic's message, or a placeholder when its payload is not a string.
     pub message: String,
+}
+
+/// User code that an actor calls (a resource tracker, an allocator) panicked. The actor
+/// caught it at the call, took the call as failed and went on: it was not stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {what} panicked: {message}")]
+pub(crate) struct UserCodePanicked {
+    /// The user code, e.g. `"resource tracker"`.
+    pub(crate) what: &'static str,
+    /// The panic's message, or a placeholder when its payload is not a string.
+    pub(crate) message: String,
+}
+
+/// Runs a call into user code from inside a handler, catching a panic.
+///
+/// Unlike [`guarded`], the actor is not stopped: the panic is logged and returned as
+/// [`UserCodePanicked`] for the caller to turn into a failed call (a refusal, nothing
+/// given back, no answer). For calls after which the actor's own state is consistent
+/// whatever the user code did (it updates its state only once the call has returned).
+pub(crate) fn catch_user_code<R>(
+    what: &'static str,
+    call: impl FnOnce() -> R,
+) -> Result<R, UserCodePanicked> {
+    catch_unwind(AssertUnwindSafe(call)).map_err(|payload| {
+        let message = panic_message(payload.as_ref());
+        tracing::error!(what, panic = %message, "user code panicked; the call failed");
+        UserCodePanicked { what, message }
+    })
 }
 
 /// Asks an actor how many times its supervisor has restarted it.
@@ -69,7 +101,6 @@ where
     })
 }
 
-/// The message of a panic payload (`panic!` gives a `&str` or a `String`).
 /// Like [`guarded`], for a body that needs the actor's context itself.
 pub(crate) fn guarded_with<C, R>(
     actor: &'static str,
