@@ -45,12 +45,12 @@ pub use handoff_actors::{
 };
 pub use handoff_actors::{
     CancellationToken, Canceller, Capacities, Coordinator, CountRestarts, CountValues,
-    DEFAULT_NODE_GRACE, DropDag, Event, EventKind, EventStream, Execute, ExecuteError,
-    ExecuteOptions, ExecutionHandle, ExecutionResult, ForgetDag, FreeValues, GetHandle, GetLocal,
-    LocationRegistry, LookupLocation, MAX_EVENT_BUFFER, NodeConfig, NodeError, NodeHandle,
-    NodeResources, NodeSupervisor, Problem, RegisterLocation, RegisterLocations, RegisterNode,
-    RegisteredNodes, ResourceManager, ResourcesAvailable, ResultStore, StoreValue, StoreValues,
-    Submit, WaitError, WaitFor, is_cancelled, start_node,
+    DEFAULT_MAX_ABANDONED_CALLS, DEFAULT_NODE_GRACE, DropDag, Event, EventKind, EventStream,
+    Execute, ExecuteError, ExecuteOptions, ExecutionHandle, ExecutionResult, ForgetDag, FreeValues,
+    GetHandle, GetLocal, LocationRegistry, LookupLocation, MAX_EVENT_BUFFER, NodeConfig, NodeError,
+    NodeHandle, NodeResources, NodeSupervisor, Problem, RegisterLocation, RegisterLocations,
+    RegisterNode, RegisteredNodes, ResourceManager, ResourcesAvailable, ResultStore, StoreValue,
+    StoreValues, Submit, WaitError, WaitFor, is_cancelled, start_node,
 };
 pub use handoff_actors::{
     ClusterView, ExecutableNode, FetchFailed, ForgetPeer, Ran, RegisterPeer, RemoteArgument,

@@ -642,3 +642,79 @@ async fn a_failure_is_told_without_waiting_for_running_siblings() {
     );
     assert_all_released(&node).await;
 }
+
+/// Calls nobody waits for any more (timed out, their code ignoring `is_cancelled()`)
+/// cannot take every thread of the node: past `max_abandoned_calls`, a new call fails
+/// with a typed error saying why instead of waiting forever for a thread; once they
+/// return, the node runs calls again.
+#[actix::test]
+async fn calls_nobody_waits_for_cannot_take_every_thread() {
+    use common::Gate;
+    use handoff::{NodeConfig, start_node};
+    use std::time::Duration;
+
+    let gate = Arc::new(Gate::new());
+    let mut registry = Registry::new();
+    let g = Arc::clone(&gate);
+    registry
+        .register("stuck", move || {
+            g.wait();
+            1_i64
+        })
+        .expect("register");
+    registry.register("one", || 1_i64).expect("register");
+    let config = NodeConfig::new("local", registry).max_abandoned_calls(1);
+    let node = guarded("start_node", start_node(config))
+        .await
+        .expect("starts");
+    let stuck = Dag::new()
+        .with(
+            Function::new("stuck", "stuck")
+                .timeout(Duration::from_millis(20))
+                .max_retries(0),
+        )
+        .validate()
+        .expect("valid DAG");
+    let err = guarded("execute", node.execute(stuck, ExecuteOptions::default()))
+        .await
+        .expect_err("times out");
+    assert!(
+        matches!(
+            &err,
+            ExecuteError::FunctionFailed {
+                last_error: CallError::TimedOut { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let one = || {
+        Dag::new()
+            .with(Function::new("one", "one"))
+            .validate()
+            .expect("valid DAG")
+    };
+    // Refused at once, without waiting between attempts.
+    let quick = || {
+        ExecuteOptions::default()
+            .backoff(handoff::Backoff::None)
+            .max_retries(0)
+    };
+    let err = guarded("execute", node.execute(one(), quick()))
+        .await
+        .expect_err("no thread may be given");
+    match &err {
+        ExecuteError::FunctionFailed {
+            last_error: CallError::Unavailable { reason, .. },
+            ..
+        } => assert!(reason.contains("still running"), "{reason}"),
+        other => panic!("expected a typed refusal, got {other:?}"),
+    }
+    gate.open();
+    guarded("the node runs calls again", async {
+        while node.execute(one(), quick()).await.is_err() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}

@@ -381,6 +381,8 @@ pub struct Coordinator {
     /// The event channels of the executions started here (closed ones are pruned), for
     /// telling them about nodes that left.
     runs: Arc<std::sync::Mutex<Vec<mpsc::Sender<RunEvent>>>>,
+    /// Calls running on this node's threads that nobody waits for any more.
+    abandoned: Arc<crate::executor::Abandoned>,
 }
 
 impl Coordinator {
@@ -403,7 +405,17 @@ impl Coordinator {
             restarts: 0,
             transport: None,
             runs: Arc::default(),
+            abandoned: Arc::new(crate::executor::Abandoned::new(
+                crate::node::DEFAULT_MAX_ABANDONED_CALLS,
+            )),
         }
+    }
+
+    /// Shares the node's count of abandoned calls (see
+    /// [`NodeConfig::max_abandoned_calls`](crate::NodeConfig::max_abandoned_calls)).
+    pub(crate) fn with_abandoned(mut self, abandoned: Arc<crate::executor::Abandoned>) -> Self {
+        self.abandoned = abandoned;
+        self
     }
 
     /// What starting a stream needs.
@@ -454,6 +466,7 @@ impl Coordinator {
         let node = self.node.clone();
         let requester = RequesterId(self.next_requester.fetch_add(1, Ordering::Relaxed));
         let parallelism = options.parallelism.unwrap_or(self.parallelism);
+        let abandoned = Arc::clone(&self.abandoned);
         let runs = Arc::clone(&self.runs);
         let needs_check = dag.functions().iter().zip(&codes).any(|(f, code)| {
             f.cost().is_some() || *f.placement() != Placement::Any || code.is_none()
@@ -485,9 +498,8 @@ impl Coordinator {
                 requester,
                 parallelism,
                 transport,
-                manager,
-                store,
-                locations,
+                (manager, store, locations),
+                abandoned,
             );
             if cluster {
                 let mut runs = runs
@@ -510,9 +522,12 @@ fn start_run(
     requester: RequesterId,
     parallelism: usize,
     transport: Option<SharedTransport>,
-    manager: Addr<ResourceManager>,
-    store: Addr<ResultStore>,
-    locations: Addr<LocationRegistry>,
+    (manager, store, locations): (
+        Addr<ResourceManager>,
+        Addr<ResultStore>,
+        Addr<LocationRegistry>,
+    ),
+    abandoned: Arc<crate::executor::Abandoned>,
 ) -> ExecutionHandle {
     let (tx, rx) = mpsc::channel(256);
     let (sink, stream) = match options.events {
@@ -535,6 +550,7 @@ fn start_run(
         span: tracing::info_span!("dag", dag = %dag.id(), node = %node),
         attempt_spans: tracing::enabled!(tracing::Level::DEBUG),
         dag: dag.clone(),
+        abandoned,
     });
     let keep = keep_set(&dag, &options);
     let (recorder, report) = if options.report {

@@ -20,7 +20,7 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use handoff_core::{CallError, Code, NodeId, ValidatedDag, Value};
@@ -55,6 +55,70 @@ pub(crate) struct RunShared {
     /// subscriber listens at debug level, so the hot path pays nothing otherwise).
     pub(crate) attempt_spans: bool,
     pub(crate) events: mpsc::Sender<RunEvent>,
+    /// The node's count of calls nobody waits for any more.
+    pub(crate) abandoned: Arc<Abandoned>,
+}
+
+/// The calls running on a node's threads that nobody waits for any more (timed out, or
+/// their execution cancelled or failed, their code not looking at `is_cancelled()`),
+/// and how many may be before the node starts no new call. Each such thread is one the
+/// runtime's blocking pool cannot use; without a bound they could take all of them and
+/// the next execution would wait forever, silently.
+#[derive(Debug)]
+pub(crate) struct Abandoned {
+    count: AtomicUsize,
+    limit: usize,
+}
+
+/// A job's thread: still running, abandoned (counted in [`Abandoned`]) or returned.
+pub(crate) struct JobLife(AtomicU8);
+
+const RUNNING: u8 = 0;
+const ABANDONED: u8 = 1;
+const RETURNED: u8 = 2;
+
+impl Abandoned {
+    pub(crate) fn new(limit: usize) -> Self {
+        Abandoned {
+            count: AtomicUsize::new(0),
+            limit: limit.max(1),
+        }
+    }
+
+    /// The reason no new call may start here, if the bound is reached.
+    pub(crate) fn full(&self) -> Option<String> {
+        let count = self.count.load(Ordering::Relaxed);
+        (count >= self.limit).then(|| {
+            format!(
+                "{count} calls that timed out or were cancelled are still running on this node's threads (the limit is {}); no new call starts here until they return",
+                self.limit
+            )
+        })
+    }
+
+    /// Counts the job as abandoned, unless its thread has returned already (once).
+    pub(crate) fn abandon(&self, life: &JobLife) {
+        if life
+            .0
+            .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The job's thread returned: it no longer counts.
+    fn returned(&self, life: &JobLife) {
+        if life.0.swap(RETURNED, Ordering::AcqRel) == ABANDONED {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl JobLife {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(JobLife(AtomicU8::new(RUNNING)))
+    }
 }
 
 /// One call to run: a function, its attempt number and the values of its dependencies
@@ -81,6 +145,8 @@ pub(crate) struct Job {
     pub(crate) node: NodeId,
     /// Set when this job's attempt timed out.
     pub(crate) token: Arc<AtomicBool>,
+    /// Whether its thread is running, abandoned or returned.
+    pub(crate) life: Arc<JobLife>,
     /// The calls of its batch it runs whatever the time they take: [`FREE_CALLS`] in a
     /// slot, 1 on a reservation (whose waiting calls other reservations may take).
     pub(crate) free_calls: usize,
@@ -192,8 +258,17 @@ impl RunShared {
             calls,
             node,
             token,
+            life,
             free_calls,
         } = job;
+        // However the job ends (a panic included), its thread no longer counts.
+        struct Returned<'a>(&'a Abandoned, Arc<JobLife>);
+        impl Drop for Returned<'_> {
+            fn drop(&mut self) {
+                self.0.returned(&self.1);
+            }
+        }
+        let _returned = Returned(&self.abandoned, life);
         CURRENT.with(|c| {
             *c.borrow_mut() = Some(CancellationToken {
                 run: Arc::clone(&self.cancelled),
@@ -394,6 +469,7 @@ mod tests {
             span: tracing::Span::none(),
             attempt_spans: false,
             events,
+            abandoned: Arc::new(Abandoned::new(1)),
         };
         (Arc::new(shared), rx)
     }
@@ -411,6 +487,7 @@ mod tests {
             calls,
             node: NodeId::new("here"),
             token: Arc::new(AtomicBool::new(false)),
+            life: JobLife::new(),
             free_calls: FREE_CALLS,
         }
     }

@@ -54,7 +54,10 @@ pub use executor::{CancellationToken, is_cancelled};
 pub use location_registry::{
     ForgetDag, LocationRegistry, LookupLocation, RegisterLocation, RegisterLocations, WaitLocation,
 };
-pub use node::{DEFAULT_NODE_GRACE, GetHandle, NodeConfig, NodeHandle, NodeSupervisor, start_node};
+pub use node::{
+    DEFAULT_MAX_ABANDONED_CALLS, DEFAULT_NODE_GRACE, GetHandle, NodeConfig, NodeHandle,
+    NodeSupervisor, start_node,
+};
 pub use remote::{
     BatchRunner, FetchFailed, QuickCall, QuickOutcome, QuickRun, Ran, RemoteArgument, RemoteCall,
     RemoteDone, RemoteResult, RunFunction, SetTransport, SharedTransport, StageAnswer, StageCall,

@@ -28,7 +28,13 @@ pub struct NodeConfig {
     tracker: Box<dyn ResourceTracker>,
     parallelism: usize,
     node_grace: Duration,
+    max_abandoned_calls: usize,
 }
+
+/// Default for [`NodeConfig::max_abandoned_calls`]: 256, half of the runtime's
+/// blocking-pool threads (tokio's default of 512), so that calls nobody waits for any
+/// more can never take every thread.
+pub const DEFAULT_MAX_ABANDONED_CALLS: usize = 256;
 
 /// Default for [`NodeConfig::node_grace`]: 10 s.
 pub const DEFAULT_NODE_GRACE: Duration = Duration::from_secs(10);
@@ -44,7 +50,19 @@ impl NodeConfig {
             tracker: Box::new(SimpleResourceTracker::new()),
             parallelism: std::thread::available_parallelism().map_or(1, usize::from),
             node_grace: DEFAULT_NODE_GRACE,
+            max_abandoned_calls: DEFAULT_MAX_ABANDONED_CALLS,
         }
+    }
+
+    /// How many calls that timed out, or whose execution was cancelled or failed, may
+    /// still be running on this node's threads (their code not looking at
+    /// `is_cancelled()`) before the node starts no new call (default
+    /// [`DEFAULT_MAX_ABANDONED_CALLS`], at least 1). Past it, a call is refused with
+    /// `CallError::Unavailable` saying why, instead of waiting for a thread that may never
+    /// come back; it starts again as those calls return.
+    pub fn max_abandoned_calls(mut self, max: usize) -> Self {
+        self.max_abandoned_calls = max.max(1);
+        self
     }
 
     /// How long a function that must run on a node that left the cluster (pinned, or
@@ -141,7 +159,9 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         tracker,
         parallelism,
         node_grace,
+        max_abandoned_calls,
     } = config;
+    let abandoned = Arc::new(crate::executor::Abandoned::new(max_abandoned_calls));
     let manager_state = ResourceManager::new(tracker, id.clone(), registry.names(), node_grace);
     let manager = Supervisor::start(move |_| manager_state);
     let store = Supervisor::start(|_| ResultStore::default());
@@ -156,6 +176,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         );
         Supervisor::start(move |_| {
             Coordinator::new(id, registry, parallelism, manager, store, locations)
+                .with_abandoned(Arc::clone(&abandoned))
         })
     };
     let mut handle = NodeHandle {

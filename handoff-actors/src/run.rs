@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::error::ExecuteError;
 use crate::events::{Event, EventKind, EventSink, now_micros};
-use crate::executor::{Call, Hold, Job, JobReport, NO_NEXT, Outcome, RunEvent, RunShared};
+use crate::executor::{Call, Hold, Job, JobLife, JobReport, NO_NEXT, Outcome, RunEvent, RunShared};
 use crate::location_registry::{ForgetDag, LocationRegistry, RegisterLocations};
 use crate::remote::{RemoteArgument, RemoteCall, RemoteResult, SharedTransport};
 use crate::report::{ExecutionReport, Recorder};
@@ -202,6 +202,8 @@ pub(crate) struct RunSetup {
 struct JobEntry {
     hold: Hold,
     token: Arc<AtomicBool>,
+    /// Its thread's life, for a job on this node (`None` for an attempt elsewhere).
+    life: Option<Arc<JobLife>>,
     /// `(index, attempt)` of the calls handed to it.
     calls: Vec<(u32, u32)>,
     /// When it was handed to its worker (only with a report; else 0).
@@ -976,6 +978,7 @@ impl DagRun {
             JobEntry {
                 hold,
                 token,
+                life: None,
                 calls: vec![(index, attempt)],
                 launched: self.launch_instant(),
                 node: node.clone(),
@@ -1029,9 +1032,35 @@ impl DagRun {
     }
 
     fn start_job(&mut self, calls: Vec<Call>, hold: Hold, node: NodeId, ctx: &mut Context<Self>) {
+        if let Some(reason) = self.shared.abandoned.full() {
+            // Every thread the node may give calls is held by calls nobody waits for:
+            // this one fails (and is retried) instead of waiting for a thread.
+            tracing::warn!(dag = %self.shared.dag.id(), "{reason}");
+            self.release(hold, ctx);
+            let mut newly_ready = Vec::new();
+            for call in calls {
+                let i = call.index as usize;
+                let error = CallError::Unavailable {
+                    code: self.shared.dag.function(i).code().clone(),
+                    node: node.clone(),
+                    reason: reason.clone(),
+                };
+                self.attempts[i] = call.attempt;
+                if !self.running() {
+                    break;
+                }
+                self.on_failed_attempt(call.index, call.attempt, error, &mut newly_ready, ctx);
+            }
+            if self.running() {
+                self.schedule(newly_ready, ctx);
+            }
+            self.maybe_finish(ctx);
+            return;
+        }
         let id = self.next_job;
         self.next_job += 1;
         let token = Arc::new(AtomicBool::new(false));
+        let life = JobLife::new();
         if let [call] = calls.as_slice()
             && let Some(timeout) = self.timeout_of(call.index)
         {
@@ -1042,6 +1071,7 @@ impl DagRun {
             JobEntry {
                 hold,
                 token: Arc::clone(&token),
+                life: Some(Arc::clone(&life)),
                 calls: calls.iter().map(|c| (c.index, c.attempt)).collect(),
                 launched: self.launch_instant(),
                 node: node.clone(),
@@ -1057,6 +1087,7 @@ impl DagRun {
             calls,
             node,
             token,
+            life,
             free_calls,
         });
     }
@@ -1513,6 +1544,7 @@ impl DagRun {
             self.next_suspect(ctx);
         }
         entry.token.store(true, Ordering::Relaxed);
+        self.abandon(&entry);
         self.release(entry.hold, ctx);
         let Some(&(index, attempt)) = entry.calls.first() else {
             return;
@@ -1759,7 +1791,19 @@ impl DagRun {
         self.failure = Some(error);
         self.shared.cancelled.store(true, Ordering::Relaxed);
         self.ready.clear();
+        // Nobody waits for what still runs (the failure is told at once).
+        for entry in self.jobs.values() {
+            self.abandon(entry);
+        }
         self.maybe_finish(ctx);
+    }
+
+    /// Counts a job on this node whose calls nobody waits for any more, while its thread
+    /// has not returned (see `Abandoned`).
+    fn abandon(&self, entry: &JobEntry) {
+        if let Some(life) = &entry.life {
+            self.shared.abandoned.abandon(life);
+        }
     }
 
     /// Replies with the failure now, if not done yet, and frees the values of the DAG
@@ -1819,6 +1863,7 @@ impl DagRun {
         let jobs: Vec<JobEntry> = self.jobs.drain().map(|(_, e)| e).collect();
         for entry in jobs {
             entry.token.store(true, Ordering::Relaxed);
+            self.abandon(&entry);
             if let Some(recorder) = &mut self.recorder {
                 let now = now_micros();
                 for &(index, attempt) in &entry.calls {
@@ -1964,6 +2009,7 @@ impl Actor for DagRun {
         self.shared.cancelled.store(true, Ordering::Relaxed);
         for entry in self.jobs.values() {
             entry.token.store(true, Ordering::Relaxed);
+            self.abandon(entry);
         }
         let withdraw = Withdraw {
             requester: self.settings.requester,
