@@ -5,187 +5,18 @@
 //! Every child process is killed and reaped when its guard drops (also on panic); child
 //! output is read on a thread into a bounded channel, and every wait has a deadline.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::procs::{BIN, DEADLINE, Proc, TempDir, key_arg, keygen, signal};
 
 use handoff::{
     ClusterKey, ClusterNode, DEFAULT_NODE_GRACE, Dag, DagId, ExecuteError, ExecuteOptions,
     Function, FunctionId, GetValueError, NetConfig, NodeConfig, NodeId, Registry, Resources,
 };
-
-/// The longest any single wait may take before the test is declared hung.
-const DEADLINE: Duration = Duration::from_secs(15);
-
-const BIN: &str = env!("CARGO_BIN_EXE_handoff-node");
-
-/// A temporary directory under `std::env::temp_dir()`, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path = std::env::temp_dir().join(format!(
-            "handoff-{what}-{}-{nanos}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir(&path).expect("create temp dir");
-        TempDir(path)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Writes a cluster key with `handoff-node keygen`.
-fn keygen(dir: &TempDir, name: &str) -> PathBuf {
-    let path = dir.file(name);
-    let out = Command::new(BIN)
-        .arg("keygen")
-        .arg(&path)
-        .output()
-        .expect("run keygen");
-    assert!(out.status.success(), "keygen failed: {out:?}");
-    path
-}
-
-/// A running `handoff-node run`, killed and reaped on drop.
-struct Proc {
-    name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    /// Every line read so far.
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(name: &str, args: &[&str]) -> Proc {
-        let mut command = Command::new(BIN);
-        command.arg("run").args(["--name", name]).args(args);
-        Proc::start(name, command)
-    }
-
-    /// Starts `command` (stdin and stdout piped, stderr shown with `RUST_LOG`).
-    fn start(name: &str, mut command: Command) -> Proc {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("RUST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .expect("spawn the process");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stdin = child.stdin.take();
-        let (tx, lines) = sync_channel(1024);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            name: name.to_owned(),
-            child,
-            stdin,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for the first line `pick` accepts.
-    fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(&str) -> Option<T>) -> T {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let picked = pick(&line);
-                    self.seen.push(line);
-                    if let Some(out) = picked {
-                        return out;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "{}: no {what} within {DEADLINE:?}; output: {:#?}",
-                    self.name, self.seen
-                ),
-                Err(RecvTimeoutError::Disconnected) => panic!(
-                    "{}: exited before {what}; output: {:#?}",
-                    self.name, self.seen
-                ),
-            }
-        }
-    }
-
-    /// Its address, from the `listening` line.
-    fn address(&mut self) -> String {
-        self.wait_for("listening line", |line| {
-            line.strip_prefix("listening ").map(str::to_owned)
-        })
-    }
-
-    /// Waits for a `peers` line equal to `peers <n> <expected>`.
-    fn wait_peers(&mut self, expected: &[&str]) {
-        let want = format!("peers {} {}", expected.len(), expected.join(","));
-        self.wait_for(&format!("`{want}`"), |line| (line == want).then_some(()));
-    }
-
-    /// Reads what is already there without waiting.
-    fn drain(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-    }
-
-    /// Closes its standard input and waits for it to exit.
-    fn finish(mut self) -> ExitStatus {
-        drop(self.stdin.take());
-        let end = Instant::now() + DEADLINE;
-        // Its stdout closes when it exits.
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("{} did not exit when its stdin closed", self.name)
-                }
-            }
-        }
-        self.child.wait().expect("wait")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn key_arg(path: &Path) -> String {
-    path.to_str().expect("utf-8 temp path").to_owned()
-}
 
 #[test]
 fn processes_and_an_in_process_node_discover_each_other() {
@@ -812,12 +643,6 @@ fn many_dags_in_a_row_leave_nothing_behind() {
         );
         cluster.shutdown().await.expect("shutdown");
     });
-}
-
-/// Sends `signal` to process `pid` (with no `kill` program: a fresh machine may have none).
-fn signal(pid: u32, signal: nix::sys::signal::Signal) {
-    let target = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid fits an i32"));
-    nix::sys::signal::kill(target, signal).unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
 }
 
 /// A worker process that freezes (SIGSTOP: its connections stay open, so no connection
