@@ -24,7 +24,7 @@
 //!    tile as a list;
 //!
 //! printing each result, checked against the same functions run locally, and which node
-//! ran what. Then it stops the nodes by closing their standard input; a node still
+//! ran what. Then it stops the nodes with SIGTERM; a node still
 //! running when this program fails or panics is killed.
 //!
 //! Every node runs [`handoff::demo::registry`]. To start nodes in separate terminals
@@ -43,14 +43,14 @@
 //! ```
 //!
 //! `node` takes the flags of `handoff-node run` ([`handoff::cli::RUN_FLAGS`]); a node
-//! stops when its standard input closes (Ctrl-D). `coordinate` runs the two DAGs on the
+//! stops on SIGTERM or Ctrl-C. `coordinate` runs the two DAGs on the
 //! nodes it finds.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::error::Error;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitCode, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use handoff::cli::{self, DEFAULT_LISTEN, RUN_FLAGS};
@@ -89,7 +89,7 @@ fn usage() -> String {
     format!(
         "usage:\n  cluster                    start 3 node processes and run the DAGs on them\n  \
          cluster keygen <FILE>      write a new cluster key\n  \
-         cluster node {RUN_FLAGS}\n                             run one node until stdin closes\n  \
+         cluster node {RUN_FLAGS}\n                             run one node until SIGTERM or Ctrl-C\n  \
          cluster coordinate (--key FILE | --insecure) --bootstrap MULTIADDR [--nodes N]\n                             \
          run the DAGs on running nodes (waits for N, default 3)"
     )
@@ -178,7 +178,7 @@ fn local_cluster() -> Result<(), BoxError> {
         let outcome = coordinate(&cluster, NODES.len()).await;
         cluster.shutdown().await?;
         for node in &mut nodes {
-            node.close_stdin();
+            node.stop()?;
         }
         for node in &mut nodes {
             let status = node.wait_exit().await?;
@@ -466,7 +466,6 @@ impl Names {
 struct NodeProcess {
     name: String,
     child: Child,
-    stdin: Option<ChildStdin>,
     output: watch::Receiver<Output>,
 }
 
@@ -503,12 +502,11 @@ impl NodeProcess {
             command.args(["--bootstrap", address]);
         }
         let mut child = command
-            .stdin(Stdio::piped())
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("starting {name}: {e}"))?;
-        let stdin = child.stdin.take();
         let stdout = child.stdout.take().ok_or("the node's stdout is piped")?;
         let (tx, output) = watch::channel(Output::default());
         // Reads the node's lines as they come; the state is a watch, so nothing queues.
@@ -522,7 +520,6 @@ impl NodeProcess {
         Ok(NodeProcess {
             name: name.to_owned(),
             child,
-            stdin,
             output,
         })
     }
@@ -568,9 +565,17 @@ impl NodeProcess {
             .await
     }
 
-    /// Closes its standard input: the signal to stop.
-    fn close_stdin(&mut self) {
-        drop(self.stdin.take());
+    /// Tells it to stop: SIGTERM (where there is none, it is killed).
+    fn stop(&mut self) -> Result<(), BoxError> {
+        #[cfg(unix)]
+        {
+            let pid = i32::try_from(self.child.id())?;
+            let pid = nix::unistd::Pid::from_raw(pid);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        }
+        #[cfg(not(unix))]
+        self.child.kill()?;
+        Ok(())
     }
 
     /// Waits for it to exit (its standard output closes), then reaps it.

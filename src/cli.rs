@@ -36,20 +36,22 @@
 //! `keygen` writes a new cluster key (mode 0600 on Unix) and refuses to overwrite a file.
 //! `--key-env` reads the key from the `HANDOFF_CLUSTER_KEY` environment variable (the text
 //! of a key file, or its 64 hex digits), for deployments that hand secrets over that way.
-//! `run` starts a [`ClusterNode`], prints these lines on standard output, and stops when
-//! its standard input closes:
+//! `run` starts a [`ClusterNode`], prints these lines on standard output, and runs until
+//! SIGTERM or SIGINT (Ctrl-C) stops it gracefully (its standard input is not read, so it
+//! runs in the background, under nohup, systemd or a container alike):
 //!
 //! ```text
 //! listening <address>/p2p/<peer id>         once listening, for each address
 //! dialed <address> <node>                   for each bootstrap address reached,
 //! dial failed <address>: <reason>           or not (a wrong cluster key shows here)
 //! peers <n> <name>:<cpu>:<gpu>,...          each time the set of peers changes (by name)
+//! stopping on <signal>                      when told to stop; then it exits with 0
 //! ```
 //!
 //! The pieces are public for programs with a command line of their own: [`parse`] or
 //! [`parse_run`] read arguments into a [`Command`] or [`RunArgs`], [`keygen`] writes a
 //! key, and [`run`] (or [`run_node`], inside an actix `System` you already run) runs a
-//! node until its standard input closes.
+//! node until it is told to stop.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -561,14 +563,14 @@ pub fn load_or_create_identity(path: &Path) -> Result<Keypair, RunError> {
     }
 }
 
-/// Runs a node in a new actix `System` until its standard input closes (see
+/// Runs a node in a new actix `System` until SIGTERM or SIGINT stops it (see
 /// [`run_node`]). Call it from outside any `System`.
 pub fn run(args: RunArgs, registry: Registry) -> Result<(), RunError> {
     actix::System::new().block_on(run_node(args, registry))
 }
 
 /// Runs a node with `registry` inside the current actix `System`, printing the lines
-/// described in the [module docs](self), until its standard input closes; then shuts
+/// described in the [module docs](self), until SIGTERM or SIGINT (Ctrl-C); then shuts
 /// the node's network layer down.
 pub async fn run_node(args: RunArgs, registry: Registry) -> Result<(), RunError> {
     let security = match &args.key {
@@ -604,7 +606,7 @@ pub async fn run_node(args: RunArgs, registry: Registry) -> Result<(), RunError>
 }
 
 /// Prints the node's addresses, dials the bootstrap nodes and prints the peers as they
-/// change, until standard input closes.
+/// change, until SIGTERM or SIGINT (Ctrl-C) stops it.
 async fn serve(
     cluster: &ClusterNode,
     peer: &str,
@@ -628,12 +630,10 @@ async fn serve(
         });
     }
 
-    // Standard input closing is the signal to stop.
-    let (stdin_closed, mut stop) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
-        let _ = stdin_closed.send(());
-    });
+    // SIGTERM or SIGINT (Ctrl-C) stops the node, gracefully. Standard input is not
+    // read: a node run in the background, under nohup, systemd or a container keeps
+    // running when it has none.
+    let mut stop = Box::pin(stop_signal());
     let mut peers = cluster.peer_changes();
     let mut last = None;
     loop {
@@ -644,10 +644,44 @@ async fn serve(
         }
         tokio::select! {
             changed = peers.changed() => if changed.is_err() { break },
-            _ = &mut stop => break,
+            signal = &mut stop => {
+                say(&format!("stopping on {signal}"))?;
+                break;
+            }
         }
     }
     Ok(())
+}
+
+/// Waits for the signal that stops a node: SIGTERM or SIGINT (on other platforms,
+/// Ctrl-C); its name.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut interrupt)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+            },
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::warn!(
+                    "cannot listen for stop signals ({error}); stop the node by killing it"
+                );
+                std::future::pending().await
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => "Ctrl-C",
+            Err(_) => std::future::pending().await,
+        }
+    }
 }
 
 /// Writes one line to standard output and flushes it (a parent reading the pipe sees it

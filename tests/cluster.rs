@@ -1161,3 +1161,37 @@ fn a_killed_coordinator_leaves_its_workers_clean() {
         worker.shutdown().await.expect("shutdown");
     });
 }
+
+/// A node process is a service: with its standard input closed (as under nohup, systemd
+/// or a script's `&`) it keeps running, and SIGINT or SIGTERM stop it gracefully, with a
+/// line saying so and exit status 0.
+#[test]
+fn a_node_runs_without_its_standard_input_and_stops_on_a_signal() {
+    let dir = TempDir::new("service");
+    let key = keygen(&dir, "cluster.key");
+    let key_path = key_arg(&key);
+    let mut node = Proc::spawn("svc", &["--key", &key_path, "--cpu", "1"]);
+    let address = node.address();
+    drop(node.stdin.take());
+    // Still running: it sees a node that joins after its standard input closed.
+    let other = Proc::spawn(
+        "other",
+        &["--key", &key_path, "--cpu", "1", "--bootstrap", &address],
+    );
+    node.wait_peers(&["other:1:0"]);
+    signal(node.child.id(), nix::sys::signal::Signal::SIGINT);
+    node.wait_for("the stopping line", |line| {
+        (line == "stopping on SIGINT").then_some(())
+    });
+    let status = node.wait_exit();
+    assert!(status.success(), "svc exited cleanly: {status:?}");
+    let name = other.name.clone();
+    let mut other = other;
+    drop(other.stdin.take());
+    signal(other.child.id(), nix::sys::signal::Signal::SIGTERM);
+    other.wait_for("the stopping line", |line| {
+        (line == "stopping on SIGTERM").then_some(())
+    });
+    let status = other.wait_exit();
+    assert!(status.success(), "{name} exited cleanly: {status:?}");
+}

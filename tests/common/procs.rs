@@ -149,9 +149,16 @@ impl Proc {
         }
     }
 
-    /// Closes its standard input and waits for it to exit.
+    /// Stops it with SIGTERM (its standard input closed first, which alone does not stop
+    /// it) and waits for it to exit.
     pub fn finish(mut self) -> ExitStatus {
         drop(self.stdin.take());
+        signal(self.child.id(), nix::sys::signal::Signal::SIGTERM);
+        self.wait_exit()
+    }
+
+    /// Waits for it to exit (its standard output closes), then reaps it.
+    pub fn wait_exit(&mut self) -> ExitStatus {
         let end = Instant::now() + DEADLINE;
         // Its stdout closes when it exits.
         loop {
@@ -160,7 +167,7 @@ impl Proc {
                 Ok(line) => self.seen.push(line),
                 Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!("{} did not exit when its stdin closed", self.name)
+                    panic!("{} did not exit when told to stop", self.name)
                 }
             }
         }
