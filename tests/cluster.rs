@@ -1195,3 +1195,51 @@ fn a_node_runs_without_its_standard_input_and_stops_on_a_signal() {
     let status = other.wait_exit();
     assert!(status.success(), "{name} exited cleanly: {status:?}");
 }
+
+/// A second node started on a port a node listens on already is refused with an error
+/// saying so (libp2p's TCP transport would share the port through `SO_REUSEPORT`, and
+/// the second node would take some of the first one's connections).
+#[test]
+fn a_node_refuses_a_port_another_node_listens_on() {
+    let dir = TempDir::new("port");
+    let key = keygen(&dir, "cluster.key");
+    let key_path = key_arg(&key);
+    let mut first = Proc::spawn("first", &["--key", &key_path, "--cpu", "1"]);
+    let address = first.address();
+    let listen = address
+        .split("/p2p/")
+        .next()
+        .expect("an address")
+        .to_owned();
+    let mut second = Command::new(BIN)
+        .args([
+            "run", "--name", "second", "--key", &key_path, "--listen", &listen,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    // It must exit by itself; one that starts anyway is killed when the wait ends.
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() >= end {
+            let _ = second.kill();
+            let _ = second.wait();
+            break None;
+        }
+        std::thread::yield_now();
+    };
+    let status = status.expect("the second node exits instead of starting");
+    assert!(!status.success(), "{status:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().expect("piped"), &mut stderr)
+        .expect("stderr");
+    assert!(stderr.contains("in use"), "{stderr}");
+    // The first node is undisturbed.
+    let status = first.finish();
+    assert!(status.success(), "{status:?}");
+}

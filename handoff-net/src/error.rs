@@ -32,6 +32,14 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    /// Another process (or node) already listens on the address's port. (libp2p's TCP
+    /// transport may share a port with `SO_REUSEPORT`, so a second node would start and
+    /// take some of the first one's connections.)
+    #[error("cannot listen on {address}: the address is in use (another node runs there?)")]
+    AddressInUse {
+        /// The address.
+        address: Multiaddr,
+    },
     /// A listen address was refused.
     #[error("cannot listen on {address}: {source}")]
     Listen {

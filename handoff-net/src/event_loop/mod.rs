@@ -42,6 +42,29 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// reach it.
 const REFUSAL_GRACE: Duration = Duration::from_secs(1);
 
+/// True when `address` names a fixed TCP port on an IP address that a plain socket
+/// (without `SO_REUSEPORT`) cannot bind: something listens there already.
+fn port_in_use(address: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    let mut ip = None;
+    let mut port = None;
+    for protocol in address.iter() {
+        match protocol {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    match (ip, port) {
+        (Some(ip), Some(port)) if port != 0 => matches!(
+            std::net::TcpListener::bind((ip, port)),
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse
+        ),
+        _ => false,
+    }
+}
+
 /// Starts a node's network layer: builds the swarm, listens, dials the bootstrap
 /// addresses, and spawns the event loop with `tokio::spawn` (so it runs in a plain tokio
 /// runtime and inside an actix `System` alike). Returns once every listener has its
@@ -81,6 +104,11 @@ pub async fn start(config: Config) -> Result<(Client, mpsc::Receiver<NetEvent>),
         })?;
     let mut listeners = Vec::new();
     for address in &config.listen {
+        if port_in_use(address) {
+            return Err(StartError::AddressInUse {
+                address: address.clone(),
+            });
+        }
         let id = swarm
             .listen_on(address.clone())
             .map_err(|source| StartError::Listen {
