@@ -43,7 +43,8 @@
 //! ```text
 //! listening <address>/p2p/<peer id>         once listening, for each address
 //! dialed <address> <node>                   for each bootstrap address reached,
-//! dial failed <address>: <reason>           or not (a wrong cluster key shows here)
+//! dial failed <address>: <reason>; …         or not (a wrong cluster key shows here),
+//!                                           then again, waiting longer each time
 //! peers <n> <name>:<cpu>:<gpu>,...          each time the set of peers changes (by name)
 //! stopping on <signal>                      when told to stop; then it exits with 0
 //! ```
@@ -61,7 +62,7 @@ use std::process::ExitCode;
 use handoff_core::{Amount, RegisterError, Registry, ResourceName, Resources};
 use handoff_net::{
     ClientError, ClusterKey, ClusterKeyError, ClusterNode, ClusterStartError, Config, ConfigError,
-    DiscoveredNode, Keypair, Multiaddr, Security,
+    DialError, DiscoveredNode, Keypair, Multiaddr, Security,
 };
 
 use handoff_actors::NodeConfig;
@@ -71,6 +72,13 @@ pub const RUN_FLAGS: &str = "(--key FILE | --key-env | --insecure) [--listen MUL
                              [--bootstrap MULTIADDR]...\n    [--name NAME] [--cpu N] \
                              [--memory MB] [--gpu N] [--custom NAME=AMOUNT]... \
                              [--identity FILE] [--allow-remote-registration]";
+
+/// The first wait before a failed bootstrap dial is tried again; each later wait is
+/// twice the one before, up to [`MAX_REDIAL`].
+pub const FIRST_REDIAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The longest wait between two dials of a bootstrap address that failed.
+pub const MAX_REDIAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The address a node listens on when `--listen` is not given: loopback, any free port.
 pub const DEFAULT_LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
@@ -616,16 +624,30 @@ async fn serve(
         say(&format!("listening {address}/p2p/{peer}"))?;
     }
     // Bootstrap addresses are dialed here rather than by the network layer, so that a
-    // failure (a wrong cluster key shows up as a failed handshake) is reported.
+    // failure (a wrong cluster key shows up as a failed handshake) is reported. A failed
+    // dial is tried again, waiting twice as long each time up to `MAX_REDIAL`, until it
+    // succeeds: start order does not matter.
     for address in bootstrap {
         let client = cluster.client().clone();
         actix::spawn(async move {
-            let line = match client.dial(address.clone()).await {
-                Ok(node) => format!("dialed {address} {node}"),
-                Err(error) => format!("dial failed {address}: {error}"),
-            };
-            if let Err(error) = say(&line) {
-                tracing::warn!("writing to stdout: {error}");
+            let mut wait = FIRST_REDIAL;
+            loop {
+                let (line, again) = match client.dial(address.clone()).await {
+                    Ok(node) => (format!("dialed {address} {node}"), false),
+                    Err(DialError::Stopped) => break,
+                    Err(error) => (
+                        format!("dial failed {address}: {error}; trying again in {wait:?}"),
+                        true,
+                    ),
+                };
+                if let Err(error) = say(&line) {
+                    tracing::warn!("writing to stdout: {error}");
+                }
+                if !again {
+                    break;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_REDIAL);
             }
         });
     }

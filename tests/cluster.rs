@@ -1243,3 +1243,29 @@ fn a_node_refuses_a_port_another_node_listens_on() {
     let status = first.finish();
     assert!(status.success(), "{status:?}");
 }
+
+/// Start order does not matter: a node whose bootstrap node is not up yet keeps dialing
+/// it (waiting longer each time) and joins once it is.
+#[test]
+fn a_node_started_before_its_bootstrap_node_joins_it_later() {
+    let dir = TempDir::new("order");
+    let key = keygen(&dir, "cluster.key");
+    let key_path = key_arg(&key);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let mut early = Proc::spawn(
+        "early",
+        &["--key", &key_path, "--cpu", "1", "--bootstrap", &listen],
+    );
+    early.wait_for("a failed dial", |line| {
+        line.starts_with("dial failed").then_some(())
+    });
+    let _late = Proc::spawn(
+        "late",
+        &["--key", &key_path, "--cpu", "2", "--listen", &listen],
+    );
+    early.wait_peers(&["late:2:0"]);
+}
