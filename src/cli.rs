@@ -88,7 +88,7 @@ const DEFAULT_PROGRAM: &str = "handoff-node";
 
 /// The usage text, naming the program as `program`.
 pub fn usage(program: &str) -> String {
-    format!("usage:\n  {program} keygen <FILE>\n  {program} run {RUN_FLAGS}")
+    format!("usage:\n  {program} keygen <FILE>\n  {program} run {RUN_FLAGS}\n  {program} --version")
 }
 
 /// What the command line asks for.
@@ -103,6 +103,8 @@ pub enum Command {
     Run(RunArgs),
     /// `help`, `-h` or `--help`: print the usage text.
     Help,
+    /// `version`, `-V` or `--version`: print the program's name and version.
+    Version,
 }
 
 /// How a node secures its connections.
@@ -263,6 +265,18 @@ pub enum RunError {
         /// The file.
         path: PathBuf,
     },
+    /// The cluster key file can be read by other users than its owner: anyone on the
+    /// machine could join the cluster with it.
+    #[error(
+        "{path} can be read by other users (mode {mode:o}); run `chmod 600 {path}`",
+        path = path.display()
+    )]
+    KeyFileShared {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The node's identity file could not be read or written.
     #[error("identity file {path}: {reason}", path = path.display())]
     Identity {
@@ -348,6 +362,10 @@ where
             println!("{}", usage(&program));
             Ok(())
         }
+        Command::Version => {
+            println!("{program} {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
         Command::Keygen { file } => keygen(&file),
         Command::Run(args) => registry()
             .map_err(RunError::from)
@@ -367,9 +385,12 @@ where
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colours only for a terminal: a log redirected to a file carries no escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }
 
@@ -410,6 +431,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, ArgsErro
         }
         "run" => parse_run(args).map(Command::Run),
         "-h" | "--help" | "help" => Ok(Command::Help),
+        "-V" | "--version" | "version" => Ok(Command::Version),
         _ => Err(ArgsError::UnknownCommand { command }),
     }
 }
@@ -582,7 +604,10 @@ pub fn run(args: RunArgs, registry: Registry) -> Result<(), RunError> {
 /// the node's network layer down.
 pub async fn run_node(args: RunArgs, registry: Registry) -> Result<(), RunError> {
     let security = match &args.key {
-        KeyChoice::File(path) => Security::from(ClusterKey::from_file(path)?),
+        KeyChoice::File(path) => {
+            refuse_shared_key(path)?;
+            Security::from(ClusterKey::from_file(path)?)
+        }
         KeyChoice::Env => Security::from(ClusterKey::from_default_env()?),
         KeyChoice::Insecure => Security::Insecure,
     };
@@ -610,6 +635,27 @@ pub async fn run_node(args: RunArgs, registry: Registry) -> Result<(), RunError>
     let stopped = cluster.shutdown().await;
     outcome?;
     stopped?;
+    Ok(())
+}
+
+/// Refuses a key file other users can read (as ssh refuses such a private key).
+fn refuse_shared_key(path: &Path) -> Result<(), RunError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // A file that cannot be read is reported by the key's own reading.
+        if let Ok(metadata) = std::fs::metadata(path) {
+            let mode = metadata.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(RunError::KeyFileShared {
+                    path: path.to_path_buf(),
+                    mode,
+                });
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
     Ok(())
 }
 

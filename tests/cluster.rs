@@ -1269,3 +1269,75 @@ fn a_node_started_before_its_bootstrap_node_joins_it_later() {
     );
     early.wait_peers(&["late:2:0"]);
 }
+
+/// `--version` prints the program and its version.
+#[test]
+fn the_node_program_tells_its_version() {
+    let out = Command::new(BIN)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.trim_end().ends_with(env!("CARGO_PKG_VERSION")),
+        "{stdout}"
+    );
+}
+
+/// A key file other users can read is refused, saying how to fix it (keygen writes
+/// mode 0600).
+#[test]
+fn a_key_file_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("shared-key");
+    let key = keygen(&dir, "cluster.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = Command::new(BIN)
+        .args(["run", "--key", &key_arg(&key), "--cpu", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+}
+
+/// Logs written to a file or a pipe carry no terminal colour codes.
+#[test]
+fn logs_redirected_from_a_terminal_have_no_colour_codes() {
+    let dir = TempDir::new("plain-logs");
+    let key = keygen(&dir, "cluster.key");
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "run",
+            "--name",
+            "logs",
+            "--key",
+            &key_arg(&key),
+            "--cpu",
+            "1",
+        ])
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("run");
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    // Once it listens, it has logged its start.
+    let listening = lines.find(|l| l.as_ref().is_ok_and(|l| l.starts_with("listening")));
+    assert!(listening.is_some(), "the node started");
+    signal(child.id(), nix::sys::signal::Signal::SIGTERM);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
+        .expect("stderr");
+    let _ = child.wait();
+    assert!(
+        stderr.contains("DEBUG"),
+        "debug logs were written: {stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "no escape codes: {stderr:?}");
+}
