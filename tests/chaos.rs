@@ -17,10 +17,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::procs::{DEADLINE, Proc, TempDir, key_arg, keygen, signal};
+use common::procs::{DEADLINE, Proc, TempDir, chains_dag, key_arg, keygen, signal};
 use handoff::{
-    ClusterKey, ClusterNode, Dag, DagId, ExecuteOptions, Function, FunctionId, NetConfig,
-    NodeConfig, NodeId, Registry, Resources,
+    ClusterKey, ClusterNode, DagId, ExecuteOptions, FunctionId, NetConfig, NodeConfig, NodeId,
+    Registry, Resources,
 };
 use handoff_net::{FetchRequest, Request};
 
@@ -56,50 +56,6 @@ impl Seeded {
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
-/// The DAG `id` of round `round` as coordinator `k` builds it, and its expected total:
-/// `chains` chains of sleep (ms) → ×1000 → bytes → length, then their sum; every
-/// function costs one cpu; the first chain is pinned to the worker never faulted.
-fn round_dag(id: &str, chains: usize, sleep: u64, stable: &NodeId) -> (handoff::ValidatedDag, i64) {
-    let cpu = || Resources::new().cpu(1);
-    let mut dag = Dag::with_id(id);
-    let mut expected = 0;
-    for i in 0..chains {
-        let ms = sleep + i as u64;
-        expected += ms as i64 * 1000;
-        let mut s = Function::new(format!("s{i}"), "sleep_ms")
-            .extra_arg(ms)
-            .with_cost(cpu());
-        if i == 0 {
-            s = s.pinned(stable.clone());
-        }
-        dag.add_function(s);
-        dag.add_function(
-            Function::new(format!("m{i}"), "multiply")
-                .arg(format!("s{i}"))
-                .extra_arg(1000_i64)
-                .with_cost(cpu()),
-        );
-        dag.add_function(
-            Function::new(format!("b{i}"), "bytes")
-                .arg(format!("m{i}"))
-                .extra_arg(i as u8)
-                .with_cost(cpu()),
-        );
-        dag.add_function(
-            Function::new(format!("l{i}"), "len_of")
-                .arg(format!("b{i}"))
-                .with_cost(cpu()),
-        );
-    }
-    dag.add_function(
-        Function::new("total", "sum")
-            .args((0..chains).map(|i| format!("l{i}")))
-            .as_list()
-            .with_cost(cpu()),
-    );
-    (dag.validate().expect("valid"), expected)
 }
 
 /// A node in this process joined to `bootstrap`, with nothing to offer.
@@ -214,7 +170,7 @@ fn a_seeded_fault_matrix_loses_no_outcome() {
                     let id = format!("chaos-{round}-{j}");
                     let chains = 2 + rng.below(4) as usize;
                     let sleep = 20 + rng.below(150);
-                    let (dag, expected) = round_dag(&id, chains, sleep, &stable);
+                    let (dag, expected) = chains_dag(&id, chains, sleep, Some(&stable));
                     let handle = coordinator
                         .node()
                         .submit(dag, ExecuteOptions::default())

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::procs::{BIN, DEADLINE, Proc, TempDir, key_arg, keygen, signal};
+use common::procs::{BIN, DEADLINE, Proc, TempDir, chains_dag, key_arg, keygen, signal};
 
 use handoff::{
     ClusterKey, ClusterNode, DEFAULT_NODE_GRACE, Dag, DagId, ExecuteError, ExecuteOptions,
@@ -317,46 +317,9 @@ fn run_without_a_security_choice_fails_and_keygen_writes_a_readable_key() {
     assert_eq!(ClusterKey::from_file(&path).expect("still readable"), key);
 }
 
-/// The DAG of the kill test: `chains` chains of sleep (40 + i ms) → ×1000 → that many
-/// bytes (40 kB and up: too big to travel inline, so they stay where they were made) →
-/// their length, and a sum over every chain.
+/// The DAG of the kill test (see [`chains_dag`]: sleeps of 40 + i ms, nothing pinned).
 fn kill_dag(round: usize, chains: usize) -> (handoff::ValidatedDag, i64) {
-    let cpu = || Resources::new().cpu(1);
-    let mut dag = Dag::with_id(format!("kill-{round}"));
-    let mut expected = 0;
-    for i in 0..chains {
-        let ms = 40 + i as u64;
-        expected += ms as i64 * 1000;
-        dag.add_function(
-            Function::new(format!("s{i}"), "sleep_ms")
-                .extra_arg(ms)
-                .with_cost(cpu()),
-        );
-        dag.add_function(
-            Function::new(format!("m{i}"), "multiply")
-                .arg(format!("s{i}"))
-                .extra_arg(1000_i64)
-                .with_cost(cpu()),
-        );
-        dag.add_function(
-            Function::new(format!("b{i}"), "bytes")
-                .arg(format!("m{i}"))
-                .extra_arg(i as u8)
-                .with_cost(cpu()),
-        );
-        dag.add_function(
-            Function::new(format!("l{i}"), "len_of")
-                .arg(format!("b{i}"))
-                .with_cost(cpu()),
-        );
-    }
-    dag.add_function(
-        Function::new("total", "sum")
-            .args((0..chains).map(|i| format!("l{i}")))
-            .as_list()
-            .with_cost(cpu()),
-    );
-    (dag.validate().expect("valid"), expected)
+    chains_dag(&format!("kill-{round}"), chains, 40, None)
 }
 
 /// SIGKILL of a worker process in the middle of a DAG, at a different moment each round:

@@ -139,6 +139,14 @@ pub trait Transport: Send + Sync + 'static {
     /// Tells `nodes` to drop every value of `dag` they hold (fire and forget).
     fn forget(&self, dag: DagId, nodes: Vec<NodeId>);
 
+    /// An execution coordinated here is about to send its first function out under
+    /// `wire`, the id it goes by on other nodes (called once per execution, before its
+    /// first [`execute`](Self::execute); ended by [`forget`](Self::forget)). The default
+    /// does nothing.
+    fn open(&self, wire: &DagId) {
+        let _ = wire;
+    }
+
     /// Runs a stream stage's function on `call.items` at the stage worker `call.key`
     /// placed on `call.node` (opened there, its init code run, by the first call: send
     /// one without items to open it). Resolves to one answer per item, in order; an

@@ -222,6 +222,8 @@ pub(crate) struct DagRun {
     /// id, or another execution of this one, never meets it) and nobody it did not tell
     /// can name it. Here it keeps the DAG's own id.
     wire: DagId,
+    /// Whether the transport was told about `wire` (before the first remote call).
+    wire_open: bool,
     events: Option<mpsc::Receiver<RunEvent>>,
     settings: RunSettings,
     manager: Addr<ResourceManager>,
@@ -340,6 +342,7 @@ impl DagRun {
         };
         DagRun {
             wire,
+            wire_open: false,
             events: Some(setup.events),
             slots: setup.settings.parallelism.max(1),
             settings: setup.settings,
@@ -958,6 +961,10 @@ impl DagRun {
         let report_start = self.deaths[i] > 0;
         if report_start {
             self.suspect_running = Some(index);
+        }
+        if !self.wire_open {
+            self.wire_open = true;
+            transport.open(&self.wire);
         }
         let call = RemoteCall {
             report_start,

@@ -284,7 +284,8 @@ impl Inner {
         Some(DagId::new(&wire.as_str()[..cut]))
     }
 
-    /// Records that an execution coordinated here sends work out under `wire`.
+    /// Records that an execution coordinated here sends work out under `wire` (once per
+    /// execution, through [`Transport::open`]).
     fn sending(&self, wire: &DagId) {
         if let Some(dag) = self.own_dag(wire) {
             let mut runs = lock(&self.runs);
@@ -368,7 +369,6 @@ impl NetTransport {
         let inner = Arc::clone(&self.inner);
         let code = call.function.code().clone();
         let node = call.node.clone();
-        inner.sending(&call.dag);
         let key: AttemptKey = (
             node.clone(),
             call.dag.clone(),
@@ -760,6 +760,10 @@ impl Transport for NetTransport {
         node: NodeId,
     ) -> BoxFuture<'static, Result<Value, FetchFailed>> {
         self.fetch_shared(dag, function, node).boxed()
+    }
+
+    fn open(&self, wire: &DagId) {
+        self.inner.sending(wire);
     }
 
     fn forget(&self, dag: DagId, nodes: Vec<NodeId>) {

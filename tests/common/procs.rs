@@ -191,3 +191,55 @@ pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     let target = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid fits an i32"));
     nix::sys::signal::kill(target, signal).unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
 }
+
+/// A DAG for the demo registry of the node processes: `chains` chains of sleep
+/// (`first_ms + i` ms) → ×1000 → that many bytes (40 kB and up: too big to travel inline,
+/// so they stay where they were made) → their length, and a sum over every chain; every
+/// function costs one cpu, and the first chain's sleep is pinned to `pin_first` if given.
+/// Returns the DAG and its expected `total`.
+pub fn chains_dag(
+    id: &str,
+    chains: usize,
+    first_ms: u64,
+    pin_first: Option<&handoff::NodeId>,
+) -> (handoff::ValidatedDag, i64) {
+    use handoff::{Dag, Function, Resources};
+    let cpu = || Resources::new().cpu(1);
+    let mut dag = Dag::with_id(id);
+    let mut expected = 0;
+    for i in 0..chains {
+        let ms = first_ms + i as u64;
+        expected += ms as i64 * 1000;
+        let mut sleep = Function::new(format!("s{i}"), "sleep_ms")
+            .extra_arg(ms)
+            .with_cost(cpu());
+        if let (0, Some(node)) = (i, pin_first) {
+            sleep = sleep.pinned(node.clone());
+        }
+        dag.add_function(sleep);
+        dag.add_function(
+            Function::new(format!("m{i}"), "multiply")
+                .arg(format!("s{i}"))
+                .extra_arg(1000_i64)
+                .with_cost(cpu()),
+        );
+        dag.add_function(
+            Function::new(format!("b{i}"), "bytes")
+                .arg(format!("m{i}"))
+                .extra_arg(i as u8)
+                .with_cost(cpu()),
+        );
+        dag.add_function(
+            Function::new(format!("l{i}"), "len_of")
+                .arg(format!("b{i}"))
+                .with_cost(cpu()),
+        );
+    }
+    dag.add_function(
+        Function::new("total", "sum")
+            .args((0..chains).map(|i| format!("l{i}")))
+            .as_list()
+            .with_cost(cpu()),
+    );
+    (dag.validate().expect("valid"), expected)
+}
