@@ -18,6 +18,7 @@
 //! | `len_of` | `(Bytes) -> u64` | the length of a byte string, read without a copy |
 //! | `fail` | `(i64) -> i64` | always fails with [`DemoError::Failed`] |
 //! | `crash` | `(i64) -> i64` | aborts the process running it (for failure tests) |
+//! | `panic` | `(i64) -> i64` | panics (for failure tests: the node catches it, the call fails) |
 //! | `sleep_ms` | `(u64) -> u64` | sleeps that many milliseconds (at most [`MAX_SLEEP_MS`]) and returns them |
 //! | `load_data` | `(u32 count) -> Vec<i64>` | the seed's data loader: `1..=count` |
 //! | `gpu_process` | `(Vec<i64>) -> Vec<i64>` | the seed's "GPU" step: squares each value |
@@ -282,6 +283,10 @@ pub fn registry() -> Result<Registry, RegisterError> {
         // Failure tests: the process running it dies at once, as if it had crashed.
         tracing::error!(code, "demo `crash`: aborting this process");
         std::process::abort()
+    })?;
+    registry.register("panic", |input: i64| -> i64 {
+        // Failure tests: user code that panics is caught and fails the call.
+        panic!("demo `panic` called with {input}")
     })?;
     registry.register_fallible("sleep_ms", sleep_ms)?;
     registry.register_fallible("load_data", load_data)?;

@@ -1,11 +1,18 @@
-//! A seeded fault matrix: worker processes (`handoff-node run`) on 127.0.0.1, two
-//! coordinators in this process submitting costed DAGs with the same ids at once, while
-//! faults drawn from a seed are injected: a worker killed (`SIGKILL`, then started
-//! again), a worker frozen and resumed (`SIGSTOP`/`SIGCONT`), and a hostile peer holding
-//! the key sending `Forget`, `Fetch` and `Register` for the round's DAGs.
+//! A seeded fault matrix: worker processes (`handoff-node run`) on 127.0.0.1 and three
+//! coordinators (two in this process, one a process of its own started each round)
+//! submitting costed DAGs with the same ids at once, while faults drawn from a seed are
+//! injected:
+//! - a worker killed (`SIGKILL`, then started again), or frozen and resumed
+//!   (`SIGSTOP`/`SIGCONT`);
+//! - the coordinator process killed, or frozen and resumed;
+//! - a hostile peer holding the key sending `Forget`, `Fetch` (of the whole value) and
+//!   `Register` (`cpu: 0`) for the round's DAGs, and a bare libp2p peer holding the key
+//!   writing malformed frames (garbage, a 4 GiB length, truncated, deeply nested, 2 MiB);
+//! - user code that panics, and user code stuck past its timeout.
 //!
-//! After each round it checks: every DAG got an outcome within [`OUTCOME_BOUND`]; every
-//! result equals what a local evaluation gives; on every worker, free capacity is back to
+//! After each round it checks: every DAG of a surviving coordinator got an outcome within
+//! [`OUTCOME_BOUND`]; every result equals what a local evaluation gives, and a DAG with a
+//! panicking or stuck function fails naming it; on every worker, free capacity is back to
 //! its total; no worker's resident memory grew past [`RSS_SLACK_KB`] since its first
 //! round. It prints the seed, the faults and the counts, and fails naming the seed.
 //!
@@ -15,14 +22,17 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::procs::{DEADLINE, Proc, TempDir, chains_dag, key_arg, keygen, signal};
+use common::raw::{hostile_frames, send_raw};
 use handoff::{
-    ClusterKey, ClusterNode, DagId, ExecuteOptions, FunctionId, NetConfig, NodeConfig, NodeId,
-    Registry, Resources,
+    ClusterKey, ClusterNode, Dag, DagId, ExecuteError, ExecuteOptions, Function, FunctionId,
+    NetConfig, NodeConfig, NodeId, Registry, Resources, ValidatedDag,
 };
 use handoff_net::{FetchRequest, Request};
+use nix::sys::signal::Signal;
 
 /// How long a DAG may take to get its outcome, faults included.
 const OUTCOME_BOUND: Duration = Duration::from_secs(90);
@@ -35,6 +45,18 @@ const DEFAULT_SEED: u64 = 5;
 
 /// DAGs each coordinator submits per round.
 const DAGS_PER_COORDINATOR: usize = 3;
+
+/// How long the stuck function sleeps, and the timeout it runs past.
+const STUCK_MS: u64 = 2_500;
+const STUCK_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// The coordinator process's settings (read by [`chaos_coordinator_process`]).
+const ENV_KEY: &str = "HANDOFF_CHAOS_KEY";
+const ENV_BOOTSTRAP: &str = "HANDOFF_CHAOS_BOOTSTRAP";
+const ENV_WORKERS: &str = "HANDOFF_CHAOS_WORKERS";
+const ENV_PIN: &str = "HANDOFF_CHAOS_PIN";
+/// Its DAGs: `id:chains:sleep_ms` separated by commas.
+const ENV_DAGS: &str = "HANDOFF_CHAOS_DAGS";
 
 /// A small seeded generator (xorshift64*).
 struct Seeded(u64);
@@ -88,8 +110,15 @@ async fn sees(node: &ClusterNode, ids: &[NodeId]) {
     }
 }
 
-/// A worker process, and its node id (from its `listening …/p2p/<id>` line).
-fn worker(name: &str, key: &str, bootstrap: Option<&str>) -> (Proc, NodeId, String) {
+/// A worker process: the process, its node id and its address (from its
+/// `listening …/p2p/<id>` line).
+struct Worker {
+    proc: Proc,
+    id: NodeId,
+    address: String,
+}
+
+fn worker(name: &str, key: &str, bootstrap: Option<&str>) -> Worker {
     let mut args = vec!["--key", key, "--cpu", "2"];
     if let Some(address) = bootstrap {
         args.extend(["--bootstrap", address]);
@@ -101,7 +130,11 @@ fn worker(name: &str, key: &str, bootstrap: Option<&str>) -> (Proc, NodeId, Stri
         .next()
         .expect("a peer id")
         .to_owned();
-    (proc, NodeId::new(id), address)
+    Worker {
+        proc,
+        id: NodeId::new(id),
+        address,
+    }
 }
 
 /// A process's resident memory in kB (Linux), or 0 where unknown.
@@ -118,14 +151,176 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// What user code goes wrong in a DAG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bad {
+    /// Its function `bad` panics.
+    Panics,
+    /// Its function `bad` sleeps [`STUCK_MS`], far past its timeout.
+    Stuck,
+}
+
+/// A costed DAG whose function `bad` (between a sleep and the total) goes wrong as `bad`
+/// says: it must fail naming `bad`.
+fn bad_dag(id: &str, bad: Bad) -> ValidatedDag {
+    let cpu = || Resources::new().cpu(1);
+    let mut dag = Dag::with_id(id);
+    dag.add_function(
+        Function::new("s", "sleep_ms")
+            .extra_arg(30_u64)
+            .with_cost(cpu()),
+    );
+    let function = match bad {
+        Bad::Panics => Function::new("bad", "panic").extra_arg(7_i64),
+        Bad::Stuck => Function::new("bad", "sleep_ms")
+            .extra_arg(STUCK_MS)
+            .timeout(STUCK_TIMEOUT),
+    };
+    dag.add_function(function.max_retries(1).with_cost(cpu()));
+    dag.add_function(
+        Function::new("total", "sum")
+            .args(["s", "bad"])
+            .as_list()
+            .with_cost(cpu()),
+    );
+    dag.validate().expect("valid")
+}
+
+/// What a DAG of a round should end with.
+#[derive(Debug, Clone, Copy)]
+enum Expected {
+    Total(i64),
+    FailsAt(Bad),
+}
+
 #[derive(Debug, Default)]
 struct Tally {
     ok: usize,
+    failed_as_expected: usize,
     typed_errors: usize,
     lost: usize,
     wrong: usize,
     leaked: usize,
     grew: usize,
+}
+
+impl Tally {
+    /// Counts one outcome of a DAG of this process's coordinators.
+    fn count(&mut self, name: &str, expected: Expected, outcome: Option<Result<i64, String>>) {
+        match (expected, outcome) {
+            (_, None) => {
+                self.lost += 1;
+                println!("  {name}: no outcome within {OUTCOME_BOUND:?}");
+            }
+            (Expected::Total(want), Some(Ok(total))) if total == want => self.ok += 1,
+            (Expected::FailsAt(_), Some(Err(message))) if message.starts_with("`bad` failed") => {
+                self.failed_as_expected += 1
+            }
+            (Expected::Total(want), Some(Ok(total))) => {
+                self.wrong += 1;
+                println!("  {name}: total {total}, not {want}");
+            }
+            (Expected::FailsAt(bad), Some(Ok(total))) => {
+                self.wrong += 1;
+                println!("  {name}: {bad:?} yet a total of {total}");
+            }
+            (_, Some(Err(message))) => {
+                self.typed_errors += 1;
+                println!("  {name}: {message}");
+            }
+        }
+    }
+}
+
+/// The coordinator process of this round: started as this test binary running
+/// [`chaos_coordinator_process`], its output read on a thread into `lines` (its waits must
+/// not block this process's System).
+struct CoordinatorProcess {
+    pid: u32,
+    lines: tokio::sync::mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<Proc>,
+}
+
+impl CoordinatorProcess {
+    fn start(key: &str, bootstrap: &str, workers: &[NodeId], pin: &NodeId, dags: &str) -> Self {
+        let mut command = Command::new(std::env::current_exe().expect("this test binary"));
+        command
+            .args([
+                "--exact",
+                "chaos_coordinator_process",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(ENV_KEY, key)
+            .env(ENV_BOOTSTRAP, bootstrap)
+            .env(
+                ENV_WORKERS,
+                workers
+                    .iter()
+                    .map(NodeId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .env(ENV_PIN, pin.as_str())
+            .env(ENV_DAGS, dags);
+        let proc = Proc::start("c2", command);
+        let pid = proc.child.id();
+        let (tx, lines) = tokio::sync::mpsc::channel(64);
+        let reader = std::thread::spawn(move || {
+            let mut proc = proc;
+            while let Ok(line) = proc.lines.recv() {
+                if tx.blocking_send(line.clone()).is_err() {
+                    break;
+                }
+                proc.seen.push(line);
+            }
+            proc
+        });
+        CoordinatorProcess { pid, lines, reader }
+    }
+
+    /// Waits for its line `want`, within `bound`.
+    async fn wait_for(&mut self, want: &str, bound: Duration) -> bool {
+        let end = tokio::time::Instant::now() + bound;
+        while let Ok(Some(line)) = tokio::time::timeout_at(end, self.lines.recv()).await {
+            if line == want {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Reads its outcomes (`outcome <name> ok <total>` or `outcome <name> err <message>`)
+    /// until `done`, within [`OUTCOME_BOUND`]; `None` for a DAG with none by then.
+    async fn outcomes(&mut self, names: &[String]) -> Vec<Option<Result<i64, String>>> {
+        let mut out = vec![None; names.len()];
+        let end = tokio::time::Instant::now() + OUTCOME_BOUND;
+        while let Ok(Some(line)) = tokio::time::timeout_at(end, self.lines.recv()).await {
+            if line == "done" {
+                break;
+            }
+            let mut parts = line.splitn(4, ' ');
+            let (Some("outcome"), Some(name), Some(kind), Some(rest)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let Some(i) = names.iter().position(|n| n == name) else {
+                continue;
+            };
+            out[i] = Some(match kind {
+                "ok" => rest.parse().map_err(|_| format!("unreadable total {rest}")),
+                _ => Err(rest.to_owned()),
+            });
+        }
+        out
+    }
+
+    /// Kills it and reaps it.
+    fn kill(self) {
+        signal(self.pid, Signal::SIGKILL);
+        drop(self.reader.join().expect("reader"));
+    }
 }
 
 #[test]
@@ -144,11 +339,12 @@ fn a_seeded_fault_matrix_loses_no_outcome() {
     let dir = TempDir::new("chaos");
     let key = keygen(&dir, "cluster.key");
     let key_path = key_arg(&key);
-    let (w0, stable, bootstrap) = worker("w0", &key_path, None);
-    let mut workers: Vec<(Proc, NodeId)> = vec![(w0, stable.clone())];
+    let cluster_key = ClusterKey::from_file(&key).expect("read the key");
+    let w0 = worker("w0", &key_path, None);
+    let (stable, bootstrap) = (w0.id.clone(), w0.address.clone());
+    let mut workers = vec![w0];
     for name in ["w1", "w2"] {
-        let (proc, id, _) = worker(name, &key_path, Some(&bootstrap));
-        workers.push((proc, id));
+        workers.push(worker(name, &key_path, Some(&bootstrap)));
     }
     let mut tally = Tally::default();
     let mut baseline: Vec<Option<u64>> = vec![None; workers.len()];
@@ -159,18 +355,50 @@ fn a_seeded_fault_matrix_loses_no_outcome() {
         ];
         let hostile = member(&key, "hostile", &bootstrap).await;
         for round in 0..rounds {
-            let ids: Vec<NodeId> = workers.iter().map(|(_, id)| id.clone()).collect();
+            let ids: Vec<NodeId> = workers.iter().map(|w| w.id.clone()).collect();
             for node in coordinators.iter().chain([&hostile]) {
                 sees(node, &ids).await;
             }
-            // Both coordinators submit DAGs of the same ids at once.
+            // The coordinator process, with DAGs of the same ids as the others'.
+            let plan: Vec<(String, usize, u64)> = (0..DAGS_PER_COORDINATOR)
+                .map(|j| {
+                    let chains = 2 + rng.below(3) as usize;
+                    (format!("chaos-{round}-{j}"), chains, 20 + rng.below(150))
+                })
+                .collect();
+            let spec = plan
+                .iter()
+                .map(|(id, chains, ms)| format!("{id}:{chains}:{ms}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut c2 = CoordinatorProcess::start(&key_path, &bootstrap, &ids, &stable, &spec);
+            let c2_ready = c2.wait_for("submitted", DEADLINE * 2).await;
+            assert!(
+                c2_ready,
+                "seed {seed}: the coordinator process never submitted"
+            );
+            // Both coordinators here submit DAGs of the same ids at once; one of c0's
+            // may have user code that panics or is stuck.
+            let bad = match rng.below(3) {
+                0 => Some(Bad::Panics),
+                1 => Some(Bad::Stuck),
+                _ => None,
+            };
             let mut running = Vec::new();
             for (k, coordinator) in coordinators.iter().enumerate() {
                 for j in 0..DAGS_PER_COORDINATOR {
                     let id = format!("chaos-{round}-{j}");
                     let chains = 2 + rng.below(4) as usize;
                     let sleep = 20 + rng.below(150);
-                    let (dag, expected) = chains_dag(&id, chains, sleep, Some(&stable));
+                    let (dag, expected) = match bad {
+                        Some(bad) if k == 0 && j == 0 => {
+                            (bad_dag(&id, bad), Expected::FailsAt(bad))
+                        }
+                        _ => {
+                            let (dag, total) = chains_dag(&id, chains, sleep, Some(&stable));
+                            (dag, Expected::Total(total))
+                        }
+                    };
                     let handle = coordinator
                         .node()
                         .submit(dag, ExecuteOptions::default())
@@ -180,29 +408,47 @@ fn a_seeded_fault_matrix_loses_no_outcome() {
                 }
             }
             // The faults of this round.
-            let mut faults = Vec::new();
+            let mut faults: Vec<String> = bad.map(|b| format!("{b:?}")).into_iter().collect();
+            let mut c2_alive = true;
             let victim = 1 + rng.below(2) as usize;
-            match rng.below(4) {
+            match rng.below(6) {
                 0 => {
                     faults.push(format!("kill -9 w{victim}"));
                     drop(workers.remove(victim));
-                    let (proc, id, _) = worker(&format!("w{victim}"), &key_path, Some(&bootstrap));
-                    workers.insert(victim, (proc, id));
+                    let name = format!("w{victim}");
+                    workers.insert(victim, worker(&name, &key_path, Some(&bootstrap)));
                     baseline[victim] = None;
                 }
                 1 => {
-                    let pid = workers[victim].0.child.id();
+                    let pid = workers[victim].proc.child.id();
                     let ms = 100 + rng.below(1500);
                     faults.push(format!("SIGSTOP w{victim} for {ms} ms"));
-                    signal(pid, nix::sys::signal::Signal::SIGSTOP);
+                    signal(pid, Signal::SIGSTOP);
                     tokio::time::sleep(Duration::from_millis(ms)).await;
-                    signal(pid, nix::sys::signal::Signal::SIGCONT);
+                    signal(pid, Signal::SIGCONT);
                 }
-                _ => faults.push("none".to_owned()),
+                2 => {
+                    faults.push("kill -9 c2".to_owned());
+                    c2_alive = false;
+                }
+                3 => {
+                    let ms = 100 + rng.below(1500);
+                    faults.push(format!("SIGSTOP c2 for {ms} ms"));
+                    signal(c2.pid, Signal::SIGSTOP);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    signal(c2.pid, Signal::SIGCONT);
+                }
+                _ => {}
             }
+            let c2 = if c2_alive {
+                Some(c2)
+            } else {
+                c2.kill();
+                None
+            };
             if rng.below(2) == 0 {
-                faults.push("hostile peer".to_owned());
-                for (_, target) in &workers {
+                faults.push("hostile requests".to_owned());
+                for target in workers.iter().map(|w| &w.id) {
                     for j in 0..DAGS_PER_COORDINATOR {
                         let dag = DagId::new(format!("chaos-{round}-{j}"));
                         let client = hostile.client();
@@ -223,31 +469,40 @@ fn a_seeded_fault_matrix_loses_no_outcome() {
                     let _ = hostile.client().request(target, shrink).await;
                 }
             }
-            // Every DAG gets an outcome within the bound, and a right one.
-            for (name, expected, handle) in running {
-                match tokio::time::timeout(OUTCOME_BOUND, handle).await {
-                    Ok(Ok(done)) if done.results.get::<i64>("total") == Ok(expected) => {
-                        tally.ok += 1
-                    }
-                    Ok(Ok(done)) => {
-                        tally.wrong += 1;
-                        println!(
-                            "  {name}: wrong total {:?}",
-                            done.results.get::<i64>("total")
-                        );
-                    }
-                    Ok(Err(error)) => {
-                        tally.typed_errors += 1;
-                        println!("  {name}: {error}");
-                    }
-                    Err(_) => {
-                        tally.lost += 1;
-                        println!("  {name}: no outcome within {OUTCOME_BOUND:?}");
-                    }
+            if rng.below(2) == 0 {
+                faults.push("malformed frames".to_owned());
+                let noise = rng.next();
+                for w in &workers {
+                    let frames = hostile_frames(noise).into_iter().map(|(_, f)| f).collect();
+                    let answered =
+                        send_raw(&cluster_key, &w.address.parse().expect("address"), frames).await;
+                    assert_eq!(answered, 0, "seed {seed}: a malformed frame was answered");
                 }
             }
+            // Every DAG gets an outcome within the bound, and a right one.
+            for (name, expected, handle) in running {
+                let outcome = match tokio::time::timeout(OUTCOME_BOUND, handle).await {
+                    Ok(Ok(done)) => Some(
+                        done.results
+                            .get::<i64>("total")
+                            .map_err(|e| format!("no total: {e}")),
+                    ),
+                    Ok(Err(error)) => Some(Err(describe(&error))),
+                    Err(_) => None,
+                };
+                tally.count(&name, expected, outcome);
+            }
+            if let Some(mut c2) = c2 {
+                let names: Vec<String> = plan.iter().map(|(id, ..)| id.clone()).collect();
+                let outcomes = c2.outcomes(&names).await;
+                for ((id, chains, ms), outcome) in plan.iter().zip(outcomes) {
+                    let expected = chains_dag(id, *chains, *ms, None).1;
+                    tally.count(&format!("c2/{id}"), Expected::Total(expected), outcome);
+                }
+                c2.kill();
+            }
             // Every worker's capacity is all free again.
-            for (_, id) in &workers {
+            for id in workers.iter().map(|w| &w.id) {
                 let end = Instant::now() + DEADLINE;
                 loop {
                     let resources = coordinators[0].node_resources(id).await;
@@ -269,7 +524,7 @@ fn a_seeded_fault_matrix_loses_no_outcome() {
                 }
             }
             // No worker's memory grows round after round.
-            let rss: Vec<u64> = workers.iter().map(|(p, _)| rss_kb(p.child.id())).collect();
+            let rss: Vec<u64> = workers.iter().map(|w| rss_kb(w.proc.child.id())).collect();
             for (i, kb) in rss.iter().enumerate() {
                 let first = *baseline[i].get_or_insert(*kb);
                 if kb.saturating_sub(first) > RSS_SLACK_KB {
@@ -288,4 +543,60 @@ fn a_seeded_fault_matrix_loses_no_outcome() {
         tally.lost == 0 && tally.wrong == 0 && tally.leaked == 0 && tally.grew == 0,
         "seed {seed} (replay with CHAOS_SEED={seed}): {tally:?}"
     );
+}
+
+/// An execution error as the coordinator process prints it (one line).
+fn describe(error: &ExecuteError) -> String {
+    error.to_string().replace('\n', " ")
+}
+
+/// Not a test on its own (ignored): the coordinator process of the fault matrix. It joins
+/// the cluster, submits the DAGs of `HANDOFF_CHAOS_DAGS`, prints `submitted`, then one
+/// `outcome` line per DAG as each ends, and `done`.
+#[test]
+#[ignore = "run as a child process by a_seeded_fault_matrix_loses_no_outcome"]
+fn chaos_coordinator_process() {
+    let (Ok(key), Ok(bootstrap), Ok(workers), Ok(pin), Ok(dags)) = (
+        std::env::var(ENV_KEY),
+        std::env::var(ENV_BOOTSTRAP),
+        std::env::var(ENV_WORKERS),
+        std::env::var(ENV_PIN),
+        std::env::var(ENV_DAGS),
+    ) else {
+        return;
+    };
+    let workers: Vec<NodeId> = workers.split(',').map(NodeId::new).collect();
+    let pin = NodeId::new(pin);
+    actix::System::new().block_on(async move {
+        let node = member(std::path::Path::new(&key), "c2", &bootstrap).await;
+        sees(&node, &workers).await;
+        let mut running = Vec::new();
+        for spec in dags.split(',') {
+            let mut parts = spec.split(':');
+            let (Some(id), Some(chains), Some(ms)) = (parts.next(), parts.next(), parts.next())
+            else {
+                panic!("a DAG spec {spec}");
+            };
+            let chains = chains.parse().expect("chains");
+            let ms = ms.parse().expect("ms");
+            let (dag, _) = chains_dag(id, chains, ms, Some(&pin));
+            let handle = node
+                .node()
+                .submit(dag, ExecuteOptions::default())
+                .await
+                .expect("submit");
+            running.push((id.to_owned(), handle));
+        }
+        println!("submitted");
+        for (id, handle) in running {
+            match handle.await {
+                Ok(done) => match done.results.get::<i64>("total") {
+                    Ok(total) => println!("outcome {id} ok {total}"),
+                    Err(e) => println!("outcome {id} err no total: {e}"),
+                },
+                Err(error) => println!("outcome {id} err {}", describe(&error)),
+            }
+        }
+        println!("done");
+    });
 }

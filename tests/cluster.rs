@@ -1304,3 +1304,87 @@ fn logs_redirected_from_a_terminal_have_no_colour_codes() {
     );
     assert!(!stderr.contains('\u{1b}'), "no escape codes: {stderr:?}");
 }
+
+/// A worker frozen (`SIGSTOP`) with a function sent to it, for longer than the
+/// coordinator waits for silent peers: the function runs again on the other worker and
+/// the DAG completes; when the frozen worker resumes and runs its stale attempt, the
+/// value is dropped (the ended execution tells it to forget) and its capacity is all free.
+#[test]
+fn a_frozen_worker_drops_its_stale_value_when_it_resumes() {
+    let dir = TempDir::new("frozen");
+    let key = keygen(&dir, "cluster.key");
+    let key_path = key_arg(&key);
+    let mut w1 = Proc::spawn("w1", &["--key", &key_path, "--cpu", "1"]);
+    let bootstrap = w1.address();
+    let w2 = Proc::spawn(
+        "w2",
+        &["--key", &key_path, "--cpu", "1", "--bootstrap", &bootstrap],
+    );
+    actix::System::new().block_on(async {
+        // Silent peers are gone after 4 s here (workers announce every 2 s).
+        let net = NetConfig::builder(ClusterKey::from_file(&key).expect("read the key"))
+            .name("coordinator")
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
+            .bootstrap(bootstrap.parse().expect("multiaddr"))
+            .announce_interval(Duration::from_millis(500))
+            .peer_ttl(Duration::from_secs(4))
+            .build()
+            .expect("config");
+        let node =
+            NodeConfig::new(net.node_id(), Registry::new()).node_grace(Duration::from_millis(200));
+        let cluster = ClusterNode::start(node, net).await.expect("start");
+        let mut changes = cluster.peer_changes();
+        while cluster.node().discover_nodes().await.expect("nodes").len() < 3 {
+            tokio::time::timeout(DEADLINE, changes.changed())
+                .await
+                .expect("both workers seen in time")
+                .expect("bridge running");
+        }
+        let w1_id = connected_peer(&cluster, "w1").await;
+        let w2_id = connected_peer(&cluster, "w2").await;
+        let dag = Dag::with_id("frozen")
+            .with(
+                Function::new("s", "sleep_ms")
+                    .extra_arg(3000_u64)
+                    .with_cost(Resources::new().cpu(1)),
+            )
+            .validate()
+            .expect("valid");
+        // The function is sent to w1, frozen: it runs again on w2 once w1 is gone.
+        signal(w1.child.id(), nix::sys::signal::Signal::SIGSTOP);
+        let options = ExecuteOptions::default().allocation_strategy(
+            handoff::AllocationStrategy::Custom(std::sync::Arc::new(Prefer(w1_id.clone()))),
+        );
+        let handle = cluster
+            .node()
+            .submit(dag, options)
+            .await
+            .expect("submitted");
+        let done = tokio::time::timeout(DEADLINE * 2, handle)
+            .await
+            .expect("an outcome in time")
+            .expect("completes on the other worker");
+        assert_eq!(done.results.get::<u64>("s"), Ok(3000));
+        assert_eq!(done.results.node("s"), Some(&w2_id));
+        signal(w1.child.id(), nix::sys::signal::Signal::SIGCONT);
+        // The resumed worker ends its stale attempt, and drops what it made.
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let stats = cluster.node_stats(&w1_id).await;
+            if let Ok(stats) = &stats
+                && stats.values == 0
+                && stats.serving == 0
+                && stats.free == stats.capacity
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the resumed worker still holds the stale attempt: {stats:?}"
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
+        }
+        cluster.shutdown().await.expect("shutdown");
+    });
+    drop((w1, w2));
+}

@@ -1635,8 +1635,9 @@ impl DagRun {
             return;
         }
         self.lost.push(node.clone());
+        // It stays among the nodes told to forget the execution when it ends: a node cut
+        // off or frozen may come back holding values of attempts that ran on.
         let touched = self.remote_nodes.contains(&node);
-        self.remote_nodes.retain(|n| *n != node);
         if !touched {
             return;
         }

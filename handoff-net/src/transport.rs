@@ -14,7 +14,7 @@
 //! travels inline to the nodes that consume it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -228,7 +228,13 @@ struct Inner {
     hosted: Mutex<HashMap<(NodeId, StageKey), Hosted>>,
     /// The ids this node's executions go by on other nodes ([`RunIds`]).
     runs: Mutex<RunIds>,
+    /// Forget requests in flight for late reports of ended executions
+    /// ([`NetTransport::forget_if_ended`]), at most [`MAX_LATE_FORGETS`].
+    late_forgets: AtomicUsize,
 }
+
+/// The most forget requests for late reports in flight at once.
+const MAX_LATE_FORGETS: usize = 256;
 
 /// The executions this node coordinates that reached other nodes: by DAG id, the ids
 /// they go by there (`dag~this-node~` and 128 random bits, chosen by the execution),
@@ -351,6 +357,7 @@ impl NetTransport {
                 transfers: Transfers::default(),
                 hosted: Mutex::new(HashMap::new()),
                 runs: Mutex::new(RunIds::default()),
+                late_forgets: AtomicUsize::new(0),
             }),
         }
     }
@@ -432,6 +439,7 @@ impl NetTransport {
         let key = (from.clone(), report.dag, report.function, report.attempt);
         let Some(Pending { reply, .. }) = lock(&self.inner.pending).remove(&key) else {
             tracing::debug!(node = %from, function = %key.2, "a report for no attempt waiting");
+            self.forget_if_ended(from, &key.1);
             return;
         };
         let result = match report.outcome {
@@ -447,6 +455,40 @@ impl NetTransport {
             Outcome::Failed { error } => Err(error),
         };
         reply.send(result);
+    }
+
+    /// A late report of an execution coordinated here that has ended (an attempt that
+    /// ran on after its node was frozen or cut off, and was run again elsewhere): `from`
+    /// still holds its value, and nothing else will tell it to drop it, so it is told to
+    /// forget the execution now. (A report of an execution still running is left to the
+    /// execution: it tells every node it sent work to, lost ones included, when it ends.)
+    fn forget_if_ended(&self, from: &NodeId, wire: &DagId) {
+        let Some(dag) = self.inner.own_dag(wire) else {
+            return;
+        };
+        let running = lock(&self.inner.runs)
+            .by_dag
+            .get(&dag)
+            .is_some_and(|wires| wires.contains(wire));
+        if running {
+            return;
+        }
+        // Bounded: forged reports cannot make this node send without limit.
+        let in_flight = &self.inner.late_forgets;
+        if in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_LATE_FORGETS {
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(node = %from, dag = %wire, "a late report of an ended execution: too many forgets in flight");
+            return;
+        }
+        tracing::debug!(node = %from, dag = %wire, "a late report of an ended execution: telling the node to forget it");
+        let (inner, node) = (Arc::clone(&self.inner), from.clone());
+        let request = Request::Forget { dag: wire.clone() };
+        spawn_detached("tell a node to forget an ended execution", async move {
+            if let Err(error) = request_patiently(&inner, &node, request).await {
+                tracing::debug!(%node, "could not tell the node to forget an execution: {error}");
+            }
+            inner.late_forgets.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 
     /// Settles the attempt `key` with the error `error` makes of its code, if it still

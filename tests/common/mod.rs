@@ -14,6 +14,7 @@ use std::time::Duration;
 use handoff::{NodeConfig, NodeHandle, Registry, Resources, start_node};
 
 pub mod procs;
+pub mod raw;
 
 /// How long any single await may take before the test is declared hung.
 pub const HANG_GUARD: Duration = Duration::from_secs(30);
