@@ -25,7 +25,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::procs::{DEADLINE, Proc, TempDir, chains_dag, key_arg, keygen, signal};
+use common::procs::{BIN, DEADLINE, Proc, TempDir, chains_dag, key_arg, keygen, signal};
 use common::raw::{hostile_frames, send_raw};
 use handoff::{
     ClusterKey, ClusterNode, Dag, DagId, ExecuteError, ExecuteOptions, Function, FunctionId,
@@ -119,11 +119,17 @@ struct Worker {
 }
 
 fn worker(name: &str, key: &str, bootstrap: Option<&str>) -> Worker {
-    let mut args = vec!["--key", key, "--cpu", "2"];
+    let mut command = Command::new(BIN);
+    command
+        .args(["run", "--name", name, "--key", key, "--cpu", "2"])
+        // With `RUST_BACKTRACE` set, the first panic of user code makes the process load
+        // its debug information to print the backtrace (about 170 MB for a debug build,
+        // once): that is not memory growing round after round.
+        .env("RUST_BACKTRACE", "0");
     if let Some(address) = bootstrap {
-        args.extend(["--bootstrap", address]);
+        command.args(["--bootstrap", address]);
     }
-    let mut proc = Proc::spawn(name, &args);
+    let mut proc = Proc::start(name, command);
     let address = proc.address();
     let id = address
         .rsplit("/p2p/")
