@@ -985,7 +985,7 @@ fn coordinator_process() {
                     .pinned(worker.clone()),
             )
             .with(
-                Function::new("also", "gate")
+                Function::new("also", "stubborn")
                     .with_cost(cpu())
                     .pinned(worker.clone()),
             )
@@ -1031,19 +1031,41 @@ fn coordinator_process() {
 }
 
 /// A coordinator process killed in the middle of an execution: after the grace period
-/// the worker (in this process) has dropped its value, its pending work and its
-/// reservations, and nothing it finishes afterwards is kept.
+/// the worker (in this process) has dropped its value and its pending work, a call still
+/// running for it sees `is_cancelled()` and ends, a call that ignores it keeps its
+/// reservation until it returns, and nothing they return afterwards is kept.
 #[test]
 fn a_killed_coordinator_leaves_its_workers_clean() {
     let dir = TempDir::new("coordinator-death");
     let key = keygen(&dir, "cluster.key");
-    let gate = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    // The calls the coordinator leaves running wait for their cancellation (checking it
+    // as user code does), and count it.
+    let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut registry = handoff::demo::registry().expect("demo registry");
     {
-        let gate = std::sync::Arc::clone(&gate);
+        let cancelled = std::sync::Arc::clone(&cancelled);
         registry
             .register_fallible("gate", move || {
-                let (open, changed) = &*gate;
+                let end = Instant::now() + DEADLINE;
+                while !handoff::is_cancelled() {
+                    if Instant::now() > end {
+                        return Err("never cancelled");
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                cancelled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Returned after the cancellation: must not be kept.
+                Ok(1_u64)
+            })
+            .expect("gate");
+    }
+    // One call ignores its cancellation and runs until the test lets it return.
+    let release = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    {
+        let release = std::sync::Arc::clone(&release);
+        registry
+            .register_fallible("stubborn", move || {
+                let (open, changed) = &*release;
                 let guard = open.lock().map_err(|_| "poisoned")?;
                 let (guard, _) = changed
                     .wait_timeout_while(guard, DEADLINE, |open| !*open)
@@ -1051,10 +1073,10 @@ fn a_killed_coordinator_leaves_its_workers_clean() {
                 if *guard {
                     Ok(1_u64)
                 } else {
-                    Err("the gate never opened")
+                    Err("never released")
                 }
             })
-            .expect("gate");
+            .expect("stubborn");
     }
     let cluster_key = ClusterKey::from_file(&key).expect("read the key");
     actix::System::new().block_on(async move {
@@ -1102,24 +1124,37 @@ fn a_killed_coordinator_leaves_its_workers_clean() {
         let clean = |stats: &handoff::NodeStats| {
             stats.values == 0 && stats.free == stats.capacity && stats.serving == 0
         };
+        // After the grace period the worker drops the value and cancels the two calls:
+        // the one that checks ends; the stubborn one keeps its cpu while it runs.
         let deadline = tokio::time::Instant::now() + DEADLINE;
-        let mut opened = false;
+        let stats = loop {
+            let stats = worker.node_stats(worker.id()).await.expect("stats");
+            if stats.values == 0 && cancelled.load(std::sync::atomic::Ordering::SeqCst) == 1 {
+                break stats;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{stats:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(
+            stats.free.get("cpu"),
+            handoff::Amount::from_f64(1.0).expect("an amount"),
+            "{stats:?}"
+        );
+        // Once it returns, its cpu comes back, and what it returned is not kept.
+        {
+            let (open, changed) = &*release;
+            *open.lock().expect("release") = true;
+            changed.notify_all();
+        }
         loop {
             let stats = worker.node_stats(worker.id()).await.expect("stats");
-            if stats.values == 0 && !opened {
-                // Its value is gone; the gated calls may end now: what they return must
-                // not be kept, and the cpu must come back.
-                let (open, changed) = &*gate;
-                *open.lock().expect("gate") = true;
-                changed.notify_all();
-                opened = true;
-            }
-            if opened && clean(&stats) {
+            if clean(&stats) {
                 break;
             }
             assert!(tokio::time::Instant::now() < deadline, "{stats:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        assert_eq!(cancelled.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(node.stored_values().await.expect("count"), 0);
         worker.shutdown().await.expect("shutdown");
     });

@@ -410,8 +410,10 @@ async fn run_with(parts: &NodeParts, msg: RunFunction) -> Result<Ran, CallError>
     let cost = function.cost().filter(|c| !c.is_empty()).cloned();
     // Gives the reservation back however this ends (even if this future is dropped while
     // it waits for it, or holds it): everything this requester holds or waits for. Without
-    // a cost nothing is reserved, so there is nothing to give back.
-    let _withdraw = cost.as_ref().map(|_| WithdrawOnDrop {
+    // a cost nothing is reserved, so there is nothing to give back. Once the code runs, the
+    // guard is the job's: the reservation is held until the code returns, even when the
+    // attempt times out or is cancelled first (its thread is still busy).
+    let withdraw = cost.as_ref().map(|_| WithdrawOnDrop {
         manager: parts.manager.clone(),
         requester: parts.requester,
     });
@@ -446,6 +448,7 @@ async fn run_with(parts: &NodeParts, msg: RunFunction) -> Result<Ran, CallError>
     // The attempt number stays with the node that sent the function.
     let span = tracing::debug_span!("attempt", dag = %dag, function = %id, node = %parts.node);
     let work = move || {
+        let _held = withdraw;
         let _entered = span.enter();
         CURRENT.with(|c| *c.borrow_mut() = Some(token));
         let _scope = TokenScope;
