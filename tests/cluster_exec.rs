@@ -266,6 +266,8 @@ async fn code_only_some_nodes_have_runs_there_and_code_none_has_is_refused() {
 
     let dag = Dag::new()
         .with(Function::new("nobody", "whisper").extra_arg(1_u64))
+        // A typo of a name only b has: suggested from the cluster's registries.
+        .with(Function::new("typo", "shuot").extra_arg("x".to_owned()))
         .with(
             Function::new("wrong_node", "shout")
                 .extra_arg("x".to_owned())
@@ -284,14 +286,24 @@ async fn code_only_some_nodes_have_runs_there_and_code_none_has_is_refused() {
     assert!(
         problems.contains(&Problem::UnknownCode {
             function: "nobody".into(),
-            code: "whisper".into()
+            code: "whisper".into(),
+            nearest: None,
         }),
         "{problems:?}"
     );
     assert!(
         problems.contains(&Problem::UnknownCode {
             function: "wrong_node".into(),
-            code: "shout".into()
+            code: "shout".into(),
+            nearest: None,
+        }),
+        "{problems:?}"
+    );
+    assert!(
+        problems.contains(&Problem::UnknownCode {
+            function: "typo".into(),
+            code: "shuot".into(),
+            nearest: Some("shout".into()),
         }),
         "{problems:?}"
     );

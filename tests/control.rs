@@ -1514,6 +1514,7 @@ async fn every_problem_of_an_infeasible_dag_is_reported_at_once() {
             problems.contains(&Problem::UnknownCode {
                 function: "mystery".into(),
                 code: "no_such_code".into(),
+                nearest: None,
             }),
             "{problems:?}"
         );
@@ -1539,6 +1540,56 @@ async fn every_problem_of_an_infeasible_dag_is_reported_at_once() {
     }
     assert!(!ran.load(Ordering::SeqCst), "nothing ran");
     assert_all_released(&node).await;
+}
+
+/// Fifty functions running a misspelt code: the message names the code once, suggests
+/// the registered name, counts the functions and names the first few, instead of one
+/// line per function; each problem is still in `problems`.
+#[actix::test]
+async fn a_misspelt_code_is_told_once_with_the_name_meant() {
+    let mut registry = Registry::new();
+    registry
+        .register("multiply", |x: i64| x * 2)
+        .expect("register");
+    registry
+        .register("format_output", |x: i64| x.to_string())
+        .expect("register");
+    let node = start_local(registry, cpu(1)).await;
+    let mut dag = Dag::with_id("typos");
+    for i in 0..50 {
+        dag.add_function(Function::new(format!("m{i}"), "mutliply").extra_arg(i as i64));
+    }
+    dag.add_function(Function::new("out", "format_outptu").extra_arg(1_i64));
+    dag.add_function(Function::new("odd", "upload").extra_arg(1_i64));
+    let err = guarded(
+        "execute",
+        node.execute(dag.validate().expect("valid"), ExecuteOptions::default()),
+    )
+    .await
+    .expect_err("rejected");
+    let ExecuteError::Rejected { problems, .. } = &err else {
+        panic!("expected a rejection, got {err:?}");
+    };
+    assert_eq!(problems.len(), 52, "{problems:?}");
+    assert!(problems.contains(&Problem::UnknownCode {
+        function: "m7".into(),
+        code: "mutliply".into(),
+        nearest: Some("multiply".into()),
+    }));
+    assert!(problems.contains(&Problem::UnknownCode {
+        function: "odd".into(),
+        code: "upload".into(),
+        nearest: None,
+    }));
+    assert_eq!(
+        err.to_string(),
+        "DAG `typos` cannot run: \
+         `mutliply` is registered on no node it may run on (did you mean `multiply`?), and 50 \
+         function(s) run it: `m0`, `m1`, `m2`, `m3`, `m4`, 45 more; \
+         `format_outptu` is registered on no node it may run on (did you mean \
+         `format_output`?), and 1 function(s) run it: `out`; \
+         `upload` is registered on no node it may run on, and 1 function(s) run it: `odd`"
+    );
 }
 
 #[actix::test]

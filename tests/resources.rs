@@ -392,6 +392,7 @@ async fn unknown_code_and_wrong_arity_are_typed_errors() {
         Problem::UnknownCode {
             function: "mystery".into(),
             code: "no_such_code".into(),
+            nearest: None,
         }
     );
 

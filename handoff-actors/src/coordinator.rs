@@ -11,8 +11,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures::channel::oneshot;
 use handoff_core::{
-    AllocationStrategy, ArgumentInclusion, Backoff, DagId, FunctionId, NodeId, Placement, Registry,
-    Resources, ValidatedDag, candidates,
+    AllocationStrategy, ArgumentInclusion, Backoff, CodeName, DagId, FunctionId, NodeId, Placement,
+    Registry, Resources, ValidatedDag, candidates,
 };
 use tokio::sync::mpsc;
 
@@ -666,9 +666,15 @@ fn resolve_codes(
             };
             let Some(code) = found else {
                 if !cluster {
+                    let names = registry.names();
                     problems.push(Problem::UnknownCode {
                         function: f.id().clone(),
                         code: f.code().clone(),
+                        nearest: handoff_core::nearest_name(
+                            f.code().as_str(),
+                            names.iter().map(CodeName::as_str),
+                        )
+                        .map(CodeName::from),
                     });
                 }
                 return None;
@@ -756,13 +762,23 @@ fn check_feasible(dag: &ValidatedDag, nodes: &[ExecutableNode], problems: &mut V
                 });
                 let pinned_unknown = pinned.is_some_and(|p| !nodes.iter().any(|n| n.node == *p));
                 if !possible && !pinned_unknown {
-                    let problem = Problem::UnknownCode {
-                        function: f.id().clone(),
-                        code: f.code().clone(),
-                    };
                     // Without a cluster, resolving the codes reported it already.
-                    if !problems.contains(&problem) {
-                        problems.push(problem);
+                    let reported = problems.iter().any(|p| {
+                        matches!(p, Problem::UnknownCode { function, .. } if function == f.id())
+                    });
+                    if !reported {
+                        let nearest = handoff_core::nearest_name(
+                            f.code().as_str(),
+                            nodes
+                                .iter()
+                                .flat_map(|n| n.code_names.iter().map(CodeName::as_str)),
+                        )
+                        .map(CodeName::from);
+                        problems.push(Problem::UnknownCode {
+                            function: f.id().clone(),
+                            code: f.code().clone(),
+                            nearest,
+                        });
                     }
                     missing = true;
                 }

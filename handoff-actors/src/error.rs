@@ -7,12 +7,17 @@ use handoff_core::{AllocationError, CallError, CodeName, DagId, FunctionId, Node
 pub enum Problem {
     /// A function names code that no node it may run on has in its registry (this
     /// node's, or a live cluster member's).
-    #[error("`{function}` runs `{code}`, which no node it may run on has registered")]
+    #[error(
+        "`{function}` runs `{code}`, which no node it may run on has registered{}",
+        nearest.as_ref().map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default()
+    )]
     UnknownCode {
         /// The function.
         function: FunctionId,
         /// The missing code.
         code: CodeName,
+        /// A registered name close to it ([`handoff_core::nearest_name`]): a typo?
+        nearest: Option<CodeName>,
     },
     /// A function passes a number of arguments its code does not take.
     #[error("`{function}` passes {given} argument(s) to `{code}`, which takes {expected}")]
@@ -50,7 +55,7 @@ pub enum Problem {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExecuteError {
     /// The DAG can never run; every problem found is listed. Nothing ran.
-    #[error("DAG `{dag}` cannot run: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    #[error("DAG `{dag}` cannot run: {}", describe_problems(problems))]
     Rejected {
         /// The DAG.
         dag: DagId,
@@ -163,4 +168,69 @@ pub enum NodeError {
     /// Waiting for a value failed.
     #[error(transparent)]
     Wait(#[from] crate::result_store::WaitError),
+}
+
+/// The most problems (after grouping) a rejection's message lists.
+const LISTED_PROBLEMS: usize = 10;
+
+/// The most functions a grouped problem names.
+const LISTED_FUNCTIONS: usize = 5;
+
+/// `problems` in one line for a rejection: the functions that run one missing code are
+/// named together under it, repeated problems are told once, and past
+/// [`LISTED_PROBLEMS`] the rest is counted.
+fn describe_problems(problems: &[Problem]) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    // Missing codes, in order of first use: the functions that run each.
+    let mut missing: Vec<(&CodeName, &Option<CodeName>, Vec<&FunctionId>)> = Vec::new();
+    for problem in problems {
+        if let Problem::UnknownCode {
+            function,
+            code,
+            nearest,
+        } = problem
+        {
+            match missing.iter_mut().find(|(c, ..)| *c == code) {
+                Some((_, _, functions)) => functions.push(function),
+                None => missing.push((code, nearest, vec![function])),
+            }
+        }
+    }
+    for problem in problems {
+        let line = match problem {
+            Problem::UnknownCode { code, .. } => {
+                let Some(at) = missing.iter().position(|(c, ..)| *c == code) else {
+                    continue;
+                };
+                let (code, nearest, functions) = missing.remove(at);
+                let hint = nearest
+                    .as_ref()
+                    .map(|n| format!(" (did you mean `{n}`?)"))
+                    .unwrap_or_default();
+                let mut names: Vec<String> = functions
+                    .iter()
+                    .take(LISTED_FUNCTIONS)
+                    .map(|f| format!("`{f}`"))
+                    .collect();
+                if functions.len() > LISTED_FUNCTIONS {
+                    names.push(format!("{} more", functions.len() - LISTED_FUNCTIONS));
+                }
+                format!(
+                    "`{code}` is registered on no node it may run on{hint}, and {} function(s) run it: {}",
+                    functions.len(),
+                    names.join(", ")
+                )
+            }
+            other => other.to_string(),
+        };
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+    let more = lines.len().saturating_sub(LISTED_PROBLEMS);
+    lines.truncate(LISTED_PROBLEMS);
+    if more > 0 {
+        lines.push(format!("and {more} more problem(s)"));
+    }
+    lines.join("; ")
 }

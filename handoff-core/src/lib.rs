@@ -41,7 +41,7 @@ pub use graph::{FunctionRun, Graph};
 pub use ids::{CodeName, DagId, FunctionId, NodeId, ResourceName, random_u128};
 pub use registry::{
     CallError, Code, CodeKind, Handler, RegisterError, Registry, State, StatefulHandler,
-    panic_message,
+    nearest_name, panic_message,
 };
 pub use resources::{Amount, Resources};
 pub use results::{ResultError, Results};

@@ -1105,3 +1105,101 @@ mod tests {
         );
     }
 }
+
+/// The name among `names` closest to `name` by edit distance (insertions, deletions,
+/// substitutions and swaps of two neighbours), when it is close enough to be a typo of
+/// it: at most one edit for names of up to four characters, a third of the length
+/// beyond. Ties go to the first name given. Used to suggest a registered name for one
+/// that is not.
+///
+/// ```
+/// use handoff_core::nearest_name;
+/// let names = ["resize", "filter", "aggregate"];
+/// assert_eq!(nearest_name("resze", names), Some("resize"));
+/// assert_eq!(nearest_name("filtre", names), Some("filter"));
+/// assert_eq!(nearest_name("upload", names), None);
+/// ```
+pub fn nearest_name<'a>(name: &str, names: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let wanted: Vec<char> = name.chars().collect();
+    let limit = (wanted.len() / 3).max(1);
+    names
+        .into_iter()
+        .filter(|n| *n != name)
+        .map(|n| (edit_distance(&wanted, n, limit), n))
+        .filter(|(d, _)| *d <= limit)
+        .fold(None, |best: Option<(usize, &str)>, (d, n)| match best {
+            Some((bd, _)) if bd <= d => best,
+            _ => Some((d, n)),
+        })
+        .map(|(_, n)| n)
+}
+
+/// The optimal-string-alignment distance between `a` and `b`, or `limit + 1` once it is
+/// sure to exceed `limit` (names far apart in length are not compared at all).
+fn edit_distance(a: &[char], b: &str, limit: usize) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    if a.len().abs_diff(b.len()) > limit {
+        return limit + 1;
+    }
+    // Three rows of the dynamic programme: two back (for swaps), one back, this one.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut last: Vec<usize> = (0..=b.len()).collect();
+    let mut row: Vec<usize> = vec![0; b.len() + 1];
+    for i in 1..=a.len() {
+        row[0] = i;
+        for j in 1..=b.len() {
+            let substitution = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (last[j] + 1)
+                .min(row[j - 1] + 1)
+                .min(last[j - 1] + substitution);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(before[j - 2] + 1);
+            }
+            row[j] = best;
+        }
+        if row.iter().all(|&d| d > limit) {
+            return limit + 1;
+        }
+        std::mem::swap(&mut before, &mut last);
+        std::mem::swap(&mut last, &mut row);
+    }
+    last[b.len()]
+}
+
+#[cfg(test)]
+mod nearest_tests {
+    use super::*;
+
+    #[test]
+    fn typos_find_their_name_and_strangers_find_none() {
+        let names = [
+            "identity",
+            "multiply",
+            "format_output",
+            "sum",
+            "gpu_process",
+        ];
+        assert_eq!(nearest_name("multipyl", names), Some("multiply"));
+        assert_eq!(nearest_name("mutliply", names), Some("multiply"));
+        assert_eq!(nearest_name("format_outptu", names), Some("format_output"));
+        assert_eq!(nearest_name("sun", names), Some("sum"));
+        assert_eq!(nearest_name("gpu_proces", names), Some("gpu_process"));
+        assert_eq!(nearest_name("download", names), None);
+        assert_eq!(nearest_name("s", names), None);
+        assert_eq!(nearest_name("", names), None);
+        assert_eq!(nearest_name("anything", []), None);
+    }
+
+    #[test]
+    fn distances_count_each_kind_of_edit() {
+        let d = |a: &str, b: &str| edit_distance(&a.chars().collect::<Vec<_>>(), b, 10);
+        assert_eq!(d("abc", "abc"), 0);
+        assert_eq!(d("abc", "abd"), 1);
+        assert_eq!(d("abc", "ab"), 1);
+        assert_eq!(d("abc", "abcd"), 1);
+        assert_eq!(d("abc", "acb"), 1);
+        assert_eq!(d("kitten", "sitting"), 3);
+        assert_eq!(d("", "abc"), 3);
+        assert_eq!(edit_distance(&['a'; 3], "bbbbbbbb", 2), 3);
+    }
+}
