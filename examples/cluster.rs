@@ -42,8 +42,8 @@
 //!     --bootstrap /ip4/127.0.0.1/tcp/4001/p2p/<peer id printed by node-a> --nodes 3
 //! ```
 //!
-//! `node` takes the flags of `handoff-node run` ([`handoff::cli::RUN_FLAGS`]); a node
-//! stops on SIGTERM or Ctrl-C. `coordinate` runs the two DAGs on the
+//! `node` takes the flags of `handoff-node run` (`cargo run --example cluster -- node
+//! --help` lists them); a node stops on SIGTERM or Ctrl-C. `coordinate` runs the two DAGs on the
 //! nodes it finds.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -53,7 +53,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use handoff::cli::{self, DEFAULT_LISTEN, RUN_FLAGS};
+use handoff::cli::{self, DEFAULT_LISTEN};
 use handoff::demo::{self, Summary};
 use handoff::{
     AllocationStrategy, ClusterKey, ClusterNode, Dag, DiscoveredNode, ExecuteOptions,
@@ -85,14 +85,12 @@ const GPU_EVERY: u32 = 4;
 /// How many values the seed's example loads.
 const VALUES: u32 = 16;
 
-fn usage() -> String {
-    format!(
-        "usage:\n  cluster                    start 3 node processes and run the DAGs on them\n  \
-         cluster keygen <FILE>      write a new cluster key\n  \
-         cluster node {RUN_FLAGS}\n                             run one node until SIGTERM or Ctrl-C\n  \
-         cluster coordinate (--key FILE | --insecure) --bootstrap MULTIADDR [--nodes N]\n                             \
-         run the DAGs on running nodes (waits for N, default 3)"
-    )
+fn usage() -> &'static str {
+    "usage:\n  cluster                    start 3 node processes and run the DAGs on them\n  \
+     cluster keygen <FILE>      write a new cluster key\n  \
+     cluster node FLAGS...      run one node until SIGTERM or Ctrl-C (`cluster node --help`)\n  \
+     cluster coordinate (--key FILE | --insecure) --bootstrap MULTIADDR [--nodes N]\n                             \
+     run the DAGs on running nodes (waits for N, default 3)"
 }
 
 fn main() -> ExitCode {
@@ -106,10 +104,13 @@ fn main() -> ExitCode {
     };
     let outcome = match args.first().map(String::as_str) {
         None => local_cluster(),
-        Some("node") => match cli::parse_run(args[1..].iter().cloned()) {
-            Ok(run) => node(run),
-            Err(error) => return bad_usage(&error.to_string()),
-        },
+        // The node's own command line: `cluster node FLAGS` is `handoff-node run FLAGS`.
+        Some("node") => {
+            let line = ["cluster node".to_owned(), "run".to_owned()]
+                .into_iter()
+                .chain(args[1..].iter().cloned());
+            return cli::main_from(line, demo::registry);
+        }
         Some("keygen") => match &args[1..] {
             [file] => cli::keygen(Path::new(file)).map_err(BoxError::from),
             _ => return bad_usage("`keygen` takes one file"),
@@ -136,12 +137,6 @@ fn main() -> ExitCode {
 fn bad_usage(error: &str) -> ExitCode {
     eprintln!("cluster: {error}\n\n{}", usage());
     ExitCode::from(2)
-}
-
-/// `cluster node FLAGS...`: one node running the demo registry, as `handoff-node run`.
-fn node(run: cli::RunArgs) -> Result<(), BoxError> {
-    cli::run(run, demo::registry()?)?;
-    Ok(())
 }
 
 /// `cluster`: three node processes and a coordinator in this process.

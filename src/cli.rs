@@ -25,20 +25,27 @@
 //! }
 //! ```
 //!
-//! The command line it understands:
+//! The commands (`<program> help <command>` or `<program> <command> --help` tells every
+//! flag, and the environment variable that sets it):
 //!
 //! ```text
-//! <program> keygen <FILE>
-//! <program> run (--key FILE | --key-env | --insecure) [--listen MULTIADDR] [--bootstrap MULTIADDR]...
-//!               [--name NAME] [--cpu N] [--memory MB] [--gpu N] [--custom NAME=AMOUNT]...
+//! <program> keygen <FILE>       write a new cluster key (mode 0600), never over a file
+//! <program> run [FLAGS]         run a node until SIGTERM or SIGINT (Ctrl-C)
+//! <program> status [FLAGS]      join the cluster for a moment and print every node
+//! <program> --version
 //! ```
 //!
-//! `keygen` writes a new cluster key (mode 0600 on Unix) and refuses to overwrite a file.
-//! `--key-env` reads the key from the `HANDOFF_CLUSTER_KEY` environment variable (the text
-//! of a key file, or its 64 hex digits), for deployments that hand secrets over that way.
+//! `run` and `status` take the security choice: `--key FILE` (`HANDOFF_KEY_FILE`), `--key-env`
+//! (the key in `HANDOFF_CLUSTER_KEY`, the text of a key file or its 64 hex digits) or
+//! `--insecure`. A key file other users can read is refused (as ssh refuses such a private
+//! key) unless `--allow-shared-key` is given. Logs go to standard error, filtered by
+//! `RUST_LOG` (default `warn`): plain text (coloured only on a terminal), or JSON lines
+//! with `--log-format json` (`HANDOFF_LOG_FORMAT`).
+//!
 //! `run` starts a [`ClusterNode`], prints these lines on standard output, and runs until
-//! SIGTERM or SIGINT (Ctrl-C) stops it gracefully (its standard input is not read, so it
-//! runs in the background, under nohup, systemd or a container alike):
+//! SIGTERM or SIGINT (Ctrl-C) stops it gracefully. Its standard input is not read (so it
+//! runs in the background, under nohup, systemd or a container alike) unless
+//! `--stop-on-stdin-eof` asks it to stop when standard input closes:
 //!
 //! ```text
 //! listening <address>/p2p/<peer id>         once listening, for each address
@@ -46,19 +53,26 @@
 //! dial failed <address>: <reason>; …         or not (a wrong cluster key shows here),
 //!                                           then again, waiting longer each time
 //! peers <n> <name>:<cpu>:<gpu>,...          each time the set of peers changes (by name)
-//! stopping on <signal>                      when told to stop; then it exits with 0
+//! stopping on <reason>                      when told to stop; then it exits with 0
 //! ```
 //!
-//! The pieces are public for programs with a command line of their own: [`parse`] or
-//! [`parse_run`] read arguments into a [`Command`] or [`RunArgs`], [`keygen`] writes a
-//! key, and [`run`] (or [`run_node`], inside an actix `System` you already run) runs a
-//! node until it is told to stop.
+//! `status` joins the cluster through `--bootstrap` as a node offering nothing, waits until
+//! the set of nodes it hears of stops changing (at most `--wait`), prints one line per node
+//! (name, peer id, addresses, capacity, free resources now, registered functions), and
+//! leaves.
+//!
+//! For programs with a command line of their own: [`RunArgs`] holds what `run` takes,
+//! [`run`] (or [`run_node`], inside an actix `System` you already run) runs a node until it
+//! is told to stop, [`keygen`] writes a key, and [`main_from`] runs this command line on
+//! arguments you pass.
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use handoff_core::{Amount, RegisterError, Registry, ResourceName, Resources};
 use handoff_net::{
     ClientError, ClusterKey, ClusterKeyError, ClusterNode, ClusterStartError, Config, ConfigError,
@@ -67,18 +81,12 @@ use handoff_net::{
 
 use handoff_actors::NodeConfig;
 
-/// The flags of `run`, as shown in the usage text.
-pub const RUN_FLAGS: &str = "(--key FILE | --key-env | --insecure) [--listen MULTIADDR] \
-                             [--bootstrap MULTIADDR]...\n    [--name NAME] [--cpu N] \
-                             [--memory MB] [--gpu N] [--custom NAME=AMOUNT]... \
-                             [--identity FILE] [--allow-remote-registration]";
-
 /// The first wait before a failed bootstrap dial is tried again; each later wait is
 /// twice the one before, up to [`MAX_REDIAL`].
-pub const FIRST_REDIAL: std::time::Duration = std::time::Duration::from_millis(250);
+pub const FIRST_REDIAL: Duration = Duration::from_millis(250);
 
 /// The longest wait between two dials of a bootstrap address that failed.
-pub const MAX_REDIAL: std::time::Duration = std::time::Duration::from_secs(30);
+pub const MAX_REDIAL: Duration = Duration::from_secs(30);
 
 /// The address a node listens on when `--listen` is not given: loopback, any free port.
 pub const DEFAULT_LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
@@ -86,25 +94,150 @@ pub const DEFAULT_LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
 /// The program name used in messages when the command line does not give one.
 const DEFAULT_PROGRAM: &str = "handoff-node";
 
-/// The usage text, naming the program as `program`.
-pub fn usage(program: &str) -> String {
-    format!("usage:\n  {program} keygen <FILE>\n  {program} run {RUN_FLAGS}\n  {program} --version")
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "A Handoff cluster node: runs the functions of its registry for the DAGs of every \
+             node holding the same cluster key.",
+    propagate_version = true,
+    disable_help_subcommand = false
+)]
+struct Cli {
+    /// How logs on standard error look (filtered by RUST_LOG, default `warn`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        env = "HANDOFF_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: CliCommand,
 }
 
-/// What the command line asks for.
-#[derive(Debug, Clone)]
-pub enum Command {
-    /// `keygen FILE`: write a new cluster key to `file`.
+#[derive(Debug, Subcommand)]
+enum CliCommand {
+    /// Write a new cluster key to FILE (mode 0600); an existing file is never overwritten.
     Keygen {
         /// The file to write.
         file: PathBuf,
     },
-    /// `run ...`: run a node.
-    Run(RunArgs),
-    /// `help`, `-h` or `--help`: print the usage text.
-    Help,
-    /// `version`, `-V` or `--version`: print the program's name and version.
-    Version,
+    /// Run a node until SIGTERM or SIGINT (Ctrl-C).
+    Run(RunFlags),
+    /// Join the cluster for a moment and print every node: name, peer id, addresses,
+    /// capacity, free resources and registered functions.
+    Status(StatusFlags),
+}
+
+/// The security choice of `run` and `status`: exactly one.
+#[derive(Debug, Args)]
+#[group(id = "security", required = true, multiple = false)]
+struct SecurityFlags {
+    /// The cluster key file (written by `keygen`): only nodes holding the same key connect.
+    #[arg(long, value_name = "FILE", env = "HANDOFF_KEY_FILE")]
+    key: Option<PathBuf>,
+    /// Read the cluster key from HANDOFF_CLUSTER_KEY (a key file's text, or its 64 hex
+    /// digits).
+    #[arg(long)]
+    key_env: bool,
+    /// No cluster key: any node that reaches this one connects (for trying things out).
+    #[arg(long)]
+    insecure: bool,
+}
+
+impl SecurityFlags {
+    fn choice(&self) -> KeyChoice {
+        match (&self.key, self.key_env) {
+            (Some(path), _) => KeyChoice::File(path.clone()),
+            (None, true) => KeyChoice::Env,
+            (None, false) => KeyChoice::Insecure,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct RunFlags {
+    #[command(flatten)]
+    security: SecurityFlags,
+    /// Accept a key file other users can read (refused by default: anyone on this machine
+    /// could join the cluster with it).
+    #[arg(long)]
+    allow_shared_key: bool,
+    /// The address to listen on.
+    #[arg(long, value_name = "MULTIADDR", env = "HANDOFF_LISTEN", default_value = DEFAULT_LISTEN)]
+    listen: Multiaddr,
+    /// A node to join the cluster through (repeatable; in the environment, separated by
+    /// commas). A dial that fails is tried again, waiting longer each time, until it works.
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        env = "HANDOFF_BOOTSTRAP",
+        value_delimiter = ','
+    )]
+    bootstrap: Vec<Multiaddr>,
+    /// This node's name, shown to the others [default: `node-` and the end of its peer id].
+    #[arg(long, env = "HANDOFF_NAME")]
+    name: Option<String>,
+    /// CPUs offered [default: the number of cores].
+    #[arg(long, value_name = "N", env = "HANDOFF_CPU")]
+    cpu: Option<u32>,
+    /// Memory offered, in MB (0: none announced).
+    #[arg(long, value_name = "MB", env = "HANDOFF_MEMORY", default_value_t = 0)]
+    memory: u32,
+    /// GPUs offered (0: none announced).
+    #[arg(long, value_name = "N", env = "HANDOFF_GPU", default_value_t = 0)]
+    gpu: u32,
+    /// Another resource offered, e.g. `--custom licence=2` (repeatable; a decimal amount at
+    /// or above zero).
+    #[arg(long, value_name = "NAME=AMOUNT", value_parser = custom_resource)]
+    custom: Vec<(ResourceName, Amount)>,
+    /// Where this node's identity (its key pair, hence its peer id) is kept: read when the
+    /// file exists, else made and written there (mode 0600), so that a restarted node
+    /// comes back as the same node [default: a new identity at each start].
+    #[arg(long, value_name = "FILE", env = "HANDOFF_IDENTITY")]
+    identity: Option<PathBuf>,
+    /// Let peers set this node's capacity (by default it changes on its own word only).
+    #[arg(long)]
+    allow_remote_registration: bool,
+    /// Also stop when standard input closes (for a parent process that owns the node).
+    #[arg(long)]
+    stop_on_stdin_eof: bool,
+}
+
+#[derive(Debug, Args)]
+struct StatusFlags {
+    #[command(flatten)]
+    security: SecurityFlags,
+    /// Accept a key file other users can read (refused by default: anyone on this machine
+    /// could join the cluster with it).
+    #[arg(long)]
+    allow_shared_key: bool,
+    /// A node of the cluster to join through (repeatable; in the environment, separated by
+    /// commas).
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        env = "HANDOFF_BOOTSTRAP",
+        value_delimiter = ',',
+        required = true
+    )]
+    bootstrap: Vec<Multiaddr>,
+    /// The longest to wait for the set of nodes to stop changing, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    wait: f64,
+}
+
+/// How log lines look on standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// Plain text, coloured only when standard error is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// How a node secures its connections.
@@ -119,7 +252,7 @@ pub enum KeyChoice {
     Insecure,
 }
 
-/// The arguments of `run`.
+/// The arguments of `run` (see the [module docs](self) for the flags that set each).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RunArgs {
@@ -148,6 +281,12 @@ pub struct RunArgs {
     /// Lets peers set this node's capacity (`--allow-remote-registration`; default off:
     /// the node's capacity changes on its own word only).
     pub allow_remote_registration: bool,
+    /// Accepts a key file other users can read (`--allow-shared-key`; default off: such a
+    /// file is refused with [`RunError::KeyFileShared`]).
+    pub allow_shared_key: bool,
+    /// Stops the node when standard input closes too (`--stop-on-stdin-eof`; default off:
+    /// standard input is not read).
+    pub stop_on_stdin_eof: bool,
 }
 
 impl RunArgs {
@@ -169,6 +308,8 @@ impl RunArgs {
             custom: Vec::new(),
             identity: None,
             allow_remote_registration: false,
+            allow_shared_key: false,
+            stop_on_stdin_eof: false,
         }
     }
 
@@ -191,69 +332,61 @@ impl RunArgs {
     }
 }
 
-/// Why the command line was not understood.
-#[derive(Debug, thiserror::Error)]
-pub enum ArgsError {
-    /// No command was given.
-    #[error("no command given")]
-    MissingCommand,
-    /// The command is not `keygen`, `run` or `help`.
-    #[error("unknown command `{command}`")]
-    UnknownCommand {
-        /// The command given.
-        command: String,
-    },
-    /// A command lacks a positional argument.
-    #[error("`{command}` needs {what}")]
-    MissingArgument {
-        /// The command.
-        command: &'static str,
-        /// What it lacks.
-        what: &'static str,
-    },
-    /// An argument the command does not take.
-    #[error("unexpected argument `{argument}`")]
-    UnexpectedArgument {
-        /// The argument.
-        argument: String,
-    },
-    /// An argument is not valid Unicode.
-    #[error("argument `{argument}` is not valid Unicode")]
-    NotUnicode {
-        /// The argument, with invalid sequences replaced.
-        argument: String,
-    },
-    /// A flag is last on the line, without its value.
-    #[error("`{flag}` needs a value")]
-    MissingValue {
-        /// The flag.
-        flag: String,
-    },
-    /// A flag's value does not parse.
-    #[error("invalid value `{value}` for `{flag}`: {reason}")]
-    InvalidValue {
-        /// The flag.
-        flag: String,
-        /// The value given.
-        value: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A custom resource is given twice.
-    #[error("`--custom {name}=...` is given twice")]
-    DuplicateResource {
-        /// The resource.
-        name: String,
-    },
-    /// None of `--key`, `--key-env` and `--insecure` was given.
-    #[error(
-        "choose the security: `--key FILE` (a key made by `keygen FILE`), `--key-env` (the key \
-         in HANDOFF_CLUSTER_KEY) or `--insecure` (any node that reaches this one can connect)"
-    )]
-    MissingSecurity,
-    /// More than one of `--key`, `--key-env` and `--insecure` was given.
-    #[error("`--key`, `--key-env` and `--insecure` exclude each other")]
-    ConflictingSecurity,
+impl RunFlags {
+    /// The arguments these flags give, or a usage error (a custom resource given twice).
+    fn into_args(self) -> Result<RunArgs, clap::Error> {
+        for (i, (name, _)) in self.custom.iter().enumerate() {
+            if self.custom[..i].iter().any(|(known, _)| known == name) {
+                return Err(Cli::command().error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("`--custom {name}=...` is given twice"),
+                ));
+            }
+        }
+        let mut run = RunArgs::new(self.security.choice());
+        run.listen = self.listen;
+        if let Some(cpu) = self.cpu {
+            run.cpu = cpu;
+        }
+        run.bootstrap = self.bootstrap;
+        run.name = self.name;
+        run.memory = self.memory;
+        run.gpu = self.gpu;
+        run.custom = self.custom;
+        run.identity = self.identity;
+        run.allow_remote_registration = self.allow_remote_registration;
+        run.allow_shared_key = self.allow_shared_key;
+        run.stop_on_stdin_eof = self.stop_on_stdin_eof;
+        Ok(run)
+    }
+}
+
+/// `NAME=AMOUNT`, with a decimal amount at or above zero; `cpu`, `memory` and `gpu` have
+/// flags of their own.
+fn custom_resource(value: &str) -> Result<(ResourceName, Amount), String> {
+    let Some((name, amount)) = value.split_once('=') else {
+        return Err("expected NAME=AMOUNT".to_owned());
+    };
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("the resource has no name".to_owned());
+    }
+    if matches!(name, "cpu" | "memory" | "gpu") {
+        return Err("use `--cpu`, `--memory` or `--gpu` for these".to_owned());
+    }
+    let amount = amount
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(Amount::from_f64)
+        .ok_or_else(|| "the amount is not a number".to_owned())?;
+    if amount.is_negative() {
+        return Err("the amount is below zero".to_owned());
+    }
+    if !amount.is_valid() {
+        return Err(format!("the amount is above {}", Amount::MAX));
+    }
+    Ok((ResourceName::new(name), amount))
 }
 
 /// Why a command failed.
@@ -320,6 +453,12 @@ pub enum RunError {
         #[from]
         source: ClientError,
     },
+    /// `status` could not reach any node of the cluster through its bootstrap addresses.
+    #[error("could not join the cluster: {reasons}")]
+    NotJoined {
+        /// Why each bootstrap address failed.
+        reasons: String,
+    },
     /// A line could not be written to standard output.
     #[error("writing to stdout: {source}")]
     Stdout {
@@ -330,46 +469,63 @@ pub enum RunError {
 }
 
 /// Runs the command line of `std::env::args_os()` with the registry `registry` builds
-/// (called only for `run`), and returns the process's exit code: 0 on success, 2 when
-/// the command line is not understood (the error and the usage text go to standard
-/// error), 1 when the command fails.
+/// (called only for `run`), and returns the process's exit code: 0 on success (and for
+/// `--help` and `--version`), 2 when the command line is not understood (the error and
+/// the usage go to standard error), 1 when the command fails.
 ///
-/// It sets up `tracing` output to standard error (filtered by `RUST_LOG`, default
-/// `warn`) unless a subscriber is already set, and starts the actix `System` itself: call
-/// it from a plain `fn main`, not from inside a `System`.
+/// It sets up `tracing` output to standard error ([`init_logging_as`], the format chosen
+/// by `--log-format`) unless a subscriber is already set, and starts the actix `System`
+/// itself: call it from a plain `fn main`, not from inside a `System`.
 pub fn main<F>(registry: F) -> ExitCode
 where
     F: FnOnce() -> Result<Registry, RegisterError>,
 {
-    init_logging();
-    let mut args = std::env::args_os();
+    main_from(std::env::args_os(), registry)
+}
+
+/// As [`main`], with the command line `args` (the program's name first, as in
+/// `std::env::args_os()`).
+///
+/// ```
+/// let code = handoff::cli::main_from(["my-node", "--version"], handoff::demo::registry);
+/// assert_eq!(code, std::process::ExitCode::SUCCESS);
+/// ```
+pub fn main_from<I, T, F>(args: I, registry: F) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+    F: FnOnce() -> Result<Registry, RegisterError>,
+{
+    let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let program = args
-        .next()
-        .as_deref()
+        .first()
         .map(Path::new)
         .and_then(Path::file_stem)
         .and_then(|stem| stem.to_str())
         .map_or_else(|| DEFAULT_PROGRAM.to_owned(), str::to_owned);
-    let command = match unicode_args(args).and_then(parse) {
-        Ok(command) => command,
-        Err(error) => {
-            eprintln!("{program}: {error}\n\n{}", usage(&program));
-            return ExitCode::from(2);
-        }
+    if args.is_empty() {
+        args.push(OsString::from(&program));
+    }
+    let command = Cli::command()
+        .name(program.clone())
+        .bin_name(program.clone());
+    let parsed = command
+        .try_get_matches_from(args)
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
     };
-    let outcome = match command {
-        Command::Help => {
-            println!("{}", usage(&program));
-            Ok(())
-        }
-        Command::Version => {
-            println!("{program} {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
-        Command::Keygen { file } => keygen(&file),
-        Command::Run(args) => registry()
-            .map_err(RunError::from)
-            .and_then(|registry| run(args, registry)),
+    init_logging_as(cli.log_format);
+    let outcome = match cli.command {
+        CliCommand::Keygen { file } => keygen(&file),
+        CliCommand::Run(flags) => match flags.into_args() {
+            Ok(run_args) => registry()
+                .map_err(RunError::from)
+                .and_then(|registry| run(run_args, registry)),
+            Err(error) => return usage_error(&error),
+        },
+        CliCommand::Status(flags) => status(&flags),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -380,167 +536,148 @@ where
     }
 }
 
-/// Sends `tracing` output to standard error, filtered by `RUST_LOG` (default `warn`);
-/// does nothing when a global subscriber is already set.
+/// Prints a command-line error (or the help or version asked for) and gives the exit code:
+/// 2 for an error, 0 for help and version.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    let _ = error.print();
+    if error.use_stderr() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Sends `tracing` output to standard error as plain text, filtered by `RUST_LOG`
+/// (default `warn`); does nothing when a global subscriber is already set.
 pub fn init_logging() {
+    init_logging_as(LogFormat::Text);
+}
+
+/// Sends `tracing` output to standard error in `format`, filtered by `RUST_LOG` (default
+/// `warn`); does nothing when a global subscriber is already set. Text carries colours
+/// only when standard error is a terminal (a log redirected to a file has no escape
+/// codes); JSON is one object per line, never coloured.
+pub fn init_logging_as(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // Colours only for a terminal: a log redirected to a file carries no escape codes.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .try_init();
-}
-
-/// The arguments as strings, or the first one that is not valid Unicode.
-fn unicode_args(args: impl IntoIterator<Item = OsString>) -> Result<Vec<String>, ArgsError> {
-    args.into_iter()
-        .map(|arg| {
-            arg.into_string().map_err(|arg| ArgsError::NotUnicode {
-                argument: arg.to_string_lossy().into_owned(),
-            })
-        })
-        .collect()
-}
-
-/// Reads a command line (without the program name): `keygen FILE`, `run FLAGS...` or
-/// `help`.
-///
-/// ```
-/// use handoff::cli::{Command, KeyChoice, parse};
-/// let args = ["run", "--insecure", "--cpu", "2", "--custom", "licence=1"];
-/// let Ok(Command::Run(run)) = parse(args.map(String::from)) else { panic!() };
-/// assert_eq!(run.key, KeyChoice::Insecure);
-/// assert_eq!(run.capabilities().to_string(), "{cpu: 2, licence: 1}");
-/// ```
-pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, ArgsError> {
-    let mut args = args.into_iter();
-    let command = args.next().ok_or(ArgsError::MissingCommand)?;
-    match command.as_str() {
-        "keygen" => {
-            let file = args.next().ok_or(ArgsError::MissingArgument {
-                command: "keygen",
-                what: "the file to write",
-            })?;
-            if let Some(argument) = args.next() {
-                return Err(ArgsError::UnexpectedArgument { argument });
-            }
-            Ok(Command::Keygen { file: file.into() })
-        }
-        "run" => parse_run(args).map(Command::Run),
-        "-h" | "--help" | "help" => Ok(Command::Help),
-        "-V" | "--version" | "version" => Ok(Command::Version),
-        _ => Err(ArgsError::UnknownCommand { command }),
-    }
-}
-
-/// Reads the flags of `run` (what follows `run` on the command line; see [`RUN_FLAGS`]).
-pub fn parse_run(args: impl IntoIterator<Item = String>) -> Result<RunArgs, ArgsError> {
-    fn value(flag: &str, args: &mut impl Iterator<Item = String>) -> Result<String, ArgsError> {
-        args.next().ok_or_else(|| ArgsError::MissingValue {
-            flag: flag.to_owned(),
-        })
-    }
-    let mut args = args.into_iter();
-    let (mut key, mut key_env, mut insecure) = (None, false, false);
-    let mut listen = None;
-    let mut bootstrap = Vec::new();
-    let mut name = None;
-    let mut identity = None;
-    let mut allow_remote_registration = false;
-    let (mut cpu, mut memory, mut gpu) = (None, 0, 0);
-    let mut custom: Vec<(ResourceName, Amount)> = Vec::new();
-    while let Some(flag) = args.next() {
-        match flag.as_str() {
-            "--key" => key = Some(PathBuf::from(value(&flag, &mut args)?)),
-            "--key-env" => key_env = true,
-            "--insecure" => insecure = true,
-            "--listen" => listen = Some(parsed(&flag, value(&flag, &mut args)?)?),
-            "--bootstrap" => bootstrap.push(parsed(&flag, value(&flag, &mut args)?)?),
-            "--name" => name = Some(value(&flag, &mut args)?),
-            "--identity" => identity = Some(PathBuf::from(value(&flag, &mut args)?)),
-            "--allow-remote-registration" => allow_remote_registration = true,
-            "--cpu" => cpu = Some(parsed(&flag, value(&flag, &mut args)?)?),
-            "--memory" => memory = parsed(&flag, value(&flag, &mut args)?)?,
-            "--gpu" => gpu = parsed(&flag, value(&flag, &mut args)?)?,
-            "--custom" => {
-                let (name, amount) = custom_resource(value(&flag, &mut args)?)?;
-                if custom.iter().any(|(known, _)| *known == name) {
-                    return Err(ArgsError::DuplicateResource {
-                        name: name.to_string(),
-                    });
-                }
-                custom.push((name, amount));
-            }
-            _ => return Err(ArgsError::UnexpectedArgument { argument: flag }),
-        }
-    }
-    let key = match (key, key_env, insecure) {
-        (Some(path), false, false) => KeyChoice::File(path),
-        (None, true, false) => KeyChoice::Env,
-        (None, false, true) => KeyChoice::Insecure,
-        (None, false, false) => return Err(ArgsError::MissingSecurity),
-        _ => return Err(ArgsError::ConflictingSecurity),
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
     };
-    let mut run = RunArgs::new(key);
-    if let Some(listen) = listen {
-        run.listen = listen;
-    }
-    if let Some(cpu) = cpu {
-        run.cpu = cpu;
-    }
-    run.bootstrap = bootstrap;
-    run.name = name;
-    run.memory = memory;
-    run.gpu = gpu;
-    run.custom = custom;
-    run.allow_remote_registration = allow_remote_registration;
-    run.identity = identity;
-    Ok(run)
 }
 
-/// `value` parsed as a `T`, or an error naming `flag`.
-fn parsed<T: std::str::FromStr>(flag: &str, value: String) -> Result<T, ArgsError>
-where
-    T::Err: std::fmt::Display,
-{
-    value.parse().map_err(|e: T::Err| ArgsError::InvalidValue {
-        flag: flag.to_owned(),
-        reason: e.to_string(),
-        value,
+/// `status`: joins the cluster as a node offering nothing, waits until the set of nodes it
+/// hears of stops changing ([`STATUS_QUIET`] without news, at most `--wait`), prints one
+/// line per node and leaves.
+fn status(flags: &StatusFlags) -> Result<(), RunError> {
+    let security = security(&flags.security.choice(), flags.allow_shared_key)?;
+    let wait = Duration::try_from_secs_f64(flags.wait).unwrap_or(Duration::from_secs(10));
+    let bootstrap = flags.bootstrap.clone();
+    actix::System::new().block_on(async move {
+        let net = Config::builder(security)
+            .name("status")
+            .listen_on(
+                DEFAULT_LISTEN
+                    .parse()
+                    .unwrap_or_else(|_| Multiaddr::empty()),
+            )
+            .build()?;
+        let node = NodeConfig::new(net.node_id(), Registry::new()).capabilities(Resources::new());
+        let cluster = ClusterNode::start(node, net).await?;
+        let outcome = status_of(&cluster, bootstrap, wait).await;
+        let stopped = cluster.shutdown().await;
+        outcome?;
+        stopped?;
+        Ok(())
     })
 }
 
-/// `NAME=AMOUNT`, with a decimal amount at or above zero; `cpu`, `memory` and `gpu` have
-/// flags of their own.
-fn custom_resource(value: String) -> Result<(ResourceName, Amount), ArgsError> {
-    let invalid = |reason: &str| ArgsError::InvalidValue {
-        flag: "--custom".to_owned(),
-        value: value.clone(),
-        reason: reason.to_owned(),
-    };
-    let Some((name, amount)) = value.split_once('=') else {
-        return Err(invalid("expected NAME=AMOUNT"));
-    };
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(invalid("the resource has no name"));
+/// How long `status` waits after the last change before it takes the set of nodes as
+/// complete: every live node announces itself at least once in that time (each does every
+/// [`handoff_net::DEFAULT_ANNOUNCE_INTERVAL`]), with room for gossip to carry it.
+const STATUS_QUIET: Duration = Duration::from_millis(3_000);
+
+async fn status_of(
+    cluster: &ClusterNode,
+    bootstrap: Vec<Multiaddr>,
+    wait: Duration,
+) -> Result<(), RunError> {
+    let mut reasons = Vec::new();
+    let addresses = bootstrap.len();
+    for address in bootstrap {
+        if let Err(error) = cluster.client().dial(address.clone()).await {
+            reasons.push(format!("{address}: {error}"));
+        }
     }
-    if matches!(name, "cpu" | "memory" | "gpu") {
-        return Err(invalid("use `--cpu`, `--memory` or `--gpu` for these"));
+    if reasons.len() == addresses {
+        return Err(RunError::NotJoined {
+            reasons: reasons.join("; "),
+        });
     }
-    let amount = amount
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .and_then(Amount::from_f64)
-        .ok_or_else(|| invalid("the amount is not a number"))?;
-    if amount.is_negative() {
-        return Err(invalid("the amount is below zero"));
+    // Announcements arrive over gossip: the set is taken as complete once it has not
+    // changed for a while.
+    let end = tokio::time::Instant::now() + wait;
+    let mut changes = cluster.peer_changes();
+    loop {
+        let quiet = (tokio::time::Instant::now() + STATUS_QUIET).min(end);
+        match tokio::time::timeout_at(quiet, changes.changed()).await {
+            Ok(Ok(())) if tokio::time::Instant::now() < end => continue,
+            _ => break,
+        }
     }
-    Ok((ResourceName::new(name), amount))
+    let mut peers = cluster.client().peers().await?;
+    peers.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.node.cmp(&b.node)));
+    say(&format!("nodes {}", peers.len()))?;
+    for peer in peers {
+        let free = match cluster.node_stats(&peer.node).await {
+            Ok(stats) => stats.free.to_string(),
+            Err(error) => format!("unknown ({error})"),
+        };
+        // What a peer announced is printed only as addresses that parse (a peer cannot
+        // drive the terminal through them).
+        let addresses: Vec<String> = peer
+            .addresses
+            .iter()
+            .map(|a| {
+                a.parse::<Multiaddr>()
+                    .map_or_else(|_| "<invalid>".to_owned(), |a| a.to_string())
+            })
+            .collect();
+        say(&format!(
+            "{} id {} addresses {} capacity {} free {} functions {}",
+            printable(&peer.name),
+            peer.node,
+            if addresses.is_empty() {
+                "-".to_owned()
+            } else {
+                addresses.join(",")
+            },
+            peer.state.capabilities,
+            free,
+            peer.state.code_names.len()
+        ))?;
+    }
+    Ok(())
+}
+
+/// The security a key choice asks for: the key file (refused when others can read it,
+/// unless `allow_shared`), the key in the environment, or none.
+fn security(choice: &KeyChoice, allow_shared: bool) -> Result<Security, RunError> {
+    Ok(match choice {
+        KeyChoice::File(path) => {
+            if !allow_shared {
+                refuse_shared_key(path)?;
+            }
+            Security::from(ClusterKey::from_file(path)?)
+        }
+        KeyChoice::Env => Security::from(ClusterKey::from_default_env()?),
+        KeyChoice::Insecure => Security::Insecure,
+    })
 }
 
 /// Writes a new cluster key to `file` (mode 0600 on Unix) and prints `wrote a new cluster
@@ -603,14 +740,7 @@ pub fn run(args: RunArgs, registry: Registry) -> Result<(), RunError> {
 /// described in the [module docs](self), until SIGTERM or SIGINT (Ctrl-C); then shuts
 /// the node's network layer down.
 pub async fn run_node(args: RunArgs, registry: Registry) -> Result<(), RunError> {
-    let security = match &args.key {
-        KeyChoice::File(path) => {
-            refuse_shared_key(path)?;
-            Security::from(ClusterKey::from_file(path)?)
-        }
-        KeyChoice::Env => Security::from(ClusterKey::from_default_env()?),
-        KeyChoice::Insecure => Security::Insecure,
-    };
+    let security = security(&args.key, args.allow_shared_key)?;
     let keypair = match &args.identity {
         Some(path) => load_or_create_identity(path)?,
         None => Keypair::generate_ed25519(),
@@ -631,7 +761,13 @@ pub async fn run_node(args: RunArgs, registry: Registry) -> Result<(), RunError>
         .build()?;
     let node = NodeConfig::new(net.node_id(), registry).capabilities(args.capabilities());
     let cluster = ClusterNode::start(node, net).await?;
-    let outcome = serve(&cluster, &peer.to_string(), args.bootstrap).await;
+    let outcome = serve(
+        &cluster,
+        &peer.to_string(),
+        args.bootstrap,
+        args.stop_on_stdin_eof,
+    )
+    .await;
     let stopped = cluster.shutdown().await;
     outcome?;
     stopped?;
@@ -665,6 +801,7 @@ async fn serve(
     cluster: &ClusterNode,
     peer: &str,
     bootstrap: Vec<Multiaddr>,
+    stop_on_stdin_eof: bool,
 ) -> Result<(), RunError> {
     for address in cluster.client().listen_addresses().await? {
         say(&format!("listening {address}/p2p/{peer}"))?;
@@ -701,7 +838,15 @@ async fn serve(
     // SIGTERM or SIGINT (Ctrl-C) stops the node, gracefully. Standard input is not
     // read: a node run in the background, under nohup, systemd or a container keeps
     // running when it has none.
-    let mut stop = Box::pin(stop_signal());
+    let mut stop = Box::pin(async move {
+        if !stop_on_stdin_eof {
+            return stop_signal().await;
+        }
+        tokio::select! {
+            signal = stop_signal() => signal,
+            () = stdin_closed() => "standard input closed",
+        }
+    });
     let mut peers = cluster.peer_changes();
     let mut last = None;
     loop {
@@ -750,6 +895,16 @@ async fn stop_signal() -> &'static str {
             Err(_) => std::future::pending().await,
         }
     }
+}
+
+/// Waits until standard input closes (read on a thread of the blocking pool).
+async fn stdin_closed() {
+    let read = tokio::task::spawn_blocking(|| {
+        let mut sink = [0_u8; 1024];
+        let mut stdin = std::io::stdin().lock();
+        while matches!(std::io::Read::read(&mut stdin, &mut sink), Ok(n) if n > 0) {}
+    });
+    let _ = read.await;
 }
 
 /// Writes one line to standard output and flushes it (a parent reading the pipe sees it
@@ -817,51 +972,72 @@ mod tests {
         assert_eq!(line.matches(':').count(), 2, "{line}");
     }
 
-    fn args(line: &str) -> Vec<String> {
-        line.split_whitespace().map(str::to_owned).collect()
+    /// Parses `line` as the command line of `handoff-node`.
+    fn parse(line: &str) -> Result<CliCommand, clap::Error> {
+        Cli::try_parse_from(std::iter::once("handoff-node").chain(line.split_whitespace()))
+            .map(|cli| cli.command)
+    }
+
+    fn run_args(line: &str) -> Result<RunArgs, clap::Error> {
+        match parse(line)? {
+            CliCommand::Run(flags) => flags.into_args(),
+            other => panic!("not `run`: {other:?}"),
+        }
     }
 
     #[test]
-    fn run_needs_a_security_choice() {
-        assert!(matches!(
-            parse(args("run --cpu 2")),
-            Err(ArgsError::MissingSecurity)
-        ));
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_needs_exactly_one_security_choice() {
+        let missing = run_args("run --cpu 2").expect_err("no choice");
+        assert_eq!(
+            missing.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        let text = missing.to_string();
+        assert!(
+            text.contains("--key") && text.contains("--insecure"),
+            "{text}"
+        );
         for conflicting in [
             "run --key k --insecure",
             "run --key k --key-env",
             "run --key-env --insecure",
         ] {
-            assert!(
-                matches!(
-                    parse(args(conflicting)),
-                    Err(ArgsError::ConflictingSecurity)
-                ),
+            let error = run_args(conflicting).expect_err(conflicting);
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
                 "{conflicting}"
             );
         }
-        let parsed = parse_run(args("--key-env"));
-        assert!(
-            matches!(&parsed, Ok(run) if run.key == KeyChoice::Env),
-            "{parsed:?}"
-        );
+        let run = run_args("run --key-env").expect("parses");
+        assert_eq!(run.key, KeyChoice::Env);
+        assert!(!run.allow_shared_key);
+        let run = run_args("run --key k --allow-shared-key").expect("parses");
+        assert_eq!(run.key, KeyChoice::File("k".into()));
+        assert!(run.allow_shared_key);
     }
 
     #[test]
     fn run_parses_every_flag() {
-        let parsed = parse(args(
+        let run = run_args(
             "run --insecure --listen /ip4/127.0.0.1/tcp/4001 --bootstrap /ip4/127.0.0.1/tcp/4002 \
              --bootstrap /ip4/127.0.0.1/tcp/4003 --name a --cpu 2 --memory 512 --gpu 1 \
-             --custom licence=2 --custom disk=0.5",
-        ));
-        let Ok(Command::Run(run)) = parsed else {
-            panic!("unexpected {parsed:?}");
-        };
+             --custom licence=2 --custom disk=0.5 --identity id.key \
+             --allow-remote-registration --stop-on-stdin-eof --log-format json",
+        )
+        .expect("parses");
         assert_eq!(run.key, KeyChoice::Insecure);
         assert_eq!(run.listen.to_string(), "/ip4/127.0.0.1/tcp/4001");
         assert_eq!(run.bootstrap.len(), 2);
         assert_eq!(run.name.as_deref(), Some("a"));
         assert_eq!((run.cpu, run.memory, run.gpu), (2, 512, 1));
+        assert_eq!(run.identity, Some(PathBuf::from("id.key")));
+        assert!(run.allow_remote_registration && run.stop_on_stdin_eof);
         assert_eq!(
             run.capabilities(),
             Resources::new()
@@ -875,46 +1051,43 @@ mod tests {
 
     #[test]
     fn defaults_offer_the_cores_and_nothing_else() {
-        let parsed = parse_run(args("--key cluster.key"));
-        let Ok(run) = parsed else {
-            panic!("unexpected {parsed:?}");
-        };
+        let run = run_args("run --key cluster.key").expect("parses");
         assert_eq!(run.key, KeyChoice::File("cluster.key".into()));
         assert_eq!(run.listen.to_string(), DEFAULT_LISTEN);
         assert!(run.cpu >= 1);
         assert_eq!(run.capabilities(), Resources::new().cpu(run.cpu));
+        assert!(!run.stop_on_stdin_eof && !run.allow_remote_registration);
         // Zero amounts are not announced.
-        let Ok(run) = parse_run(args("--insecure --cpu 0 --memory 0 --custom x=0")) else {
-            panic!("parses");
-        };
+        let run = run_args("run --insecure --cpu 0 --memory 0 --custom x=0").expect("parses");
         assert_eq!(run.capabilities(), Resources::new().cpu(0));
     }
 
     #[test]
     fn bad_values_name_the_flag() {
-        match parse(args("run --insecure --gpu lots")) {
-            Err(ArgsError::InvalidValue { flag, value, .. }) => {
-                assert_eq!((flag.as_str(), value.as_str()), ("--gpu", "lots"));
-            }
-            other => panic!("unexpected {other:?}"),
+        let error = run_args("run --insecure --gpu lots").expect_err("not a number");
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+        let text = error.to_string();
+        assert!(text.contains("--gpu") && text.contains("lots"), "{text}");
+        for (line, kind) in [
+            (
+                "run --insecure --name",
+                clap::error::ErrorKind::InvalidValue,
+            ),
+            ("launch", clap::error::ErrorKind::InvalidSubcommand),
+            (
+                "",
+                clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand,
+            ),
+            ("keygen", clap::error::ErrorKind::MissingRequiredArgument),
+            ("keygen a b", clap::error::ErrorKind::UnknownArgument),
+            (
+                "status --insecure",
+                clap::error::ErrorKind::MissingRequiredArgument,
+            ),
+        ] {
+            let error = parse(line).expect_err(line);
+            assert_eq!(error.kind(), kind, "{line}: {error}");
         }
-        assert!(matches!(
-            parse(args("run --insecure --name")),
-            Err(ArgsError::MissingValue { .. })
-        ));
-        assert!(matches!(
-            parse(args("launch")),
-            Err(ArgsError::UnknownCommand { .. })
-        ));
-        assert!(matches!(parse(args("")), Err(ArgsError::MissingCommand)));
-        assert!(matches!(
-            parse(args("keygen")),
-            Err(ArgsError::MissingArgument { .. })
-        ));
-        assert!(matches!(
-            parse(args("keygen a b")),
-            Err(ArgsError::UnexpectedArgument { .. })
-        ));
     }
 
     #[test]
@@ -927,20 +1100,25 @@ mod tests {
             "licence=-1",
             "licence=inf",
             "licence=NaN",
+            "licence=9e15",
             "cpu=2",
             "gpu=1",
         ] {
-            match parse_run(args(&format!("--insecure --custom {bad}"))) {
-                Err(ArgsError::InvalidValue { flag, value, .. }) => {
-                    assert_eq!((flag.as_str(), value.as_str()), ("--custom", bad));
-                }
-                other => panic!("{bad}: unexpected {other:?}"),
-            }
+            let error = run_args(&format!("run --insecure --custom {bad}")).expect_err(bad);
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad}"
+            );
+            assert!(error.to_string().contains("--custom"), "{bad}: {error}");
         }
-        assert!(matches!(
-            parse_run(args("--insecure --custom a=1 --custom a=2")),
-            Err(ArgsError::DuplicateResource { name }) if name == "a"
-        ));
+        let error = run_args("run --insecure --custom a=1 --custom a=2").expect_err("twice");
+        assert!(
+            error
+                .to_string()
+                .contains("`--custom a=...` is given twice"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -949,24 +1127,28 @@ mod tests {
         {
             use std::os::unix::ffi::OsStringExt;
             let bad = OsString::from_vec(vec![b'r', 0xff]);
-            assert!(matches!(
-                unicode_args([OsString::from("run"), bad]),
-                Err(ArgsError::NotUnicode { .. })
-            ));
+            let code = main_from(
+                [OsString::from("node"), OsString::from("run"), bad],
+                || -> Result<Registry, RegisterError> { panic!("never built") },
+            );
+            assert_eq!(code, ExitCode::from(2));
         }
-        assert!(matches!(
-            unicode_args([OsString::from("help")]).map(parse),
-            Ok(Ok(Command::Help))
-        ));
     }
 
     #[test]
-    fn the_usage_names_the_program_and_every_flag() {
-        let text = usage("my-node");
-        assert!(text.contains("my-node keygen <FILE>"), "{text}");
+    fn the_help_names_every_flag_and_its_environment_variable() {
+        let mut command = Cli::command();
+        command.build();
+        let run = command
+            .find_subcommand_mut("run")
+            .expect("run")
+            .render_long_help();
+        let text = run.to_string();
         for flag in [
             "--key",
+            "--key-env",
             "--insecure",
+            "--allow-shared-key",
             "--listen",
             "--bootstrap",
             "--name",
@@ -974,8 +1156,25 @@ mod tests {
             "--memory",
             "--gpu",
             "--custom",
+            "--identity",
+            "--allow-remote-registration",
+            "--stop-on-stdin-eof",
+            "--log-format",
         ] {
             assert!(text.contains(flag), "{flag} in {text}");
+        }
+        for variable in [
+            "HANDOFF_KEY_FILE",
+            "HANDOFF_LISTEN",
+            "HANDOFF_BOOTSTRAP",
+            "HANDOFF_NAME",
+            "HANDOFF_CPU",
+            "HANDOFF_MEMORY",
+            "HANDOFF_GPU",
+            "HANDOFF_IDENTITY",
+            "HANDOFF_LOG_FORMAT",
+        ] {
+            assert!(text.contains(variable), "{variable} in {text}");
         }
     }
 }

@@ -292,7 +292,7 @@ fn run_without_a_security_choice_fails_and_keygen_writes_a_readable_key() {
         .expect("run");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--key FILE"), "{stderr}");
+    assert!(stderr.contains("--key <FILE>"), "{stderr}");
     assert!(stderr.contains("--insecure"), "{stderr}");
 
     let dir = TempDir::new("keygen");
@@ -1300,6 +1300,19 @@ fn a_key_file_others_can_read_is_refused() {
     assert!(!out.status.success(), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("chmod 600"), "{stderr}");
+    // `--allow-shared-key` overrides it.
+    let out = Command::new(BIN)
+        .args(["run", "--key", &key_arg(&key), "--cpu", "1"])
+        .args(["--allow-shared-key", "--stop-on-stdin-eof"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l.starts_with("listening ")),
+        "{stdout}"
+    );
 }
 
 /// Logs written to a file or a pipe carry no terminal colour codes.
@@ -1422,4 +1435,128 @@ fn a_frozen_worker_drops_its_stale_value_when_it_resumes() {
         cluster.shutdown().await.expect("shutdown");
     });
     drop((w1, w2));
+}
+
+/// `status` joins the cluster for a moment and lists every node by name with its id,
+/// address, capacity, free resources and function count; the second node is configured
+/// through environment variables only.
+#[test]
+fn status_lists_every_node_by_name() {
+    let dir = TempDir::new("status");
+    let key = keygen(&dir, "cluster.key");
+    let key_path = key_arg(&key);
+    let mut alpha = Proc::spawn("alpha", &["--key", &key_path, "--cpu", "2"]);
+    let address = alpha.address();
+    let alpha_id = address.rsplit("/p2p/").next().expect("an id").to_owned();
+    let mut command = Command::new(BIN);
+    command
+        .arg("run")
+        .env("HANDOFF_KEY_FILE", &key_path)
+        .env("HANDOFF_NAME", "beta")
+        .env("HANDOFF_CPU", "1")
+        .env("HANDOFF_GPU", "1")
+        .env("HANDOFF_BOOTSTRAP", &address);
+    let mut beta = Proc::start("beta", command);
+    beta.address();
+    alpha.wait_peers(&["beta:1:1"]);
+    let out = Command::new(BIN)
+        .args(["status", "--key", &key_path, "--bootstrap", &address])
+        .stdin(Stdio::null())
+        .output()
+        .expect("status");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let functions = handoff::demo::registry().expect("demo").names().len();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines[0], "nodes 2", "{stdout}");
+    assert!(
+        lines[1].starts_with(&format!(
+            "alpha id {alpha_id} addresses /ip4/127.0.0.1/tcp/"
+        )) && lines[1].ends_with(&format!(
+            "capacity {{cpu: 2}} free {{cpu: 2}} functions {functions}"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].starts_with("beta id ")
+            && lines[2].ends_with(&format!(
+                "capacity {{cpu: 1, gpu: 1}} free {{cpu: 1, gpu: 1}} functions {functions}"
+            )),
+        "{stdout}"
+    );
+    // Without a node to join through, it fails saying so.
+    let out = Command::new(BIN)
+        .args([
+            "status",
+            "--key",
+            &key_path,
+            "--bootstrap",
+            "/ip4/127.0.0.1/tcp/1",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("status");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("could not join the cluster"), "{stderr}");
+}
+
+/// `run --help` tells every flag with its environment variable and exits 0; a bad flag
+/// exits 2 naming it; `--stop-on-stdin-eof` stops the node when its standard input
+/// closes, and `--log-format json` writes one JSON object per log line.
+#[test]
+fn the_command_line_helps_stops_on_eof_when_asked_and_logs_json() {
+    let out = Command::new(BIN)
+        .args(["run", "--help"])
+        .output()
+        .expect("help");
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for text in [
+        "--bootstrap",
+        "HANDOFF_BOOTSTRAP",
+        "--stop-on-stdin-eof",
+        "--log-format",
+    ] {
+        assert!(help.contains(text), "{text} in {help}");
+    }
+    let out = Command::new(BIN)
+        .args(["run", "--insecure", "--gpu", "lots"])
+        .output()
+        .expect("bad flag");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--gpu"),
+        "{out:?}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["run", "--insecure", "--cpu", "1", "--stop-on-stdin-eof"])
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l.starts_with("listening ")),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.lines().last(),
+        Some("stopping on standard input closed"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let logs: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l["fields"]["message"] == "node started"),
+        "{stderr}"
+    );
 }
