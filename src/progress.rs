@@ -40,6 +40,9 @@ pub struct Tally {
     pub missed: u64,
     /// `Some(ok)` once the execution has ended.
     pub ended: Option<bool>,
+    /// Functions that were ready or running, unfinished, when the execution ended (a
+    /// failure or a cancellation stopped them); none are counted as running after the end.
+    pub stopped: usize,
     active: HashSet<FunctionId>,
     finished: HashSet<FunctionId>,
 }
@@ -71,7 +74,13 @@ impl Tally {
             }
             EventKind::Failed { .. } => self.failed_attempts += 1,
             EventKind::Lagged { missed } => self.missed += missed,
-            EventKind::Ended { ok } => self.ended = Some(*ok),
+            EventKind::Ended { ok } => {
+                self.ended = Some(*ok);
+                // Nothing runs after the end: what had not finished was stopped.
+                self.stopped = self.active.len().saturating_sub(self.finished.len());
+                let finished = &self.finished;
+                self.active.retain(|f| finished.contains(f));
+            }
             _ => {}
         }
     }
@@ -88,9 +97,9 @@ impl Tally {
         self.active.len().saturating_sub(self.finished.len())
     }
 
-    /// Functions not ready yet.
+    /// Functions not ready yet (after the end: never started).
     pub fn pending(&self) -> usize {
-        self.total.saturating_sub(self.active.len())
+        self.total.saturating_sub(self.active.len() + self.stopped)
     }
 }
 
@@ -103,6 +112,9 @@ impl std::fmt::Display for Tally {
             self.pending(),
             self.failed_attempts
         )?;
+        if self.stopped > 0 {
+            write!(f, ", {} stopped unfinished", self.stopped)?;
+        }
         if self.missed > 0 {
             write!(f, ", {} events missed", self.missed)?;
         }
@@ -110,36 +122,55 @@ impl std::fmt::Display for Tally {
     }
 }
 
-/// Draws a progress bar on standard error for an execution of `total` functions until
-/// its event stream ends: done out of total, the rate, and running / pending / failed.
-/// Returns the final tally.
+/// How often the bar's counts are redrawn while events keep it busy or none come.
 #[cfg(feature = "progress")]
-pub async fn show(events: crate::EventStream, total: usize) -> Tally {
+#[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
+pub const REFRESH: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Draws a progress bar on standard error for an execution of `total` functions until
+/// `events` ends: done out of total, the rate, and running / pending / failed, redrawn
+/// every [`REFRESH`]. Returns the final tally. `events` is any stream of events: an
+/// execution's [`EventStream`](crate::EventStream), or one you tee to log the events too.
+#[cfg(feature = "progress")]
+#[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
+pub async fn show<S>(events: S, total: usize) -> Tally
+where
+    S: futures::Stream<Item = Event>,
+{
     let bar = indicatif::ProgressBar::new(total as u64).with_style(style());
     show_on(bar, events, total).await
 }
 
 /// [`show`] on a bar of your own (another draw target, a `MultiProgress`, …).
 #[cfg(feature = "progress")]
-pub async fn show_on(
-    bar: indicatif::ProgressBar,
-    mut events: crate::EventStream,
-    total: usize,
-) -> Tally {
+#[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
+pub async fn show_on<S>(bar: indicatif::ProgressBar, events: S, total: usize) -> Tally
+where
+    S: futures::Stream<Item = Event>,
+{
     use futures::StreamExt;
 
+    let mut events = std::pin::pin!(events);
     let mut tally = Tally::new(total);
     bar.set_length(total as u64);
-    while let Some(event) = events.next().await {
-        tally.observe(&event);
-        // The bar redraws at most a few times a second, whatever the event rate.
-        bar.set_position(tally.done as u64);
-        if matches!(
-            event.kind,
-            EventKind::Failed { .. } | EventKind::Lagged { .. } | EventKind::Ended { .. }
-        ) || tally.done.is_multiple_of(256)
-        {
-            bar.set_message(tally.to_string());
+    bar.set_message(tally.to_string());
+    let mut refresh = tokio::time::interval(REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            event = events.next() => {
+                let Some(event) = event else { break };
+                tally.observe(&event);
+                bar.set_position(tally.done as u64);
+                if matches!(
+                    event.kind,
+                    EventKind::Failed { .. } | EventKind::Lagged { .. } | EventKind::Ended { .. }
+                ) {
+                    bar.set_message(tally.to_string());
+                }
+            }
+            // The counts are redrawn on a timer, whatever the event rate.
+            _ = refresh.tick() => bar.set_message(tally.to_string()),
         }
     }
     let outcome = match tally.ended {
@@ -208,5 +239,49 @@ mod tests {
             tally.to_string(),
             "0 running, 1 pending, 1 failed attempts, 5 events missed"
         );
+    }
+
+    #[test]
+    fn nothing_runs_after_a_failed_end() {
+        let f = |s: &str| FunctionId::new(s);
+        let mut tally = Tally::new(4);
+        for name in ["a", "b", "c"] {
+            tally.observe(&event(EventKind::Ready { function: f(name) }));
+        }
+        tally.observe(&event(EventKind::Finished {
+            function: f("a"),
+            attempt: 1,
+            node: NodeId::new("n"),
+        }));
+        assert_eq!(tally.running(), 2);
+        tally.observe(&event(EventKind::Ended { ok: false }));
+        assert_eq!((tally.running(), tally.stopped, tally.done), (0, 2, 1));
+        assert_eq!(
+            tally.to_string(),
+            "0 running, 1 pending, 0 failed attempts, 2 stopped unfinished"
+        );
+    }
+
+    /// The bar's counts are redrawn on a timer while no event comes: a function that
+    /// became ready shows as running before anything finishes.
+    #[cfg(feature = "progress")]
+    #[tokio::test(start_paused = true)]
+    async fn the_bar_redraws_its_counts_on_a_timer() {
+        let (mut tx, rx) = futures::channel::mpsc::channel(8);
+        let bar = indicatif::ProgressBar::hidden();
+        let task = tokio::spawn(show_on(bar.clone(), rx, 3));
+        futures::SinkExt::send(
+            &mut tx,
+            event(EventKind::Ready {
+                function: FunctionId::new("a"),
+            }),
+        )
+        .await
+        .expect("send");
+        tokio::time::sleep(REFRESH * 2).await;
+        assert_eq!(bar.message(), "1 running, 2 pending, 0 failed attempts");
+        drop(tx);
+        let tally = task.await.expect("the bar's task");
+        assert_eq!(tally.running(), 1);
     }
 }

@@ -24,8 +24,9 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-/// What happened.
+/// What happened. New kinds may be added in later versions: match with a `_` arm.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum EventKind {
     /// All of the function's dependencies have finished.
     Ready {

@@ -464,6 +464,7 @@ impl ConfigBuilder {
     /// Discovers peers on the local network with mDNS (default off). They still need the
     /// cluster key to connect.
     #[cfg(feature = "mdns")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mdns")))]
     pub fn mdns(mut self, enabled: bool) -> Self {
         self.mdns = enabled;
         self

@@ -26,6 +26,7 @@ pub enum StartError {
     },
     /// mDNS could not start.
     #[cfg(feature = "mdns")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mdns")))]
     #[error("mdns: {source}")]
     Mdns {
         /// What the system said.

@@ -54,6 +54,8 @@
 //! # }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod announce;
 mod client;
 mod cluster_node;
