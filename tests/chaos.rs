@@ -405,12 +405,13 @@ fn a_seeded_fault_matrix_loses_no_outcome() {
                             (dag, Expected::Total(total))
                         }
                     };
-                    let handle = coordinator
+                    let mut handle = coordinator
                         .node()
-                        .submit(dag, ExecuteOptions::default())
+                        .submit(dag, ExecuteOptions::default().events(1024))
                         .await
                         .unwrap_or_else(|e| panic!("seed {seed}: c{k} submits {id}: {e}"));
-                    running.push((format!("c{k}/{id}"), expected, handle));
+                    let events = handle.events().expect("events asked for");
+                    running.push((format!("c{k}/{id}"), expected, handle, events));
                 }
             }
             // The faults of this round.
@@ -486,7 +487,7 @@ fn a_seeded_fault_matrix_loses_no_outcome() {
                 }
             }
             // Every DAG gets an outcome within the bound, and a right one.
-            for (name, expected, handle) in running {
+            for (name, expected, handle, mut events) in running {
                 let outcome = match tokio::time::timeout(OUTCOME_BOUND, handle).await {
                     Ok(Ok(done)) => Some(
                         done.results
@@ -496,6 +497,19 @@ fn a_seeded_fault_matrix_loses_no_outcome() {
                     Ok(Err(error)) => Some(Err(describe(&error))),
                     Err(_) => None,
                 };
+                if outcome.is_none() {
+                    // What the lost execution had done: its events so far.
+                    use futures::{FutureExt, StreamExt};
+                    let mut seen = Vec::new();
+                    while let Some(Some(event)) = events.next().now_or_never() {
+                        seen.push(format!("{:?}", event.kind));
+                    }
+                    let from = seen.len().saturating_sub(40);
+                    println!(
+                        "  {name}: its last events:\n    {}",
+                        seen[from..].join("\n    ")
+                    );
+                }
                 tally.count(&name, expected, outcome);
             }
             if let Some(mut c2) = c2 {
@@ -527,6 +541,27 @@ fn a_seeded_fault_matrix_loses_no_outcome() {
                         coordinators[0].peer_changes().changed(),
                     )
                     .await;
+                }
+            }
+            // Every coordinator's view of every worker is all free again too.
+            for (k, coordinator) in coordinators.iter().enumerate() {
+                for id in workers.iter().map(|w| &w.id) {
+                    let end = Instant::now() + DEADLINE;
+                    loop {
+                        let view = coordinator.node().node_resources(id.clone()).await;
+                        match &view {
+                            Ok(Some((capacity, free))) if capacity == free => break,
+                            // A worker started again this round may not be known yet.
+                            Ok(None) => break,
+                            _ => {}
+                        }
+                        if Instant::now() >= end {
+                            tally.leaked += 1;
+                            println!("  c{k}'s view of {id}: not all free: {view:?}");
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
             }
             // No worker's memory grows round after round.
