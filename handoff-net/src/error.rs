@@ -83,7 +83,7 @@ pub enum DialError {
     /// The TCP connection was made but the handshake failed or timed out: with pnet, this is
     /// what a different cluster key looks like (or a peer that is not a Handoff node).
     #[error(
-        "connection to {address} failed during the handshake (likely cluster key mismatch; our key fingerprint: {fingerprint}): {source:?}"
+        "connection to {address} failed during the handshake: likely cluster key mismatch (ours has fingerprint {fingerprint}: compare the peer's), or a peer that is not a Handoff node"
     )]
     Handshake {
         /// The address.
@@ -95,7 +95,7 @@ pub enum DialError {
         source: libp2p::swarm::DialError,
     },
     /// Nothing answered at the address (refused, unreachable).
-    #[error("cannot reach {address}: {source:?}")]
+    #[error("cannot reach {address}: nothing answered there (refused or unreachable)")]
     Unreachable {
         /// The address.
         address: Multiaddr,

@@ -648,8 +648,9 @@ impl EventLoop {
                         from = %send_back_addr,
                         key_fingerprint = %self.fingerprint,
                         "incoming connection failed during the handshake: likely cluster key \
-                         mismatch (compare key fingerprints): {error}: {error:?}"
+                         mismatch (compare key fingerprints): {error}"
                     );
+                    tracing::debug!(from = %send_back_addr, "the handshake failure: {error:?}");
                 } else {
                     tracing::debug!(from = %send_back_addr, "incoming connection failed: {error}: {error:?}");
                 }
@@ -690,9 +691,9 @@ impl EventLoop {
                 ?peer,
                 key_fingerprint = %self.fingerprint,
                 "dial failed during the handshake: likely cluster key mismatch (compare key \
-                 fingerprints): {error}: {error:?}"
+                 fingerprints): {error}"
             ),
-            _ => tracing::warn!(%address, ?peer, "dial failed: {error}: {error:?}"),
+            _ => tracing::warn!(%address, ?peer, "dial failed: {error}"),
         }
         // A known peer that cannot be reached any more (and that no connection reaches)
         // is gone now, not after its time-to-live: gossip may still relay an announcement
@@ -717,6 +718,8 @@ impl EventLoop {
             reply: Some(reply), ..
         }) = pending
         {
+            // libp2p's own account goes to the debug log; the error says what it means.
+            tracing::debug!(%address, ?kind, ?error, "dial failed");
             let error = match kind {
                 FailureKind::Handshake => DialError::Handshake {
                     address,
