@@ -54,6 +54,25 @@ fn saturated(error: &RequestError) -> bool {
     )
 }
 
+/// Whether a request failed for a reason that may pass (the connection, the time, the
+/// peer's load), so that sending it again may succeed.
+fn passing(error: &RequestError) -> bool {
+    match error {
+        RequestError::DialFailure { .. }
+        | RequestError::Timeout { .. }
+        | RequestError::ConnectionClosed { .. } => true,
+        RequestError::Io { source, .. } => crate::FrameError::of(source).is_none(),
+        other => saturated(other),
+    }
+}
+
+/// The first wait before a report that could not be sent is sent again; each later wait
+/// is twice the one before, up to [`MAX_REPORT_RETRY`].
+const FIRST_REPORT_RETRY: Duration = Duration::from_millis(50);
+
+/// The longest wait between two sends of a report.
+const MAX_REPORT_RETRY: Duration = Duration::from_secs(2);
+
 /// Sends a request, waiting and trying again while the peer is saturated (the per-peer
 /// cap on requests in flight fails fast; many functions in flight to one node hit it).
 async fn request_patiently(
@@ -1524,19 +1543,34 @@ async fn send_reports(inner: Arc<Inner>, node: NodeId) {
         }
         let (inner, node) = (Arc::clone(&inner), node.clone());
         tokio::spawn(async move {
-            let sent = while_saturated(
-                || {
-                    inner
-                        .client
-                        .request(&node, Request::FinishedBatch(reports.clone()))
-                },
-                saturated,
-            )
-            .await;
-            drop(permit);
-            if let Err(error) = sent {
-                tracing::warn!(%node, "could not report finished functions: {error}");
+            // A report lost is an execution that never ends: one that could not be sent
+            // for a passing reason (a connection closed or timed out, a saturated peer) is
+            // sent again, waiting longer each time, until it is in or its coordinator has
+            // left (a coordinator that left learns nothing more from this node).
+            let mut wait = FIRST_REPORT_RETRY;
+            loop {
+                let sent = while_saturated(
+                    || {
+                        inner
+                            .client
+                            .request(&node, Request::FinishedBatch(reports.clone()))
+                    },
+                    saturated,
+                )
+                .await;
+                let error = match sent {
+                    Ok(_) => break,
+                    Err(error) => error,
+                };
+                if !passing(&error) || lock(&inner.gone).contains(&node) {
+                    tracing::warn!(%node, reports = reports.len(), "could not report finished functions: {error}");
+                    break;
+                }
+                tracing::debug!(%node, reports = reports.len(), "could not report finished functions ({error}); trying again in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_REPORT_RETRY);
             }
+            drop(permit);
         });
     }
 }
@@ -1708,6 +1742,27 @@ mod tests {
             let frame = rmp_serde::to_vec_named(&Request::ExecuteBatch(requests)).expect("encodes");
             assert!(frame.len() <= max, "a frame of {} bytes", frame.len());
         }
+    }
+
+    #[test]
+    fn reports_are_sent_again_after_passing_failures_only() {
+        let node = NodeId::new("coordinator");
+        let remote = |error: RpcError| RequestError::Remote {
+            node: node.clone(),
+            error,
+        };
+        assert!(passing(&RequestError::TooManyInFlight {
+            node: node.clone(),
+            limit: 8,
+        }));
+        assert!(passing(&remote(RpcError::Busy {
+            pending: 1,
+            limit: 1
+        })));
+        assert!(!passing(&remote(RpcError::NotOwner {
+            dag: DagId::new("d")
+        })));
+        assert!(!passing(&RequestError::LocalNode { node: node.clone() }));
     }
 
     #[test]
