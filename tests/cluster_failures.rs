@@ -344,6 +344,94 @@ async fn a_function_pinned_to_a_lost_node_fails_after_the_grace_period_naming_it
     }
 }
 
+/// The only node with a GPU leaves while a function that needs one waits: it fails
+/// saying that the node that could hold it left, not that its cost is too large.
+#[actix::test]
+async fn a_cost_only_a_lost_node_could_hold_fails_naming_that_node() {
+    let gate = Gate::default();
+    let key = ClusterKey::generate();
+    let grace = Duration::from_millis(300);
+    let c = start_with(
+        &key,
+        "c",
+        Keypair::generate_ed25519(),
+        registry(&gate),
+        Resources::new(),
+        None,
+        grace,
+    )
+    .await;
+    let at = address(&c.cluster).await;
+    let gpu = start_with(
+        &key,
+        "gpu",
+        Keypair::generate_ed25519(),
+        registry(&gate),
+        Resources::new().cpu(1).gpu(1),
+        Some(at.clone()),
+        grace,
+    )
+    .await;
+    let stays = start_with(
+        &key,
+        "stays",
+        Keypair::generate_ed25519(),
+        registry(&gate),
+        Resources::new().cpu(1),
+        Some(at),
+        grace,
+    )
+    .await;
+    let (g, s) = (gpu.cluster.id().clone(), stays.cluster.id().clone());
+    wait_executable(&c.cluster, &[&g, &s]).await;
+    let dag = Dag::new()
+        .with(Function::new("hold", "gate").pinned(s.clone()))
+        .with(
+            Function::new("render", "inc")
+                .arg("hold")
+                .with_cost(Resources::new().gpu(1)),
+        )
+        .validate()
+        .expect("valid");
+    let handle = c
+        .cluster
+        .node()
+        .submit(dag, ExecuteOptions::default())
+        .await
+        .expect("submitted: the GPU node is there");
+    gpu.cluster.shutdown().await.expect("stops");
+    let mut changes = c.cluster.peer_changes();
+    tokio::time::timeout(
+        DEADLINE,
+        changes.wait_for(|peers| peers.iter().all(|p| p.node != g)),
+    )
+    .await
+    .expect("seen gone in time")
+    .expect("bridge");
+    gate.open();
+    let err = tokio::time::timeout(DEADLINE, handle)
+        .await
+        .expect("in time")
+        .expect_err("fails");
+    match &err {
+        ExecuteError::Allocation(AllocationError::NodesLeft {
+            function,
+            cost,
+            nodes,
+        }) => {
+            assert_eq!(function.as_str(), "render");
+            assert_eq!(cost, &Resources::new().gpu(1));
+            assert_eq!(nodes, std::slice::from_ref(&g));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(
+        err.to_string()
+            .contains("only nodes that left the cluster could hold"),
+        "{err}"
+    );
+}
+
 #[actix::test]
 async fn a_node_that_comes_back_within_the_grace_period_gets_its_work() {
     let gate = Gate::default();

@@ -634,7 +634,8 @@ impl ResourceManager {
         allowed: Option<&NodeId>,
     ) -> Result<Placeable, AllocationError> {
         let mut nodes = self.with_code(&request.code);
-        let fitting = candidates(&request.function, &[&request.cost], &nodes, allowed)?;
+        let fitting = candidates(&request.function, &[&request.cost], &nodes, allowed)
+            .map_err(|error| self.explain(error, &request.cost, allowed))?;
         let Target::Group { root, needs, .. } = &request.target else {
             return Ok((nodes, fitting));
         };
@@ -646,8 +647,42 @@ impl ResourceManager {
                 .get(node)
                 .is_some_and(|codes| needs.codes.iter().all(|c| codes.contains(c)))
         });
-        let fitting = candidates(&request.function, &[&needs.total], &nodes, allowed)?;
+        let fitting = candidates(&request.function, &[&needs.total], &nodes, allowed)
+            .map_err(|error| self.explain(error, &needs.total, allowed))?;
         Ok((nodes, fitting))
+    }
+
+    /// `error`, or when it says that no live node holds `cost`, the nodes that left the
+    /// cluster and could have held it (the real cause).
+    fn explain(
+        &self,
+        error: AllocationError,
+        cost: &Resources,
+        allowed: Option<&NodeId>,
+    ) -> AllocationError {
+        let AllocationError::Unsatisfiable { function, .. } = &error else {
+            return error;
+        };
+        let mut left: Vec<NodeId> = self
+            .departed
+            .keys()
+            .filter(|node| allowed.is_none_or(|a| a == *node))
+            .filter(|node| {
+                self.tracker
+                    .capabilities(node)
+                    .is_some_and(|capacity| cost.fits_in(&capacity))
+            })
+            .cloned()
+            .collect();
+        if left.is_empty() {
+            return error;
+        }
+        left.sort();
+        AllocationError::NodesLeft {
+            function: function.clone(),
+            cost: cost.clone(),
+            nodes: left,
+        }
     }
 
     /// The nodes functions can be sent to whose registry has `code`, local first, with

@@ -125,6 +125,20 @@ pub enum AllocationError {
         /// That node's capacity.
         best_capacity: Option<Resources>,
     },
+    /// No live node can hold the function's cost, and nodes that could have held it left
+    /// the cluster (the only node with a GPU stopped, say).
+    #[error(
+        "`{function}` costs {cost}, which only nodes that left the cluster could hold: {}",
+        nodes.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    )]
+    NodesLeft {
+        /// The function.
+        function: FunctionId,
+        /// Its cost.
+        cost: Resources,
+        /// The nodes that left whose capacity holds it.
+        nodes: Vec<NodeId>,
+    },
     /// No reservation is held anywhere, so no release can ever change the answer, yet the
     /// function was not granted: the allocator chose no node, or the tracker refused.
     #[error("`{function}` can never be granted: {reason}")]

@@ -611,7 +611,7 @@ proptest! {
             Err(AllocationError::UnknownNode { function, node }) => {
                 prop_assert!(nodes.is_empty(), "`{}` pinned to `{}`", function, node);
             }
-            Err(other @ (AllocationError::NeverGranted { .. } | AllocationError::NodeDown { .. })) => {
+            Err(other @ (AllocationError::NeverGranted { .. } | AllocationError::NodeDown { .. } | AllocationError::NodesLeft { .. })) => {
                 prop_assert!(false, "planning never reports a runtime refusal: {}", other);
             }
             Err(other @ AllocationError::InvalidCapacity { .. }) => {
