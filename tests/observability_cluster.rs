@@ -94,7 +94,7 @@ async fn a_value_that_crossed_nodes_is_a_flow_arrow_with_its_size() {
         .validate()
         .expect("valid");
     let options = ExecuteOptions::default().report(true);
-    let done = tokio::time::timeout(DEADLINE, c.node().execute(dag, options))
+    let done = tokio::time::timeout(DEADLINE, c.node().execute(dag.clone(), options))
         .await
         .expect("in time")
         .expect("executes");
@@ -109,17 +109,41 @@ async fn a_value_that_crossed_nodes_is_a_flow_arrow_with_its_size() {
         Some(b.id())
     );
     assert_eq!(report.nodes.len(), 2, "{:?}", report.nodes);
+    // Nodes are shown by the names their operators gave them.
+    let names: Vec<(&handoff::NodeId, &str)> = report
+        .node_names
+        .iter()
+        .map(|(n, name)| (n, name.as_str()))
+        .collect();
+    let mut expected = vec![(a.id(), "a"), (b.id(), "b")];
+    expected.sort();
+    assert_eq!(names, expected);
+    let text = report.to_string();
+    assert!(
+        text.contains("  node a: 1 attempts") && text.contains("  node b: 1 attempts"),
+        "{text}"
+    );
+    let dot = report.graph(&dag).to_dot();
+    assert!(dot.contains(" on a\\n") || dot.contains(" on a\""), "{dot}");
+    assert!(dot.contains("[label=\"b\", style=\"filled\""), "{dot}");
+    assert!(
+        !dot.contains(a.id().as_str()) && !dot.contains(b.id().as_str()),
+        "{dot}"
+    );
+    let mermaid = report.graph(&dag).to_mermaid();
+    assert!(mermaid.contains(" on b"), "{mermaid}");
+    assert!(!mermaid.contains(a.id().as_str()), "{mermaid}");
 
     let trace: Json = serde_json::from_str(&report.to_chrome_trace()).expect("JSON");
     let events = trace["traceEvents"].as_array().expect("events");
-    let pid_of = |node: &handoff::NodeId| {
+    let pid_of = |name: &str| {
         events
             .iter()
-            .find(|e| e["name"] == "process_name" && e["args"]["name"] == format!("node {node}"))
+            .find(|e| e["name"] == "process_name" && e["args"]["name"] == format!("node {name}"))
             .and_then(|e| e["pid"].as_u64())
-            .expect("a process per node")
+            .expect("a process per node, by name")
     };
-    let (pa, pb) = (pid_of(a.id()), pid_of(b.id()));
+    let (pa, pb) = (pid_of("a"), pid_of("b"));
     assert_ne!(pa, pb);
     let starts: Vec<&Json> = events.iter().filter(|e| e["ph"] == "s").collect();
     let ends: Vec<&Json> = events.iter().filter(|e| e["ph"] == "f").collect();

@@ -111,6 +111,13 @@ pub struct FetchFailed {
 /// What an execution's coordinator needs from the network: run a function on another
 /// node, fetch a value from one, and tell nodes to forget a DAG.
 pub trait Transport: Send + Sync + 'static {
+    /// The name `node` goes by (the one its operator gave it), when known: reports and
+    /// pictures of an execution show it. `None` by default.
+    fn node_name(&self, node: &NodeId) -> Option<String> {
+        let _ = node;
+        None
+    }
+
     /// Runs one attempt on `call.node` and resolves when it has finished there. A
     /// function that fails, or that could not run there (the node is unreachable, has
     /// left, or refused), resolves to the [`CallError`] (the latter as

@@ -147,6 +147,10 @@ pub struct ExecutionReport {
     pub nodes: BTreeMap<NodeId, NodeUsage>,
     /// How much of each resource the attempts of functions with a cost held.
     pub resources: BTreeMap<ResourceName, ResourceUsage>,
+    /// The names of the nodes that ran something, where known (on a cluster, the names
+    /// their operators gave them): [`ExecutionReport::node_label`] shows them.
+    #[serde(default)]
+    pub node_names: BTreeMap<NodeId, String>,
 }
 
 impl ExecutionReport {
@@ -170,6 +174,12 @@ impl ExecutionReport {
         self.functions.iter().map(|f| f.attempts.len()).sum()
     }
 
+    /// How `node` is shown: its name when known, with the end of its id when another
+    /// node of this execution has the same name; else its id.
+    pub fn node_label(&self, node: &NodeId) -> String {
+        handoff_core::node_label(node, &self.node_names)
+    }
+
     /// The function's entry, if it is a regular function of the DAG.
     pub fn function(&self, id: &str) -> Option<&FunctionReport> {
         self.functions.iter().find(|f| f.function.as_str() == id)
@@ -178,7 +188,7 @@ impl ExecutionReport {
     /// The DAG as a picture of this run: each function coloured by its node, with its
     /// duration and attempts; failed ones marked.
     pub fn graph<'a>(&self, dag: &'a ValidatedDag) -> handoff_core::Graph<'a> {
-        let mut graph = handoff_core::Graph::new(dag);
+        let mut graph = handoff_core::Graph::new(dag).node_names(self.node_names.clone());
         for f in &self.functions {
             let Some(node) = &f.node else { continue };
             let run = handoff_core::FunctionRun {
@@ -250,7 +260,8 @@ impl fmt::Display for ExecutionReport {
         for (node, usage) in &self.nodes {
             writeln!(
                 f,
-                "  node {node}: {} attempts, busy {}, up to {} at once, utilisation {:.0}%",
+                "  node {}: {} attempts, busy {}, up to {} at once, utilisation {:.0}%",
+                self.node_label(node),
                 usage.attempts,
                 secs(usage.busy_micros),
                 usage.peak_concurrency,
@@ -410,10 +421,17 @@ impl Recorder {
         dag: &ValidatedDag,
         ok: bool,
         ended_at: u64,
+        name_of: impl Fn(&NodeId) -> Option<String>,
     ) -> Arc<ExecutionReport> {
         let ended = self.since_start(ended_at);
         let reply = self.reply.take();
-        let report = Arc::new(build(dag, ok, ended, self));
+        let mut report = build(dag, ok, ended, self);
+        report.node_names = report
+            .nodes
+            .keys()
+            .filter_map(|node| name_of(node).map(|name| (node.clone(), name)))
+            .collect();
+        let report = Arc::new(report);
         if let Some(reply) = reply {
             let _ = reply.send(Arc::clone(&report));
         }
@@ -484,6 +502,7 @@ fn build(dag: &ValidatedDag, ok: bool, ended_micros: u64, rec: Recorder) -> Exec
         functions,
         nodes,
         resources,
+        node_names: BTreeMap::new(),
     }
 }
 
@@ -654,7 +673,7 @@ mod tests {
         rec.attempt(idx("c"), 1, &node, (1010, 1020), Err(&error));
         rec.attempt(idx("c"), 2, &node, (1020, 1040), Ok(0));
         rec.attempt(idx("d"), 1, &node, (1040, 1041), Ok(0));
-        let report = rec.finish(&dag, true, 1050);
+        let report = rec.finish(&dag, true, 1050, |_| None);
         assert_eq!(report.makespan_micros, 41);
         assert_eq!(report.ended_micros, 50);
         assert_eq!(report.total_work_micros, 10 + 5 + 10 + 20 + 1);

@@ -1982,7 +1982,9 @@ impl DagRun {
             };
             let ok = outcome.is_ok();
             if let Some(recorder) = act.recorder.take() {
-                let report = recorder.finish(&act.shared.dag, ok, now_micros());
+                let transport = act.settings.transport.clone();
+                let name_of = |node: &NodeId| transport.as_ref().and_then(|t| t.node_name(node));
+                let report = recorder.finish(&act.shared.dag, ok, now_micros(), name_of);
                 if let Ok(done) = &mut outcome {
                     done.report = Some(report);
                 }

@@ -59,7 +59,7 @@ impl ExecutionReport {
             let (slots, used) = pack_slots(&intervals);
             events.push(json!({
                 "ph": "M", "name": "process_name", "pid": pid, "tid": 0,
-                "args": { "name": format!("node {node}") },
+                "args": { "name": format!("node {}", self.node_label(node)) },
             }));
             events.push(json!({
                 "ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0,
@@ -261,6 +261,7 @@ mod tests {
                 .map(|(n, u)| (NodeId::new(n), u))
                 .collect(),
             resources: BTreeMap::new(),
+            node_names: BTreeMap::new(),
         };
         let trace: Json = serde_json::from_str(&report.to_chrome_trace()).expect("JSON");
         let events = trace["traceEvents"].as_array().expect("events");

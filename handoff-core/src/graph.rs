@@ -47,6 +47,7 @@ const PALETTE: [&str; 8] = [
 pub struct Graph<'a> {
     dag: &'a ValidatedDag,
     runs: Vec<Option<FunctionRun>>,
+    names: BTreeMap<NodeId, String>,
 }
 
 impl<'a> Graph<'a> {
@@ -55,7 +56,20 @@ impl<'a> Graph<'a> {
         Graph {
             dag,
             runs: vec![None; dag.len()],
+            names: BTreeMap::new(),
         }
+    }
+
+    /// Shows nodes by these names (the ones their operators gave them) instead of their
+    /// ids, with the end of the id where two share a name ([`node_label`]).
+    pub fn node_names(mut self, names: BTreeMap<NodeId, String>) -> Self {
+        self.names = names;
+        self
+    }
+
+    /// How `node` is shown.
+    fn node(&self, node: &NodeId) -> String {
+        node_label(node, &self.names)
     }
 
     /// Records what function `id` did; an id that is not in the DAG is ignored.
@@ -91,11 +105,15 @@ impl<'a> Graph<'a> {
         }
         match f.placement() {
             Placement::Any => {}
-            Placement::Pinned(node) => lines.push(format!("pinned to {node}")),
+            Placement::Pinned(node) => lines.push(format!("pinned to {}", self.node(node))),
             Placement::Collocated(with) => lines.push(format!("with {with}")),
         }
         if let Some(run) = &self.runs[i] {
-            let mut line = format!("{} on {}", format_duration(run.duration), run.node);
+            let mut line = format!(
+                "{} on {}",
+                format_duration(run.duration),
+                self.node(&run.node)
+            );
             if run.attempts > 1 {
                 let _ = write!(line, ", {} attempts", run.attempts);
             }
@@ -160,7 +178,7 @@ impl<'a> Graph<'a> {
                 let _ = writeln!(
                     out,
                     "        \"legend {k}\" [label={}, style=\"filled\", fillcolor=\"{colour}\"];",
-                    dot_quote(node.as_str())
+                    dot_quote(&self.node(node))
                 );
             }
             out.push_str("    }\n");
@@ -274,6 +292,38 @@ fn mermaid_escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// How a node is shown to people: its name when `names` has one, followed by the last six
+/// characters of its id when another node in `names` has the same name; else its id.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use handoff_core::{NodeId, node_label};
+/// let names = BTreeMap::from([
+///     (NodeId::new("12D3KooWaaaaaa"), "gpu".to_owned()),
+///     (NodeId::new("12D3KooWbbbbbb"), "cpu".to_owned()),
+///     (NodeId::new("12D3KooWcccccc"), "cpu".to_owned()),
+/// ]);
+/// assert_eq!(node_label(&NodeId::new("12D3KooWaaaaaa"), &names), "gpu");
+/// assert_eq!(node_label(&NodeId::new("12D3KooWcccccc"), &names), "cpu (…cccccc)");
+/// assert_eq!(node_label(&NodeId::new("local"), &names), "local");
+/// ```
+pub fn node_label(node: &NodeId, names: &BTreeMap<NodeId, String>) -> String {
+    let Some(name) = names.get(node) else {
+        return node.to_string();
+    };
+    if names.iter().filter(|(_, n)| *n == name).count() > 1 {
+        let id = node.as_str();
+        let tail = id
+            .char_indices()
+            .rev()
+            .nth(5)
+            .map_or(id, |(at, _)| &id[at..]);
+        format!("{name} (…{tail})")
+    } else {
+        name.clone()
+    }
 }
 
 #[cfg(test)]

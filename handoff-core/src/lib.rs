@@ -37,7 +37,7 @@ pub use allocator::{
 pub use backoff::Backoff;
 pub use dag::{Dag, ValidatedDag, ValidationError};
 pub use function::{ArgumentInclusion, Batching, Function, FunctionKind, Placement};
-pub use graph::{FunctionRun, Graph};
+pub use graph::{FunctionRun, Graph, node_label};
 pub use ids::{CodeName, DagId, FunctionId, NodeId, ResourceName, random_u128};
 pub use registry::{
     CallError, Code, CodeKind, Handler, RegisterError, Registry, State, StatefulHandler,

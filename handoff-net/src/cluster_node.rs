@@ -606,6 +606,7 @@ impl Bridge {
                         tracing::warn!(%peer, "cannot register the announced node: {error}");
                     }
                     self.transport.node_back(&peer);
+                    self.transport.set_name(&peer, &announcement.name);
                     self.publish_peers().await;
                 }
                 NetEvent::PeerGone { node, .. } | NetEvent::PeerRefused { node, .. } => {

@@ -247,10 +247,16 @@ struct Inner {
     hosted: Mutex<HashMap<(NodeId, StageKey), Hosted>>,
     /// The ids this node's executions go by on other nodes ([`RunIds`]).
     runs: Mutex<RunIds>,
+    /// The names nodes announced (this node's own included), for reports: at most
+    /// [`MAX_NAMES`].
+    names: Mutex<HashMap<NodeId, String>>,
     /// Forget requests in flight for late reports of ended executions
     /// ([`NetTransport::forget_if_ended`]), at most [`MAX_LATE_FORGETS`].
     late_forgets: AtomicUsize,
 }
+
+/// The most node names remembered (each node announced in the cluster's life).
+const MAX_NAMES: usize = 4096;
 
 /// The most forget requests for late reports in flight at once.
 const MAX_LATE_FORGETS: usize = 256;
@@ -355,6 +361,7 @@ impl NetTransport {
         max_in_flight_per_peer: usize,
         grace: Duration,
     ) -> Self {
+        let (local_id, local_name) = (node.id().clone(), client.name().to_owned());
         NetTransport {
             inner: Arc::new(Inner {
                 local: node.id().clone(),
@@ -377,6 +384,7 @@ impl NetTransport {
                 hosted: Mutex::new(HashMap::new()),
                 runs: Mutex::new(RunIds::default()),
                 late_forgets: AtomicUsize::new(0),
+                names: Mutex::new(HashMap::from([(local_id, local_name)])),
             }),
         }
     }
@@ -684,6 +692,17 @@ impl NetTransport {
         lock(&self.inner.gone).contains(node)
     }
 
+    /// `node` announced itself as `name`.
+    pub(crate) fn set_name(&self, node: &NodeId, name: &str) {
+        let mut names = lock(&self.inner.names);
+        if names.get(node).map(String::as_str) == Some(name) {
+            return;
+        }
+        if names.len() < MAX_NAMES || names.contains_key(node) {
+            names.insert(node.clone(), name.to_owned());
+        }
+    }
+
     /// A peer is announced again: it is not gone any more.
     pub(crate) fn node_back(&self, node: &NodeId) {
         lock(&self.inner.gone).remove(node);
@@ -793,6 +812,10 @@ async fn fetch_once(
 }
 
 impl Transport for NetTransport {
+    fn node_name(&self, node: &NodeId) -> Option<String> {
+        lock(&self.inner.names).get(node).cloned()
+    }
+
     fn execute(&self, call: RemoteCall) -> BoxFuture<'static, RemoteResult> {
         let (code, node) = (call.function.code().clone(), call.node.clone());
         let (reply, report) = oneshot::channel();
