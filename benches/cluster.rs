@@ -12,6 +12,7 @@
 //!   worker);
 //! - fanout: 10,000 trivial functions pinned to the worker, all in flight at once, and one
 //!   aggregate over all of them on the coordinator;
+//! - costed: the same fanout with each function costing `cpu: 1` (the worker has 64);
 //! - chain: 1,000 functions pinned to the worker, each taking the previous one's result;
 //! - payload: a chain of 10 functions passing a 10 MB buffer along, alternating between
 //!   the two nodes (9 transfers of 10 MB);
@@ -20,7 +21,7 @@
 //!   middle stage is pinned to the worker (every item goes there and back, in chunks).
 //!
 //! `ROUNDS`, `FANOUT`, `CHAIN`, `ITEMS` and `RUNS` (environment) change the sizes; `ONLY` (a
-//! comma-separated list of `raw`, `rtt`, `fanout`, `chain`, `payload`, `fetch`, `stream`) runs only
+//! comma-separated list of `raw`, `rtt`, `fanout`, `costed`, `chain`, `payload`, `fetch`, `stream`) runs only
 //! those parts (for profiling one). After the table
 //! it prints one `json {...}` line per measurement (seconds; the per-unit figure in
 //! seconds).
@@ -402,6 +403,39 @@ fn main() {
             .await;
             json.push(summary(
                 &format!("fanout: {fanout} remote functions + 1 aggregate"),
+                times,
+                fanout + 1,
+                "function",
+            ));
+        }
+
+        if wanted("costed") {
+            // The path users take: each function costs a cpu, so the coordinator reserves
+            // it on the worker (cpu: 64) and the worker on its own tracker, per function.
+            let costed_dag = |run: usize| {
+                let mut dag = Dag::with_id(format!("costed-{run}"));
+                for i in 0..fanout {
+                    dag.add_function(
+                        Function::new(format!("f{i}"), "one")
+                            .with_cost(Resources::new().cpu(1))
+                            .pinned(worker.clone()),
+                    );
+                }
+                dag.with(
+                    Function::new("total", "sum")
+                        .args((0..fanout).map(|i| format!("f{i}")))
+                        .as_list()
+                        .pinned(here.clone()),
+                )
+                .validate()
+                .expect("valid")
+            };
+            let times = time_runs(node, runs, costed_dag, |results| {
+                assert_eq!(results.get::<i64>("total"), Ok(fanout as i64));
+            })
+            .await;
+            json.push(summary(
+                &format!("costed fanout: {fanout} remote functions of cpu 1 + 1 aggregate"),
                 times,
                 fanout + 1,
                 "function",
