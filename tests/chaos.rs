@@ -481,9 +481,14 @@ fn a_seeded_fault_matrix_loses_no_outcome() {
                 let noise = rng.next();
                 for w in &workers {
                     let frames = hostile_frames(noise).into_iter().map(|(_, f)| f).collect();
-                    let answered =
-                        send_raw(&cluster_key, &w.address.parse().expect("address"), frames).await;
-                    assert_eq!(answered, 0, "seed {seed}: a malformed frame was answered");
+                    let address = w.address.parse().expect("address");
+                    match send_raw(&cluster_key, &address, frames).await {
+                        Ok(answered) => {
+                            assert_eq!(answered, 0, "seed {seed}: a malformed frame was answered");
+                        }
+                        // A node may refuse the connection itself: nothing is lost.
+                        Err(reason) => println!("  the raw peer: {reason}"),
+                    }
                 }
             }
             // Every DAG gets an outcome within the bound, and a right one.

@@ -144,7 +144,9 @@ fn ten_thousand_hostile_requests_grow_a_node_by_less_than_50_mb() {
                     frames.extend([big_hello(), big_hello()]);
                     frames.extend(std::iter::repeat_with(small_hello).take(41));
                     sent += frames.len();
-                    send_raw(&key, &at, frames).await;
+                    send_raw(&key, &at, frames)
+                        .await
+                        .expect("the raw peer connects");
                 }
                 sent
             }

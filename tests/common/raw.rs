@@ -105,8 +105,28 @@ pub fn hostile_frames(noise: u64) -> Vec<(&'static str, Vec<u8>)> {
 
 /// Sends every frame of `frames` to the node at `address` (ending in `/p2p/<id>`) over one
 /// connection made with `key`, each on a stream of its own, all at once; returns how many
-/// streams the node answered with bytes (a node refuses these by closing the stream).
-pub async fn send_raw(key: &ClusterKey, address: &Multiaddr, frames: Vec<Vec<u8>>) -> usize {
+/// streams the node answered with bytes (a node refuses these by closing the stream), or
+/// why no connection could be made (after three tries).
+pub async fn send_raw(
+    key: &ClusterKey,
+    address: &Multiaddr,
+    frames: Vec<Vec<u8>>,
+) -> Result<usize, String> {
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        match send_raw_once(key, address, frames.clone()).await {
+            Ok(answered) => return Ok(answered),
+            Err(reason) => failures.push(reason),
+        }
+    }
+    Err(failures.join("; "))
+}
+
+async fn send_raw_once(
+    key: &ClusterKey,
+    address: &Multiaddr,
+    frames: Vec<Vec<u8>>,
+) -> Result<usize, String> {
     let peer = peer_of(address).unwrap_or_else(|| panic!("{address} names no peer"));
     let psk: PreSharedKey = key.to_swarm_key().parse().expect("a swarm key");
     let keypair = libp2p::identity::Keypair::generate_ed25519();
@@ -149,7 +169,7 @@ pub async fn send_raw(key: &ClusterKey, address: &Multiaddr, frames: Vec<Vec<u8>
                 }
             }
             SwarmEvent::OutgoingConnectionError { error, .. } => {
-                panic!("the raw peer could not connect to {address}: {error}")
+                return Err(format!("could not connect to {address}: {error}"));
             }
             SwarmEvent::Behaviour(request_response::Event::Message {
                 message: request_response::Message::Response { response, .. },
@@ -165,7 +185,7 @@ pub async fn send_raw(key: &ClusterKey, address: &Multiaddr, frames: Vec<Vec<u8>
             _ => {}
         }
         if frames.is_none() && waiting == 0 {
-            return answered;
+            return Ok(answered);
         }
     }
 }
