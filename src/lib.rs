@@ -37,6 +37,8 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "net")]
+#[cfg_attr(docsrs, doc(cfg(feature = "net")))]
 pub mod cli;
 pub mod demo;
 pub mod progress;
@@ -77,6 +79,8 @@ pub use handoff_core::{
 };
 pub use handoff_core::{FunctionRun, Graph};
 
+#[cfg(feature = "net")]
+#[cfg_attr(docsrs, doc(cfg(feature = "net")))]
 pub use handoff_net::{
     Client as NetClient, ClientError as NetClientError, ClusterKey, ClusterKeyError, ClusterNode,
     ClusterStartError, Config as NetConfig, ConfigBuilder as NetConfigBuilder,
@@ -87,5 +91,5 @@ pub use handoff_net::{
 
 /// The README's usage example, compiled and run as a doctest.
 #[doc = include_str!("../README.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "net"))]
 pub struct ReadmeDoctests;

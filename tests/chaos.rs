@@ -20,6 +20,9 @@
 //! `random` for one from the clock) choose the run:
 //! `CHAOS_ROUNDS=100 CHAOS_SEED=7 cargo test --test chaos -- --nocapture`.
 
+// Clusters need the `net` feature (on by default).
+#![cfg(feature = "net")]
+
 mod common;
 
 use std::process::Command;

@@ -5,6 +5,9 @@
 //! Every child process is killed and reaped when its guard drops (also on panic); child
 //! output is read on a thread into a bounded channel, and every wait has a deadline.
 
+// Clusters need the `net` feature (on by default).
+#![cfg(feature = "net")]
+
 mod common;
 
 use std::path::Path;

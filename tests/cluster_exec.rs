@@ -4,6 +4,9 @@
 //! live nodes can run, remote failures are retried and reported, and a 10 MB result comes
 //! back to the caller intact.
 
+// Clusters need the `net` feature (on by default).
+#![cfg(feature = "net")]
+
 use std::time::Duration;
 
 use bytes::Bytes;

@@ -5,6 +5,9 @@
 //! on it waits for it for the grace period and then fails naming it, and a node that comes
 //! back with the same identity is used again.
 
+// Clusters need the `net` feature (on by default).
+#![cfg(feature = "net")]
+
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 

@@ -2,6 +2,9 @@
 //! where the location registry says it lives, intact, and kept locally for the next
 //! reader. Two cluster nodes in this process, over 127.0.0.1.
 
+// Clusters need the `net` feature (on by default).
+#![cfg(feature = "net")]
+
 use std::time::Duration;
 
 use handoff::{

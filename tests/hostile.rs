@@ -7,6 +7,9 @@
 //! well-formed requests of nearly the frame limit, which the node holds only up to its
 //! bounds for unverified peers.
 
+// Clusters need the `net` feature (on by default).
+#![cfg(feature = "net")]
+
 mod common;
 
 use common::procs::{Proc, TempDir, key_arg, keygen};

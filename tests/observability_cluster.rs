@@ -2,6 +2,9 @@
 //! function's node, the size of a value made elsewhere, and that value's trip to the node
 //! that consumed it as a flow arrow between the two nodes' tracks.
 
+// Clusters need the `net` feature (on by default).
+#![cfg(feature = "net")]
+
 use std::time::Duration;
 
 use bytes::Bytes;

@@ -4,6 +4,9 @@
 //! order; a stage pinned to the other node runs its init there, once per worker; the
 //! workers placed elsewhere are closed when the stream stops.
 
+// Clusters need the `net` feature (on by default).
+#![cfg(feature = "net")]
+
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use handoff::{NodeConfig, NodeHandle, Registry, Resources, start_node};
 
+#[cfg(feature = "net")]
 pub mod procs;
+#[cfg(feature = "net")]
 pub mod raw;
 
 /// How long any single await may take before the test is declared hung.
