@@ -7,9 +7,10 @@
 //! Run it with `cargo run --example embedded`.
 
 use actix::prelude::*;
+use handoff::actors::{Coordinator, Execute};
 use handoff::{
-    Coordinator, Dag, Execute, ExecuteError, ExecuteOptions, Function, List, NodeConfig, Registry,
-    Resources, ResultError, start_node,
+    Dag, ExecuteError, ExecuteOptions, Function, List, NodeConfig, Registry, Resources,
+    ResultError, start_node,
 };
 
 type BoxError = Box<dyn std::error::Error>;

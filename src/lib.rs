@@ -48,19 +48,64 @@ pub use handoff_actors::{
     ResourceUsage,
 };
 pub use handoff_actors::{
-    CancellationToken, Canceller, Capacities, Coordinator, CountRestarts, CountValues,
-    DEFAULT_MAX_ABANDONED_CALLS, DEFAULT_NODE_GRACE, DropDag, Event, EventKind, EventStream,
-    Execute, ExecuteError, ExecuteOptions, ExecutionHandle, ExecutionResult, ForgetDag, FreeValues,
-    GetHandle, GetLocal, LocationRegistry, LookupLocation, MAX_EVENT_BUFFER, NodeConfig, NodeError,
-    NodeHandle, NodeResources, NodeSupervisor, Problem, RegisterLocation, RegisterLocations,
-    RegisterNode, RegisteredNodes, ResourceManager, ResourcesAvailable, ResultStore, StoreValue,
-    StoreValues, Submit, WaitError, WaitFor, is_cancelled, start_node,
+    CancellationToken, Canceller, DEFAULT_MAX_ABANDONED_CALLS, DEFAULT_NODE_GRACE, Event,
+    EventKind, EventStream, ExecuteError, ExecuteOptions, ExecutionHandle, ExecutionResult,
+    MAX_EVENT_BUFFER, NodeConfig, NodeError, NodeHandle, Problem, WaitError, is_cancelled,
+    start_node,
 };
-pub use handoff_actors::{
-    ClusterView, ExecutableNode, FetchFailed, ForgetPeer, Ran, RegisterPeer, RemoteArgument,
-    RemoteCall, RemoteDone, RemoteResult, RunFunction, SetTransport, SharedTransport, Transport,
-    WaitLocation,
-};
+
+/// What most programs use, in one import.
+///
+/// ```
+/// use handoff::prelude::*;
+///
+/// # #[actix::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut registry = Registry::new();
+/// registry.register("double", |x: i64| x * 2)?;
+/// let node = start_node(NodeConfig::new("local", registry).capabilities(Resources::new().cpu(2))).await?;
+/// let dag = Dag::new()
+///     .with(Function::new("a", "double").extra_arg(21_i64).with_cost(Resources::new().cpu(1)))
+///     .validate()?;
+/// let done = node.execute(dag, ExecuteOptions::default()).await?;
+/// assert_eq!(done.results.get::<i64>("a")?, 42);
+/// # Ok(()) }
+/// ```
+pub mod prelude {
+    #[cfg(feature = "net")]
+    pub use crate::{ClusterKey, ClusterNode, NetConfig};
+    pub use crate::{
+        Dag, Event, EventKind, ExecuteError, ExecuteOptions, ExecutionResult, Function, List,
+        NodeConfig, NodeHandle, Registry, Resources, Shared, ValidatedDag, is_cancelled,
+        start_node,
+    };
+}
+
+/// A node's actors and the messages a service sends them, for embedding a node in an actix
+/// system of your own (`examples/embedded.rs` does): the coordinator (`Submit`,
+/// `Execute`), the resource manager, the result store and the location registry, and the
+/// node's supervisor. A program that only runs DAGs needs none of this: [`NodeHandle`]
+/// sends these messages for it.
+pub mod actors {
+    pub use handoff_actors::{
+        Capacities, ClusterView, Coordinator, CountRestarts, CountValues, DropDag, ExecutableNode,
+        Execute, ForgetDag, ForgetPeer, FreeValues, GetHandle, GetLocal, LocationRegistry,
+        LookupLocation, NodeResources, NodeSupervisor, RegisterLocation, RegisterLocations,
+        RegisterNode, RegisterPeer, RegisteredNodes, ResourceManager, ResourcesAvailable,
+        ResultStore, RunFunction, SetTransport, StoreValue, StoreValues, Submit, WaitFor,
+        WaitLocation,
+    };
+}
+
+/// How a node sends functions to other nodes: the [`Transport`](transport::Transport) a
+/// cluster layer plugs into a node (`handoff::ClusterNode` plugs in libp2p's). Needed only
+/// to write a transport of your own.
+pub mod transport {
+    pub use handoff_actors::{
+        FetchFailed, Ran, RemoteArgument, RemoteCall, RemoteDone, RemoteResult, SharedTransport,
+        Transport,
+    };
+}
 pub use handoff_actors::{
     ItemError, PushError, StageStats, StartStreamError, StreamHandle, StreamOptions, StreamOutput,
     StreamOutputError, StreamResults, StreamStats,

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::{guarded, seed_registry, start_local};
+use handoff::actors::Execute;
 use handoff::{
-    Dag, Execute, ExecuteError, ExecuteOptions, Function, List, NodeId, Registry, Resources,
-    Shared, Value,
+    Dag, ExecuteError, ExecuteOptions, Function, List, NodeId, Registry, Resources, Shared, Value,
 };
 
 fn local() -> NodeId {
