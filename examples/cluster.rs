@@ -27,7 +27,7 @@
 //! ran what. Then it stops the nodes with SIGTERM; a node still
 //! running when this program fails or panics is killed.
 //!
-//! Every node runs [`handoff::demo::registry`]. To start nodes in separate terminals
+//! Every node runs the demo registry (`src/bin/handoff-node/demo.rs`). To start nodes in separate terminals
 //! instead:
 //!
 //! ```text
@@ -54,7 +54,10 @@ use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use handoff::cli::{self, DEFAULT_LISTEN};
-use handoff::demo::{self, Summary};
+#[path = "../src/bin/handoff-node/demo.rs"]
+mod demo;
+
+use demo::Summary;
 use handoff::{
     AllocationStrategy, ClusterKey, ClusterNode, Dag, DiscoveredNode, ExecuteOptions,
     ExecutionResult, Function, Multiaddr, NetConfig, NodeConfig, NodeId, Resources, Security,

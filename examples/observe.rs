@@ -9,6 +9,9 @@
 //! dot -Tsvg target/observe/cluster-run.dot > cluster-run.svg
 //! ```
 
+#[path = "../src/bin/handoff-node/demo.rs"]
+mod demo;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -125,8 +128,7 @@ async fn cluster_node(
         net = net.bootstrap(address);
     }
     let net = net.build()?;
-    let node =
-        NodeConfig::new(net.node_id(), handoff::demo::registry()?).capabilities(capabilities);
+    let node = NodeConfig::new(net.node_id(), demo::registry()?).capabilities(capabilities);
     Ok(tokio::time::timeout(DEADLINE, ClusterNode::start(node, net)).await??)
 }
 
@@ -160,10 +162,7 @@ async fn cluster_run(dir: &Path) -> Result<(), BoxError> {
         .report(true)
         .allocation_strategy(AllocationStrategy::LoadBalanced);
     let done = tokio::time::timeout(DEADLINE, c.node().execute(dag.clone(), options)).await??;
-    println!(
-        "\n{:?}",
-        done.results.get::<handoff::demo::Summary>("aggregate")?
-    );
+    println!("\n{:?}", done.results.get::<demo::Summary>("aggregate")?);
     let report = done.report().ok_or("no report")?;
     // Node ids are peer ids: name them for the pictures.
     let names = [

@@ -1,10 +1,11 @@
 //! The command line of a cluster node process, reusable with your own function registry.
 //!
-//! The `handoff-node` binary is this module run with the [demo registry](crate::demo):
+//! The `handoff-node` binary is this module run with a demo registry
+//! (`src/bin/handoff-node/demo.rs`):
 //!
-//! ```no_run
+//! ```ignore
 //! fn main() -> std::process::ExitCode {
-//!     handoff::cli::main(handoff::demo::registry)
+//!     handoff::cli::main(demo::registry)
 //! }
 //! ```
 //!
@@ -487,7 +488,8 @@ where
 /// `std::env::args_os()`).
 ///
 /// ```
-/// let code = handoff::cli::main_from(["my-node", "--version"], handoff::demo::registry);
+/// let registry = || Ok(handoff::Registry::new());
+/// let code = handoff::cli::main_from(["my-node", "--version"], registry);
 /// assert_eq!(code, std::process::ExitCode::SUCCESS);
 /// ```
 pub fn main_from<I, T, F>(args: I, registry: F) -> ExitCode

@@ -40,7 +40,6 @@
 #[cfg(feature = "net")]
 #[cfg_attr(docsrs, doc(cfg(feature = "net")))]
 pub mod cli;
-pub mod demo;
 pub mod progress;
 
 pub use handoff_actors::{

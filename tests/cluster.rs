@@ -9,6 +9,8 @@
 #![cfg(feature = "net")]
 
 mod common;
+#[path = "../src/bin/handoff-node/demo.rs"]
+mod demo;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -93,9 +95,7 @@ fn processes_and_an_in_process_node_discover_each_other() {
             Resources::new().cpu(1).memory(512).with("licence", 2)
         );
         // Each process runs the demo registry.
-        let demo = handoff::demo::registry()
-            .expect("the demo registry builds")
-            .names();
+        let demo = demo::registry().expect("the demo registry builds").names();
         for p in [&p1, &p2, &p3] {
             assert_eq!(p.code_names, demo, "{}", p.name);
         }
@@ -858,7 +858,6 @@ impl handoff::Allocator for Prefer {
 #[test]
 fn tiles_lost_with_a_killed_worker_are_recomputed_two_levels_deep() {
     use futures::StreamExt;
-    use handoff::demo;
     let dir = TempDir::new("lineage");
     let key = keygen(&dir, "cluster.key");
     let key_path = key_arg(&key);
@@ -1048,7 +1047,7 @@ fn a_killed_coordinator_leaves_its_workers_clean() {
     // The calls the coordinator leaves running wait for their cancellation (checking it
     // as user code does), and count it.
     let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut registry = handoff::demo::registry().expect("demo registry");
+    let mut registry = demo::registry().expect("demo registry");
     {
         let cancelled = std::sync::Arc::clone(&cancelled);
         registry
@@ -1474,7 +1473,7 @@ fn status_lists_every_node_by_name() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     let lines: Vec<&str> = stdout.lines().collect();
-    let functions = handoff::demo::registry().expect("demo").names().len();
+    let functions = demo::registry().expect("demo").names().len();
     assert_eq!(lines.len(), 3, "{stdout}");
     assert_eq!(lines[0], "nodes 2", "{stdout}");
     assert!(

@@ -1,7 +1,8 @@
 //! A demo function registry, for trying Handoff out: the `handoff-node` binary, the
-//! `cluster` example and the multi-process tests run it, so that every node of a demo
-//! cluster can run the same functions. It is not meant for real work; your own nodes run
-//! [`cli::main`](crate::cli::main) with a registry of your own functions.
+//! `cluster` example and the multi-process tests run it (they include this file), so that
+//! every node of a demo cluster can run the same functions. It is not meant for real work,
+//! and not part of the library: your own nodes run `handoff::cli::main` with a registry of
+//! your own functions.
 //!
 //! The functions, by the name they are registered under (parameters after the arrow's
 //! left are the function's arguments, dependency results first, then extra arguments):
@@ -32,18 +33,9 @@
 //!
 //! Each is also a plain Rust function here (or a one-liner in [`registry`]), so a
 //! program can compute locally what a cluster should return.
-//!
-//! ```
-//! use handoff::demo;
-//! let registry = demo::registry()?;
-//! assert!(registry.contains("make_tile"));
-//! let tile = demo::make_tile(3, 16)?;
-//! let small = demo::resize(&tile, 2)?;
-//! assert_eq!(small.size(), 8);
-//! let summary = demo::aggregate([&demo::filter(&small)]);
-//! assert_eq!(summary.tiles, 1);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+
+// Each program that includes this file uses a part of it.
+#![allow(dead_code, unreachable_pub)]
 
 use std::fmt;
 use std::time::Duration;
@@ -508,6 +500,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_functions_run_here_as_on_a_node() -> Result<(), Box<dyn std::error::Error>> {
+        let registry = super::registry()?;
+        assert!(registry.contains("make_tile"));
+        let tile = super::make_tile(3, 16)?;
+        let small = super::resize(&tile, 2)?;
+        assert_eq!(small.size(), 8);
+        let summary = super::aggregate([&super::filter(&small)]);
+        assert_eq!(summary.tiles, 1);
+        Ok(())
+    }
+
+    #[test]
     fn the_registry_holds_every_function_of_the_table() {
         let registry = registry().expect("no duplicate names");
         let names: Vec<String> = registry.names().iter().map(|n| n.to_string()).collect();
@@ -531,6 +535,7 @@ mod tests {
                 "load_data",
                 "make_tile",
                 "multiply",
+                "panic",
                 "resize",
                 "sleep_ms",
                 "sum",
