@@ -320,6 +320,12 @@ struct Queue {
     blocked_at: Option<Instant>,
 }
 
+/// The most nodes that left a [`AllocationError::NodesLeft`] names (the latest).
+const NAMED_DEPARTURES: usize = 3;
+
+/// The most departures remembered (oldest forgotten first).
+const MAX_DEPARTED: usize = 1024;
+
 /// Once a request has waited this long at the head of its queue without fitting, it
 /// reserves a node: no less urgent request is granted there until it is (see
 /// docs/semantics.md, "Waiting for capacity").
@@ -663,21 +669,27 @@ impl ResourceManager {
         let AllocationError::Unsatisfiable { function, .. } = &error else {
             return error;
         };
-        let mut left: Vec<NodeId> = self
+        // The most recent departures first, a few of them: the real cause.
+        let mut left: Vec<(u64, &NodeId)> = self
             .departed
-            .keys()
-            .filter(|node| allowed.is_none_or(|a| a == *node))
-            .filter(|node| {
+            .iter()
+            .filter(|(node, _)| allowed.is_none_or(|a| a == *node))
+            .filter(|(node, _)| {
                 self.tracker
                     .capabilities(node)
                     .is_some_and(|capacity| cost.fits_in(&capacity))
             })
-            .cloned()
+            .map(|(node, &departure)| (departure, node))
             .collect();
         if left.is_empty() {
             return error;
         }
-        left.sort();
+        left.sort_by(|a, b| b.cmp(a));
+        let left: Vec<NodeId> = left
+            .into_iter()
+            .take(NAMED_DEPARTURES)
+            .map(|(_, node)| node.clone())
+            .collect();
         AllocationError::NodesLeft {
             function: function.clone(),
             cost: cost.clone(),
@@ -1171,6 +1183,17 @@ impl Handler<ForgetPeer> for ResourceManager {
         self.groups.retain(|_, n| *n != msg.node);
         self.departures += 1;
         let departure = self.departures;
+        if self.departed.len() >= MAX_DEPARTED {
+            // The oldest departure is forgotten (its grace period is long over).
+            if let Some(oldest) = self
+                .departed
+                .iter()
+                .min_by_key(|(_, seq)| **seq)
+                .map(|(node, _)| node.clone())
+            {
+                self.departed.remove(&oldest);
+            }
+        }
         self.departed.insert(msg.node.clone(), departure);
         // A task of its own, not a timer on the actor's context: a restart of the
         // manager (which drops those) must not keep the requests waiting forever.

@@ -136,7 +136,7 @@ pub enum AllocationError {
         function: FunctionId,
         /// Its cost.
         cost: Resources,
-        /// The nodes that left whose capacity holds it.
+        /// The nodes that left whose capacity holds it, the latest first (at most three).
         nodes: Vec<NodeId>,
     },
     /// No reservation is held anywhere, so no release can ever change the answer, yet the
