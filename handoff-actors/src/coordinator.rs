@@ -738,23 +738,61 @@ fn chain_successors(
 /// Records every function that could never be placed: no node it may run on has its
 /// code, or its cost fits none of them.
 fn check_feasible(dag: &ValidatedDag, nodes: &[ExecutableNode], problems: &mut Vec<Problem>) {
-    let mut members: Vec<Vec<usize>> = vec![Vec::new(); dag.len()];
-    for i in 0..dag.len() {
-        // Stream inputs are refused on their own (`Problem::StreamInput`).
-        if !dag.function(i).is_inline() && !dag.function(i).is_input() {
-            members[dag.collocation_root(i)].push(i);
-        }
+    // Each group's members, by root, in one flat table (no vector per function).
+    let n = dag.len();
+    // Stream inputs are refused on their own (`Problem::StreamInput`).
+    let member = |i: usize| !dag.function(i).is_inline() && !dag.function(i).is_input();
+    let mut start = vec![0_u32; n + 1];
+    for i in (0..n).filter(|&i| member(i)) {
+        start[dag.collocation_root(i) + 1] += 1;
     }
-    for (root, group) in members.iter().enumerate().filter(|(_, g)| !g.is_empty()) {
+    for r in 0..n {
+        start[r + 1] += start[r];
+    }
+    let mut flat = vec![0_u32; start[n] as usize];
+    let mut fill = start.clone();
+    for i in (0..n).filter(|&i| member(i)) {
+        let r = dag.collocation_root(i);
+        flat[fill[r] as usize] = i as u32;
+        fill[r] += 1;
+    }
+    // The last group of one function found feasible: its codes, pinned node and cost. A
+    // group of one of the same needs is feasible too (most functions repeat their
+    // neighbour's), checked without building its candidate nodes again.
+    let mut last_ok: Option<(
+        Vec<&handoff_core::CodeName>,
+        Option<&NodeId>,
+        Option<&Resources>,
+    )> = None;
+    for root in 0..n {
+        let group = &flat[start[root] as usize..start[root + 1] as usize];
+        if group.is_empty() {
+            continue;
+        }
         let pinned = match dag.function(root).placement() {
             Placement::Pinned(node) => Some(node),
             _ => None,
         };
+        if let ([m], Some((codes, last_pinned, cost))) = (group, &last_ok) {
+            let f = dag.function(*m as usize);
+            if *last_pinned == pinned
+                && *cost == f.cost()
+                && codes.first() == Some(&f.code())
+                && codes.len() == 1
+                && !dag
+                    .args(*m as usize)
+                    .iter()
+                    .any(|&a| dag.function(a as usize).is_inline())
+            {
+                continue;
+            }
+        }
+        let group: Vec<usize> = group.iter().map(|&m| m as usize).collect();
         // A function (and the inline functions it evaluates) runs where the code of each
         // is registered; a group runs where all its members' codes are.
         let mut needed: Vec<&handoff_core::CodeName> = Vec::new();
         let mut missing = false;
-        for &m in group {
+        for &m in &group {
             for i in std::iter::once(m).chain(inline_args(dag, m)) {
                 let f = dag.function(i);
                 let possible = nodes.iter().any(|n| {
@@ -794,7 +832,7 @@ fn check_feasible(dag: &ValidatedDag, nodes: &[ExecutableNode], problems: &mut V
             .map(|n| (n.node.clone(), n.capacity.clone()))
             .collect();
         let before = problems.len();
-        for &m in group {
+        for &m in &group {
             let f = dag.function(m);
             let costs: Vec<&Resources> = f.cost().into_iter().collect();
             if let Err(error) = candidates(f.id(), &costs, &nodes, pinned) {
@@ -813,6 +851,11 @@ fn check_feasible(dag: &ValidatedDag, nodes: &[ExecutableNode], problems: &mut V
             if let Err(error) = candidates(dag.function(root).id(), &[&total], &nodes, pinned) {
                 problems.push(Problem::Allocation(error));
             }
+        }
+        if let [m] = group[..]
+            && problems.len() == before
+        {
+            last_ok = Some((needed, pinned, dag.function(m).cost()));
         }
     }
 }

@@ -49,6 +49,15 @@ struct ShapeKey {
     pinned: Option<NodeId>,
 }
 
+/// How many of a shape's waiting calls have a request at the resource manager before any
+/// grant has said how many reservations of the shape the nodes hold at once.
+const FIRST_WINDOW: u32 = 16;
+
+/// `asked` states: no request, a request in the outbox, a request at the manager.
+const UNASKED: u8 = 0;
+const QUEUED: u8 = 1;
+const SENT: u8 = 2;
+
 /// `shape_ids` marker: not computed yet.
 const SHAPE_UNSET: u32 = u32::MAX;
 /// `shape_ids` marker: never shares a reservation.
@@ -307,6 +316,18 @@ pub(crate) struct DagRun {
     /// Waiting calls that ran on a reservation already held: their requests are
     /// withdrawn from the resource manager (with the next message to it).
     cancels: Vec<u32>,
+    /// Whether each waiting call of a shared shape has a request: `UNASKED`, `QUEUED`
+    /// (in `outbox`) or `SENT` to the resource manager. Only the most urgent waiting calls
+    /// of a shape have one (its window, see [`Self::top_up`]); the others run on the
+    /// reservations those get.
+    asked: Vec<u8>,
+    /// By shape id: its calls with a request at the resource manager.
+    outstanding: Vec<u32>,
+    /// By shape id: how many of its reservations the nodes hold at once (its last
+    /// grant's `parallel`; 0 until one came).
+    shape_parallel: Vec<u32>,
+    /// Requests made by [`Self::top_up`], sent with the next message to the manager.
+    outbox: Vec<Request>,
 }
 
 /// A finished function's id and its value, when it is held here.
@@ -391,6 +412,10 @@ impl DagRun {
             last_shape: None,
             leases: HashMap::new(),
             cancels: Vec::new(),
+            asked: Vec::new(),
+            outstanding: Vec::new(),
+            shape_parallel: Vec::new(),
+            outbox: Vec::new(),
             shared: setup.shared,
         }
     }
@@ -475,6 +500,8 @@ impl DagRun {
     /// the slot queue.
     fn schedule(&mut self, ready: Vec<u32>, ctx: &mut Context<Self>) {
         let mut requests = Vec::new();
+        // The shared shapes that got waiting calls.
+        let mut touched: Vec<u32> = Vec::new();
         let observed = self.observed();
         let now = if observed || self.recorder.is_some() {
             now_micros()
@@ -503,17 +530,32 @@ impl DagRun {
             if slot {
                 self.ready.push((rank, Reverse(index)));
             } else {
-                requests.push(self.request_for(index));
+                match self.await_reservation(index) {
+                    SHAPE_NONE => requests.push(self.request_for(index)),
+                    shape => {
+                        if touched.last() != Some(&shape) && !touched.contains(&shape) {
+                            touched.push(shape);
+                        }
+                    }
+                }
             }
+        }
+        for shape in touched {
+            self.top_up(shape);
+        }
+        // Within a chunk of run events, sent once at its end (with its withdrawals).
+        if self.deferred.is_none() {
+            requests.append(&mut self.take_outbox());
         }
         self.send_requests(requests, ctx);
         self.dispatch_ready(ctx);
     }
 
-    /// The reservation request of function `index`, which now waits for it.
+    /// The reservation request of function `index` (already waiting, see
+    /// [`Self::await_reservation`]).
     fn request_for(&mut self, index: u32) -> Request {
         let i = index as usize;
-        let shape = self.await_reservation(index);
+        let shape = self.known_shape(index);
         let f = self.shared.dag.function(i);
         let cost = match shape {
             SHAPE_NONE => Arc::new(cost_of(f).cloned().unwrap_or_default()),
@@ -542,14 +584,66 @@ impl DagRun {
         shape
     }
 
-    /// Whether function `index` still waits for a reservation (always, for a function
-    /// whose calls never share one).
-    fn awaits_reservation(&self, index: u32) -> bool {
-        match self.known_shape(index) {
-            SHAPE_NONE => true,
-            shape => self.awaiting[shape as usize]
-                .contains(&(Reverse(self.settings.ranks[index as usize]), index)),
+    /// Makes sure the most urgent waiting calls of `shape` have a request at the resource
+    /// manager: as many as reservations of the shape the nodes hold at once (its window).
+    /// The rest need none: a granted reservation runs its call and a share of the calls
+    /// still waiting, and is reused for the next ones. So the manager queues a few
+    /// requests per shape instead of one per waiting call, and few are withdrawn. The
+    /// most urgent waiting call always has one, so the shape's place in the manager's
+    /// queue is what it would be with a request per call. New requests go to `outbox`.
+    fn top_up(&mut self, shape: u32) {
+        let s = shape as usize;
+        let parallel = self.shape_parallel[s];
+        let window = if parallel == 0 {
+            FIRST_WINDOW
+        } else {
+            parallel
+        } as usize;
+        if self.asked.is_empty() {
+            self.asked = vec![UNASKED; self.shared.dag.len()];
         }
+        let missing: Vec<u32> = self.awaiting[s]
+            .iter()
+            .take(window)
+            .map(|&(_, index)| index)
+            .filter(|&index| self.asked[index as usize] == UNASKED)
+            .collect();
+        for index in missing {
+            self.asked[index as usize] = QUEUED;
+            self.outstanding[s] += 1;
+            let request = self.request_for(index);
+            self.outbox.push(request);
+        }
+    }
+
+    /// Function `index` no longer waits: its request, if it has one, is not outstanding
+    /// (one still in the outbox is not sent). Whether the manager has one to withdraw.
+    fn unask(&mut self, shape: u32, index: u32) -> bool {
+        match self.asked.get_mut(index as usize) {
+            Some(asked) if *asked != UNASKED => {
+                let sent = *asked == SENT;
+                *asked = UNASKED;
+                self.outstanding[shape as usize] -= 1;
+                sent
+            }
+            _ => false,
+        }
+    }
+
+    /// The outbox's requests still wanted (their calls still wait), now sent.
+    fn take_outbox(&mut self) -> Vec<Request> {
+        let mut requests = std::mem::take(&mut self.outbox);
+        let asked = &mut self.asked;
+        requests.retain(|r| {
+            // A call that stopped waiting has none; one that waits again has it once.
+            let state = &mut asked[r.index as usize];
+            let wanted = *state == QUEUED;
+            if wanted {
+                *state = SENT;
+            }
+            wanted
+        });
+        requests
     }
 
     /// Function `index`'s shape id if computed and shared, else `SHAPE_NONE`.
@@ -612,6 +706,8 @@ impl DagRun {
                 if id == next {
                     self.awaiting.push(BTreeSet::new());
                     self.shape_pace.push(Duration::ZERO);
+                    self.outstanding.push(0);
+                    self.shape_parallel.push(0);
                     self.shape_keys.push(key);
                 }
                 self.last_shape = Some(id);
@@ -629,6 +725,7 @@ impl DagRun {
         match self.known_shape(index) {
             SHAPE_NONE => true,
             shape => {
+                self.unask(shape, index);
                 let rank = self.settings.ranks[index as usize];
                 self.awaiting[shape as usize].remove(&(Reverse(rank), index))
             }
@@ -664,7 +761,12 @@ impl DagRun {
                 taken.push(entry.1);
             }
         }
-        self.cancels.extend_from_slice(&taken);
+        for &index in &taken {
+            if self.unask(shape, index) {
+                self.cancels.push(index);
+            }
+        }
+        self.top_up(shape);
         taken
     }
 
@@ -730,16 +832,18 @@ impl DagRun {
         self.release(hold, ctx);
     }
 
-    /// Sends the withdrawals of waiting calls that ran on reservations already held.
+    /// Sends the withdrawals of waiting calls that ran on reservations already held, then
+    /// the requests made meanwhile (a call's withdrawal never overtakes its new request).
     fn flush_cancels(&mut self, ctx: &mut Context<Self>) {
-        if self.cancels.is_empty() {
-            return;
+        if !self.cancels.is_empty() {
+            let msg = Cancel {
+                requester: self.settings.requester,
+                indices: std::mem::take(&mut self.cancels),
+            };
+            self.send_to_manager(msg, ctx);
         }
-        let msg = Cancel {
-            requester: self.settings.requester,
-            indices: std::mem::take(&mut self.cancels),
-        };
-        self.send_to_manager(msg, ctx);
+        let requests = self.take_outbox();
+        self.send_requests(requests, ctx);
     }
 
     /// How many bytes of function `i`'s inputs each node holds (known only for values
@@ -1166,6 +1270,10 @@ impl DagRun {
         for grant in grants {
             match grant.outcome {
                 Ok((id, node)) if self.running() => {
+                    let shape = self.known_shape(grant.index);
+                    if shape != SHAPE_NONE {
+                        self.shape_parallel[shape as usize] = grant.parallel.max(1);
+                    }
                     if self.take_granted(grant.index) {
                         usable.push((grant.index, id, node, grant.parallel));
                     } else {
@@ -1200,6 +1308,13 @@ impl DagRun {
             }
             self.emit_reserved(&batch, &node);
             self.launch(batch, Hold::Reservation(id), node, ctx);
+            if shape != SHAPE_NONE && self.running() {
+                self.top_up(shape);
+            }
+        }
+        if let Some(deferred) = &mut self.deferred {
+            deferred.releases.append(&mut give_back);
+            return;
         }
         self.flush_cancels(ctx);
         if !give_back.is_empty() {
@@ -1373,15 +1488,18 @@ impl DagRun {
             // Handed back calls wait again, first in line for the reservation when it is
             // kept; those it does not take ask for one. (Their withdrawals, sent for
             // requests already gone, change nothing.)
+            let mut requests = Vec::new();
+            let mut touched: Vec<u32> = Vec::new();
             for &index in &returned {
-                self.await_reservation(index);
+                match self.await_reservation(index) {
+                    SHAPE_NONE => requests.push(self.request_for(index)),
+                    shape if !touched.contains(&shape) => touched.push(shape),
+                    _ => {}
+                }
             }
             self.reuse_or_release(entry.hold, &entry.node, ctx);
-            let mut requests = Vec::new();
-            for index in returned {
-                if self.awaits_reservation(index) {
-                    requests.push(self.request_for(index));
-                }
+            for shape in touched {
+                self.top_up(shape);
             }
             self.send_requests(requests, ctx);
         }
@@ -2080,6 +2198,11 @@ impl StreamHandler<Vec<RunEvent>> for DagRun {
                     RunEvent::Finished(report) => {
                         self.deferred.get_or_insert_with(Deferred::default);
                         self.on_finished(report, ctx);
+                    }
+                    // Grants too: what they send the manager goes with the chunk's.
+                    RunEvent::Reserved(grants) => {
+                        self.deferred.get_or_insert_with(Deferred::default);
+                        self.on_reserved(grants, ctx);
                     }
                     other => {
                         self.flush_deferred(ctx);
