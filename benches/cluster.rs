@@ -382,24 +382,37 @@ fn main() {
             ));
         }
 
-        if wanted("fanout") {
-            let fanout_dag = |run: usize| {
-                let mut dag = Dag::with_id(format!("fanout-{run}"));
-                for i in 0..fanout {
-                    dag.add_function(Function::new(format!("f{i}"), "one").pinned(worker.clone()));
+        // `fanout` trivial functions pinned to the worker, each costing `cost` when given,
+        // and their sum on this node.
+        let fanout_dag = |name: &str, run: usize, cost: Option<Resources>| {
+            let mut dag = Dag::with_id(format!("{name}-{run}"));
+            for i in 0..fanout {
+                let mut f = Function::new(format!("f{i}"), "one").pinned(worker.clone());
+                if let Some(cost) = &cost {
+                    f = f.with_cost(cost.clone());
                 }
-                dag.with(
-                    Function::new("total", "sum")
-                        .args((0..fanout).map(|i| format!("f{i}")))
-                        .as_list()
-                        .pinned(here.clone()),
-                )
-                .validate()
-                .expect("valid")
-            };
-            let times = time_runs(node, runs, fanout_dag, |results| {
-                assert_eq!(results.get::<i64>("total"), Ok(fanout as i64));
-            })
+                dag.add_function(f);
+            }
+            dag.with(
+                Function::new("total", "sum")
+                    .args((0..fanout).map(|i| format!("f{i}")))
+                    .as_list()
+                    .pinned(here.clone()),
+            )
+            .validate()
+            .expect("valid")
+        };
+        let sums_to_fanout = |results: &handoff::Results| {
+            assert_eq!(results.get::<i64>("total"), Ok(fanout as i64));
+        };
+
+        if wanted("fanout") {
+            let times = time_runs(
+                node,
+                runs,
+                |run| fanout_dag("fanout", run, None),
+                sums_to_fanout,
+            )
             .await;
             json.push(summary(
                 &format!("fanout: {fanout} remote functions + 1 aggregate"),
@@ -412,27 +425,13 @@ fn main() {
         if wanted("costed") {
             // The path users take: each function costs a cpu, so the coordinator reserves
             // it on the worker (cpu: 64) and the worker on its own tracker, per function.
-            let costed_dag = |run: usize| {
-                let mut dag = Dag::with_id(format!("costed-{run}"));
-                for i in 0..fanout {
-                    dag.add_function(
-                        Function::new(format!("f{i}"), "one")
-                            .with_cost(Resources::new().cpu(1))
-                            .pinned(worker.clone()),
-                    );
-                }
-                dag.with(
-                    Function::new("total", "sum")
-                        .args((0..fanout).map(|i| format!("f{i}")))
-                        .as_list()
-                        .pinned(here.clone()),
-                )
-                .validate()
-                .expect("valid")
-            };
-            let times = time_runs(node, runs, costed_dag, |results| {
-                assert_eq!(results.get::<i64>("total"), Ok(fanout as i64));
-            })
+            let cpu = Some(Resources::new().cpu(1));
+            let times = time_runs(
+                node,
+                runs,
+                |run| fanout_dag("costed", run, cpu.clone()),
+                sums_to_fanout,
+            )
             .await;
             json.push(summary(
                 &format!("costed fanout: {fanout} remote functions of cpu 1 + 1 aggregate"),

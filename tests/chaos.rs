@@ -28,7 +28,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::procs::{BIN, DEADLINE, Proc, TempDir, chains_dag, key_arg, keygen, signal};
+use common::procs::{BIN, DEADLINE, Proc, TempDir, chains_dag, key_arg, keygen, rss_kb, signal};
 use common::raw::{hostile_frames, send_raw};
 use handoff::{
     ClusterKey, ClusterNode, Dag, DagId, ExecuteError, ExecuteOptions, Function, FunctionId,
@@ -144,20 +144,6 @@ fn worker(name: &str, key: &str, bootstrap: Option<&str>) -> Worker {
         id: NodeId::new(id),
         address,
     }
-}
-
-/// A process's resident memory in kB (Linux), or 0 where unknown.
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// What user code goes wrong in a DAG.
@@ -573,7 +559,10 @@ fn a_seeded_fault_matrix_loses_no_outcome() {
                 }
             }
             // No worker's memory grows round after round.
-            let rss: Vec<u64> = workers.iter().map(|w| rss_kb(w.proc.child.id())).collect();
+            let rss: Vec<u64> = workers
+                .iter()
+                .map(|w| rss_kb(w.proc.child.id()).unwrap_or(0))
+                .collect();
             for (i, kb) in rss.iter().enumerate() {
                 let first = *baseline[i].get_or_insert(*kb);
                 if kb.saturating_sub(first) > RSS_SLACK_KB {

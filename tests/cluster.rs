@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::procs::{BIN, DEADLINE, Proc, TempDir, chains_dag, key_arg, keygen, signal};
+use common::procs::{BIN, DEADLINE, Proc, TempDir, chains_dag, key_arg, keygen, rss_kb, signal};
 
 use handoff::{
     ClusterKey, ClusterNode, DEFAULT_NODE_GRACE, Dag, DagId, ExecuteError, ExecuteOptions,
@@ -502,15 +502,6 @@ fn a_function_that_keeps_killing_its_node_is_stopped_and_blamed() {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert_eq!(exited.iter().filter(|e| **e).count(), 2, "{exited:?}");
-}
-
-/// Resident memory of a process in kB (Linux; `None` elsewhere).
-fn rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Many DAGs in a row across three worker processes leave nothing behind on any node: no

@@ -104,6 +104,52 @@ async fn start_with(
     Node { cluster, keypair }
 }
 
+/// A coordinator `c` offering nothing and two nodes joined through it, each with the
+/// registry of `gate`, its name and its capabilities, all with `grace` for lost nodes.
+async fn coordinator_and_two(
+    key: &ClusterKey,
+    gate: &Gate,
+    grace: Duration,
+    first: (&str, Resources),
+    second: (&str, Resources),
+) -> (Node, Node, Node) {
+    let new = Keypair::generate_ed25519;
+    let c = start_with(
+        key,
+        "c",
+        new(),
+        registry(gate),
+        Resources::new(),
+        None,
+        grace,
+    )
+    .await;
+    let at = address(&c.cluster).await;
+    let (name, capabilities) = first;
+    let a = start_with(
+        key,
+        name,
+        new(),
+        registry(gate),
+        capabilities,
+        Some(at.clone()),
+        grace,
+    )
+    .await;
+    let (name, capabilities) = second;
+    let b = start_with(
+        key,
+        name,
+        new(),
+        registry(gate),
+        capabilities,
+        Some(at),
+        grace,
+    )
+    .await;
+    (c, a, b)
+}
+
 async fn address(node: &ClusterNode) -> handoff::Multiaddr {
     node.client()
         .listen_addresses()
@@ -170,35 +216,12 @@ async fn values_lost_with_a_node_are_recomputed_two_levels_deep() {
     let gate = Gate::default();
     let key = ClusterKey::generate();
     let grace = Duration::from_secs(10);
-    let c = start_with(
+    let (c, victim, survivor) = coordinator_and_two(
         &key,
-        "c",
-        Keypair::generate_ed25519(),
-        registry(&gate),
-        Resources::new(),
-        None,
+        &gate,
         grace,
-    )
-    .await;
-    let at = address(&c.cluster).await;
-    let victim = start_with(
-        &key,
-        "victim",
-        Keypair::generate_ed25519(),
-        registry(&gate),
-        Resources::new().cpu(2),
-        Some(at.clone()),
-        grace,
-    )
-    .await;
-    let survivor = start_with(
-        &key,
-        "survivor",
-        Keypair::generate_ed25519(),
-        registry(&gate),
-        Resources::new().cpu(2),
-        Some(at),
-        grace,
+        ("victim", Resources::new().cpu(2)),
+        ("survivor", Resources::new().cpu(2)),
     )
     .await;
     let (v, s) = (victim.cluster.id().clone(), survivor.cluster.id().clone());
@@ -275,35 +298,12 @@ async fn a_function_pinned_to_a_lost_node_fails_after_the_grace_period_naming_it
     let gate = Gate::default();
     let key = ClusterKey::generate();
     let grace = Duration::from_millis(300);
-    let c = start_with(
+    let (c, gone, stays) = coordinator_and_two(
         &key,
-        "c",
-        Keypair::generate_ed25519(),
-        registry(&gate),
-        Resources::new(),
-        None,
+        &gate,
         grace,
-    )
-    .await;
-    let at = address(&c.cluster).await;
-    let gone = start_with(
-        &key,
-        "gone",
-        Keypair::generate_ed25519(),
-        registry(&gate),
-        Resources::new().cpu(1),
-        Some(at.clone()),
-        grace,
-    )
-    .await;
-    let stays = start_with(
-        &key,
-        "stays",
-        Keypair::generate_ed25519(),
-        registry(&gate),
-        Resources::new().cpu(1),
-        Some(at),
-        grace,
+        ("gone", Resources::new().cpu(1)),
+        ("stays", Resources::new().cpu(1)),
     )
     .await;
     let (g, s) = (gone.cluster.id().clone(), stays.cluster.id().clone());
@@ -354,35 +354,12 @@ async fn a_cost_only_a_lost_node_could_hold_fails_naming_that_node() {
     let gate = Gate::default();
     let key = ClusterKey::generate();
     let grace = Duration::from_millis(300);
-    let c = start_with(
+    let (c, gpu, stays) = coordinator_and_two(
         &key,
-        "c",
-        Keypair::generate_ed25519(),
-        registry(&gate),
-        Resources::new(),
-        None,
+        &gate,
         grace,
-    )
-    .await;
-    let at = address(&c.cluster).await;
-    let gpu = start_with(
-        &key,
-        "gpu",
-        Keypair::generate_ed25519(),
-        registry(&gate),
-        Resources::new().cpu(1).gpu(1),
-        Some(at.clone()),
-        grace,
-    )
-    .await;
-    let stays = start_with(
-        &key,
-        "stays",
-        Keypair::generate_ed25519(),
-        registry(&gate),
-        Resources::new().cpu(1),
-        Some(at),
-        grace,
+        ("gpu", Resources::new().cpu(1).gpu(1)),
+        ("stays", Resources::new().cpu(1)),
     )
     .await;
     let (g, s) = (gpu.cluster.id().clone(), stays.cluster.id().clone());

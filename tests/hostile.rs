@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::procs::{Proc, TempDir, key_arg, keygen};
+use common::procs::{Proc, TempDir, key_arg, keygen, rss_kb};
 use common::raw::{hostile_frames, send_raw};
 use futures::future::join_all;
 use handoff::{
@@ -26,17 +26,6 @@ const RSS_BOUND_KB: u64 = 50 * 1024;
 
 /// Hostile requests in all: half typed requests from a keyed node, half raw frames.
 const REQUESTS: usize = 10_000;
-
-/// A process's resident memory in kB (Linux).
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("/proc status")
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse().ok())
-        .expect("VmRSS")
-}
 
 /// The `i`th typed hostile request.
 fn typed(i: usize, target: &NodeId) -> Request {
@@ -157,10 +146,10 @@ fn ten_thousand_hostile_requests_grow_a_node_by_less_than_50_mb() {
         // A warm-up, so that what the node allocates once (buffers, tables) is counted.
         typed_round(0, 400).await;
         raw_round(100, 0).await;
-        let before = rss_kb(pid);
+        let before = rss_kb(pid).expect("VmRSS");
         typed_round(400, REQUESTS / 2).await;
         let raw = raw_round(REQUESTS / 2, 1000).await;
-        let after = rss_kb(pid);
+        let after = rss_kb(pid).expect("VmRSS");
         println!(
             "{} typed requests and {raw} raw frames: rss {before} kB -> {after} kB (+{} kB)",
             REQUESTS / 2,

@@ -54,6 +54,13 @@ fn saturated(error: &RequestError) -> bool {
     )
 }
 
+/// Tells `node` to forget `dag` (an execution's id there), logging a failure.
+async fn tell_forget(inner: &Inner, node: &NodeId, dag: DagId) {
+    if let Err(error) = request_patiently(inner, node, Request::Forget { dag }).await {
+        tracing::debug!(%node, "could not tell the node to forget a DAG: {error}");
+    }
+}
+
 /// Whether a request failed for a reason that may pass (the connection, the time, the
 /// peer's load), so that sending it again may succeed.
 fn passing(error: &RequestError) -> bool {
@@ -508,12 +515,9 @@ impl NetTransport {
             return;
         }
         tracing::debug!(node = %from, dag = %wire, "a late report of an ended execution: telling the node to forget it");
-        let (inner, node) = (Arc::clone(&self.inner), from.clone());
-        let request = Request::Forget { dag: wire.clone() };
+        let (inner, node, dag) = (Arc::clone(&self.inner), from.clone(), wire.clone());
         spawn_detached("tell a node to forget an ended execution", async move {
-            if let Err(error) = request_patiently(&inner, &node, request).await {
-                tracing::debug!(%node, "could not tell the node to forget an execution: {error}");
-            }
+            tell_forget(&inner, &node, dag).await;
             inner.late_forgets.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -871,12 +875,9 @@ impl Transport for NetTransport {
         ids.push(dag);
         for dag in ids {
             for node in &nodes {
-                let (inner, node) = (Arc::clone(&self.inner), node.clone());
-                let request = Request::Forget { dag: dag.clone() };
+                let (inner, node, dag) = (Arc::clone(&self.inner), node.clone(), dag.clone());
                 spawn_detached("tell a node to forget a DAG", async move {
-                    if let Err(error) = request_patiently(&inner, &node, request).await {
-                        tracing::debug!(%node, "could not tell the node to forget a DAG: {error}");
-                    }
+                    tell_forget(&inner, &node, dag).await;
                 });
             }
         }

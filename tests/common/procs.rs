@@ -243,3 +243,16 @@ pub fn chains_dag(
     );
     (dag.validate().expect("valid"), expected)
 }
+
+/// A process's resident memory in kB (Linux's `/proc/<pid>/status`), or `None` where it
+/// cannot be read.
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
