@@ -112,10 +112,11 @@ pub use handoff_actors::{
 pub use handoff_core::{
     AllocationError, AllocationStrategy, Allocator, Amount, ArgumentInclusion, Assignments,
     Backoff, CallError, Code, CodeName, Dag, DagId, FirstAvailable, FromValue, Function,
-    FunctionId, FunctionKind, Handler, IntoValue, List, LoadBalanced, NodeCapacities, NodeId,
-    NodeView, Placement, RegisterError, RegisterNodeError, Registry, ReleaseError, RequestError,
-    ResourceName, ResourceTracker, Resources, ResultError, Results, Shared, SimpleResourceTracker,
-    ValidatedDag, ValidationError, Value, ValueError, allocate, candidates,
+    FunctionId, FunctionKind, Handler, IntoValue, List, LoadBalanced, Locality, NodeCapacities,
+    NodeId, NodeView, Placement, RegisterError, RegisterNodeError, Registry, ReleaseError,
+    RequestError, ResourceName, ResourceTracker, Resources, ResultError, Results, Shared,
+    SimpleResourceTracker, ValidatedDag, ValidationError, Value, ValueError, allocate, candidates,
+    choose_node,
 };
 pub use handoff_core::{
     ArgSource, Batching, CodeKind, InlineEval, StagePlan, State, StatefulHandler, StreamPlan,

@@ -1139,3 +1139,58 @@ async fn a_keyed_peer_cannot_forget_read_or_shrink_what_is_not_its_own() {
         .expect("known");
     assert_eq!(capabilities, Resources::new().cpu(2).gpu(1));
 }
+
+/// The plan a user asks `allocate` for, over the cluster's own list of nodes, is the plan
+/// that runs when the DAG follows it: every function where planned (here a collocation
+/// group placed by its summed cost, single functions, and a pinned one), with either
+/// built-in strategy. (Without following it, a run places by the same rule, but a
+/// reservation freed by a quick function is reused by the next call of its shape.)
+#[actix::test]
+async fn the_plan_allocate_makes_is_where_the_run_places() {
+    // `a` stays alive (bound) for the whole test: it runs planned functions.
+    let Cluster { c, a: _a, b } = cluster(registry()).await;
+    let nodes = c.node().discover_nodes().await.expect("nodes");
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+    let dag = || {
+        let make = |id: &str, fill: u8| {
+            Function::new(id, "make")
+                .extra_arg(2_u64)
+                .extra_arg(fill)
+                .with_cost(cpu())
+        };
+        Dag::new()
+            .with(make("group", 1))
+            .with(make("member", 2).collocated_with("group"))
+            .with(make("single", 3))
+            .with(make("other", 4))
+            .with(
+                Function::new("pinned", "make")
+                    .extra_arg(1_u64)
+                    .extra_arg(5_u8)
+                    .with_cost(Resources::new().gpu(1))
+                    .pinned(b.id().clone()),
+            )
+            .validate()
+            .expect("valid")
+    };
+    for strategy in [
+        AllocationStrategy::FirstAvailable,
+        AllocationStrategy::LoadBalanced,
+    ] {
+        let plan = handoff::allocate(&dag(), &nodes, &strategy).expect("plan");
+        assert!(plan.waiting.is_empty(), "{strategy:?}: {plan:?}");
+        assert_eq!(plan.nodes["group"], plan.nodes["member"]);
+        let options = ExecuteOptions::default().allocation_strategy(strategy.clone());
+        let following = dag().following(&plan);
+        let done = tokio::time::timeout(DEADLINE, c.node().execute(following, options))
+            .await
+            .expect("in time")
+            .expect("executes");
+        let ran: std::collections::BTreeMap<_, _> = done
+            .allocations()
+            .iter()
+            .map(|(f, n)| (f.clone(), n.clone()))
+            .collect();
+        assert_eq!(ran, plan.nodes, "{strategy:?}");
+    }
+}

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures::channel::oneshot;
 use handoff_core::{
-    AllocationError, AllocationStrategy, Allocator, CodeName, FunctionId, NodeId, NodeView,
-    ResourceTracker, Resources, candidates,
+    AllocationError, AllocationStrategy, CodeName, FunctionId, NodeId, NodeView, ResourceTracker,
+    Resources, candidates, choose_node,
 };
 use tokio::sync::mpsc;
 
@@ -545,23 +545,6 @@ impl ResourceManager {
                 }
             }
         }
-        // A retry after the function's own failure goes elsewhere when another node can
-        // take it now.
-        if let Some(avoid) = &request.avoid {
-            let others: Vec<usize> = fitting
-                .iter()
-                .copied()
-                .filter(|&i| nodes[i].0 != *avoid)
-                .collect();
-            let any_free = others.iter().any(|&i| {
-                self.tracker
-                    .available(&nodes[i].0)
-                    .is_some_and(|free| request.cost.fits_in(&free))
-            });
-            if any_free {
-                fitting = others;
-            }
-        }
         let available: Vec<Resources> = fitting
             .iter()
             .map(|&i| self.tracker.available(&nodes[i].0).unwrap_or_default())
@@ -575,13 +558,14 @@ impl ResourceManager {
                 available,
             })
             .collect();
-        let local_pick = request.locality.iter().find_map(|(holder, _)| {
-            views
-                .iter()
-                .position(|v| v.id == holder && request.cost.fits_in(v.available))
-        });
-        let Some(choice) = local_pick.or_else(|| strategy.choose(Some(&request.cost), &views))
-        else {
+        // The placement rule `allocate` plans with.
+        let Some(choice) = choose_node(
+            &request.cost,
+            &views,
+            &request.locality,
+            request.avoid.as_ref(),
+            strategy,
+        ) else {
             return idle.then(|| {
                 never("the allocator chose no node while every node was idle".to_owned())
             });

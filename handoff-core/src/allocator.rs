@@ -75,6 +75,63 @@ impl Allocator for LoadBalanced {
     }
 }
 
+/// Where a function's inputs are, for [`choose_node`]: the nodes holding them, each with
+/// a weight (bytes at run time, a count of inputs in a plan), the heaviest first.
+pub type Locality = [(NodeId, u64)];
+
+/// The placement rule: picks the node for one function among `nodes` (those it may run
+/// on: by code, placement and capacity, in preference order, local first). Used both by
+/// [`allocate`] and by a node's resource manager at run time, so a plan and a run decide
+/// alike. In order:
+///
+/// 1. a retry after the function's own failure on `avoid` goes to another node when one
+///    has room for it now;
+/// 2. the node holding the most of its inputs (`locality`), when it has room now;
+/// 3. else the strategy's choice.
+///
+/// `None` when the strategy chooses no node (the function waits). The index is into
+/// `nodes`.
+///
+/// ```
+/// use handoff_core::{choose_node, AllocationStrategy, NodeId, NodeView, Resources};
+/// let (a, b) = (NodeId::new("a"), NodeId::new("b"));
+/// let capacity = Resources::new().cpu(2);
+/// let free = Resources::new().cpu(1);
+/// let nodes = [
+///     NodeView { id: &a, capacity: &capacity, available: &free },
+///     NodeView { id: &b, capacity: &capacity, available: &free },
+/// ];
+/// let cost = Resources::new().cpu(1);
+/// let first = AllocationStrategy::FirstAvailable;
+/// assert_eq!(choose_node(&cost, &nodes, &[], None, &first), Some(0));
+/// // Its input is on `b`: it goes there.
+/// assert_eq!(choose_node(&cost, &nodes, &[(b.clone(), 1)], None, &first), Some(1));
+/// // It just failed on `a`: it goes elsewhere.
+/// assert_eq!(choose_node(&cost, &nodes, &[], Some(&a), &first), Some(1));
+/// ```
+pub fn choose_node(
+    cost: &Resources,
+    nodes: &[NodeView<'_>],
+    locality: &Locality,
+    avoid: Option<&NodeId>,
+    strategy: &AllocationStrategy,
+) -> Option<usize> {
+    let fits_now = |v: &NodeView<'_>| cost.fits_in(v.available);
+    if let Some(avoid) = avoid
+        && nodes.iter().any(|v| v.id != avoid && fits_now(v))
+        && nodes.iter().any(|v| v.id == avoid)
+    {
+        let others: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].id != avoid).collect();
+        let views: Vec<NodeView<'_>> = others.iter().map(|&i| nodes[i]).collect();
+        return choose_node(cost, &views, locality, None, strategy).map(|k| others[k]);
+    }
+    locality
+        .iter()
+        .find_map(|(holder, _)| nodes.iter().position(|v| v.id == holder && fits_now(v)))
+        .or_else(|| strategy.choose(Some(cost), nodes))
+        .filter(|&i| i < nodes.len())
+}
+
 /// An allocation strategy: a built-in, or your own [`Allocator`].
 #[derive(Clone, Default)]
 pub enum AllocationStrategy {
@@ -195,8 +252,9 @@ pub struct Assignments {
     /// The node of each regular function.
     pub nodes: BTreeMap<FunctionId, NodeId>,
     /// The functions whose cost did not fit what was left on their node when planned:
-    /// at run time they wait there for capacity; they are never moved to a node too
-    /// small for them.
+    /// at run time they wait for capacity, and take the first node that can hold them
+    /// when it frees (never a node too small for them); the node in [`Self::nodes`] is
+    /// the strategy's choice among those that can.
     pub waiting: BTreeSet<FunctionId>,
 }
 
@@ -260,8 +318,10 @@ pub fn candidates(
 }
 
 /// Plans where every regular function of `dag` runs, as if all were submitted at once:
-/// pinned functions go where pinned, collocated ones with their root, the rest where
-/// `strategy` picks. A function never lands on a node whose capacity cannot hold its
+/// pinned functions go where pinned, collocated ones with their root (the group placed
+/// by its summed cost), the rest by the placement rule a node's runtime grants with
+/// ([`choose_node`], with each function's inputs planned on other nodes than the first
+/// as its locality). A function never lands on a node whose capacity cannot hold its
 /// cost; one that does not fit what is left right now waits for its node (see
 /// [`Assignments::waiting`]); one that fits no node at all is an error.
 ///
@@ -301,6 +361,8 @@ pub fn allocate(
     let mut remaining: Vec<Resources> = nodes.iter().map(|(_, c)| c.clone()).collect();
     // The node of each collocation group, by root.
     let mut group_node: Vec<usize> = vec![UNPLACED; n];
+    // The node of each function placed so far.
+    let mut placed: Vec<usize> = vec![UNPLACED; n];
     let mut out = Assignments::default();
     let every_node: Vec<usize> = (0..nodes.len()).collect();
 
@@ -377,7 +439,11 @@ pub fn allocate(
                         available: &remaining[k],
                     })
                     .collect();
-                let choice = strategy.choose(Some(&group_total), &views).unwrap_or(0);
+                // The runtime's rule, with the inputs planned on other nodes than the
+                // first (the caller's, where a run keeps what it makes) as its locality.
+                let locality = planned_inputs(dag, i, &placed, nodes);
+                let choice =
+                    choose_node(&group_total, &views, &locality, None, strategy).unwrap_or(0);
                 let chosen = fitting[choice.min(fitting.len() - 1)];
                 group_node[root] = chosen;
                 chosen
@@ -392,9 +458,36 @@ pub fn allocate(
                 }
             }
         }
+        placed[i] = node;
         out.nodes.insert(f.id().clone(), nodes[node].0.clone());
     }
     Ok(out)
+}
+
+/// The inputs of function `i` planned on nodes other than the first, counted per node,
+/// the most first (ties: in the order of its inputs): its [`Locality`] in a plan.
+fn planned_inputs(
+    dag: &ValidatedDag,
+    i: usize,
+    placed: &[usize],
+    nodes: &NodeCapacities,
+) -> Vec<(NodeId, u64)> {
+    let mut held: Vec<(usize, u64)> = Vec::new();
+    for &d in dag.deps(i) {
+        let node = placed[d as usize];
+        if node == 0 || node == usize::MAX {
+            continue;
+        }
+        match held.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, count)) => *count += 1,
+            None => held.push((node, 1)),
+        }
+    }
+    // Stable: ties keep the order of the inputs, as at run time.
+    held.sort_by_key(|&(_, count)| std::cmp::Reverse(count));
+    held.into_iter()
+        .map(|(n, count)| (nodes[n].0.clone(), count))
+        .collect()
 }
 
 #[cfg(test)]

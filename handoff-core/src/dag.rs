@@ -338,6 +338,51 @@ impl ValidatedDag {
         self.0.group[index] as usize
     }
 
+    /// The same DAG with each function's node as `plan` says: every function the plan
+    /// places is pinned there (a collocation group by its root, its members following it),
+    /// so that executing it runs the plan a user asked [`allocate`](crate::allocate) for.
+    /// Functions the plan does not name keep their placement. A plan naming a node the
+    /// cluster does not have is refused when the DAG is executed, before anything runs.
+    ///
+    /// ```
+    /// use handoff_core::{allocate, AllocationStrategy, Dag, Function, NodeId, Placement, Resources};
+    /// let dag = Dag::new()
+    ///     .with(Function::new("f", "work").with_cost(Resources::new().cpu(1)))
+    ///     .validate()?;
+    /// let nodes = [(NodeId::new("a"), Resources::new().cpu(2))];
+    /// let plan = allocate(&dag, &nodes, &AllocationStrategy::default())?;
+    /// let pinned = dag.following(&plan);
+    /// assert_eq!(pinned.function(0).placement(), &Placement::Pinned(NodeId::new("a")));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn following(&self, plan: &crate::Assignments) -> ValidatedDag {
+        let inner = &self.0;
+        let functions = inner
+            .functions
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let follows_root = inner.group[i] as usize != i;
+                match plan.nodes.get(f.id()) {
+                    Some(node) if !follows_root && !f.is_inline() => f
+                        .clone()
+                        .with_placement(crate::Placement::Pinned(node.clone())),
+                    _ => f.clone(),
+                }
+            })
+            .collect();
+        ValidatedDag(Arc::new(Inner {
+            id: inner.id.clone(),
+            functions,
+            index: inner.index.clone(),
+            args: inner.args.clone(),
+            deps: inner.deps.clone(),
+            dependents: inner.dependents.clone(),
+            group: inner.group.clone(),
+            regular: inner.regular,
+        }))
+    }
+
     /// The same DAG with every cost and placement removed (what `execute_local` runs).
     pub fn localized(&self) -> ValidatedDag {
         let inner = &self.0;

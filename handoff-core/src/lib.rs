@@ -32,7 +32,7 @@ mod value;
 
 pub use allocator::{
     AllocationError, AllocationStrategy, Allocator, Assignments, FirstAvailable, LoadBalanced,
-    NodeCapacities, NodeView, allocate, candidates,
+    Locality, NodeCapacities, NodeView, allocate, candidates, choose_node,
 };
 pub use backoff::Backoff;
 pub use dag::{Dag, ValidatedDag, ValidationError};

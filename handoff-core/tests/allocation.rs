@@ -647,3 +647,41 @@ fn nodes_with_invalid_capacities_are_a_typed_error_not_a_panic() {
         }
     }
 }
+
+/// A plan places by the runtime's rule (`choose_node`): a function goes where its inputs
+/// were planned when it fits there now (inputs on the first node, the caller's, pull
+/// nothing), before the strategy's pick.
+#[test]
+fn a_plan_places_a_consumer_where_its_inputs_are() {
+    let nodes = [
+        node("local", Resources::new().cpu(4)),
+        node("b", Resources::new().cpu(4)),
+    ];
+    let dag = Dag::new()
+        .with(work("on_b", Resources::new().cpu(1)).pinned("b"))
+        .with(work("on_local", Resources::new().cpu(1)).pinned("local"))
+        .with(work("reads_b", Resources::new().cpu(1)).arg("on_b"))
+        .with(work("reads_local", Resources::new().cpu(1)).arg("on_local"))
+        // Two inputs on b outweigh one on local.
+        .with(
+            work("reads_both", Resources::new().cpu(1))
+                .arg("on_local")
+                .arg("on_b")
+                .arg("reads_b"),
+        )
+        .validate()
+        .expect("valid");
+    let plan = allocate(&dag, &nodes, &AllocationStrategy::FirstAvailable).expect("plan");
+    assert_eq!(on(&plan, "reads_b"), "b", "pulled to its input");
+    assert_eq!(on(&plan, "reads_local"), "local", "the strategy's pick");
+    assert_eq!(on(&plan, "reads_both"), "b");
+
+    // Where its input's node is full, the strategy picks among the others.
+    let nodes = [
+        node("local", Resources::new().cpu(4)),
+        node("b", Resources::new().cpu(1)),
+    ];
+    let plan = allocate(&dag, &nodes, &AllocationStrategy::FirstAvailable).expect("plan");
+    assert_eq!(on(&plan, "reads_b"), "local");
+    assert!(plan.waiting.is_empty(), "{plan:?}");
+}

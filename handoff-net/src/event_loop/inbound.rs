@@ -298,8 +298,10 @@ impl EventLoop {
                     },
                 )
             }
+            // The node's application side stopped (its `ClusterNode` was dropped) while
+            // the swarm still runs: it is going away.
             Err(TrySendError::Closed(NetEvent::InboundRequest { channel, .. })) => {
-                (channel, RpcError::Unsupported { request: kind })
+                (channel, RpcError::ShuttingDown)
             }
             Err(_) => return,
         };
