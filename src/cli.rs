@@ -44,7 +44,9 @@
 //! with `--log-format json` (`HANDOFF_LOG_FORMAT`).
 //!
 //! `run` starts a [`ClusterNode`], prints these lines on standard output, and runs until
-//! SIGTERM or SIGINT (Ctrl-C) stops it gracefully. Its standard input is not read (so it
+//! SIGTERM or SIGINT (Ctrl-C) stops it gracefully: it drains ([`ClusterNode::drain`]:
+//! peers stop sending it work, what runs finishes and coordinators fetch the values they
+//! still need, at most `--drain-timeout`), then leaves; a second signal stops it at once. Its standard input is not read (so it
 //! runs in the background, under nohup, systemd or a container alike) unless
 //! `--stop-on-stdin-eof` asks it to stop when standard input closes:
 //!
@@ -54,12 +56,15 @@
 //! dial failed <address>: <reason>; …         or not (a wrong cluster key shows here),
 //!                                           then again, waiting longer each time
 //! peers <n> <name>:<cpu>:<gpu>,...          each time the set of peers changes (by name)
-//! stopping on <reason>                      when told to stop; then it exits with 0
+//! stopping on <reason>: draining …           when told to stop (a signal drains first)
+//! stopped: <why>                            when the drain ended (or a second signal came);
+//!                                           then it exits with 0
 //! ```
 //!
 //! `status` joins the cluster through `--bootstrap` as a node offering nothing, waits until
 //! the set of nodes it hears of stops changing (at most `--wait`), prints one line per node
-//! (name, peer id, addresses, capacity, free resources now, registered functions), and
+//! (name, peer id, state (alive or draining), addresses, capacity, free resources now,
+//! registered functions), and
 //! leaves.
 //!
 //! For programs with a command line of their own: [`RunArgs`] holds what `run` takes,
@@ -88,6 +93,9 @@ pub const FIRST_REDIAL: Duration = Duration::from_millis(250);
 
 /// The longest wait between two dials of a bootstrap address that failed.
 pub const MAX_REDIAL: Duration = Duration::from_secs(30);
+
+/// How long a node told to stop drains at most, by default (`--drain-timeout`).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The address a node listens on when `--listen` is not given: loopback, any free port.
 pub const DEFAULT_LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
@@ -205,6 +213,15 @@ struct RunFlags {
     /// Also stop when standard input closes (for a parent process that owns the node).
     #[arg(long)]
     stop_on_stdin_eof: bool,
+    /// On SIGTERM or SIGINT, the longest to wait, in seconds, for the functions running
+    /// here to finish and for the values held here to be fetched before leaving.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "HANDOFF_DRAIN_TIMEOUT",
+        default_value_t = 30.0
+    )]
+    drain_timeout: f64,
 }
 
 #[derive(Debug, Args)]
@@ -288,6 +305,9 @@ pub struct RunArgs {
     /// Stops the node when standard input closes too (`--stop-on-stdin-eof`; default off:
     /// standard input is not read).
     pub stop_on_stdin_eof: bool,
+    /// On a stop signal, the longest the node drains before it leaves (`--drain-timeout`,
+    /// default [`DEFAULT_DRAIN_TIMEOUT`]).
+    pub drain_timeout: Duration,
 }
 
 impl RunArgs {
@@ -311,6 +331,7 @@ impl RunArgs {
             allow_remote_registration: false,
             allow_shared_key: false,
             stop_on_stdin_eof: false,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 
@@ -358,6 +379,15 @@ impl RunFlags {
         run.allow_remote_registration = self.allow_remote_registration;
         run.allow_shared_key = self.allow_shared_key;
         run.stop_on_stdin_eof = self.stop_on_stdin_eof;
+        run.drain_timeout = Duration::try_from_secs_f64(self.drain_timeout).map_err(|_| {
+            Cli::command().error(
+                clap::error::ErrorKind::InvalidValue,
+                format!(
+                    "`--drain-timeout {}`: a number of seconds, 0 or more, is expected",
+                    self.drain_timeout
+                ),
+            )
+        })?;
         Ok(run)
     }
 }
@@ -651,9 +681,14 @@ async fn status_of(
             })
             .collect();
         say(&format!(
-            "{} id {} addresses {} capacity {} free {} functions {}",
+            "{} id {} state {} addresses {} capacity {} free {} functions {}",
             printable(&peer.name),
             peer.node,
+            if peer.state.draining {
+                "draining"
+            } else {
+                "alive"
+            },
             if addresses.is_empty() {
                 "-".to_owned()
             } else {
@@ -768,6 +803,7 @@ pub async fn run_node(args: RunArgs, registry: Registry) -> Result<(), RunError>
         &peer.to_string(),
         args.bootstrap,
         args.stop_on_stdin_eof,
+        args.drain_timeout,
     )
     .await;
     let stopped = cluster.shutdown().await;
@@ -804,6 +840,7 @@ async fn serve(
     peer: &str,
     bootstrap: Vec<Multiaddr>,
     stop_on_stdin_eof: bool,
+    drain_timeout: Duration,
 ) -> Result<(), RunError> {
     for address in cluster.client().listen_addresses().await? {
         say(&format!("listening {address}/p2p/{peer}"))?;
@@ -840,13 +877,12 @@ async fn serve(
     // SIGTERM or SIGINT (Ctrl-C) stops the node, gracefully. Standard input is not
     // read: a node run in the background, under nohup, systemd or a container keeps
     // running when it has none.
-    let mut stop = Box::pin(async move {
-        if !stop_on_stdin_eof {
-            return stop_signal().await;
-        }
-        tokio::select! {
-            signal = stop_signal() => signal,
-            () = stdin_closed() => "standard input closed",
+    let mut signals = StopSignals::new();
+    let mut stdin = Box::pin(async move {
+        if stop_on_stdin_eof {
+            stdin_closed().await
+        } else {
+            std::future::pending().await
         }
     });
     let mut peers = cluster.peer_changes();
@@ -859,8 +895,24 @@ async fn serve(
         }
         tokio::select! {
             changed = peers.changed() => if changed.is_err() { break },
-            signal = &mut stop => {
-                say(&format!("stopping on {signal}"))?;
+            () = &mut stdin => {
+                // The parent that owns the node is gone: no drain.
+                say("stopping on standard input closed")?;
+                say("stopped: standard input closed")?;
+                break;
+            }
+            reason = signals.next() => {
+                say(&format!(
+                    "stopping on {reason}: draining for at most {drain_timeout:?} (a second signal stops at once)"
+                ))?;
+                let line = tokio::select! {
+                    drained = cluster.drain(drain_timeout) => match drained {
+                        Ok(drained) => format!("stopped: {drained}"),
+                        Err(error) => format!("stopped: the drain failed: {error}"),
+                    },
+                    second = signals.next() => format!("stopped at once on a second {second}"),
+                };
+                say(&line)?;
                 break;
             }
         }
@@ -868,33 +920,54 @@ async fn serve(
     Ok(())
 }
 
-/// Waits for the signal that stops a node: SIGTERM or SIGINT (on other platforms,
-/// Ctrl-C); its name.
-async fn stop_signal() -> &'static str {
+/// The signals that stop a node: SIGTERM and SIGINT (on other platforms, Ctrl-C),
+/// listened for from creation on, so that none sent after it is missed.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut interrupt)) => tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = interrupt.recv() => "SIGINT",
-            },
-            (Err(error), _) | (_, Err(error)) => {
-                tracing::warn!(
-                    "cannot listen for stop signals ({error}); stop the node by killing it"
-                );
-                std::future::pending().await
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    fn new() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let streams = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(term), Ok(interrupt)) => Some((term, interrupt)),
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::warn!(
+                        "cannot listen for stop signals ({error}); stop the node by killing it"
+                    );
+                    None
+                }
+            };
+            StopSignals { streams }
+        }
+        #[cfg(not(unix))]
+        StopSignals {}
+    }
+
+    /// Waits for the next stop signal; its name.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            match &mut self.streams {
+                Some((term, interrupt)) => tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = interrupt.recv() => "SIGINT",
+                },
+                None => std::future::pending().await,
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        match tokio::signal::ctrl_c().await {
-            Ok(()) => "Ctrl-C",
-            Err(_) => std::future::pending().await,
+        #[cfg(not(unix))]
+        {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => "Ctrl-C",
+                Err(_) => std::future::pending().await,
+            }
         }
     }
 }
@@ -968,6 +1041,7 @@ mod tests {
             name: "evil\npeers 1 forged:8:8".to_owned(),
             capabilities: Resources::new().cpu(1),
             code_names: Vec::new(),
+            draining: false,
         };
         let line = peers_line(&[peer]);
         assert!(!line.contains('\n'), "{line}");
@@ -1030,9 +1104,11 @@ mod tests {
             "run --insecure --listen /ip4/127.0.0.1/tcp/4001 --bootstrap /ip4/127.0.0.1/tcp/4002 \
              --bootstrap /ip4/127.0.0.1/tcp/4003 --name a --cpu 2 --memory 512 --gpu 1 \
              --custom licence=2 --custom disk=0.5 --identity id.key \
-             --allow-remote-registration --stop-on-stdin-eof --log-format json",
+             --allow-remote-registration --stop-on-stdin-eof --log-format json \
+             --drain-timeout 2.5",
         )
         .expect("parses");
+        assert_eq!(run.drain_timeout, Duration::from_millis(2500));
         assert_eq!(run.key, KeyChoice::Insecure);
         assert_eq!(run.listen.to_string(), "/ip4/127.0.0.1/tcp/4001");
         assert_eq!(run.bootstrap.len(), 2);
@@ -1059,6 +1135,7 @@ mod tests {
         assert!(run.cpu >= 1);
         assert_eq!(run.capabilities(), Resources::new().cpu(run.cpu));
         assert!(!run.stop_on_stdin_eof && !run.allow_remote_registration);
+        assert_eq!(run.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
         // Zero amounts are not announced.
         let run = run_args("run --insecure --cpu 0 --memory 0 --custom x=0").expect("parses");
         assert_eq!(run.capabilities(), Resources::new().cpu(0));
@@ -1070,6 +1147,8 @@ mod tests {
         assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
         let text = error.to_string();
         assert!(text.contains("--gpu") && text.contains("lots"), "{text}");
+        let error = run_args("run --insecure --drain-timeout=-1").expect_err("negative");
+        assert!(error.to_string().contains("--drain-timeout"), "{error}");
         for (line, kind) in [
             (
                 "run --insecure --name",

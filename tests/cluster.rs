@@ -1176,7 +1176,14 @@ fn a_node_runs_without_its_standard_input_and_stops_on_a_signal() {
     node.wait_peers(&["other:1:0"]);
     signal(node.child.id(), nix::sys::signal::Signal::SIGINT);
     node.wait_for("the stopping line", |line| {
-        (line == "stopping on SIGINT").then_some(())
+        line.starts_with("stopping on SIGINT: draining")
+            .then_some(())
+    });
+    // It held nothing: the drain ends at once, and says so.
+    node.wait_for("the stopped line", |line| {
+        (line.starts_with("stopped: drained in")
+            && line.ends_with("nothing running, no value held"))
+        .then_some(())
     });
     let status = node.wait_exit();
     assert!(status.success(), "svc exited cleanly: {status:?}");
@@ -1185,7 +1192,8 @@ fn a_node_runs_without_its_standard_input_and_stops_on_a_signal() {
     drop(other.stdin.take());
     signal(other.child.id(), nix::sys::signal::Signal::SIGTERM);
     other.wait_for("the stopping line", |line| {
-        (line == "stopping on SIGTERM").then_some(())
+        line.starts_with("stopping on SIGTERM: draining")
+            .then_some(())
     });
     let status = other.wait_exit();
     assert!(status.success(), "{name} exited cleanly: {status:?}");
@@ -1469,7 +1477,7 @@ fn status_lists_every_node_by_name() {
     assert_eq!(lines[0], "nodes 2", "{stdout}");
     assert!(
         lines[1].starts_with(&format!(
-            "alpha id {alpha_id} addresses /ip4/127.0.0.1/tcp/"
+            "alpha id {alpha_id} state alive addresses /ip4/127.0.0.1/tcp/"
         )) && lines[1].ends_with(&format!(
             "capacity {{cpu: 2}} free {{cpu: 2}} functions {functions}"
         )),
@@ -1543,7 +1551,7 @@ fn the_command_line_helps_stops_on_eof_when_asked_and_logs_json() {
     );
     assert_eq!(
         stdout.lines().last(),
-        Some("stopping on standard input closed"),
+        Some("stopped: standard input closed"),
         "{stdout}"
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -1556,4 +1564,171 @@ fn the_command_line_helps_stops_on_eof_when_asked_and_logs_json() {
             .any(|l| l["fields"]["message"] == "node started"),
         "{stderr}"
     );
+}
+
+/// SIGTERM during a DAG drains the node: peers stop sending it work, what runs there
+/// finishes, the coordinator fetches the values it still needs from it, and only then
+/// does it leave, exiting 0 with a line saying it drained. Nothing it made is lost, so
+/// nothing is recomputed and no function runs twice.
+#[test]
+fn sigterm_drains_a_node_without_losing_its_values() {
+    let dir = TempDir::new("drain");
+    let key = keygen(&dir, "cluster.key");
+    let key_path = key_arg(&key);
+    let mut stay = Proc::spawn("stay", &["--key", &key_path, "--cpu", "2"]);
+    let address = stay.address();
+    let mut leaver = Proc::spawn(
+        "leaver",
+        &[
+            "--key",
+            &key_path,
+            "--cpu",
+            "2",
+            "--bootstrap",
+            &address,
+            "--drain-timeout",
+            "60",
+        ],
+    );
+    leaver.address();
+    let chains = 6;
+    let (dag, expected) = chains_dag("drain", chains, 600, None);
+    let outcome = actix::System::new().block_on(async move {
+        let cluster = coordinator(&key, &address, DEFAULT_NODE_GRACE, 2).await;
+        let leaver_id = connected_peer(&cluster, "leaver").await;
+        let mut handle = cluster
+            .node()
+            .submit(dag, ExecuteOptions::default().events(8192))
+            .await
+            .expect("submitted");
+        let mut events = handle.events().expect("events");
+        // Its first function starts there: stop it.
+        let mut seen = Vec::new();
+        loop {
+            let event = tokio::time::timeout(DEADLINE, futures::StreamExt::next(&mut events))
+                .await
+                .expect("events in time")
+                .expect("the execution runs");
+            let started_there = matches!(
+                &event.kind,
+                handoff::EventKind::Started { node, .. } if *node == leaver_id
+            );
+            seen.push(event.kind);
+            if started_there {
+                break;
+            }
+        }
+        signal(leaver.child.id(), nix::sys::signal::Signal::SIGTERM);
+        let done = tokio::time::timeout(DEADLINE, handle)
+            .await
+            .expect("the DAG ends in time")
+            .expect("the DAG completes");
+        while let Some(event) = futures::StreamExt::next(&mut events).await {
+            seen.push(event.kind);
+        }
+        // The leaver exits on its own once the coordinator told it to forget the DAG.
+        let exited = tokio::task::spawn_blocking(move || {
+            leaver.wait_for("the draining line", |line| {
+                line.starts_with("stopping on SIGTERM: draining")
+                    .then_some(())
+            });
+            let line = leaver.wait_for("the stopped line", |line| {
+                line.starts_with("stopped: ").then(|| line.to_owned())
+            });
+            (line, leaver.wait_exit())
+        })
+        .await
+        .expect("waited");
+        cluster.shutdown().await.expect("shutdown");
+        (done.results.get::<i64>("total"), seen, leaver_id, exited)
+    });
+    let (total, seen, leaver_id, (line, status)) = outcome;
+    assert_eq!(total, Ok(expected));
+    assert!(
+        line.starts_with("stopped: drained in") && line.ends_with("nothing running, no value held"),
+        "{line}"
+    );
+    assert!(status.success(), "the drained node exits 0: {status:?}");
+    let finished_there = seen
+        .iter()
+        .filter(|k| matches!(k, handoff::EventKind::Finished { node, .. } if node == &leaver_id))
+        .count();
+    assert!(
+        finished_there >= 1,
+        "the leaver finished its work: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|k| matches!(
+            k,
+            handoff::EventKind::Recomputing { .. } | handoff::EventKind::NodeLost { .. }
+        )),
+        "nothing lost: {seen:?}"
+    );
+    let mut finished: Vec<&FunctionId> = seen
+        .iter()
+        .filter_map(|k| match k {
+            handoff::EventKind::Finished { function, .. } => Some(function),
+            _ => None,
+        })
+        .collect();
+    let all = finished.len();
+    finished.sort();
+    finished.dedup();
+    assert_eq!(finished.len(), all, "no function ran twice: {seen:?}");
+    assert_eq!(all, 4 * chains + 1);
+    stay.drain();
+}
+
+/// A second signal during a drain stops the node at once, saying so, even with values
+/// still held there (kept by the execution that made them).
+#[test]
+fn a_second_signal_stops_a_draining_node_at_once() {
+    let dir = TempDir::new("drain-twice");
+    let key = keygen(&dir, "cluster.key");
+    let key_path = key_arg(&key);
+    let mut busy = Proc::spawn("busy", &["--key", &key_path, "--cpu", "1"]);
+    let address = busy.address();
+    let (line, status) = actix::System::new().block_on(async move {
+        let cluster = coordinator(&key, &address, DEFAULT_NODE_GRACE, 1).await;
+        let busy_id = connected_peer(&cluster, "busy").await;
+        let dag = Dag::new()
+            .with(
+                Function::new("kept", "bytes")
+                    .extra_arg(16_u64)
+                    .extra_arg(1_u8)
+                    .pinned(busy_id.clone()),
+            )
+            .validate()
+            .expect("valid");
+        let done = tokio::time::timeout(
+            DEADLINE,
+            cluster
+                .node()
+                .execute(dag, ExecuteOptions::default().keep_values(true)),
+        )
+        .await
+        .expect("in time")
+        .expect("executes");
+        let stats = cluster.node_stats(&busy_id).await.expect("stats");
+        assert_eq!(stats.values, 1, "the value is kept there: {stats:?}");
+        let exited = tokio::task::spawn_blocking(move || {
+            signal(busy.child.id(), nix::sys::signal::Signal::SIGTERM);
+            busy.wait_for("the draining line", |line| {
+                line.starts_with("stopping on SIGTERM: draining")
+                    .then_some(())
+            });
+            signal(busy.child.id(), nix::sys::signal::Signal::SIGINT);
+            let line = busy.wait_for("the stopped line", |line| {
+                line.starts_with("stopped").then(|| line.to_owned())
+            });
+            (line, busy.wait_exit())
+        })
+        .await
+        .expect("waited");
+        drop(done);
+        cluster.shutdown().await.expect("shutdown");
+        exited
+    });
+    assert_eq!(line, "stopped at once on a second SIGINT");
+    assert!(status.success(), "{status:?}");
 }

@@ -391,6 +391,14 @@ impl NodeHandle {
         self.manager.send(msg).await.map_err(|_| self.stopped())?
     }
 
+    /// A node drains (it is about to leave): stops sending functions there. Unlike
+    /// [`forget_peer`](Self::forget_peer), nothing is counted lost: what runs there
+    /// finishes, and the values it holds are fetched from it until it leaves.
+    pub async fn peer_draining(&self, node: impl Into<NodeId>) -> Result<(), NodeError> {
+        let msg = ForgetPeer { node: node.into() };
+        self.manager.send(msg).await.map_err(|_| self.stopped())
+    }
+
     /// A node left the cluster: stops sending functions there, and tells the executions
     /// running here (what they ran there runs again elsewhere; values that lived only
     /// there and are still needed are recomputed).

@@ -17,6 +17,11 @@ pub struct NodeState {
     pub free: Resources,
     /// The code names in its registry: the functions it can run.
     pub code_names: Vec<CodeName>,
+    /// It is draining (see `ClusterNode::drain`): it takes no new work, finishes what
+    /// runs and serves the values it holds until it leaves. Peers stop placing work there
+    /// without counting it lost. (Absent from older announcements: not draining.)
+    #[serde(default)]
+    pub draining: bool,
 }
 
 impl NodeState {
@@ -26,6 +31,7 @@ impl NodeState {
             free: capabilities.clone(),
             capabilities,
             code_names: Vec::new(),
+            draining: false,
         }
     }
 

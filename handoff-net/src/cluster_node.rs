@@ -2,6 +2,7 @@
 //! bridge between the network's events and the node's actors.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use handoff_actors::{
     CacheEncoded, FetchFailed, GetEncoded, NodeConfig, NodeError, NodeHandle, Transport,
@@ -28,6 +29,9 @@ pub struct DiscoveredNode {
     pub capabilities: Resources,
     /// The code names in its registry.
     pub code_names: Vec<CodeName>,
+    /// It is draining: it takes no new work and leaves once what it runs and holds is
+    /// done with.
+    pub draining: bool,
 }
 
 impl DiscoveredNode {
@@ -37,8 +41,65 @@ impl DiscoveredNode {
             name: announcement.name,
             capabilities: announcement.state.capabilities,
             code_names: announcement.state.code_names,
+            draining: announcement.state.draining,
         }
     }
+}
+
+/// How often a draining node looks at what it still runs and holds.
+const DRAIN_CHECK: Duration = Duration::from_millis(20);
+
+/// How a [`ClusterNode::drain`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// How long it took.
+    pub waited: Duration,
+    /// Functions of other nodes still running here (0 unless it timed out).
+    pub running: u64,
+    /// Values of other nodes' executions still held here (0 unless it timed out).
+    pub values: usize,
+}
+
+impl Drained {
+    /// True when nothing was left: no function running, no value held.
+    pub fn is_complete(&self) -> bool {
+        self.running == 0 && self.values == 0
+    }
+}
+
+impl std::fmt::Display for Drained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_complete() {
+            write!(
+                f,
+                "drained in {:.1?}: nothing running, no value held",
+                self.waited
+            )
+        } else {
+            write!(
+                f,
+                "the drain timed out after {:.1?} with {} function(s) running and {} value(s) held",
+                self.waited, self.running, self.values
+            )
+        }
+    }
+}
+
+/// Why [`ClusterNode::drain`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    /// The node's actors did not answer (they stopped).
+    #[error("the node's actors did not answer: {source}")]
+    Node {
+        /// The cause.
+        source: NodeError,
+    },
+    /// The draining state could not be announced (the network layer stopped).
+    #[error("cannot announce that the node drains: {source}")]
+    Announce {
+        /// The cause.
+        source: AnnounceError,
+    },
 }
 
 /// Why [`ClusterNode::start`] failed.
@@ -237,7 +298,7 @@ impl ClusterNode {
         let handle = start_node(node)
             .await
             .map_err(|source| ClusterStartError::Node { source })?;
-        let state = local_state(&handle, &code_names)
+        let state = local_state(&handle, &code_names, false)
             .await
             .map_err(|source| ClusterStartError::Node { source })?;
         let mut net = net;
@@ -318,6 +379,7 @@ impl ClusterNode {
             name: self.client.name().to_owned(),
             capabilities,
             code_names: self.code_names.clone(),
+            draining: self.transport.is_draining(),
         }];
         let peers = self
             .client
@@ -384,7 +446,14 @@ impl ClusterNode {
         capabilities: Resources,
     ) -> Result<(), RegisterCapacityError> {
         if node == self.id() {
-            return register_local(&self.node, &self.client, &self.code_names, capabilities).await;
+            return register_local(
+                &self.node,
+                &self.client,
+                &self.code_names,
+                capabilities,
+                self.transport.is_draining(),
+            )
+            .await;
         }
         match self
             .client
@@ -526,6 +595,49 @@ impl ClusterNode {
         Ok(dropped)
     }
 
+    /// Drains the node, the graceful first half of a stop: it announces that it is
+    /// draining (peers stop placing work here, without counting the node lost), refuses
+    /// new work, and waits, at most `timeout`, until nothing runs here for other nodes
+    /// and no value of theirs is held here (the executions that made them ended, or the
+    /// coordinators fetched what they needed and told it to forget). So a node stopped
+    /// after a complete drain leaves nothing that must be recomputed. Call
+    /// [`shutdown`](Self::shutdown) next; the node stays in the cluster until then.
+    pub async fn drain(&self, timeout: Duration) -> Result<Drained, DrainError> {
+        let start = tokio::time::Instant::now();
+        self.transport.set_draining();
+        let state = local_state(&self.node, &self.code_names, true)
+            .await
+            .map_err(|source| DrainError::Node { source })?;
+        self.client
+            .announce(state)
+            .await
+            .map_err(|source| DrainError::Announce { source })?;
+        tracing::info!(
+            ?timeout,
+            "draining: no new work; waiting for what runs and what is held"
+        );
+        // The node's work ends in many places (remote tasks, the result store's frees):
+        // its state is looked at every few milliseconds, not waited on.
+        let mut tick = tokio::time::interval(DRAIN_CHECK);
+        loop {
+            tick.tick().await;
+            let running = self.transport.serving();
+            let values = self
+                .node
+                .stored_values()
+                .await
+                .map_err(|source| DrainError::Node { source })?;
+            let waited = start.elapsed();
+            if (running == 0 && values == 0) || waited >= timeout {
+                return Ok(Drained {
+                    waited,
+                    running,
+                    values,
+                });
+            }
+        }
+    }
+
     /// Stops the network layer (closing every connection) and waits for the bridge to
     /// end. The node's actors stop with their actix `System`.
     pub async fn shutdown(mut self) -> Result<(), ClientError> {
@@ -546,8 +658,13 @@ impl Drop for ClusterNode {
     }
 }
 
-/// What this node announces: its capacity, what is free, its code names.
-async fn local_state(node: &NodeHandle, code_names: &[CodeName]) -> Result<NodeState, NodeError> {
+/// What this node announces: its capacity, what is free, its code names, whether it is
+/// draining.
+async fn local_state(
+    node: &NodeHandle,
+    code_names: &[CodeName],
+    draining: bool,
+) -> Result<NodeState, NodeError> {
     let (capabilities, free) = node
         .node_resources(node.id().clone())
         .await?
@@ -556,6 +673,7 @@ async fn local_state(node: &NodeHandle, code_names: &[CodeName]) -> Result<NodeS
         capabilities,
         free,
         code_names: code_names.to_vec(),
+        draining,
     })
 }
 
@@ -564,11 +682,12 @@ async fn register_local(
     client: &Client,
     code_names: &[CodeName],
     capabilities: Resources,
+    draining: bool,
 ) -> Result<(), RegisterCapacityError> {
     node.register_node(node.id().clone(), capabilities)
         .await
         .map_err(|source| RegisterCapacityError::Local { source })?;
-    let state = local_state(node, code_names)
+    let state = local_state(node, code_names, draining)
         .await
         .map_err(|source| RegisterCapacityError::Local { source })?;
     client
@@ -595,6 +714,16 @@ impl Bridge {
     async fn run(self, mut events: mpsc::Receiver<NetEvent>) {
         while let Some(event) = events.recv().await {
             match event {
+                NetEvent::PeerAnnounced(announcement) if announcement.state.draining => {
+                    // It takes no new work, but is not lost: what runs there finishes and
+                    // its values stay fetchable until it leaves.
+                    let peer = announcement.node.clone();
+                    if let Err(error) = self.node.peer_draining(peer.clone()).await {
+                        tracing::debug!(%peer, "cannot stop placing work on the node: {error}");
+                    }
+                    self.transport.set_name(&peer, &announcement.name);
+                    self.publish_peers().await;
+                }
                 NetEvent::PeerAnnounced(announcement) => {
                     let peer = announcement.node.clone();
                     let register = self.node.register_peer(
@@ -763,6 +892,10 @@ impl Bridge {
         from: &NodeId,
         execute: ExecuteRequest,
     ) -> Result<ExecuteRequest, RpcError> {
+        if self.transport.is_draining() {
+            // Sent before the coordinator heard: it runs elsewhere.
+            return Err(RpcError::ShuttingDown);
+        }
         if self.owned_elsewhere(from, &execute.dag) {
             tracing::warn!(node = %from, dag = %execute.dag, "refused work for a DAG another node coordinates");
             return Err(RpcError::NotOwner { dag: execute.dag });
@@ -803,7 +936,14 @@ impl Bridge {
                 Response::Error(RpcError::RegistrationRefused)
             }
             Request::Register { capabilities } => {
-                match register_local(&self.node, &self.client, &self.code_names, capabilities).await
+                match register_local(
+                    &self.node,
+                    &self.client,
+                    &self.code_names,
+                    capabilities,
+                    self.transport.is_draining(),
+                )
+                .await
                 {
                     Ok(()) => Response::Ack,
                     Err(error) => {

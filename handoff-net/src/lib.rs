@@ -73,8 +73,8 @@ mod transport;
 pub use announce::{Announcement, AnnouncementError, NodeState};
 pub use client::{Client, GoneReason, Hello, NetEvent, Refusal, ResponseChannel};
 pub use cluster_node::{
-    ClusterNode, ClusterStartError, DiscoverError, DiscoveredNode, GetValueError,
-    RegisterCapacityError, ResourcesQueryError,
+    ClusterNode, ClusterStartError, DiscoverError, DiscoveredNode, DrainError, Drained,
+    GetValueError, RegisterCapacityError, ResourcesQueryError,
 };
 pub use codec::{Codec, Direction, FrameError};
 pub use config::{

@@ -260,6 +260,8 @@ struct Inner {
     /// Forget requests in flight for late reports of ended executions
     /// ([`NetTransport::forget_if_ended`]), at most [`MAX_LATE_FORGETS`].
     late_forgets: AtomicUsize,
+    /// The node is draining: new work from other nodes is refused.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// The most node names remembered (each node announced in the cluster's life).
@@ -391,6 +393,7 @@ impl NetTransport {
                 hosted: Mutex::new(HashMap::new()),
                 runs: Mutex::new(RunIds::default()),
                 late_forgets: AtomicUsize::new(0),
+                draining: std::sync::atomic::AtomicBool::new(false),
                 names: Mutex::new(HashMap::from([(local_id, local_name)])),
             }),
         }
@@ -588,6 +591,16 @@ impl NetTransport {
             .tasks
             .insert(id, None);
         id
+    }
+
+    /// From now on, refuses new work from other nodes (the node drains).
+    pub(crate) fn set_draining(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// True once the node drains.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Relaxed)
     }
 
     /// How many tasks serve other nodes' functions here.
