@@ -398,10 +398,12 @@ async fn a_cost_only_a_lost_node_could_hold_fails_naming_that_node() {
             function,
             cost,
             nodes,
+            names,
         }) => {
             assert_eq!(function.as_str(), "render");
             assert_eq!(cost, &Resources::new().gpu(1));
             assert_eq!(nodes, std::slice::from_ref(&g));
+            assert_eq!(names, &["gpu".to_owned()], "named as it announced itself");
         }
         other => panic!("unexpected {other:?}"),
     }

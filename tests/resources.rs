@@ -338,6 +338,7 @@ async fn a_cost_no_node_can_hold_is_refused_before_anything_runs() {
             cost: Resources::new().cpu(3).memory(100),
             best_node: Some(local()),
             best_capacity: Some(Resources::new().cpu(2).memory(512)),
+            best_name: None,
         })
     );
     assert!(err.to_string().contains("heavy"), "{err}");

@@ -22,7 +22,9 @@ use crate::executor::{NO_NEXT, RunEvent, RunShared};
 use crate::location_registry::LocationRegistry;
 use crate::remote::{NodeParts, SetTransport, SharedTransport};
 use crate::report::{PendingReport, Recorder};
-use crate::resource_manager::{ClusterView, ExecutableNode, RequesterId, ResourceManager};
+use crate::resource_manager::{
+    ClusterView, Departures, ExecutableNode, RequesterId, ResourceManager, explain_departures,
+};
 use crate::result_store::ResultStore;
 use crate::run::{DagRun, ExecutionResult, RunSettings, RunSetup, ranks, targets};
 use crate::supervision::{CountRestarts, guarded};
@@ -478,10 +480,29 @@ impl Coordinator {
                     dag: dag.id().clone(),
                 };
                 let mut nodes = manager.send(ClusterView).await.map_err(|_| stopped())?;
-                if transport.is_none() {
-                    nodes.retain(|n| n.node == node);
+                let departed = match &transport {
+                    Some(_) => manager.send(Departures).await.map_err(|_| stopped())?,
+                    None => {
+                        nodes.retain(|n| n.node == node);
+                        Vec::new()
+                    }
+                };
+                check_feasible(&dag, &nodes, &departed, &mut problems);
+                // The nodes the problems name, by the names they announced.
+                if let Some(transport) = &transport {
+                    for problem in &mut problems {
+                        if let Problem::Allocation(error) = problem {
+                            error.name_nodes(|node| transport.node_name(node));
+                        }
+                    }
                 }
-                check_feasible(&dag, &nodes, &mut problems);
+                // Alone in a cluster: why, when the network knows (a key mismatch).
+                if !problems.is_empty()
+                    && nodes.iter().all(|n| n.node == node)
+                    && let Some(reason) = transport.as_ref().and_then(|t| t.isolation())
+                {
+                    problems.insert(0, Problem::Isolated { reason });
+                }
             }
             if !problems.is_empty() {
                 return Err(ExecuteError::Rejected {
@@ -737,7 +758,12 @@ fn chain_successors(
 
 /// Records every function that could never be placed: no node it may run on has its
 /// code, or its cost fits none of them.
-fn check_feasible(dag: &ValidatedDag, nodes: &[ExecutableNode], problems: &mut Vec<Problem>) {
+fn check_feasible(
+    dag: &ValidatedDag,
+    nodes: &[ExecutableNode],
+    departed: &[(NodeId, Resources)],
+    problems: &mut Vec<Problem>,
+) {
     // Each group's members, by root, in one flat table (no vector per function).
     let n = dag.len();
     // Stream inputs are refused on their own (`Problem::StreamInput`).
@@ -840,6 +866,10 @@ fn check_feasible(dag: &ValidatedDag, nodes: &[ExecutableNode], problems: &mut V
                 let repeat = matches!(error, handoff_core::AllocationError::UnknownNode { .. })
                     && problems.len() > before;
                 if !repeat {
+                    let error = match f.cost() {
+                        Some(cost) => explain_departures(error, cost, pinned, departed),
+                        None => error,
+                    };
                     problems.push(Problem::Allocation(error));
                 }
             }
@@ -849,6 +879,7 @@ fn check_feasible(dag: &ValidatedDag, nodes: &[ExecutableNode], problems: &mut V
             let total =
                 Resources::saturating_sum(group.iter().filter_map(|&m| dag.function(m).cost()));
             if let Err(error) = candidates(dag.function(root).id(), &[&total], &nodes, pinned) {
+                let error = explain_departures(error, &total, pinned, departed);
                 problems.push(Problem::Allocation(error));
             }
         }

@@ -49,6 +49,14 @@ pub enum Problem {
     /// functions cannot run on.
     #[error(transparent)]
     Allocation(AllocationError),
+    /// This cluster node reaches no other node, and the network knows the likely cause
+    /// (listed first, beside the functions it leaves without a node).
+    #[error("this node reaches no other node: {reason}")]
+    Isolated {
+        /// The likely cause, e.g. connections that failed during the handshake (a cluster
+        /// key mismatch).
+        reason: String,
+    },
 }
 
 /// Why an execution failed.

@@ -118,6 +118,13 @@ pub trait Transport: Send + Sync + 'static {
         None
     }
 
+    /// Why this node reaches no other node, when the network knows a likely cause (every
+    /// connection failed during the handshake: a cluster key mismatch): an execution it
+    /// rejects for want of a node says so. `None` by default.
+    fn isolation(&self) -> Option<String> {
+        None
+    }
+
     /// Runs one attempt on `call.node` and resolves when it has finished there. A
     /// function that fails, or that could not run there (the node is unreachable, has
     /// left, or refused), resolves to the [`CallError`] (the latter as

@@ -230,6 +230,51 @@ pub struct ClusterView;
 #[rtype(result = "Vec<(NodeId, Resources)>")]
 pub struct RegisteredNodes;
 
+/// `error`, or when it says that no live node holds `cost`, the nodes that left the
+/// cluster and could have held it (the real cause): at most [`NAMED_DEPARTURES`] of
+/// `departed` (the latest first), limited to `allowed` when the function is pinned.
+pub(crate) fn explain_departures(
+    error: AllocationError,
+    cost: &Resources,
+    allowed: Option<&NodeId>,
+    departed: &[(NodeId, Resources)],
+) -> AllocationError {
+    let AllocationError::Unsatisfiable { function, .. } = &error else {
+        return error;
+    };
+    let left: Vec<NodeId> = departed
+        .iter()
+        .filter(|(node, capacity)| allowed.is_none_or(|a| a == node) && cost.fits_in(capacity))
+        .take(NAMED_DEPARTURES)
+        .map(|(node, _)| node.clone())
+        .collect();
+    if left.is_empty() {
+        return error;
+    }
+    AllocationError::NodesLeft {
+        function: function.clone(),
+        cost: cost.clone(),
+        nodes: left,
+        names: Vec::new(),
+    }
+}
+
+/// Asks for the nodes that left the cluster and may come back (within their grace
+/// period), with their capacity, the latest first.
+pub(crate) struct Departures;
+
+impl Message for Departures {
+    type Result = Vec<(NodeId, Resources)>;
+}
+
+impl Handler<Departures> for ResourceManager {
+    type Result = Vec<(NodeId, Resources)>;
+
+    fn handle(&mut self, _msg: Departures, ctx: &mut Self::Context) -> Self::Result {
+        guarded(ACTOR, ctx, || self.departures()).unwrap_or_default()
+    }
+}
+
 /// Where a waiter's grant goes.
 enum Notify {
     /// An execution's event channel.
@@ -650,35 +695,20 @@ impl ResourceManager {
         cost: &Resources,
         allowed: Option<&NodeId>,
     ) -> AllocationError {
-        let AllocationError::Unsatisfiable { function, .. } = &error else {
-            return error;
-        };
-        // The most recent departures first, a few of them: the real cause.
+        explain_departures(error, cost, allowed, &self.departures())
+    }
+
+    /// The nodes that left and may come back, with their capacity, the latest first.
+    fn departures(&self) -> Vec<(NodeId, Resources)> {
         let mut left: Vec<(u64, &NodeId)> = self
             .departed
             .iter()
-            .filter(|(node, _)| allowed.is_none_or(|a| a == *node))
-            .filter(|(node, _)| {
-                self.tracker
-                    .capabilities(node)
-                    .is_some_and(|capacity| cost.fits_in(&capacity))
-            })
             .map(|(node, &departure)| (departure, node))
             .collect();
-        if left.is_empty() {
-            return error;
-        }
         left.sort_by(|a, b| b.cmp(a));
-        let left: Vec<NodeId> = left
-            .into_iter()
-            .take(NAMED_DEPARTURES)
-            .map(|(_, node)| node.clone())
-            .collect();
-        AllocationError::NodesLeft {
-            function: function.clone(),
-            cost: cost.clone(),
-            nodes: left,
-        }
+        left.into_iter()
+            .filter_map(|(_, node)| Some((node.clone(), self.tracker.capabilities(node)?)))
+            .collect()
     }
 
     /// The nodes functions can be sent to whose registry has `code`, local first, with

@@ -1282,7 +1282,13 @@ impl DagRun {
                     }
                 }
                 Ok((id, _)) => give_back.push(id),
-                Err(error) => self.fail(ExecuteError::Allocation(error), ctx),
+                Err(mut error) => {
+                    // The nodes it names, by the names they announced.
+                    if let Some(transport) = &self.settings.transport {
+                        error.name_nodes(|node| transport.node_name(node));
+                    }
+                    self.fail(ExecuteError::Allocation(error), ctx)
+                }
             }
         }
         for (index, id, node, parallel) in usable {

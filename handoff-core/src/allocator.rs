@@ -170,7 +170,7 @@ pub enum AllocationError {
     /// No node could ever run the function: its cost exceeds every candidate's capacity.
     #[error(
         "`{function}` costs {cost}, more than any node can hold{}",
-        best_node.as_ref().map(|n| format!(" (the closest, `{n}`, has {})", best_capacity.as_ref().map(ToString::to_string).unwrap_or_default())).unwrap_or_else(|| " (no node is registered)".to_owned())
+        best_node.as_ref().map(|n| format!(" (the closest, {}, has {})", labelled(n, best_name.as_deref()), best_capacity.as_ref().map(ToString::to_string).unwrap_or_default())).unwrap_or_else(|| " (no node is registered)".to_owned())
     )]
     Unsatisfiable {
         /// The function.
@@ -181,12 +181,16 @@ pub enum AllocationError {
         best_node: Option<NodeId>,
         /// That node's capacity.
         best_capacity: Option<Resources>,
+        /// The name its operator gave that node, when known
+        /// ([`AllocationError::name_nodes`]).
+        #[serde(default)]
+        best_name: Option<String>,
     },
     /// No live node can hold the function's cost, and nodes that could have held it left
     /// the cluster (the only node with a GPU stopped, say).
     #[error(
         "`{function}` costs {cost}, which only nodes that left the cluster could hold: {}",
-        nodes.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        nodes.iter().enumerate().map(|(i, n)| labelled(n, names.get(i).map(String::as_str).filter(|s| !s.is_empty()))).collect::<Vec<_>>().join(", ")
     )]
     NodesLeft {
         /// The function.
@@ -195,6 +199,10 @@ pub enum AllocationError {
         cost: Resources,
         /// The nodes that left whose capacity holds it, the latest first (at most three).
         nodes: Vec<NodeId>,
+        /// The names their operators gave them, in the same order, when known (empty
+        /// strings where not; [`AllocationError::name_nodes`]).
+        #[serde(default)]
+        names: Vec<String>,
     },
     /// No reservation is held anywhere, so no release can ever change the answer, yet the
     /// function was not granted: the allocator chose no node, or the tracker refused.
@@ -241,6 +249,59 @@ pub enum AllocationError {
         /// How long it was waited for.
         grace: std::time::Duration,
     },
+}
+
+/// A node in a message: `` `name` (id) `` when it has a name, else `` `id` ``.
+fn labelled(node: &NodeId, name: Option<&str>) -> String {
+    match name {
+        Some(name) if name != node.as_str() => format!("`{name}` ({node})"),
+        _ => format!("`{node}`"),
+    }
+}
+
+impl AllocationError {
+    /// Fills in the names of the nodes the error names, from `name_of` (a cluster's
+    /// transport knows the names nodes announced), so that its message shows them.
+    ///
+    /// ```
+    /// use handoff_core::{AllocationError, NodeId, Resources};
+    /// let mut error = AllocationError::NodesLeft {
+    ///     function: "render".into(),
+    ///     cost: Resources::new().gpu(1),
+    ///     nodes: vec![NodeId::new("12D3KooWabc")],
+    ///     names: Vec::new(),
+    /// };
+    /// error.name_nodes(|node| (node.as_str() == "12D3KooWabc").then(|| "gpu-box".to_owned()));
+    /// assert_eq!(
+    ///     error.to_string(),
+    ///     "`render` costs {gpu: 1}, which only nodes that left the cluster could hold: `gpu-box` (12D3KooWabc)"
+    /// );
+    /// ```
+    pub fn name_nodes(&mut self, name_of: impl Fn(&NodeId) -> Option<String>) {
+        match self {
+            AllocationError::Unsatisfiable {
+                best_node: Some(node),
+                best_name,
+                ..
+            } => {
+                if let Some(name) = name_of(node) {
+                    *best_name = Some(name);
+                }
+            }
+            AllocationError::NodesLeft { nodes, names, .. } => {
+                *names = nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, node)| {
+                        name_of(node)
+                            .or_else(|| names.get(i).cloned())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The capacity of the nodes to allocate over, in preference order (local node first).
@@ -314,6 +375,7 @@ pub fn candidates(
         cost: worst.clone(),
         best_node: best.map(|(n, _)| n.clone()),
         best_capacity: best.map(|(_, c)| c.clone()),
+        best_name: None,
     })
 }
 
@@ -577,6 +639,7 @@ mod tests {
                 cost: Resources::new().cpu(3),
                 best_node: Some("node1".into()),
                 best_capacity: Some(Resources::new().cpu(2)),
+                best_name: None,
             }
         );
     }

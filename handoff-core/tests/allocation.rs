@@ -108,6 +108,7 @@ fn guide_insufficient_resources_is_an_error_not_a_silent_assignment() {
             cost: Resources::new().cpu(2).memory(2000),
             best_node: Some("node1".into()),
             best_capacity: Some(Resources::new().cpu(1).memory(1000)),
+            best_name: None,
         }
     );
 }
@@ -221,6 +222,7 @@ fn a_chain_member_that_fits_nowhere_is_named() {
             cost: Resources::new().cpu(9),
             best_node: Some("node2".into()),
             best_capacity: Some(Resources::new().cpu(4)),
+            best_name: None,
         }
     );
 }
@@ -245,6 +247,7 @@ fn a_chain_member_too_big_for_the_pinned_node_is_named() {
             cost: Resources::new().cpu(3),
             best_node: Some("node2".into()),
             best_capacity: Some(Resources::new().cpu(2)),
+            best_name: None,
         }
     );
 }
@@ -270,6 +273,7 @@ fn unsatisfiable_names_function_cost_and_closest_node() {
             cost: cost.clone(),
             best_node: Some("close".into()),
             best_capacity: Some(Resources::new().cpu(4).memory(4000)),
+            best_name: None,
         }
     );
     let text = err.to_string();
@@ -579,7 +583,7 @@ proptest! {
                     }
                 }
             }
-            Err(AllocationError::Unsatisfiable { function, cost, best_node, best_capacity }) => {
+            Err(AllocationError::Unsatisfiable { function, cost, best_node, best_capacity, .. }) => {
                 prop_assert!(!feasible, "refused a feasible DAG: `{}` {}", function, cost);
                 let index = dag.index_of(function.as_str()).expect("a function of the DAG");
                 let root = dag.collocation_root(index);

@@ -178,6 +178,59 @@ pub struct Client {
     name: Arc<str>,
     version: Arc<str>,
     fetch: FetchSettings,
+    handshakes: Arc<HandshakeLog>,
+}
+
+/// The connections that failed during the handshake, kept by the network layer.
+#[derive(Debug, Default)]
+pub(crate) struct HandshakeLog {
+    failures: std::sync::atomic::AtomicU64,
+    /// The address of the last one (the peer's, dialed or dialing in).
+    last: std::sync::Mutex<String>,
+    /// This node's key's fingerprint.
+    fingerprint: String,
+}
+
+impl HandshakeLog {
+    pub(crate) fn new(fingerprint: String) -> Self {
+        HandshakeLog {
+            fingerprint,
+            ..Self::default()
+        }
+    }
+
+    /// Records one more failure, with the peer's address.
+    pub(crate) fn failed(&self, address: String) {
+        self.failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = address;
+    }
+}
+
+/// Connections that failed during the handshake ([`Client::handshake_failures`]): with a
+/// cluster key, what a peer holding another key looks like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandshakeFailures {
+    /// How many, since the node started.
+    pub count: u64,
+    /// The peer address of the last one.
+    pub last_address: String,
+    /// This node's key's fingerprint (`none` for an insecure node), to compare with the
+    /// peers'.
+    pub fingerprint: String,
+}
+
+impl std::fmt::Display for HandshakeFailures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} connection(s) failed during the handshake, the last with {}: likely a cluster key mismatch (this node's key has fingerprint {}: compare the peers')",
+            self.count, self.last_address, self.fingerprint
+        )
+    }
 }
 
 impl Client {
@@ -187,6 +240,7 @@ impl Client {
         name: &str,
         version: &str,
         fetch: FetchSettings,
+        handshakes: Arc<HandshakeLog>,
     ) -> Self {
         Client {
             commands,
@@ -195,7 +249,27 @@ impl Client {
             name: name.into(),
             version: version.into(),
             fetch,
+            handshakes,
         }
+    }
+
+    /// The connections that failed during the handshake since the node started (a cluster
+    /// key mismatch, most likely), or `None` when none did.
+    pub fn handshake_failures(&self) -> Option<HandshakeFailures> {
+        let count = self
+            .handshakes
+            .failures
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (count > 0).then(|| HandshakeFailures {
+            count,
+            last_address: self
+                .handshakes
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+            fingerprint: self.handshakes.fingerprint.clone(),
+        })
     }
 
     /// This node's id (its `PeerId` in base58).

@@ -71,7 +71,9 @@ mod swarm;
 mod transport;
 
 pub use announce::{Announcement, AnnouncementError, NodeState};
-pub use client::{Client, GoneReason, Hello, NetEvent, Refusal, ResponseChannel};
+pub use client::{
+    Client, GoneReason, HandshakeFailures, Hello, NetEvent, Refusal, ResponseChannel,
+};
 pub use cluster_node::{
     ClusterNode, ClusterStartError, DiscoverError, DiscoveredNode, DrainError, Drained,
     GetValueError, RegisterCapacityError, ResourcesQueryError,

@@ -833,6 +833,13 @@ impl Transport for NetTransport {
         lock(&self.inner.names).get(node).cloned()
     }
 
+    fn isolation(&self) -> Option<String> {
+        self.inner
+            .client
+            .handshake_failures()
+            .map(|failures| failures.to_string())
+    }
+
     fn execute(&self, call: RemoteCall) -> BoxFuture<'static, RemoteResult> {
         let (code, node) = (call.function.code().clone(), call.node.clone());
         let (reply, report) = oneshot::channel();

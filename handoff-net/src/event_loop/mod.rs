@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -24,7 +25,7 @@ use tracing::Instrument;
 
 use crate::announce::{self, Announcement, AnnouncementError, NodeState};
 use crate::client::{
-    Client, Command, FetchSettings, GoneReason, NetEvent, Refusal, ResponseChannel,
+    Client, Command, FetchSettings, GoneReason, HandshakeLog, NetEvent, Refusal, ResponseChannel,
 };
 use crate::codec::FrameError;
 use crate::config::Config;
@@ -121,6 +122,7 @@ pub async fn start(config: Config) -> Result<(Client, mpsc::Receiver<NetEvent>),
     let (command_tx, command_rx) = mpsc::channel(config.command_capacity);
     let (event_tx, event_rx) = mpsc::channel(config.event_capacity);
     let local = *swarm.local_peer_id();
+    let handshakes = Arc::new(HandshakeLog::new(fingerprint.clone()));
     let client = Client::new(
         command_tx,
         local,
@@ -131,6 +133,7 @@ pub async fn start(config: Config) -> Result<(Client, mpsc::Receiver<NetEvent>),
             window: config.fetch_window,
             max_value: config.max_value_bytes,
         },
+        Arc::clone(&handshakes),
     );
     let span = tracing::info_span!("handoff_net", name = %config.name);
     let mut event_loop = EventLoop {
@@ -142,6 +145,7 @@ pub async fn start(config: Config) -> Result<(Client, mpsc::Receiver<NetEvent>),
         name: config.name.clone(),
         version: config.protocol_version.clone(),
         fingerprint,
+        handshakes,
         topic,
         state: config.state.clone(),
         seq: 0,
@@ -203,6 +207,8 @@ struct EventLoop {
     name: String,
     version: String,
     fingerprint: String,
+    /// The connections that failed during the handshake (shared with the `Client`).
+    handshakes: Arc<HandshakeLog>,
     topic: IdentTopic,
     state: NodeState,
     seq: u64,
@@ -644,6 +650,7 @@ impl EventLoop {
                 let handshake = matches!(&error, ListenError::Transport(TransportError::Other(io))
                     if io_failure_kind(io) == FailureKind::Handshake);
                 if handshake {
+                    self.handshakes.failed(send_back_addr.to_string());
                     tracing::warn!(
                         from = %send_back_addr,
                         key_fingerprint = %self.fingerprint,
@@ -686,13 +693,16 @@ impl EventLoop {
             .unwrap_or_else(Multiaddr::empty);
         let kind = dial_failure_kind(&error);
         match kind {
-            FailureKind::Handshake => tracing::warn!(
-                %address,
-                ?peer,
-                key_fingerprint = %self.fingerprint,
-                "dial failed during the handshake: likely cluster key mismatch (compare key \
-                 fingerprints): {error}"
-            ),
+            FailureKind::Handshake => {
+                self.handshakes.failed(address.to_string());
+                tracing::warn!(
+                    %address,
+                    ?peer,
+                    key_fingerprint = %self.fingerprint,
+                    "dial failed during the handshake: likely cluster key mismatch (compare key \
+                     fingerprints): {error}"
+                )
+            }
             _ => tracing::warn!(%address, ?peer, "dial failed: {error}"),
         }
         // A known peer that cannot be reached any more (and that no connection reaches)
