@@ -122,16 +122,16 @@ pub use handoff_core::{
     ArgSource, Batching, CodeKind, InlineEval, StagePlan, State, StatefulHandler, StreamPlan,
     StreamPlanError,
 };
-pub use handoff_core::{FunctionRun, Graph};
+pub use handoff_core::{FunctionRun, Graph, nearest_name, node_label};
 
 #[cfg(feature = "net")]
 #[cfg_attr(docsrs, doc(cfg(feature = "net")))]
 pub use handoff_net::{
     Client as NetClient, ClientError as NetClientError, ClusterKey, ClusterKeyError, ClusterNode,
     ClusterStartError, Config as NetConfig, ConfigBuilder as NetConfigBuilder,
-    ConfigError as NetConfigError, DiscoverError, DiscoveredNode, GetValueError,
-    INLINE_RESULT_BYTES, Keypair, Multiaddr, NodeState, NodeStats, PeerId, RegisterCapacityError,
-    ResourcesQueryError, Security, TransferStats,
+    ConfigError as NetConfigError, DiscoverError, DiscoveredNode, DrainError, Drained,
+    GetValueError, HandshakeFailures, INLINE_RESULT_BYTES, Keypair, Multiaddr, NodeState,
+    NodeStats, PeerId, RegisterCapacityError, ResourcesQueryError, Security, TransferStats,
 };
 
 /// The README's usage example, compiled and run as a doctest.

@@ -222,9 +222,10 @@ pub struct Submit {
 /// A running execution: await it for its outcome, read its events, or cancel it.
 ///
 /// ```no_run
+/// # mod handoff { pub use handoff_actors::*; pub use handoff_core::*; }
 /// # async fn demo(node: handoff_actors::NodeHandle, dag: handoff_core::ValidatedDag) -> Result<(), Box<dyn std::error::Error>> {
 /// use futures::StreamExt;
-/// use handoff_actors::ExecuteOptions;
+/// use handoff::ExecuteOptions;
 /// let mut handle = node.submit(dag, ExecuteOptions::default().events(1024)).await?;
 /// let mut events = handle.events().expect("asked for events");
 /// let watcher = actix::spawn(async move {
@@ -276,8 +277,9 @@ impl ExecutionHandle {
     /// signal handler), also while the outcome is being awaited.
     ///
     /// ```no_run
+    /// # mod handoff { pub use handoff_actors::*; pub use handoff_core::*; }
     /// # async fn demo(node: handoff_actors::NodeHandle, dag: handoff_core::ValidatedDag) -> Result<(), Box<dyn std::error::Error>> {
-    /// use handoff_actors::{ExecuteError, ExecuteOptions};
+    /// use handoff::{ExecuteError, ExecuteOptions};
     /// let handle = node.submit(dag, ExecuteOptions::default()).await?;
     /// let canceller = handle.canceller();
     /// actix::spawn(async move {

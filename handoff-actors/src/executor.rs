@@ -196,10 +196,11 @@ pub(crate) enum RunEvent {
 /// attempt ran past its timeout. Cooperative: Handoff cannot stop a running thread.
 ///
 /// ```
-/// use handoff_actors::CancellationToken;
+/// # mod handoff { pub use handoff_actors::*; pub use handoff_core::*; }
+/// use handoff::CancellationToken;
 /// // Outside a call there is no token.
 /// assert!(CancellationToken::current().is_none());
-/// assert!(!handoff_actors::is_cancelled());
+/// assert!(!handoff::is_cancelled());
 /// ```
 #[derive(Debug, Clone)]
 pub struct CancellationToken {

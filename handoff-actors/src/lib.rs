@@ -7,8 +7,9 @@
 //! on the actor thread.
 //!
 //! ```
-//! use handoff_actors::{start_node, ExecuteOptions, NodeConfig};
-//! use handoff_core::{Dag, Function, Registry, Resources};
+//! # mod handoff { pub use handoff_actors::*; pub use handoff_core::*; }
+//! use handoff::{start_node, ExecuteOptions, NodeConfig};
+//! use handoff::{Dag, Function, Registry, Resources};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut registry = Registry::new();

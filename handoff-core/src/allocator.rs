@@ -93,7 +93,8 @@ pub type Locality = [(NodeId, u64)];
 /// `nodes`.
 ///
 /// ```
-/// use handoff_core::{choose_node, AllocationStrategy, NodeId, NodeView, Resources};
+/// # mod handoff { pub use handoff_core::*; }
+/// use handoff::{choose_node, AllocationStrategy, NodeId, NodeView, Resources};
 /// let (a, b) = (NodeId::new("a"), NodeId::new("b"));
 /// let capacity = Resources::new().cpu(2);
 /// let free = Resources::new().cpu(1);
@@ -264,7 +265,8 @@ impl AllocationError {
     /// transport knows the names nodes announced), so that its message shows them.
     ///
     /// ```
-    /// use handoff_core::{AllocationError, NodeId, Resources};
+    /// # mod handoff { pub use handoff_core::*; }
+    /// use handoff::{AllocationError, NodeId, Resources};
     /// let mut error = AllocationError::NodesLeft {
     ///     function: "render".into(),
     ///     cost: Resources::new().gpu(1),
@@ -388,7 +390,8 @@ pub fn candidates(
 /// [`Assignments::waiting`]); one that fits no node at all is an error.
 ///
 /// ```
-/// use handoff_core::{allocate, AllocationStrategy, Dag, Function, NodeId, Resources};
+/// # mod handoff { pub use handoff_core::*; }
+/// use handoff::{allocate, AllocationStrategy, Dag, Function, NodeId, Resources};
 /// let dag = Dag::new()
 ///     .with(Function::new("f1", "work").with_cost(Resources::new().cpu(2).memory(2000)))
 ///     .with(Function::new("f2", "work").with_cost(Resources::new().cpu(1).memory(1000)))

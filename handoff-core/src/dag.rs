@@ -175,7 +175,8 @@ fn join(path: &[FunctionId]) -> String {
 /// A DAG of functions, as built; [`validate`](Dag::validate) it to execute it.
 ///
 /// ```
-/// use handoff_core::{Dag, Function};
+/// # mod handoff { pub use handoff_core::*; }
+/// use handoff::{Dag, Function};
 /// let dag = Dag::new()
 ///     .with(Function::new("source", "identity").extra_arg(42_i64))
 ///     .with(Function::new("transform", "multiply").arg("source").extra_arg(2_i64))
@@ -345,7 +346,8 @@ impl ValidatedDag {
     /// cluster does not have is refused when the DAG is executed, before anything runs.
     ///
     /// ```
-    /// use handoff_core::{allocate, AllocationStrategy, Dag, Function, NodeId, Placement, Resources};
+    /// # mod handoff { pub use handoff_core::*; }
+    /// use handoff::{allocate, AllocationStrategy, Dag, Function, NodeId, Placement, Resources};
     /// let dag = Dag::new()
     ///     .with(Function::new("f", "work").with_cost(Resources::new().cpu(1)))
     ///     .validate()?;

@@ -58,7 +58,8 @@ pub enum ArgumentInclusion {
 /// A function of a DAG.
 ///
 /// ```
-/// use handoff_core::{Function, Resources};
+/// # mod handoff { pub use handoff_core::*; }
+/// use handoff::{Function, Resources};
 /// let f = Function::new("transform", "multiply")
 ///     .arg("source")
 ///     .extra_arg(2_i64)
@@ -123,7 +124,8 @@ impl Function {
     /// [`arg`](Self::arg) like any other result.
     ///
     /// ```
-    /// use handoff_core::{Dag, Function};
+    /// # mod handoff { pub use handoff_core::*; }
+    /// use handoff::{Dag, Function};
     /// let dag = Dag::new()
     ///     .with(Function::input("item"))
     ///     .with(Function::new("double", "double").arg("item"))

@@ -31,7 +31,8 @@ const PALETTE: [&str; 8] = [
 /// A DAG to draw, with what each function did when it has run.
 ///
 /// ```
-/// use handoff_core::{Dag, Function, Graph, Resources};
+/// # mod handoff { pub use handoff_core::*; }
+/// use handoff::{Dag, Function, Graph, Resources};
 ///
 /// let dag = Dag::with_id("demo")
 ///     .with(Function::new("source", "identity").extra_arg(1_i64))
@@ -298,8 +299,9 @@ fn mermaid_escape(s: &str) -> String {
 /// characters of its id when another node in `names` has the same name; else its id.
 ///
 /// ```
+/// # mod handoff { pub use handoff_core::*; }
 /// use std::collections::BTreeMap;
-/// use handoff_core::{NodeId, node_label};
+/// use handoff::{NodeId, node_label};
 /// let names = BTreeMap::from([
 ///     (NodeId::new("12D3KooWaaaaaa"), "gpu".to_owned()),
 ///     (NodeId::new("12D3KooWbbbbbb"), "cpu".to_owned()),

@@ -77,7 +77,8 @@ string_id!(
     /// Ids of different kinds do not mix:
     ///
     /// ```compile_fail
-    /// use handoff_core::{DagId, FunctionId};
+    /// # mod handoff { pub use handoff_core::*; }
+    /// use handoff::{DagId, FunctionId};
     /// let dag: DagId = DagId::new("d");
     /// let f: FunctionId = dag; // a DagId is not a FunctionId
     /// ```

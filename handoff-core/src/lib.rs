@@ -3,7 +3,8 @@
 //! resource trackers and allocators. No actors, no async runtime, no I/O.
 //!
 //! ```
-//! use handoff_core::{Dag, Function, Registry, Value};
+//! # mod handoff { pub use handoff_core::*; }
+//! use handoff::{Dag, Function, Registry, Value};
 //!
 //! let mut registry = Registry::new();
 //! registry.register("identity", |x: i64| x)?;

@@ -131,7 +131,8 @@ impl CallError {
     /// execution at once instead of spending the function's retries.
     ///
     /// ```
-    /// use handoff_core::{CallError, CodeName};
+    /// # mod handoff { pub use handoff_core::*; }
+    /// use handoff::{CallError, CodeName};
     /// let arity = CallError::Arity { code: CodeName::from("add"), expected: 2, got: 1 };
     /// assert!(arity.is_permanent());
     /// let failed = CallError::Failed { code: CodeName::from("add"), message: "busy".into() };
@@ -662,7 +663,8 @@ impl fmt::Debug for Code {
 /// registry, since code cannot cross the network.
 ///
 /// ```
-/// use handoff_core::{Registry, Value};
+/// # mod handoff { pub use handoff_core::*; }
+/// use handoff::{Registry, Value};
 /// let mut registry = Registry::new();
 /// registry.register("double", |x: i64| x * 2)?;
 /// registry.register_fallible("parse", |s: String| s.parse::<i64>())?;
@@ -731,8 +733,9 @@ impl Registry {
     /// connection, a lookup table), is the worker's state. A panic fails the start.
     ///
     /// ```
+    /// # mod handoff { pub use handoff_core::*; }
     /// use std::collections::HashMap;
-    /// use handoff_core::{Registry, Value};
+    /// use handoff::{Registry, Value};
     /// let mut registry = Registry::new();
     /// registry.register_init("load_table", || HashMap::from([(1_i64, "one".to_owned())]))?;
     /// registry.register_stateful("lookup", |table: &mut HashMap<i64, String>, x: i64| {
@@ -817,7 +820,8 @@ impl Registry {
     /// arguments when it has several, or is as-list).
     ///
     /// ```
-    /// use handoff_core::{Registry, Value};
+    /// # mod handoff { pub use handoff_core::*; }
+    /// use handoff::{Registry, Value};
     /// let mut registry = Registry::new();
     /// registry.register_batch("square_all", |xs: Vec<i64>| xs.iter().map(|x| x * x).collect::<Vec<_>>())?;
     /// let out = registry.get("square_all")?.call_batch(None, vec![Value::new(2_i64), Value::new(3_i64)], &[])?;
@@ -1113,7 +1117,8 @@ mod tests {
 /// that is not.
 ///
 /// ```
-/// use handoff_core::nearest_name;
+/// # mod handoff { pub use handoff_core::*; }
+/// use handoff::nearest_name;
 /// let names = ["resize", "filter", "aggregate"];
 /// assert_eq!(nearest_name("resze", names), Some("resize"));
 /// assert_eq!(nearest_name("filtre", names), Some("filter"));

@@ -54,7 +54,8 @@ impl Amount {
     /// a number that was not finite, and at most [`Amount::MAX`].
     ///
     /// ```
-    /// use handoff_core::Amount;
+    /// # mod handoff { pub use handoff_core::*; }
+    /// use handoff::Amount;
     /// assert!(Amount::from(2).is_valid());
     /// assert!(!Amount::from(-1).is_valid());
     /// assert!(!Amount::from(f64::NAN).is_valid());
@@ -116,7 +117,8 @@ impl fmt::Debug for Amount {
 /// (MB) and `gpu` are names like any other; a name missing from the map is zero.
 ///
 /// ```
-/// use handoff_core::Resources;
+/// # mod handoff { pub use handoff_core::*; }
+/// use handoff::Resources;
 /// let cost = Resources::new().cpu(0.5).memory(2000).with("licence", 1);
 /// let node = Resources::new().cpu(4).memory(8000).with("licence", 2);
 /// assert!(cost.fits_in(&node));
@@ -210,7 +212,8 @@ impl Resources {
     /// of its node, its members possibly running at once.
     ///
     /// ```
-    /// use handoff_core::Resources;
+    /// # mod handoff { pub use handoff_core::*; }
+    /// use handoff::Resources;
     /// let a = Resources::new().cpu(1).memory(100);
     /// let b = Resources::new().cpu(0.5).gpu(1);
     /// let total = Resources::saturating_sum([&a, &b]);
@@ -255,7 +258,8 @@ impl Resources {
     /// nothing), e.g. 4 for `cpu: 0.5` in `cpu: 2`.
     ///
     /// ```
-    /// use handoff_core::Resources;
+    /// # mod handoff { pub use handoff_core::*; }
+    /// use handoff::Resources;
     /// let node = Resources::new().cpu(2).memory(1000);
     /// assert_eq!(Resources::new().cpu(0.5).times_in(&node), 4);
     /// assert_eq!(Resources::new().cpu(1).memory(600).times_in(&node), 1);

@@ -62,7 +62,8 @@ pub struct StagePlan {
 /// A validated DAG compiled for stream mode (see the module documentation).
 ///
 /// ```
-/// use handoff_core::{Dag, Function, StreamPlan};
+/// # mod handoff { pub use handoff_core::*; }
+/// use handoff::{Dag, Function, StreamPlan};
 /// let dag = Dag::new()
 ///     .with(Function::input("x"))
 ///     .with(Function::new("double", "double").arg("x"))

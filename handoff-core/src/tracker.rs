@@ -115,7 +115,8 @@ struct NodeState {
 /// The built-in in-memory tracker.
 ///
 /// ```
-/// use handoff_core::{NodeId, Resources, ResourceTracker, SimpleResourceTracker};
+/// # mod handoff { pub use handoff_core::*; }
+/// use handoff::{NodeId, Resources, ResourceTracker, SimpleResourceTracker};
 /// let mut t = SimpleResourceTracker::new();
 /// let n = NodeId::new("n1");
 /// t.register(n.clone(), Resources::new().cpu(4).memory(8000))?;
