@@ -71,13 +71,20 @@ pub use handoff_actors::{
 /// # Ok(()) }
 /// ```
 pub mod prelude {
+    pub use crate::{
+        Call, CodeHandle, Dag, Event, EventKind, ExecuteError, ExecuteOptions, ExecutionResult,
+        FnRef, Function, List, NodeConfig, NodeHandle, Registry, Resources, Shared, ValidatedDag,
+        is_cancelled, start_node,
+    };
     #[cfg(feature = "net")]
     pub use crate::{ClusterKey, ClusterNode, NetConfig};
-    pub use crate::{
-        Dag, Event, EventKind, ExecuteError, ExecuteOptions, ExecutionResult, Function, List,
-        NodeConfig, NodeHandle, Registry, Resources, Shared, ValidatedDag, is_cancelled,
-        start_node,
-    };
+}
+
+/// The traits behind [`Dag::call`]'s type checks: how each argument of a typed call
+/// ([`IntoArg`](typed::IntoArg)) and the whole tuple ([`CallArgs`](typed::CallArgs)) line
+/// up with the code's parameters. Implemented for you; named only in generic code.
+pub mod typed {
+    pub use handoff_core::{ArgKind, CallArgs, Const, Dep, InOrder, IntoArg, ListOf, Reads};
 }
 
 /// A node's actors and the messages a service sends them, for embedding a node in an actix
@@ -122,6 +129,7 @@ pub use handoff_core::{
     ArgSource, Batching, CodeKind, InlineEval, StagePlan, State, StatefulHandler, StreamPlan,
     StreamPlanError,
 };
+pub use handoff_core::{Call, CodeHandle, FnRef};
 pub use handoff_core::{FunctionRun, Graph, nearest_name, node_label};
 
 #[cfg(feature = "net")]

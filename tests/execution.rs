@@ -840,3 +840,38 @@ async fn a_chain_of_inline_diamonds_evaluates_each_inline_function_once() {
         "one call per inline function"
     );
 }
+
+/// A DAG built from typed code handles runs like one built by name, and its results are
+/// read back by their handles, typed.
+#[actix::test]
+async fn a_dag_built_from_typed_handles_runs_and_reads_its_results_typed() {
+    let mut registry = Registry::new();
+    let double = registry.register("double", |x: i64| x * 2).expect("double");
+    let add = registry
+        .register("add", |x: i64, y: i64| x + y)
+        .expect("add");
+    let total = registry
+        .register("total", |xs: Vec<i64>| xs.iter().sum::<i64>())
+        .expect("total");
+    let show = registry
+        .register("show", |x: i64, unit: String| format!("{x} {unit}"))
+        .expect("show");
+    let node = start_local(registry, Resources::new().cpu(2)).await;
+    let mut dag = Dag::new();
+    let a = dag.call("a", &double, (21_i64,));
+    let b = dag.add(handoff::Call::new("b", &add, (&a, 8_i64)).with_cost(Resources::new().cpu(1)));
+    let sum = dag.add(handoff::Call::list("sum", &total, [&a, &b]));
+    let text = dag.call("text", &show, (&sum, "apples".to_owned()));
+    let dag = dag.validate().expect("valid");
+    let done = guarded("execute", node.execute(dag, ExecuteOptions::default()))
+        .await
+        .expect("runs");
+    let (a, b, sum, text): (i64, i64, i64, String) = (
+        done.results.of(&a).expect("a"),
+        done.results.of(&b).expect("b"),
+        done.results.of(&sum).expect("sum"),
+        done.results.of(&text).expect("text"),
+    );
+    assert_eq!((a, b, sum), (42, 50, 92));
+    assert_eq!(text, "92 apples");
+}

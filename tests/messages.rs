@@ -6,13 +6,9 @@
 //!
 //! `cargo insta review` (or `INSTA_UPDATE=always`) accepts a changed message.
 
-use std::time::Duration;
-
 use handoff::{
     Dag, ExecuteError, ExecuteOptions, Function, NodeConfig, Registry, Resources, start_node,
 };
-
-const DEADLINE: Duration = Duration::from_secs(30);
 
 fn registry() -> Registry {
     let mut registry = Registry::new();
@@ -70,8 +66,12 @@ async fn a_cost_no_node_holds_names_the_closest_node() {
 
 #[cfg(feature = "net")]
 mod cluster {
+    use std::time::Duration;
+
     use super::*;
     use handoff::{ClusterKey, ClusterNode, Multiaddr, NetConfig, NodeId};
+
+    const DEADLINE: Duration = Duration::from_secs(30);
 
     async fn start(
         key: &ClusterKey,

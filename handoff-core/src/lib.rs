@@ -29,6 +29,7 @@ mod resources;
 mod results;
 mod stream;
 mod tracker;
+mod typed;
 mod value;
 
 pub use allocator::{
@@ -49,5 +50,8 @@ pub use results::{ResultError, Results};
 pub use stream::{ArgSource, InlineEval, StagePlan, StreamPlan, StreamPlanError};
 pub use tracker::{
     RegisterNodeError, ReleaseError, RequestError, ResourceTracker, SimpleResourceTracker,
+};
+pub use typed::{
+    ArgKind, Call, CallArgs, CodeHandle, Const, Dep, FnRef, InOrder, IntoArg, ListOf, Reads,
 };
 pub use value::{FromValue, IntoValue, List, Shared, Value, ValueError};

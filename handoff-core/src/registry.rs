@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::function::Function;
 use crate::ids::{CodeName, FunctionId};
+use crate::typed::CodeHandle;
 use crate::value::{FromValue, IntoValue, Value, ValueError};
 
 /// Why a call of registered code failed. Every variant names the code.
@@ -692,39 +693,47 @@ impl Registry {
     }
 
     /// Registers a function whose result is a plain value.
+    ///
+    /// Returns its [`CodeHandle`]: the name with the parameter and result types, with
+    /// which [`Dag::call`](crate::Dag::call) builds functions the compiler checks.
     pub fn register<F, Args>(
         &mut self,
         name: impl Into<CodeName>,
         f: F,
-    ) -> Result<&mut Self, RegisterError>
+    ) -> Result<CodeHandle<Args, F::Output>, RegisterError>
     where
         F: Handler<Args>,
         F::Output: IntoValue,
         Args: 'static,
     {
+        let name = name.into();
         self.insert(
-            name.into(),
+            name.clone(),
             Callee::Plain(Arc::new(Infallible(f, PhantomData))),
-        )
+        )?;
+        Ok(CodeHandle::new(name))
     }
 
     /// Registers a function returning `Result<T, E>`: an `Err` is a failed attempt
     /// (retried up to the function's `max_retries`), reported with `E`'s `Display`.
+    /// Returns its [`CodeHandle`], whose result type is `R`.
     pub fn register_fallible<F, Args, R, E>(
         &mut self,
         name: impl Into<CodeName>,
         f: F,
-    ) -> Result<&mut Self, RegisterError>
+    ) -> Result<CodeHandle<Args, R>, RegisterError>
     where
         F: Handler<Args, Output = Result<R, E>>,
         R: IntoValue,
         E: fmt::Display,
         Args: 'static,
     {
+        let name = name.into();
         self.insert(
-            name.into(),
+            name.clone(),
             Callee::Plain(Arc::new(Fallible(f, PhantomData))),
-        )
+        )?;
+        Ok(CodeHandle::new(name))
     }
 
     /// Registers a stream function's init code (see

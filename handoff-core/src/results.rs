@@ -46,6 +46,28 @@ impl Results {
         Results { dag, values, nodes }
     }
 
+    /// The result of the function `f` refers to, as its type (see
+    /// [`Dag::call`](crate::Dag::call)): no type to name again.
+    ///
+    /// ```
+    /// use handoff_core::{Dag, Registry, Results, Value};
+    /// let mut registry = Registry::new();
+    /// let double = registry.register("double", |x: i64| x * 2)?;
+    /// let mut dag = Dag::new();
+    /// let x = dag.call("x", &double, (21_i64,));
+    /// let dag = dag.validate()?;
+    /// let results = Results::new(dag, vec![Some(Value::new(42_i64))], vec![None]);
+    /// let answer: i64 = results.of(&x)?;
+    /// assert_eq!(answer, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn of<T: DeserializeOwned + Clone + 'static>(
+        &self,
+        f: &crate::FnRef<T>,
+    ) -> Result<T, ResultError> {
+        self.get(f.id().as_str())
+    }
+
     /// The result of a function, as a `T` (see [`Value::get`]).
     pub fn get<T: DeserializeOwned + Clone + 'static>(&self, id: &str) -> Result<T, ResultError> {
         self.value(id)
