@@ -1732,3 +1732,57 @@ fn a_second_signal_stops_a_draining_node_at_once() {
     assert_eq!(line, "stopped at once on a second SIGINT");
     assert!(status.success(), "{status:?}");
 }
+
+/// A drain does not wait for the values of a coordinator that left (nobody is left to
+/// fetch them; they would wait out the node grace period of 10 s): it drops them and
+/// ends, well within a drain timeout shorter than that grace period.
+#[test]
+fn a_drain_drops_the_values_of_a_coordinator_that_left() {
+    let dir = TempDir::new("drain-orphans");
+    let key = keygen(&dir, "cluster.key");
+    let key_path = key_arg(&key);
+    let mut worker = Proc::spawn(
+        "worker",
+        &["--key", &key_path, "--cpu", "1", "--drain-timeout", "3"],
+    );
+    let address = worker.address();
+    actix::System::new().block_on(async move {
+        let cluster = coordinator(&key, &address, DEFAULT_NODE_GRACE, 1).await;
+        let worker_id = connected_peer(&cluster, "worker").await;
+        let dag = Dag::new()
+            .with(
+                Function::new("kept", "bytes")
+                    .extra_arg(16_u64)
+                    .extra_arg(1_u8)
+                    .pinned(worker_id.clone()),
+            )
+            .validate()
+            .expect("valid");
+        let done = tokio::time::timeout(
+            DEADLINE,
+            cluster
+                .node()
+                .execute(dag, ExecuteOptions::default().keep_values(true)),
+        )
+        .await
+        .expect("in time")
+        .expect("executes");
+        let stats = cluster.node_stats(&worker_id).await.expect("stats");
+        assert_eq!(stats.values, 1, "the value is kept there: {stats:?}");
+        // The coordinator leaves without telling the worker to forget.
+        std::mem::forget(done);
+        cluster.shutdown().await.expect("shutdown");
+    });
+    // The worker saw it come and leave.
+    worker.wait_peers(&["coordinator:0:0"]);
+    worker.wait_for("`peers 0`", |line| (line == "peers 0").then_some(()));
+    signal(worker.child.id(), nix::sys::signal::Signal::SIGTERM);
+    let line = worker.wait_for("the stopped line", |line| {
+        line.starts_with("stopped").then(|| line.to_owned())
+    });
+    assert!(
+        line.starts_with("stopped: drained in") && line.ends_with("nothing running, no value held"),
+        "{line}"
+    );
+    assert!(worker.wait_exit().success());
+}

@@ -599,7 +599,8 @@ impl ClusterNode {
     /// draining (peers stop placing work here, without counting the node lost), refuses
     /// new work, and waits, at most `timeout`, until nothing runs here for other nodes
     /// and no value of theirs is held here (the executions that made them ended, or the
-    /// coordinators fetched what they needed and told it to forget). So a node stopped
+    /// coordinators fetched what they needed and told it to forget; the values of a
+    /// coordinator that left are dropped at once, as nobody can fetch them). So a node stopped
     /// after a complete drain leaves nothing that must be recomputed. Call
     /// [`shutdown`](Self::shutdown) next; the node stays in the cluster until then.
     pub async fn drain(&self, timeout: Duration) -> Result<Drained, DrainError> {
@@ -621,6 +622,8 @@ impl ClusterNode {
         let mut tick = tokio::time::interval(DRAIN_CHECK);
         loop {
             tick.tick().await;
+            // Nobody is left to fetch the values of a coordinator that left.
+            self.transport.drop_orphaned().await;
             let running = self.transport.serving();
             let values = self
                 .node

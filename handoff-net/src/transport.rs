@@ -752,6 +752,28 @@ impl NetTransport {
         });
     }
 
+    /// Drops at once the work and values of executions whose coordinator has left (what
+    /// [`Self::orphan_after_grace`] does after the grace period): a draining node leaves,
+    /// so they would be lost anyway, and nobody is left to fetch them. How many DAGs.
+    pub(crate) async fn drop_orphaned(&self) -> usize {
+        let dags: Vec<DagId> = {
+            let gone = lock(&self.inner.gone);
+            lock(&self.inner.served)
+                .iter()
+                .filter(|(_, s)| gone.contains(&s.coordinator))
+                .map(|(dag, _)| dag.clone())
+                .collect()
+        };
+        for dag in &dags {
+            tracing::info!(%dag, "draining: its coordinator left, dropping its work and values here");
+            self.stop_serving(dag);
+            if let Err(error) = self.inner.node.drop_dag(dag.clone()).await {
+                tracing::debug!(%dag, "could not drop the values: {error}");
+            }
+        }
+        dags.len()
+    }
+
     /// `from` says an attempt it was sent is about to call its code.
     pub(crate) fn started(&self, from: &NodeId, dag: DagId, function: FunctionId, attempt: u32) {
         let key = (from.clone(), dag, function, attempt);
