@@ -33,9 +33,10 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use handoff::net::Multiaddr;
 use handoff::{
-    ClusterKey, ClusterNode, Dag, DagId, ExecuteOptions, Function, FunctionId, List, Multiaddr,
-    NetConfig, NodeConfig, NodeHandle, NodeId, Registry, Resources, Shared, ValidatedDag, Value,
+    ClusterKey, ClusterNode, Dag, DagId, ExecuteOptions, Function, FunctionId, List, NetConfig,
+    NodeConfig, NodeHandle, NodeId, Registry, Resources, Shared, ValidatedDag, Value,
 };
 use handoff_net::{NetEvent, Request, Response, RpcError};
 

@@ -58,10 +58,10 @@ use handoff::cli::{self, DEFAULT_LISTEN};
 mod demo;
 
 use demo::Summary;
+use handoff::net::{DiscoveredNode, Multiaddr, Security};
 use handoff::{
-    AllocationStrategy, ClusterKey, ClusterNode, Dag, DiscoveredNode, ExecuteOptions,
-    ExecutionResult, Function, Multiaddr, NetConfig, NodeConfig, NodeId, Resources, Security,
-    ValidatedDag,
+    AllocationStrategy, ClusterKey, ClusterNode, Dag, ExecuteOptions, ExecutionResult, Function,
+    NetConfig, NodeConfig, NodeId, Resources, ValidatedDag,
 };
 use tokio::sync::watch;
 

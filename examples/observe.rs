@@ -119,7 +119,7 @@ async fn cluster_node(
     key: &ClusterKey,
     name: &str,
     capabilities: Resources,
-    bootstrap: Option<handoff::Multiaddr>,
+    bootstrap: Option<handoff::net::Multiaddr>,
 ) -> Result<ClusterNode, BoxError> {
     let mut net = NetConfig::builder(key.clone())
         .name(name)

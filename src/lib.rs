@@ -104,14 +104,48 @@ pub mod actors {
 }
 
 /// How a node sends functions to other nodes: the [`Transport`](transport::Transport) a
-/// cluster layer plugs into a node (`handoff::ClusterNode` plugs in libp2p's). Needed only
-/// to write a transport of your own.
+/// cluster layer plugs into a node (`handoff::ClusterNode` plugs in libp2p's), and what a
+/// stream's stage worker placed on another node needs. Needed only to write a transport of
+/// your own.
 pub mod transport {
     pub use handoff_actors::{
         FetchFailed, Ran, RemoteArgument, RemoteCall, RemoteDone, RemoteResult, SharedTransport,
-        Transport,
+        StageKey, StageSpec, Transport,
+    };
+    pub use handoff_core::{ArgSource, InlineEval, StagePlan, StreamPlan};
+}
+
+/// The cluster layer (libp2p): a node that is also a cluster member ([`ClusterNode`]), its
+/// configuration ([`NetConfig`]) and key ([`ClusterKey`]), found at the crate root too, and
+/// everything else about the network: the client of a node's network layer, discovered
+/// nodes, drains, transfer statistics and their errors.
+///
+/// ```no_run
+/// use handoff::net::{ClusterKey, ClusterNode, NetConfig};
+/// use handoff::{NodeConfig, Registry};
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let net = NetConfig::builder(ClusterKey::from_file("cluster.key")?)
+///     .name("worker-1")
+///     .build()?;
+/// let node = NodeConfig::new(net.node_id(), Registry::new());
+/// let cluster = ClusterNode::start(node, net).await?;
+/// for peer in cluster.discover_nodes().await? {
+///     println!("{} {}", peer.name, peer.node);
+/// }
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "net")]
+#[cfg_attr(docsrs, doc(cfg(feature = "net")))]
+pub mod net {
+    pub use handoff_net::{
+        Client as NetClient, ClientError as NetClientError, ClusterKey, ClusterKeyError,
+        ClusterNode, ClusterStartError, Config as NetConfig, ConfigBuilder as NetConfigBuilder,
+        ConfigError as NetConfigError, DiscoverError, DiscoveredNode, DrainError, Drained,
+        GetValueError, HandshakeFailures, INLINE_RESULT_BYTES, Keypair, Multiaddr, NodeState,
+        NodeStats, PeerId, RegisterCapacityError, ResourcesQueryError, Security, TransferStats,
     };
 }
+
 pub use handoff_actors::{
     ItemError, PushError, StageStats, StartStreamError, StreamHandle, StreamOptions, StreamOutput,
     StreamOutputError, StreamResults, StreamStats,
@@ -122,25 +156,16 @@ pub use handoff_core::{
     FunctionId, FunctionKind, Handler, IntoValue, List, LoadBalanced, Locality, NodeCapacities,
     NodeId, NodeView, Placement, RegisterError, RegisterNodeError, Registry, ReleaseError,
     RequestError, ResourceName, ResourceTracker, Resources, ResultError, Results, Shared,
-    SimpleResourceTracker, ValidatedDag, ValidationError, Value, ValueError, allocate, candidates,
-    choose_node,
+    SimpleResourceTracker, ValidatedDag, ValidationError, Value, ValueError, allocate, choose_node,
 };
-pub use handoff_core::{
-    ArgSource, Batching, CodeKind, InlineEval, StagePlan, State, StatefulHandler, StreamPlan,
-    StreamPlanError,
-};
+pub use handoff_core::{Batching, CodeKind, State, StatefulHandler, StreamPlanError};
 pub use handoff_core::{Call, CodeHandle, FnRef};
 pub use handoff_core::{FunctionRun, Graph, nearest_name, node_label};
 
+/// The cluster layer's entry points (the rest is in [`net`]).
 #[cfg(feature = "net")]
 #[cfg_attr(docsrs, doc(cfg(feature = "net")))]
-pub use handoff_net::{
-    Client as NetClient, ClientError as NetClientError, ClusterKey, ClusterKeyError, ClusterNode,
-    ClusterStartError, Config as NetConfig, ConfigBuilder as NetConfigBuilder,
-    ConfigError as NetConfigError, DiscoverError, DiscoveredNode, DrainError, Drained,
-    GetValueError, HandshakeFailures, INLINE_RESULT_BYTES, Keypair, Multiaddr, NodeState,
-    NodeStats, PeerId, RegisterCapacityError, ResourcesQueryError, Security, TransferStats,
-};
+pub use net::{ClusterKey, ClusterNode, NetConfig};
 
 /// The README's usage example, compiled and run as a doctest.
 #[doc = include_str!("../README.md")]

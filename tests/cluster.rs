@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use common::procs::{BIN, DEADLINE, Proc, TempDir, chains_dag, key_arg, keygen, rss_kb, signal};
 
+use handoff::net::GetValueError;
 use handoff::{
     ClusterKey, ClusterNode, DEFAULT_NODE_GRACE, Dag, DagId, ExecuteError, ExecuteOptions,
-    Function, FunctionId, GetValueError, NetConfig, NodeConfig, NodeId, Registry, Resources,
+    Function, FunctionId, NetConfig, NodeConfig, NodeId, Registry, Resources,
 };
 
 #[test]
@@ -631,7 +632,7 @@ fn a_frozen_worker_is_gone_after_the_time_to_live_and_back_when_it_resumes() {
         let watcher = ClusterNode::start(node, net).await.expect("start");
         let mut changes = watcher.peer_changes();
         let present =
-            |peers: &Vec<handoff::DiscoveredNode>| peers.iter().any(|p| p.name == "frozen");
+            |peers: &Vec<handoff::net::DiscoveredNode>| peers.iter().any(|p| p.name == "frozen");
         tokio::time::timeout(DEADLINE, changes.wait_for(present))
             .await
             .expect("discovered in time")
@@ -679,7 +680,7 @@ fn a_killed_node_that_comes_back_gets_its_work() {
     actix::System::new().block_on(async move {
         let cluster = coordinator(&key, &at, DEADLINE, 2).await;
         let mut changes = cluster.peer_changes();
-        let find = |peers: &[handoff::DiscoveredNode], name: &str| {
+        let find = |peers: &[handoff::net::DiscoveredNode], name: &str| {
             peers
                 .iter()
                 .find(|p| p.name == name)
@@ -1118,7 +1119,7 @@ fn a_killed_coordinator_leaves_its_workers_clean() {
         assert_eq!(stats.values, 1, "{stats:?}");
         assert_eq!(stats.free.get("cpu"), handoff::Amount::ZERO, "{stats:?}");
         drop(reader.join().expect("reader")); // SIGKILL
-        let clean = |stats: &handoff::NodeStats| {
+        let clean = |stats: &handoff::net::NodeStats| {
             stats.values == 0 && stats.free == stats.capacity && stats.serving == 0
         };
         // After the grace period the worker drops the value and cancels the two calls:

@@ -57,7 +57,7 @@ async fn start(
     name: &str,
     registry: Registry,
     capabilities: Resources,
-    bootstrap: Option<handoff::Multiaddr>,
+    bootstrap: Option<handoff::net::Multiaddr>,
 ) -> ClusterNode {
     let mut net = NetConfig::builder(key.clone())
         .name(name)
@@ -73,7 +73,7 @@ async fn start(
         .expect("starts")
 }
 
-async fn address(node: &ClusterNode) -> handoff::Multiaddr {
+async fn address(node: &ClusterNode) -> handoff::net::Multiaddr {
     node.client()
         .listen_addresses()
         .await
@@ -514,7 +514,7 @@ async fn get_result_waits_for_a_value_made_elsewhere_and_fetches_it() {
     assert!(
         matches!(
             missing,
-            Err(handoff::GetValueError::Local {
+            Err(handoff::net::GetValueError::Local {
                 source: handoff::NodeError::Wait(handoff::WaitError::Timeout { .. })
             })
         ),

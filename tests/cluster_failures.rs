@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use handoff::net::Keypair;
 use handoff::{
     AllocationError, AllocationStrategy, ClusterKey, ClusterNode, Dag, Event, EventKind,
-    ExecuteError, ExecuteOptions, Function, Keypair, NetConfig, NodeConfig, NodeId, Registry,
-    Resources,
+    ExecuteError, ExecuteOptions, Function, NetConfig, NodeConfig, NodeId, Registry, Resources,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -83,7 +83,7 @@ async fn start_with(
     keypair: Keypair,
     registry: Registry,
     capabilities: Resources,
-    bootstrap: Option<handoff::Multiaddr>,
+    bootstrap: Option<handoff::net::Multiaddr>,
     grace: Duration,
 ) -> Node {
     let mut net = NetConfig::builder(key.clone())
@@ -150,7 +150,7 @@ async fn coordinator_and_two(
     (c, a, b)
 }
 
-async fn address(node: &ClusterNode) -> handoff::Multiaddr {
+async fn address(node: &ClusterNode) -> handoff::net::Multiaddr {
     node.client()
         .listen_addresses()
         .await

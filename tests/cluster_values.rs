@@ -7,14 +7,18 @@
 
 use std::time::Duration;
 
+use handoff::net::GetValueError;
 use handoff::{
-    ClusterKey, ClusterNode, DagId, FunctionId, GetValueError, NetConfig, NodeConfig, Registry,
-    Resources, Value,
+    ClusterKey, ClusterNode, DagId, FunctionId, NetConfig, NodeConfig, Registry, Resources, Value,
 };
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
-async fn start(key: &ClusterKey, name: &str, bootstrap: Option<handoff::Multiaddr>) -> ClusterNode {
+async fn start(
+    key: &ClusterKey,
+    name: &str,
+    bootstrap: Option<handoff::net::Multiaddr>,
+) -> ClusterNode {
     let mut net = NetConfig::builder(key.clone())
         .name(name)
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"));

@@ -69,7 +69,8 @@ mod cluster {
     use std::time::Duration;
 
     use super::*;
-    use handoff::{ClusterKey, ClusterNode, Multiaddr, NetConfig, NodeId};
+    use handoff::net::Multiaddr;
+    use handoff::{ClusterKey, ClusterNode, NetConfig, NodeId};
 
     const DEADLINE: Duration = Duration::from_secs(30);
 

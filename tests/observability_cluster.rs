@@ -31,7 +31,7 @@ async fn start(
     key: &ClusterKey,
     name: &str,
     capabilities: Resources,
-    bootstrap: Option<handoff::Multiaddr>,
+    bootstrap: Option<handoff::net::Multiaddr>,
 ) -> ClusterNode {
     let mut net = NetConfig::builder(key.clone())
         .name(name)

@@ -59,7 +59,11 @@ fn registry(k: usize) -> Registry {
     registry
 }
 
-async fn start(key: &ClusterKey, k: usize, bootstrap: Option<handoff::Multiaddr>) -> ClusterNode {
+async fn start(
+    key: &ClusterKey,
+    k: usize,
+    bootstrap: Option<handoff::net::Multiaddr>,
+) -> ClusterNode {
     let mut net = NetConfig::builder(key.clone())
         .name(format!("n{k}"))
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"));
