@@ -23,13 +23,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use handoff_core::{CallError, Code, NodeId, ValidatedDag, Value};
+use handoff_core::{CallError, Code, NO_NEXT, NodeId, ValidatedDag, Value};
 use tokio::sync::mpsc;
 
 use crate::events::now_micros;
-
-/// `chain_next` marker for "no chain successor".
-pub(crate) const NO_NEXT: u32 = u32::MAX;
 
 /// The calls of its batch a job runs whatever the time they take.
 pub(crate) const FREE_CALLS: usize = 64;

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures::channel::oneshot;
+pub use handoff_core::ExecutableNode;
 use handoff_core::{
-    AllocationError, AllocationStrategy, CodeName, FunctionId, NodeId, NodeView, ResourceTracker,
-    Resources, candidates, choose_node,
+    AllocationError, AllocationStrategy, CodeName, FunctionId, NodeId, NodeView, Rank,
+    ResourceTracker, Resources, Target, candidates, choose_node, explain_departures,
 };
 use tokio::sync::mpsc;
 
@@ -27,40 +28,6 @@ pub(crate) struct RequesterId(pub(crate) u64);
 /// The nodes a request may run on (with their capacity) and the indices of those whose
 /// capacity holds it.
 type Placeable = (Vec<(NodeId, Resources)>, Vec<usize>);
-
-/// Where a requested function may go.
-#[derive(Debug, Clone)]
-pub(crate) enum Target {
-    /// Wherever the allocator picks.
-    Any,
-    /// Only this node.
-    Pinned(NodeId),
-    /// With the other members of a collocation group (by root index), on a node that
-    /// holds what the whole group needs.
-    Group {
-        root: u32,
-        pinned: Option<NodeId>,
-        needs: Arc<GroupNeeds>,
-    },
-}
-
-/// What the node of a collocation group must have: room for every member at once, and
-/// the code of each.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct GroupNeeds {
-    /// The members' costs summed.
-    pub(crate) total: Resources,
-    /// The code of every member (and of the inline functions they evaluate).
-    pub(crate) codes: Vec<CodeName>,
-}
-
-/// How urgent a request is: higher priority first, then the longer remaining path to a
-/// sink (critical path first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Rank {
-    pub(crate) priority: i32,
-    pub(crate) path: u32,
-}
 
 /// One function's reservation request.
 #[derive(Debug, Clone)]
@@ -208,17 +175,6 @@ pub struct ForgetPeer {
     pub node: NodeId,
 }
 
-/// One node functions can be sent to, as the resource manager sees it.
-#[derive(Debug, Clone)]
-pub struct ExecutableNode {
-    /// The node.
-    pub node: NodeId,
-    /// Its capacity.
-    pub capacity: Resources,
-    /// The code names in its registry.
-    pub code_names: Arc<HashSet<CodeName>>,
-}
-
 /// Asks for every node functions can be sent to, local node first, with the code names
 /// each can run.
 #[derive(Debug, Message)]
@@ -229,35 +185,6 @@ pub struct ClusterView;
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<(NodeId, Resources)>")]
 pub struct RegisteredNodes;
-
-/// `error`, or when it says that no live node holds `cost`, the nodes that left the
-/// cluster and could have held it (the real cause): at most [`NAMED_DEPARTURES`] of
-/// `departed` (the latest first), limited to `allowed` when the function is pinned.
-pub(crate) fn explain_departures(
-    error: AllocationError,
-    cost: &Resources,
-    allowed: Option<&NodeId>,
-    departed: &[(NodeId, Resources)],
-) -> AllocationError {
-    let AllocationError::Unsatisfiable { function, .. } = &error else {
-        return error;
-    };
-    let left: Vec<NodeId> = departed
-        .iter()
-        .filter(|(node, capacity)| allowed.is_none_or(|a| a == node) && cost.fits_in(capacity))
-        .take(NAMED_DEPARTURES)
-        .map(|(node, _)| node.clone())
-        .collect();
-    if left.is_empty() {
-        return error;
-    }
-    AllocationError::NodesLeft {
-        function: function.clone(),
-        cost: cost.clone(),
-        nodes: left,
-        names: Vec::new(),
-    }
-}
 
 /// Asks for the nodes that left the cluster and may come back (within their grace
 /// period), with their capacity, the latest first.
@@ -364,9 +291,6 @@ struct Queue {
     /// became first).
     blocked_at: Option<Instant>,
 }
-
-/// The most nodes that left a [`AllocationError::NodesLeft`] names (the latest).
-const NAMED_DEPARTURES: usize = 3;
 
 /// The most departures remembered (oldest forgotten first).
 const MAX_DEPARTED: usize = 1024;

@@ -11,20 +11,19 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures::channel::oneshot;
 use handoff_core::{
-    AllocationStrategy, Backoff, CallError, CodeName, DagId, FunctionId, NodeId, Placement,
-    Resources, Results, ValidatedDag, Value,
+    AllocationStrategy, Backoff, CallError, CodeName, DagId, FunctionId, NO_NEXT, NodeId, Rank,
+    Resources, Results, Target, ValidatedDag, Value,
 };
 use tokio::sync::mpsc;
 
 use crate::error::ExecuteError;
 use crate::events::{Event, EventKind, EventSink, now_micros};
-use crate::executor::{Call, Hold, Job, JobLife, JobReport, NO_NEXT, Outcome, RunEvent, RunShared};
+use crate::executor::{Call, Hold, Job, JobLife, JobReport, Outcome, RunEvent, RunShared};
 use crate::location_registry::{ForgetDag, LocationRegistry, RegisterLocations};
 use crate::remote::{RemoteArgument, RemoteCall, RemoteResult, SharedTransport};
 use crate::report::{ExecutionReport, Recorder};
 use crate::resource_manager::{
-    Cancel, Grant, GrantId, GroupNeeds, Rank, Release, Request, RequesterId, Reserve,
-    ResourceManager, Target, Withdraw,
+    Cancel, Grant, GrantId, Release, Request, RequesterId, Reserve, ResourceManager, Withdraw,
 };
 use crate::result_store::{DropDag, FreeValues, ResultStore, StoreValues};
 use crate::supervision::guarded_with;
@@ -1075,7 +1074,7 @@ impl DagRun {
             dag: self.wire.clone(),
             node: node.clone(),
             function: dag.function(i).clone(),
-            inline: crate::coordinator::inline_args(dag, i)
+            inline: handoff_core::inline_args(dag, i)
                 .into_iter()
                 .map(|a| dag.function(a).clone())
                 .collect(),
@@ -2247,86 +2246,6 @@ impl StreamHandler<Vec<RunEvent>> for DagRun {
 /// A function's cost, if it has one (a cost of nothing is none).
 fn cost_of(f: &handoff_core::Function) -> Option<&Resources> {
     f.cost().filter(|c| !c.is_empty())
-}
-
-/// How a function's reservation is targeted, from its placement and collocation group.
-pub(crate) fn targets(dag: &ValidatedDag) -> Vec<Target> {
-    let n = dag.len();
-    let mut group_size = vec![0_u32; n];
-    for i in 0..n {
-        group_size[dag.collocation_root(i)] += 1;
-    }
-    let needs = group_needs(dag, |i| group_size[dag.collocation_root(i)] > 1, |_| 1);
-    (0..n)
-        .map(|i| {
-            let root = dag.collocation_root(i);
-            let pinned = match dag.function(root).placement() {
-                Placement::Pinned(node) => Some(node.clone()),
-                _ => None,
-            };
-            if let Some(needs) = &needs[root] {
-                Target::Group {
-                    root: root as u32,
-                    pinned,
-                    needs: Arc::clone(needs),
-                }
-            } else {
-                pinned.map_or(Target::Any, Target::Pinned)
-            }
-        })
-        .collect()
-}
-
-/// What each collocation group (by root) needs of its node, for the functions `member`
-/// says take part: their costs summed, each counted `copies(i)` times (a stream stage's
-/// workers), and their codes with those of the inline functions they evaluate.
-pub(crate) fn group_needs(
-    dag: &ValidatedDag,
-    member: impl Fn(usize) -> bool,
-    copies: impl Fn(usize) -> usize,
-) -> Vec<Option<Arc<GroupNeeds>>> {
-    let n = dag.len();
-    let mut needs: Vec<Option<GroupNeeds>> = vec![None; n];
-    for i in (0..n).filter(|&i| !dag.function(i).is_inline() && member(i)) {
-        let group = needs[dag.collocation_root(i)].get_or_insert_with(|| GroupNeeds {
-            total: Resources::new(),
-            codes: Vec::new(),
-        });
-        if let Some(cost) = dag.function(i).cost() {
-            let all = std::iter::repeat_n(cost, copies(i));
-            group.total = Resources::saturating_sum(std::iter::once(&group.total).chain(all));
-        }
-        let inline = crate::coordinator::inline_args(dag, i);
-        for f in std::iter::once(i).chain(inline) {
-            let code = dag.function(f).code();
-            if !group.codes.contains(code) {
-                group.codes.push(code.clone());
-            }
-        }
-    }
-    needs.into_iter().map(|g| g.map(Arc::new)).collect()
-}
-
-/// Each function's rank: its priority, then the number of regular functions on the
-/// longest path from it to a sink (itself included).
-pub(crate) fn ranks(dag: &ValidatedDag) -> Vec<Rank> {
-    let n = dag.len();
-    let mut path = vec![0_u32; n];
-    for i in (0..n).rev() {
-        let below = dag
-            .dependents(i)
-            .iter()
-            .map(|&d| path[d as usize])
-            .max()
-            .unwrap_or(0);
-        path[i] = below + u32::from(!dag.function(i).is_inline());
-    }
-    (0..n)
-        .map(|i| Rank {
-            priority: dag.function(i).priority_value(),
-            path: path[i],
-        })
-        .collect()
 }
 
 /// The most run events handled as one chunk.
