@@ -206,6 +206,103 @@ pub(crate) struct RunSetup {
     pub(crate) reply: Reply,
 }
 
+/// What a run knows of one function: its progress through the DAG, its value once made,
+/// its attempts and failures, and its place in the reservation machinery.
+struct FnState {
+    /// Unfinished dependencies.
+    pending: u32,
+    /// Unfinished consumers of its value (for `free_intermediates`).
+    consumers: u32,
+    /// Its value once finished, when it is held here (or came back inline).
+    value: Option<Value>,
+    /// The node it ran on once finished (and whose store holds its value).
+    node: Option<NodeId>,
+    /// Its value came back inline from another node: small, so it travels inline to the
+    /// nodes that run its consumers.
+    small: bool,
+    /// The encoded size of its value when made on another node (0 when unknown).
+    size: u64,
+    /// Handed to the scheduling machinery (ready queue, reservation, job, fetch, backoff)
+    /// and not finished: a dependency finishing must not start it twice.
+    scheduled: bool,
+    /// Its attempts that could not run where they were sent (a node left, an argument
+    /// could not be fetched): re-run without counting against `max_retries`.
+    free_reruns: u32,
+    /// The node its last attempt failed on by its own fault (its retry goes elsewhere
+    /// when it can).
+    failed_on: Option<NodeId>,
+    /// Node deaths it was blamed for (see `on_failed_attempt`).
+    deaths: u32,
+    /// The nodes those deaths were.
+    death_nodes: Vec<NodeId>,
+    /// The number of its last attempt (0 before the first).
+    attempts: u32,
+    /// Its shape id (`SHAPE_UNSET` until it first asks for a reservation).
+    shape: u32,
+    /// With events: the attempt it last got a `Reserved` event for (a call handed back
+    /// and taken again does not get a second one).
+    announced: u32,
+    /// Whether it has a request while it waits for a reservation of a shared shape:
+    /// `UNASKED`, `QUEUED` (in `outbox`) or `SENT` to the resource manager. Only the most
+    /// urgent waiting calls of a shape have one (its window, see [`DagRun::top_up`]); the
+    /// others run on the reservations those get.
+    asked: u8,
+}
+
+impl FnState {
+    /// A function with `pending` dependencies and `consumers` dependents, not started.
+    fn new(pending: u32, consumers: u32) -> Self {
+        FnState {
+            pending,
+            consumers,
+            value: None,
+            node: None,
+            small: false,
+            size: 0,
+            scheduled: false,
+            free_reruns: 0,
+            failed_on: None,
+            deaths: 0,
+            death_nodes: Vec::new(),
+            attempts: 0,
+            shape: SHAPE_UNSET,
+            announced: 0,
+            asked: UNASKED,
+        }
+    }
+
+    /// The number its next attempt gets.
+    fn next_attempt(&self) -> u32 {
+        self.attempts + 1
+    }
+
+    /// It left the scheduling machinery without finishing (it waits for a dependency, or
+    /// is scheduled again): a dependency finishing may start it.
+    fn unschedule(&mut self) {
+        self.scheduled = false;
+    }
+
+    /// It finished on `node` (another node than this one when `remote`), making `value`
+    /// (`None` when it stays there) of `size` encoded bytes (0 when unknown).
+    fn finish(&mut self, value: Option<Value>, node: NodeId, size: u64, remote: bool) {
+        self.scheduled = false;
+        self.small = remote && value.is_some();
+        self.size = size;
+        self.value = value;
+        self.node = Some(node);
+    }
+
+    /// Its value was lost with a node and is made again: where it ran and what its value
+    /// was like are forgotten, and its attempts so far, which succeeded, no longer count
+    /// against its retries. The node it had run on.
+    fn reset_for_recompute(&mut self) -> Option<NodeId> {
+        self.free_reruns = self.attempts;
+        self.small = false;
+        self.size = 0;
+        self.node.take()
+    }
+}
+
 /// A job in flight.
 struct JobEntry {
     hold: Hold,
@@ -237,45 +334,20 @@ pub(crate) struct DagRun {
     manager: Addr<ResourceManager>,
     store: Addr<ResultStore>,
     locations: Addr<LocationRegistry>,
-    /// Unfinished dependencies of each function.
-    pending: Vec<u32>,
-    /// Unfinished consumers of each value (for `free_intermediates`).
-    consumers: Vec<u32>,
-    /// Each finished function's value, when it is held here (or came back inline).
-    values: Vec<Option<Value>>,
-    /// The node each finished function ran on (and whose store holds its value).
-    nodes: Vec<Option<NodeId>>,
-    /// Values that came back inline from another node: small, so they travel inline
-    /// to the nodes that run their consumers.
-    small: Vec<bool>,
-    /// The encoded size of values made on other nodes (0 when unknown).
-    sizes: Vec<u64>,
+    /// What the run knows of each function, by index.
+    fns: Vec<FnState>,
     /// Other nodes sent functions of this execution (told to forget it at the end, which
     /// also stops what still runs there).
     remote_nodes: Vec<NodeId>,
     /// Whether the results held on other nodes were fetched for the caller.
     collected: bool,
-    /// Functions handed to the scheduling machinery (ready queue, reservation, job,
-    /// fetch, backoff) and not finished: a dependency finishing must not start them twice.
-    scheduled: Vec<bool>,
-    /// Attempts of each function that could not run where they were sent (a node left,
-    /// an argument could not be fetched): re-run without counting against `max_retries`.
-    free_reruns: Vec<u32>,
     /// Nodes that left the cluster during the execution.
     lost: Vec<NodeId>,
-    /// The node each function's last attempt failed on by its own fault (its retry goes
-    /// elsewhere when it can).
-    failed_on: Vec<Option<NodeId>>,
     /// How many times collecting the results held elsewhere failed.
     collect_rounds: u32,
-    /// Node deaths each function was blamed for (see `on_failed_attempt`).
-    deaths: Vec<u32>,
-    /// The nodes those deaths were.
-    death_nodes: Vec<Vec<NodeId>>,
     /// The suspect (a function blamed for a node death) in flight, if any; others wait.
     suspect_running: Option<u32>,
     suspects_waiting: std::collections::VecDeque<(u32, Hold, NodeId)>,
-    attempts: Vec<u32>,
     /// Ready functions without a cost, most urgent first, waiting for a slot.
     ready: BinaryHeap<(Rank, Reverse<u32>)>,
     slots: usize,
@@ -296,17 +368,12 @@ pub(crate) struct DagRun {
     /// made them, and the reservations to give back, sent once at the chunk's end (one
     /// message for many functions rather than a few per function).
     deferred: Option<Deferred>,
-    /// Each function's shape id (`SHAPE_UNSET` until it first asks for a reservation).
-    shape_ids: Vec<u32>,
     shape_index: HashMap<ShapeKey, u32>,
     /// By shape id: the calls waiting for a reservation, most urgent first.
     awaiting: Vec<BTreeSet<(Reverse<Rank>, u32)>>,
     /// By shape id: how long one of its calls took in its last job on a reservation
     /// (zero until one ended): a batch holds no more than a job's time budget of them.
     shape_pace: Vec<Duration>,
-    /// With events: the attempt each call last got a `Reserved` event for (a call handed
-    /// back and taken again does not get a second one).
-    announced: Vec<u32>,
     shape_keys: Vec<ShapeKey>,
     /// The shape last looked up.
     last_shape: Option<u32>,
@@ -315,11 +382,6 @@ pub(crate) struct DagRun {
     /// Waiting calls that ran on a reservation already held: their requests are
     /// withdrawn from the resource manager (with the next message to it).
     cancels: Vec<u32>,
-    /// Whether each waiting call of a shared shape has a request: `UNASKED`, `QUEUED`
-    /// (in `outbox`) or `SENT` to the resource manager. Only the most urgent waiting calls
-    /// of a shape have one (its window, see [`Self::top_up`]); the others run on the
-    /// reservations those get.
-    asked: Vec<u8>,
     /// By shape id: its calls with a request at the resource manager.
     outstanding: Vec<u32>,
     /// By shape id: how many of its reservations the nodes hold at once (its last
@@ -343,8 +405,9 @@ impl DagRun {
     pub(crate) fn new(setup: RunSetup) -> Self {
         let dag = &setup.shared.dag;
         let n = dag.len();
-        let pending = (0..n).map(|i| dag.deps(i).len() as u32).collect();
-        let consumers = (0..n).map(|i| dag.dependents(i).len() as u32).collect();
+        let fns = (0..n)
+            .map(|i| FnState::new(dag.deps(i).len() as u32, dag.dependents(i).len() as u32))
+            .collect();
         let seed = {
             use std::hash::{BuildHasher, Hasher};
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -369,24 +432,13 @@ impl DagRun {
             manager: setup.manager,
             store: setup.store,
             locations: setup.locations,
-            pending,
-            consumers,
-            values: vec![None; n],
-            nodes: vec![None; n],
-            small: vec![false; n],
-            sizes: vec![0; n],
+            fns,
             remote_nodes: Vec::new(),
             collected: false,
-            scheduled: vec![false; n],
-            free_reruns: vec![0; n],
             lost: Vec::new(),
             collect_rounds: 0,
-            deaths: vec![0; n],
-            death_nodes: vec![Vec::new(); n],
             suspect_running: None,
             suspects_waiting: std::collections::VecDeque::new(),
-            failed_on: vec![None; n],
-            attempts: vec![0; n],
             ready: BinaryHeap::new(),
             jobs: HashMap::new(),
             next_job: 0,
@@ -402,16 +454,13 @@ impl DagRun {
             rng: seed,
             to_free: Vec::new(),
             deferred: None,
-            shape_ids: Vec::new(),
             shape_index: HashMap::new(),
             awaiting: Vec::new(),
             shape_pace: Vec::new(),
-            announced: Vec::new(),
             shape_keys: Vec::new(),
             last_shape: None,
             leases: HashMap::new(),
             cancels: Vec::new(),
-            asked: Vec::new(),
             outstanding: Vec::new(),
             shape_parallel: Vec::new(),
             outbox: Vec::new(),
@@ -483,14 +532,15 @@ impl DagRun {
             .deps(i)
             .iter()
             .map(|&d| {
-                self.values[d as usize]
+                self.fns[d as usize]
+                    .value
                     .clone()
                     .expect("a call is built here only once its dependencies' values are here")
             })
             .collect();
         Call {
             index,
-            attempt: self.attempts[i] + 1,
+            attempt: self.fns[i].next_attempt(),
             deps,
         }
     }
@@ -508,7 +558,7 @@ impl DagRun {
             0
         };
         for index in ready {
-            self.scheduled[index as usize] = true;
+            self.fns[index as usize].scheduled = true;
             if let Some(recorder) = &mut self.recorder {
                 recorder.queued(index, now);
             }
@@ -568,7 +618,7 @@ impl DagRun {
             cost,
             target: self.settings.targets[i].clone(),
             locality: self.locality(i),
-            avoid: self.failed_on[i].clone(),
+            avoid: self.fns[i].failed_on.clone(),
         }
     }
 
@@ -598,17 +648,14 @@ impl DagRun {
         } else {
             parallel
         } as usize;
-        if self.asked.is_empty() {
-            self.asked = vec![UNASKED; self.shared.dag.len()];
-        }
         let missing: Vec<u32> = self.awaiting[s]
             .iter()
             .take(window)
             .map(|&(_, index)| index)
-            .filter(|&index| self.asked[index as usize] == UNASKED)
+            .filter(|&index| self.fns[index as usize].asked == UNASKED)
             .collect();
         for index in missing {
-            self.asked[index as usize] = QUEUED;
+            self.fns[index as usize].asked = QUEUED;
             self.outstanding[s] += 1;
             let request = self.request_for(index);
             self.outbox.push(request);
@@ -618,24 +665,23 @@ impl DagRun {
     /// Function `index` no longer waits: its request, if it has one, is not outstanding
     /// (one still in the outbox is not sent). Whether the manager has one to withdraw.
     fn unask(&mut self, shape: u32, index: u32) -> bool {
-        match self.asked.get_mut(index as usize) {
-            Some(asked) if *asked != UNASKED => {
-                let sent = *asked == SENT;
-                *asked = UNASKED;
-                self.outstanding[shape as usize] -= 1;
-                sent
-            }
-            _ => false,
+        let asked = &mut self.fns[index as usize].asked;
+        if *asked == UNASKED {
+            return false;
         }
+        let sent = *asked == SENT;
+        *asked = UNASKED;
+        self.outstanding[shape as usize] -= 1;
+        sent
     }
 
     /// The outbox's requests still wanted (their calls still wait), now sent.
     fn take_outbox(&mut self) -> Vec<Request> {
         let mut requests = std::mem::take(&mut self.outbox);
-        let asked = &mut self.asked;
+        let fns = &mut self.fns;
         requests.retain(|r| {
             // A call that stopped waiting has none; one that waits again has it once.
-            let state = &mut asked[r.index as usize];
+            let state = &mut fns[r.index as usize].asked;
             let wanted = *state == QUEUED;
             if wanted {
                 *state = SENT;
@@ -647,9 +693,9 @@ impl DagRun {
 
     /// Function `index`'s shape id if computed and shared, else `SHAPE_NONE`.
     fn known_shape(&self, index: u32) -> u32 {
-        match self.shape_ids.get(index as usize) {
-            Some(&shape) if shape != SHAPE_UNSET => shape,
-            _ => SHAPE_NONE,
+        match self.fns[index as usize].shape {
+            SHAPE_UNSET => SHAPE_NONE,
+            shape => shape,
         }
     }
 
@@ -670,11 +716,8 @@ impl DagRun {
 
     /// Function `i`'s shape id, or `SHAPE_NONE` when its calls never share a reservation.
     fn shape_id(&mut self, i: usize) -> u32 {
-        if self.shape_ids.is_empty() {
-            self.shape_ids = vec![SHAPE_UNSET; self.shared.dag.len()];
-        }
-        if self.shape_ids[i] != SHAPE_UNSET {
-            return self.shape_ids[i];
+        if self.fns[i].shape != SHAPE_UNSET {
+            return self.fns[i].shape;
         }
         let f = self.shared.dag.function(i);
         let pinned = match &self.settings.targets[i] {
@@ -692,7 +735,7 @@ impl DagRun {
                     && key.pinned == pinned
                     && cost.map_or(key.cost.is_empty(), |c| *c == *key.cost)
                 {
-                    self.shape_ids[i] = last;
+                    self.fns[i].shape = last;
                     return last;
                 }
                 let key = ShapeKey {
@@ -714,7 +757,7 @@ impl DagRun {
             }
             _ => SHAPE_NONE,
         };
-        self.shape_ids[i] = id;
+        self.fns[i].shape = id;
         id
     }
 
@@ -748,10 +791,10 @@ impl DagRun {
                 taken.push(index);
             }
         } else {
-            let failed_on = &self.failed_on;
+            let fns = &self.fns;
             let picked: Vec<(Reverse<Rank>, u32)> = set
                 .iter()
-                .filter(|(_, index)| failed_on[*index as usize].as_ref() != Some(node))
+                .filter(|(_, index)| fns[*index as usize].failed_on.as_ref() != Some(node))
                 .take(n)
                 .copied()
                 .collect();
@@ -790,13 +833,10 @@ impl DagRun {
     /// Emits `Reserved` for calls that run on a reservation on `node`.
     fn emit_reserved(&mut self, batch: &[u32], node: &NodeId) {
         if self.observed() {
-            if self.announced.is_empty() {
-                self.announced = vec![0; self.shared.dag.len()];
-            }
             let now = now_micros();
             for &index in batch {
-                let attempt = self.attempts[index as usize] + 1;
-                if std::mem::replace(&mut self.announced[index as usize], attempt) == attempt {
+                let attempt = self.fns[index as usize].next_attempt();
+                if std::mem::replace(&mut self.fns[index as usize].announced, attempt) == attempt {
                     continue;
                 }
                 let function = self.id_of(index);
@@ -854,7 +894,7 @@ impl DagRun {
         let mut held: Vec<(NodeId, u64)> = Vec::new();
         for &d in self.shared.dag.deps(i) {
             let d = d as usize;
-            let (Some(node), size) = (&self.nodes[d], self.sizes[d]) else {
+            let (Some(node), size) = (&self.fns[d].node, self.fns[d].size) else {
                 continue;
             };
             if size == 0 {
@@ -901,11 +941,12 @@ impl DagRun {
         // (it is scheduled again when its last dependency finishes). Only after a node
         // loss can a scheduled function have a pending dependency.
         if !self.lost.is_empty() {
-            let (pending, scheduled) = (&self.pending, &mut self.scheduled);
+            let fns = &mut self.fns;
             batch.retain(|&i| {
-                let ready = pending[i as usize] == 0;
+                let f = &mut fns[i as usize];
+                let ready = f.pending == 0;
                 if !ready {
-                    scheduled[i as usize] = false;
+                    f.unschedule();
                 }
                 ready
             });
@@ -920,7 +961,7 @@ impl DagRun {
             for index in batch {
                 // Functions suspected of killing nodes run one at a time, so that the next
                 // node death is blamed on the one running.
-                if self.deaths[index as usize] > 0 && self.suspect_running.is_some() {
+                if self.fns[index as usize].deaths > 0 && self.suspect_running.is_some() {
                     self.suspects_waiting.push_back((index, hold, node.clone()));
                     continue;
                 }
@@ -935,7 +976,7 @@ impl DagRun {
                 .iter()
                 .flat_map(|&i| self.shared.dag.deps(i as usize))
                 .copied()
-                .filter(|&d| self.values[d as usize].is_none())
+                .filter(|&d| self.fns[d as usize].value.is_none())
                 .collect(),
         };
         if missing.is_empty() {
@@ -968,7 +1009,8 @@ impl DagRun {
         let fetches: Vec<_> = missing
             .iter()
             .map(|&d| {
-                let holder = self.nodes[d as usize]
+                let holder = self.fns[d as usize]
+                    .node
                     .clone()
                     .unwrap_or_else(|| self.settings.node.clone());
                 transport.fetch(dag.clone(), self.id_of(d), holder)
@@ -982,7 +1024,7 @@ impl DagRun {
             for (d, outcome) in missing.into_iter().zip(fetched) {
                 match outcome {
                     Ok(value) => {
-                        act.values[d as usize].get_or_insert(value);
+                        act.fns[d as usize].value.get_or_insert(value);
                     }
                     Err(error) => failure = Some(error),
                 }
@@ -993,8 +1035,8 @@ impl DagRun {
                 act.release(hold, ctx);
                 let mut newly_ready = Vec::new();
                 for index in batch {
-                    let attempt = act.attempts[index as usize] + 1;
-                    act.attempts[index as usize] = attempt;
+                    let attempt = act.fns[index as usize].next_attempt();
+                    act.fns[index as usize].attempts = attempt;
                     let code = act.shared.dag.function(index as usize).code().clone();
                     let error = CallError::Unavailable {
                         code,
@@ -1030,7 +1072,7 @@ impl DagRun {
         let i = index as usize;
         let id = self.next_job;
         self.next_job += 1;
-        let attempt = self.attempts[i] + 1;
+        let attempt = self.fns[i].next_attempt();
         let timeout = self.timeout_of(index);
         let dag = &self.shared.dag;
         let arguments = dag
@@ -1039,17 +1081,19 @@ impl DagRun {
             .map(|&d| {
                 let d = d as usize;
                 let function = dag.function(d).id().clone();
-                match &self.values[d] {
-                    Some(value) if self.small[d] => RemoteArgument::Value {
+                match &self.fns[d].value {
+                    Some(value) if self.fns[d].small => RemoteArgument::Value {
                         function,
-                        node: self.nodes[d]
+                        node: self.fns[d]
+                            .node
                             .clone()
                             .unwrap_or_else(|| self.settings.node.clone()),
                         value: value.clone(),
                     },
                     _ => RemoteArgument::Held {
                         function,
-                        node: self.nodes[d]
+                        node: self.fns[d]
+                            .node
                             .clone()
                             .unwrap_or_else(|| self.settings.node.clone()),
                     },
@@ -1061,7 +1105,7 @@ impl DagRun {
         if !self.remote_nodes.contains(&node) {
             self.remote_nodes.push(node.clone());
         }
-        let report_start = self.deaths[i] > 0;
+        let report_start = self.fns[i].deaths > 0;
         if report_start {
             self.suspect_running = Some(index);
         }
@@ -1155,7 +1199,7 @@ impl DagRun {
                     node: node.clone(),
                     reason: reason.clone(),
                 };
-                self.attempts[i] = call.attempt;
+                self.fns[i].attempts = call.attempt;
                 if !self.running() {
                     break;
                 }
@@ -1365,7 +1409,7 @@ impl DagRun {
         let observed = self.observed();
         for outcome in report.outcomes {
             let i = outcome.index as usize;
-            self.attempts[i] = outcome.attempt;
+            self.fns[i].attempts = outcome.attempt;
             if let Some(recorder) = &mut self.recorder {
                 let result = outcome.result.as_ref().map(|_| outcome.size);
                 let times = (outcome.started_micros, outcome.finished_micros);
@@ -1386,9 +1430,8 @@ impl DagRun {
             }
             match outcome.result {
                 // Already finished (an earlier attempt's report): nothing to do.
-                Ok(_) if self.nodes[i].is_some() => {}
+                Ok(_) if self.fns[i].node.is_some() => {}
                 Ok(value) => {
-                    self.scheduled[i] = false;
                     let remote = report.node != self.settings.node;
                     if observed {
                         let (function, node) = (function.clone(), report.node.clone());
@@ -1406,10 +1449,7 @@ impl DagRun {
                     if self.settings.free_intermediates {
                         finished.push(outcome.index);
                     }
-                    self.small[i] = remote && value.is_some();
-                    self.sizes[i] = outcome.size;
-                    self.values[i] = value;
-                    self.nodes[i] = Some(report.node.clone());
+                    self.fns[i].finish(value, report.node.clone(), outcome.size, remote);
                     self.remaining -= 1;
                     // A function run elsewhere had no chain successor run after it.
                     let chained = if remote {
@@ -1421,13 +1461,12 @@ impl DagRun {
                         self.shared.chain_next[i]
                     };
                     for &d in self.shared.dag.dependents(i) {
-                        let du = d as usize;
-                        if self.nodes[du].is_some() {
+                        let dependent = &mut self.fns[d as usize];
+                        if dependent.node.is_some() {
                             continue;
                         }
-                        let left = &mut self.pending[du];
-                        *left = left.saturating_sub(1);
-                        if *left == 0 && d != chained && !self.scheduled[du] {
+                        dependent.pending = dependent.pending.saturating_sub(1);
+                        if dependent.pending == 0 && d != chained && !dependent.scheduled {
                             newly_ready.push(d);
                         }
                     }
@@ -1450,7 +1489,7 @@ impl DagRun {
                     // own failure, and after the node could not take it (a lost node is
                     // out of the cluster anyway).
                     if !matches!(error, CallError::NodeLost { .. }) {
-                        self.failed_on[i] = Some(report.node.clone());
+                        self.fns[i].failed_on = Some(report.node.clone());
                     }
                     self.on_failed_attempt(
                         outcome.index,
@@ -1518,21 +1557,21 @@ impl DagRun {
         for k in 0..self.shared.dag.deps(i).len() {
             let d = self.shared.dag.deps(i)[k] as usize;
             // A function run again (its value was lost with a node) consumes again.
-            self.consumers[d] = self.consumers[d].saturating_sub(1);
-            if self.consumers[d] == 0 {
+            self.fns[d].consumers = self.fns[d].consumers.saturating_sub(1);
+            if self.fns[d].consumers == 0 {
                 self.free(d);
             }
         }
-        if self.consumers[i] == 0 {
+        if self.fns[i].consumers == 0 {
             self.free(i);
         }
     }
 
     fn free(&mut self, index: usize) {
-        if self.settings.keep[index] || self.values[index].is_none() {
+        if self.settings.keep[index] || self.fns[index].value.is_none() {
             return;
         }
-        self.values[index] = None;
+        self.fns[index].value = None;
         let function = self.shared.dag.function(index).id().clone();
         if self.observed() {
             self.emit(
@@ -1570,7 +1609,7 @@ impl DagRun {
             if !self.running() || self.lost.contains(&node) {
                 self.release(hold, ctx);
                 if self.running() {
-                    self.scheduled[index as usize] = false;
+                    self.fns[index as usize].unschedule();
                     self.schedule(vec![index], ctx);
                 }
                 continue;
@@ -1594,17 +1633,17 @@ impl DagRun {
         // function is a suspect: it runs alone among suspects and reports when it starts,
         // and a death counts only if it was running.
         if let CallError::NodeLost { node, running, .. } = &error
-            && (self.deaths[i] == 0 || *running)
+            && (self.fns[i].deaths == 0 || *running)
         {
-            self.deaths[i] += 1;
-            if !self.death_nodes[i].contains(node) {
-                self.death_nodes[i].push(node.clone());
+            self.fns[i].deaths += 1;
+            if !self.fns[i].death_nodes.contains(node) {
+                self.fns[i].death_nodes.push(node.clone());
             }
-            if self.deaths[i] >= self.settings.max_node_deaths {
+            if self.fns[i].deaths >= self.settings.max_node_deaths {
                 let err = ExecuteError::CrashLoop {
                     function: self.id_of(index),
-                    deaths: self.deaths[i],
-                    nodes: self.death_nodes[i].clone(),
+                    deaths: self.fns[i].deaths,
+                    nodes: self.fns[i].death_nodes.clone(),
                 };
                 self.fail(err, ctx);
                 return;
@@ -1615,11 +1654,11 @@ impl DagRun {
         if matches!(
             error,
             CallError::Unavailable { .. } | CallError::NodeLost { .. }
-        ) && self.free_reruns[i] < MAX_FREE_RERUNS
+        ) && self.fns[i].free_reruns < MAX_FREE_RERUNS
         {
-            self.free_reruns[i] += 1;
+            self.fns[i].free_reruns += 1;
         }
-        let counted = attempt.saturating_sub(self.free_reruns[i]);
+        let counted = attempt.saturating_sub(self.fns[i].free_reruns);
         let f = self.shared.dag.function(i);
         let allowed = f
             .max_retries_override()
@@ -1634,9 +1673,9 @@ impl DagRun {
             self.fail(err, ctx);
             return;
         }
-        if self.pending[i] > 0 {
+        if self.fns[i].pending > 0 {
             // A dependency is being recomputed: it runs again once that is done.
-            self.scheduled[i] = false;
+            self.fns[i].unschedule();
             return;
         }
         let backoff = f.backoff_override().unwrap_or(self.settings.backoff);
@@ -1679,7 +1718,7 @@ impl DagRun {
         let Some(&(index, attempt)) = entry.calls.first() else {
             return;
         };
-        self.attempts[index as usize] = attempt;
+        self.fns[index as usize].attempts = attempt;
         let error = CallError::TimedOut {
             code: self.shared.dag.function(index as usize).code().clone(),
             after,
@@ -1775,10 +1814,11 @@ impl DagRun {
     fn recompute_lost(&mut self, node: NodeId, ctx: &mut Context<Self>) {
         let dag = self.shared.dag.clone();
         let n = dag.len();
-        let done = |act: &Self, i: usize| act.nodes[i].is_some();
+        let done = |act: &Self, i: usize| act.fns[i].node.is_some();
         let gone = |act: &Self, i: usize| {
-            act.values[i].is_none()
-                && act.nodes[i]
+            act.fns[i].value.is_none()
+                && act.fns[i]
+                    .node
                     .as_ref()
                     .is_some_and(|h| act.lost.contains(h) || *h == act.settings.node)
         };
@@ -1789,8 +1829,8 @@ impl DagRun {
         let mut stack: Vec<usize> = (0..n)
             .filter(|&i| {
                 !dag.function(i).is_inline()
-                    && self.nodes[i].as_ref() == Some(&node)
-                    && self.values[i].is_none()
+                    && self.fns[i].node.as_ref() == Some(&node)
+                    && self.fns[i].value.is_none()
                     && needed(self, i)
             })
             .collect();
@@ -1812,11 +1852,9 @@ impl DagRun {
         }
         tracing::info!(dag = %dag.id(), %node, count = again.len(), "recomputing values lost with a node");
         for &i in &again {
-            let held = self.nodes[i].take().unwrap_or_else(|| node.clone());
-            // Its attempts so far succeeded: they do not count against its retries.
-            self.free_reruns[i] = self.attempts[i];
-            self.small[i] = false;
-            self.sizes[i] = 0;
+            let held = self.fns[i]
+                .reset_for_recompute()
+                .unwrap_or_else(|| node.clone());
             self.remaining += 1;
             if self.observed() {
                 let function = dag.function(i).id().clone();
@@ -1829,7 +1867,7 @@ impl DagRun {
         }
         for x in 0..n {
             if !done(self, x) && !dag.function(x).is_inline() {
-                self.pending[x] = dag
+                self.fns[x].pending = dag
                     .deps(x)
                     .iter()
                     .filter(|&&d| !done(self, d as usize))
@@ -1838,7 +1876,7 @@ impl DagRun {
         }
         let ready: Vec<u32> = again
             .into_iter()
-            .filter(|&i| self.pending[i] == 0 && !self.scheduled[i])
+            .filter(|&i| self.fns[i].pending == 0 && !self.fns[i].scheduled)
             .map(|i| i as u32)
             .collect();
         self.schedule(ready, ctx);
@@ -1855,8 +1893,8 @@ impl DagRun {
             .filter(|&i| {
                 self.settings.keep[i]
                     && !dag.function(i).is_inline()
-                    && self.values[i].is_none()
-                    && self.nodes[i].is_some()
+                    && self.fns[i].value.is_none()
+                    && self.fns[i].node.is_some()
             })
             .collect();
         if wanted.is_empty() {
@@ -1865,7 +1903,7 @@ impl DagRun {
         let fetches: Vec<_> = wanted
             .iter()
             .filter_map(|&i| {
-                let holder = self.nodes[i].clone()?;
+                let holder = self.fns[i].node.clone()?;
                 Some(transport.fetch(self.wire.clone(), dag.function(i).id().clone(), holder))
             })
             .collect();
@@ -1877,7 +1915,7 @@ impl DagRun {
             let mut failed = None;
             for (i, outcome) in wanted.into_iter().zip(fetched) {
                 match outcome {
-                    Ok(value) => act.values[i] = Some(value),
+                    Ok(value) => act.fns[i].value = Some(value),
                     // Its node left while the results were collected: recomputed.
                     Err(error) if act.lost.contains(&error.node) => {
                         lost_meanwhile.push(error.node);
@@ -1965,7 +2003,7 @@ impl DagRun {
         }
         let dag = self.shared.dag.clone();
         let unfinished: Vec<FunctionId> = (0..dag.len())
-            .filter(|&i| !dag.function(i).is_inline() && self.nodes[i].is_none())
+            .filter(|&i| !dag.function(i).is_inline() && self.fns[i].node.is_none())
             .map(|i| dag.function(i).id().clone())
             .collect();
         tracing::warn!(dag = %dag.id(), ?deadline, unfinished = unfinished.len(), "the execution's deadline passed; stopping it");
@@ -2073,8 +2111,8 @@ impl DagRun {
             let dag_id = act.shared.dag.id().clone();
             let results = Results::new(
                 act.shared.dag.clone(),
-                std::mem::take(&mut act.values),
-                std::mem::take(&mut act.nodes),
+                act.fns.iter_mut().map(|f| f.value.take()).collect(),
+                act.fns.iter_mut().map(|f| f.node.take()).collect(),
             );
             let mut outcome = if let Some(error) = act.failure.take() {
                 if act.reply.is_some() {
