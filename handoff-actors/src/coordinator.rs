@@ -19,13 +19,13 @@ use tokio::sync::mpsc;
 
 use crate::error::{ExecuteError, Problem};
 use crate::events::{EventSink, EventStream, now_micros};
-use crate::executor::{RunEvent, RunShared};
+use crate::executor::RunShared;
 use crate::location_registry::LocationRegistry;
 use crate::remote::{NodeParts, SetTransport, SharedTransport};
 use crate::report::{PendingReport, Recorder};
 use crate::resource_manager::{ClusterView, Departures, RequesterId, ResourceManager};
 use crate::result_store::ResultStore;
-use crate::run::{DagRun, ExecutionResult, RunSettings, RunSetup};
+use crate::run::{DagRun, ExecutionResult, RunEvent, RunSettings, RunSetup};
 use crate::supervision::{CountRestarts, guarded};
 
 /// How to execute a DAG.

@@ -10,15 +10,14 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures::channel::oneshot;
+use futures::future::BoxFuture;
 pub use handoff_core::ExecutableNode;
 use handoff_core::{
     AllocationError, AllocationStrategy, CodeName, FunctionId, NodeId, NodeView, Rank,
     ResourceTracker, Resources, Target, candidates, choose_node, explain_departures,
 };
-use tokio::sync::mpsc;
 
 use crate::error::NodeError;
-use crate::executor::RunEvent;
 use crate::supervision::{CountRestarts, UserCodePanicked, catch_user_code, guarded, guarded_with};
 
 /// Identifies one execution's requests to the resource manager.
@@ -61,12 +60,37 @@ pub(crate) struct Grant {
     pub(crate) parallel: u32,
 }
 
+/// Where the resource manager hands a requester's grants (an execution's inbox), without
+/// knowing what it is.
+pub(crate) trait GrantSink: Send + Sync {
+    /// Hands `grants` over: now, once there is room, or never (the requester is gone).
+    fn deliver(&self, grants: Vec<Grant>) -> Delivery;
+
+    /// Whether the requester is gone (nothing handed over would be received).
+    fn is_closed(&self) -> bool;
+}
+
+/// What became of grants handed to a [`GrantSink`].
+pub(crate) enum Delivery {
+    /// They were handed over.
+    Delivered,
+    /// No room yet: they are handed over once this completes, unless the requester goes
+    /// meanwhile.
+    Later(BoxFuture<'static, Result<(), RequesterGone>>),
+    /// The requester is gone: they were dropped.
+    Gone,
+}
+
+/// The requester of grants on their way went away before they were handed over.
+#[derive(Debug)]
+pub(crate) struct RequesterGone;
+
 /// Reserve resources for these functions; grants arrive on `notify`, now or later.
 pub(crate) struct Reserve {
     pub(crate) requester: RequesterId,
     pub(crate) requests: Vec<Request>,
     pub(crate) strategy: AllocationStrategy,
-    pub(crate) notify: mpsc::Sender<RunEvent>,
+    pub(crate) notify: Arc<dyn GrantSink>,
 }
 
 impl Message for Reserve {
@@ -204,8 +228,8 @@ impl Handler<Departures> for ResourceManager {
 
 /// Where a waiter's grant goes.
 enum Notify {
-    /// An execution's event channel.
-    Run(mpsc::Sender<RunEvent>),
+    /// An execution's grant sink.
+    Run(Arc<dyn GrantSink>),
     /// A single reservation's reply.
     Once(oneshot::Sender<Result<(GrantId, NodeId), AllocationError>>),
 }
@@ -667,14 +691,14 @@ impl ResourceManager {
                 return;
             }
         };
-        match notify.try_send(RunEvent::Reserved(grants)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(event)) => {
+        match notify.deliver(grants) {
+            Delivery::Delivered => {}
+            Delivery::Later(delivered) => {
                 // A task of its own, not one on the actor's context: a restart of the
                 // manager (which drops those) must not lose the grants on their way.
                 let manager = ctx.address().downgrade();
                 actix::spawn(async move {
-                    if notify.send(event).await.is_err()
+                    if delivered.await.is_err()
                         && let Some(manager) = manager.upgrade()
                     {
                         // The execution is gone: what it was granted goes back. (An
@@ -683,7 +707,7 @@ impl ResourceManager {
                     }
                 });
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => self.withdraw(requester, ctx),
+            Delivery::Gone => self.withdraw(requester, ctx),
         }
     }
 
@@ -1289,8 +1313,10 @@ mod tests {
     //! grace period of a node that left, and grants waiting for room in a full channel.
 
     use handoff_core::SimpleResourceTracker;
+    use tokio::sync::mpsc;
 
     use super::*;
+    use crate::run::RunEvent;
 
     /// Makes the manager's handler panic under [`guarded`], so its supervisor restarts it.
     struct Restart;
@@ -1368,7 +1394,7 @@ mod tests {
                 requester: RequesterId(1),
                 requests: vec![request],
                 strategy: AllocationStrategy::default(),
-                notify: notify.clone(),
+                notify: Arc::new(notify.clone()),
             })
             .await
             .expect("alive");

@@ -18,12 +18,13 @@ use tokio::sync::mpsc;
 
 use crate::error::ExecuteError;
 use crate::events::{Event, EventKind, EventSink, now_micros};
-use crate::executor::{Call, Hold, Job, JobLife, JobReport, Outcome, RunEvent, RunShared};
+use crate::executor::{Call, Hold, Job, JobLife, JobReport, Outcome, RunShared};
 use crate::location_registry::{ForgetDag, LocationRegistry, RegisterLocations};
 use crate::remote::{RemoteArgument, RemoteCall, RemoteResult, SharedTransport};
 use crate::report::{ExecutionReport, Recorder};
 use crate::resource_manager::{
-    Cancel, Grant, GrantId, Release, Request, RequesterId, Reserve, ResourceManager, Withdraw,
+    Cancel, Delivery, Grant, GrantId, GrantSink, Release, Request, RequesterGone, RequesterId,
+    Reserve, ResourceManager, Withdraw,
 };
 use crate::result_store::{DropDag, FreeValues, ResultStore, StoreValues};
 use crate::supervision::guarded_with;
@@ -79,6 +80,43 @@ const MAX_FREE_RERUNS: u32 = 16;
 /// pause before each (times the round).
 const COLLECT_ROUNDS: u32 = 3;
 const COLLECT_PAUSE: Duration = Duration::from_millis(200);
+
+/// Events an execution's coordinator receives on its one bounded channel (its inbox):
+/// from its jobs and the transport, the resource manager (through [`GrantSink`]), its
+/// handle and the node's coordinator.
+pub(crate) enum RunEvent {
+    /// A job ended.
+    Finished(JobReport),
+    /// Reservations were granted or refused.
+    Reserved(Vec<Grant>),
+    /// The caller asked to cancel the execution.
+    Cancel,
+    /// A node left the cluster.
+    NodeLost(NodeId),
+    /// Tests only: makes the execution's coordinator panic.
+    #[cfg(feature = "fault-injection")]
+    Crash,
+}
+
+/// The resource manager hands an execution its grants in its inbox.
+impl GrantSink for mpsc::Sender<RunEvent> {
+    fn deliver(&self, grants: Vec<Grant>) -> Delivery {
+        match self.try_send(RunEvent::Reserved(grants)) {
+            Ok(()) => Delivery::Delivered,
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                let inbox = self.clone();
+                Delivery::Later(Box::pin(async move {
+                    inbox.send(event).await.map_err(|_| RequesterGone)
+                }))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        mpsc::Sender::is_closed(self)
+    }
+}
 
 /// What `execute` returns: the DAG id, every result and where each function ran.
 ///
@@ -330,6 +368,8 @@ pub(crate) struct DagRun {
     /// Whether the transport was told about `wire` (before the first remote call).
     wire_open: bool,
     events: Option<mpsc::Receiver<RunEvent>>,
+    /// Where the resource manager sends this execution's grants: its inbox.
+    grant_sink: Arc<dyn GrantSink>,
     settings: RunSettings,
     manager: Addr<ResourceManager>,
     store: Addr<ResultStore>,
@@ -427,6 +467,7 @@ impl DagRun {
             wire,
             wire_open: false,
             events: Some(setup.events),
+            grant_sink: Arc::new(setup.shared.events.clone()),
             slots: setup.settings.parallelism.max(1),
             settings: setup.settings,
             manager: setup.manager,
@@ -709,7 +750,7 @@ impl DagRun {
             requester: self.settings.requester,
             requests,
             strategy: self.settings.strategy.clone(),
-            notify: self.shared.events.clone(),
+            notify: Arc::clone(&self.grant_sink),
         };
         self.send_to_manager(msg, ctx);
     }
