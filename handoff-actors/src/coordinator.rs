@@ -11,22 +11,21 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures::channel::oneshot;
 use handoff_core::{
-    AllocationStrategy, ArgumentInclusion, Backoff, CodeName, DagId, FunctionId, NodeId, Placement,
-    Registry, Resources, ValidatedDag, candidates,
+    AllocationStrategy, ArgumentInclusion, Backoff, CodeName, DagId, FunctionId, Infeasible,
+    NodeId, Placement, Registry, ValidatedDag, chain_successors, check_feasible, keep_set, ranks,
+    targets,
 };
 use tokio::sync::mpsc;
 
 use crate::error::{ExecuteError, Problem};
 use crate::events::{EventSink, EventStream, now_micros};
-use crate::executor::{NO_NEXT, RunEvent, RunShared};
+use crate::executor::RunShared;
 use crate::location_registry::LocationRegistry;
 use crate::remote::{NodeParts, SetTransport, SharedTransport};
 use crate::report::{PendingReport, Recorder};
-use crate::resource_manager::{
-    ClusterView, Departures, ExecutableNode, RequesterId, ResourceManager, explain_departures,
-};
+use crate::resource_manager::{ClusterView, Departures, RequesterId, ResourceManager};
 use crate::result_store::ResultStore;
-use crate::run::{DagRun, ExecutionResult, RunSettings, RunSetup, ranks, targets};
+use crate::run::{DagRun, ExecutionResult, RunEvent, RunSettings, RunSetup};
 use crate::supervision::{CountRestarts, guarded};
 
 /// How to execute a DAG.
@@ -489,7 +488,25 @@ impl Coordinator {
                         Vec::new()
                     }
                 };
-                check_feasible(&dag, &nodes, &departed, &mut problems);
+                // Without a cluster, resolving the codes reported unknown codes already.
+                let reported = |f: &FunctionId| {
+                    problems.iter().any(
+                        |p| matches!(p, Problem::UnknownCode { function, .. } if function == f),
+                    )
+                };
+                let found = check_feasible(&dag, &nodes, &departed, reported);
+                problems.extend(found.into_iter().map(|p| match p {
+                    Infeasible::UnknownCode {
+                        function,
+                        code,
+                        nearest,
+                    } => Problem::UnknownCode {
+                        function,
+                        code,
+                        nearest,
+                    },
+                    Infeasible::Allocation(error) => Problem::Allocation(error),
+                }));
                 // The nodes the problems name, by the names they announced.
                 if let Some(transport) = &transport {
                     for problem in &mut problems {
@@ -575,7 +592,7 @@ fn start_run(
         dag: dag.clone(),
         abandoned,
     });
-    let keep = keep_set(&dag, &options);
+    let keep = keep_set(&dag, options.free_intermediates, &options.outputs);
     let (recorder, report) = if options.report {
         let (tx, rx) = oneshot::channel();
         let recorder = Recorder::new(dag.len(), now_micros(), Some(tx));
@@ -621,26 +638,6 @@ fn start_run(
         cancelled,
         cancel_on_drop: options.cancel_on_drop,
         node,
-    }
-}
-
-/// Which values survive `free_intermediates`: the named outputs, or every sink.
-fn keep_set(dag: &ValidatedDag, options: &ExecuteOptions) -> Vec<bool> {
-    if !options.free_intermediates {
-        return vec![true; dag.len()];
-    }
-    if options.outputs.is_empty() {
-        (0..dag.len())
-            .map(|i| dag.dependents(i).is_empty())
-            .collect()
-    } else {
-        let mut keep = vec![false; dag.len()];
-        for id in &options.outputs {
-            if let Some(i) = dag.index_of(id.as_str()) {
-                keep[i] = true;
-            }
-        }
-        keep
     }
 }
 
@@ -717,193 +714,6 @@ fn resolve_codes(
             Some(code.clone())
         })
         .collect()
-}
-
-/// For each function, the dependent that runs right after it on the same thread: its
-/// only dependent, whose only dependency it is, with the same cost, no placement of its
-/// own, and neither of them with a timeout. (A function with several dependents chains
-/// none: its end is reported when it ends, so that every dependent can start then.)
-fn chain_successors(
-    dag: &ValidatedDag,
-    timed: impl Fn(usize) -> bool,
-    local_code: impl Fn(usize) -> bool,
-) -> Vec<u32> {
-    // A collocation root others follow must go through placement itself.
-    let mut followed = vec![false; dag.len()];
-    for i in 0..dag.len() {
-        let root = dag.collocation_root(i);
-        if root != i {
-            followed[root] = true;
-        }
-    }
-    let mut next = vec![NO_NEXT; dag.len()];
-    for (s, &is_followed) in followed.iter().enumerate() {
-        let f = dag.function(s);
-        let deps = dag.deps(s);
-        if f.is_inline()
-            || deps.len() != 1
-            || is_followed
-            || *f.placement() != Placement::Any
-            || dag.collocation_root(s) != s
-            || timed(s)
-            || !local_code(s)
-        {
-            continue;
-        }
-        let p = deps[0] as usize;
-        if dag.dependents(p).len() == 1 && !timed(p) && dag.function(p).cost() == f.cost() {
-            next[p] = s as u32;
-        }
-    }
-    next
-}
-
-/// Records every function that could never be placed: no node it may run on has its
-/// code, or its cost fits none of them.
-fn check_feasible(
-    dag: &ValidatedDag,
-    nodes: &[ExecutableNode],
-    departed: &[(NodeId, Resources)],
-    problems: &mut Vec<Problem>,
-) {
-    // Each group's members, by root, in one flat table (no vector per function).
-    let n = dag.len();
-    // Stream inputs are refused on their own (`Problem::StreamInput`).
-    let member = |i: usize| !dag.function(i).is_inline() && !dag.function(i).is_input();
-    let mut start = vec![0_u32; n + 1];
-    for i in (0..n).filter(|&i| member(i)) {
-        start[dag.collocation_root(i) + 1] += 1;
-    }
-    for r in 0..n {
-        start[r + 1] += start[r];
-    }
-    let mut flat = vec![0_u32; start[n] as usize];
-    let mut fill = start.clone();
-    for i in (0..n).filter(|&i| member(i)) {
-        let r = dag.collocation_root(i);
-        flat[fill[r] as usize] = i as u32;
-        fill[r] += 1;
-    }
-    // The last group of one function found feasible: its codes, pinned node and cost. A
-    // group of one of the same needs is feasible too (most functions repeat their
-    // neighbour's), checked without building its candidate nodes again.
-    let mut last_ok: Option<(
-        Vec<&handoff_core::CodeName>,
-        Option<&NodeId>,
-        Option<&Resources>,
-    )> = None;
-    for root in 0..n {
-        let group = &flat[start[root] as usize..start[root + 1] as usize];
-        if group.is_empty() {
-            continue;
-        }
-        let pinned = match dag.function(root).placement() {
-            Placement::Pinned(node) => Some(node),
-            _ => None,
-        };
-        if let ([m], Some((codes, last_pinned, cost))) = (group, &last_ok) {
-            let f = dag.function(*m as usize);
-            if *last_pinned == pinned
-                && *cost == f.cost()
-                && codes.first() == Some(&f.code())
-                && codes.len() == 1
-                && !dag
-                    .args(*m as usize)
-                    .iter()
-                    .any(|&a| dag.function(a as usize).is_inline())
-            {
-                continue;
-            }
-        }
-        let group: Vec<usize> = group.iter().map(|&m| m as usize).collect();
-        // A function (and the inline functions it evaluates) runs where the code of each
-        // is registered; a group runs where all its members' codes are.
-        let mut needed: Vec<&handoff_core::CodeName> = Vec::new();
-        let mut missing = false;
-        for &m in &group {
-            for i in std::iter::once(m).chain(inline_args(dag, m)) {
-                let f = dag.function(i);
-                let possible = nodes.iter().any(|n| {
-                    n.code_names.contains(f.code()) && pinned.is_none_or(|p| *p == n.node)
-                });
-                let pinned_unknown = pinned.is_some_and(|p| !nodes.iter().any(|n| n.node == *p));
-                if !possible && !pinned_unknown {
-                    // Without a cluster, resolving the codes reported it already.
-                    let reported = problems.iter().any(|p| {
-                        matches!(p, Problem::UnknownCode { function, .. } if function == f.id())
-                    });
-                    if !reported {
-                        let nearest = handoff_core::nearest_name(
-                            f.code().as_str(),
-                            nodes
-                                .iter()
-                                .flat_map(|n| n.code_names.iter().map(CodeName::as_str)),
-                        )
-                        .map(CodeName::from);
-                        problems.push(Problem::UnknownCode {
-                            function: f.id().clone(),
-                            code: f.code().clone(),
-                            nearest,
-                        });
-                    }
-                    missing = true;
-                }
-                needed.push(f.code());
-            }
-        }
-        if missing {
-            continue;
-        }
-        let nodes: Vec<(NodeId, Resources)> = nodes
-            .iter()
-            .filter(|n| needed.iter().all(|c| n.code_names.contains(*c)))
-            .map(|n| (n.node.clone(), n.capacity.clone()))
-            .collect();
-        let before = problems.len();
-        for &m in &group {
-            let f = dag.function(m);
-            let costs: Vec<&Resources> = f.cost().into_iter().collect();
-            if let Err(error) = candidates(f.id(), &costs, &nodes, pinned) {
-                // One unknown pinned node is reported once per group.
-                let repeat = matches!(error, handoff_core::AllocationError::UnknownNode { .. })
-                    && problems.len() > before;
-                if !repeat {
-                    let error = match f.cost() {
-                        Some(cost) => explain_departures(error, cost, pinned, departed),
-                        None => error,
-                    };
-                    problems.push(Problem::Allocation(error));
-                }
-            }
-        }
-        if problems.len() == before && group.len() > 1 {
-            // Its members may run at once: the group needs a node that holds them all.
-            let total =
-                Resources::saturating_sum(group.iter().filter_map(|&m| dag.function(m).cost()));
-            if let Err(error) = candidates(dag.function(root).id(), &[&total], &nodes, pinned) {
-                let error = explain_departures(error, &total, pinned, departed);
-                problems.push(Problem::Allocation(error));
-            }
-        }
-        if let [m] = group[..]
-            && problems.len() == before
-        {
-            last_ok = Some((needed, pinned, dag.function(m).cost()));
-        }
-    }
-}
-
-/// The inline functions function `i` evaluates in place (its inline arguments, theirs, …).
-pub(crate) fn inline_args(dag: &ValidatedDag, i: usize) -> Vec<usize> {
-    let mut found = Vec::new();
-    let mut stack: Vec<usize> = dag.args(i).iter().map(|&a| a as usize).collect();
-    while let Some(a) = stack.pop() {
-        if dag.function(a).is_inline() && !found.contains(&a) {
-            found.push(a);
-            stack.extend(dag.args(a).iter().map(|&b| b as usize));
-        }
-    }
-    found
 }
 
 /// The actor's name in panic reports.

@@ -23,13 +23,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use handoff_core::{CallError, Code, NodeId, ValidatedDag, Value};
+use handoff_core::{CallError, Code, NO_NEXT, NodeId, ValidatedDag, Value};
 use tokio::sync::mpsc;
 
 use crate::events::now_micros;
-
-/// `chain_next` marker for "no chain successor".
-pub(crate) const NO_NEXT: u32 = u32::MAX;
+use crate::run::RunEvent;
 
 /// The calls of its batch a job runs whatever the time they take.
 pub(crate) const FREE_CALLS: usize = 64;
@@ -175,21 +173,6 @@ pub(crate) struct JobReport {
     /// [`JOB_BUDGET`]: still scheduled, they only wait for a slot again.
     pub(crate) returned: Vec<u32>,
     pub(crate) node: NodeId,
-}
-
-/// Events an execution's coordinator receives on its one bounded channel.
-pub(crate) enum RunEvent {
-    /// A job ended.
-    Finished(JobReport),
-    /// Reservations were granted or refused.
-    Reserved(Vec<crate::resource_manager::Grant>),
-    /// The caller asked to cancel the execution.
-    Cancel,
-    /// A node left the cluster.
-    NodeLost(NodeId),
-    /// Tests only: makes the execution's coordinator panic.
-    #[cfg(feature = "fault-injection")]
-    Crash,
 }
 
 /// Tells user code whether its call should stop: the execution was cancelled, or the

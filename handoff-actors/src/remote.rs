@@ -15,12 +15,12 @@ use actix::prelude::*;
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use handoff_core::{CallError, DagId, Function, FunctionId, NodeId, Registry, Value};
+use handoff_core::{CallError, DagId, Function, FunctionId, NodeId, Rank, Registry, Target, Value};
 
 use crate::coordinator::Coordinator;
 use crate::executor::{CURRENT, CancellationToken, TokenScope};
 use crate::location_registry::RegisterLocations;
-use crate::resource_manager::{Rank, ReserveOne, Target};
+use crate::resource_manager::ReserveOne;
 use crate::result_store::StoreRan;
 
 /// Where one argument of a [`RemoteCall`] comes from.

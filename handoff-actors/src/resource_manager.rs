@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures::channel::oneshot;
+use futures::future::BoxFuture;
+pub use handoff_core::ExecutableNode;
 use handoff_core::{
-    AllocationError, AllocationStrategy, CodeName, FunctionId, NodeId, NodeView, ResourceTracker,
-    Resources, candidates, choose_node,
+    AllocationError, AllocationStrategy, CodeName, FunctionId, NodeId, NodeView, Rank,
+    ResourceTracker, Resources, Target, candidates, choose_node, explain_departures,
 };
-use tokio::sync::mpsc;
 
 use crate::error::NodeError;
-use crate::executor::RunEvent;
 use crate::supervision::{CountRestarts, UserCodePanicked, catch_user_code, guarded, guarded_with};
 
 /// Identifies one execution's requests to the resource manager.
@@ -27,40 +27,6 @@ pub(crate) struct RequesterId(pub(crate) u64);
 /// The nodes a request may run on (with their capacity) and the indices of those whose
 /// capacity holds it.
 type Placeable = (Vec<(NodeId, Resources)>, Vec<usize>);
-
-/// Where a requested function may go.
-#[derive(Debug, Clone)]
-pub(crate) enum Target {
-    /// Wherever the allocator picks.
-    Any,
-    /// Only this node.
-    Pinned(NodeId),
-    /// With the other members of a collocation group (by root index), on a node that
-    /// holds what the whole group needs.
-    Group {
-        root: u32,
-        pinned: Option<NodeId>,
-        needs: Arc<GroupNeeds>,
-    },
-}
-
-/// What the node of a collocation group must have: room for every member at once, and
-/// the code of each.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct GroupNeeds {
-    /// The members' costs summed.
-    pub(crate) total: Resources,
-    /// The code of every member (and of the inline functions they evaluate).
-    pub(crate) codes: Vec<CodeName>,
-}
-
-/// How urgent a request is: higher priority first, then the longer remaining path to a
-/// sink (critical path first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Rank {
-    pub(crate) priority: i32,
-    pub(crate) path: u32,
-}
 
 /// One function's reservation request.
 #[derive(Debug, Clone)]
@@ -94,12 +60,37 @@ pub(crate) struct Grant {
     pub(crate) parallel: u32,
 }
 
+/// Where the resource manager hands a requester's grants (an execution's inbox), without
+/// knowing what it is.
+pub(crate) trait GrantSink: Send + Sync {
+    /// Hands `grants` over: now, once there is room, or never (the requester is gone).
+    fn deliver(&self, grants: Vec<Grant>) -> Delivery;
+
+    /// Whether the requester is gone (nothing handed over would be received).
+    fn is_closed(&self) -> bool;
+}
+
+/// What became of grants handed to a [`GrantSink`].
+pub(crate) enum Delivery {
+    /// They were handed over.
+    Delivered,
+    /// No room yet: they are handed over once this completes, unless the requester goes
+    /// meanwhile.
+    Later(BoxFuture<'static, Result<(), RequesterGone>>),
+    /// The requester is gone: they were dropped.
+    Gone,
+}
+
+/// The requester of grants on their way went away before they were handed over.
+#[derive(Debug)]
+pub(crate) struct RequesterGone;
+
 /// Reserve resources for these functions; grants arrive on `notify`, now or later.
 pub(crate) struct Reserve {
     pub(crate) requester: RequesterId,
     pub(crate) requests: Vec<Request>,
     pub(crate) strategy: AllocationStrategy,
-    pub(crate) notify: mpsc::Sender<RunEvent>,
+    pub(crate) notify: Arc<dyn GrantSink>,
 }
 
 impl Message for Reserve {
@@ -208,17 +199,6 @@ pub struct ForgetPeer {
     pub node: NodeId,
 }
 
-/// One node functions can be sent to, as the resource manager sees it.
-#[derive(Debug, Clone)]
-pub struct ExecutableNode {
-    /// The node.
-    pub node: NodeId,
-    /// Its capacity.
-    pub capacity: Resources,
-    /// The code names in its registry.
-    pub code_names: Arc<HashSet<CodeName>>,
-}
-
 /// Asks for every node functions can be sent to, local node first, with the code names
 /// each can run.
 #[derive(Debug, Message)]
@@ -229,35 +209,6 @@ pub struct ClusterView;
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<(NodeId, Resources)>")]
 pub struct RegisteredNodes;
-
-/// `error`, or when it says that no live node holds `cost`, the nodes that left the
-/// cluster and could have held it (the real cause): at most [`NAMED_DEPARTURES`] of
-/// `departed` (the latest first), limited to `allowed` when the function is pinned.
-pub(crate) fn explain_departures(
-    error: AllocationError,
-    cost: &Resources,
-    allowed: Option<&NodeId>,
-    departed: &[(NodeId, Resources)],
-) -> AllocationError {
-    let AllocationError::Unsatisfiable { function, .. } = &error else {
-        return error;
-    };
-    let left: Vec<NodeId> = departed
-        .iter()
-        .filter(|(node, capacity)| allowed.is_none_or(|a| a == node) && cost.fits_in(capacity))
-        .take(NAMED_DEPARTURES)
-        .map(|(node, _)| node.clone())
-        .collect();
-    if left.is_empty() {
-        return error;
-    }
-    AllocationError::NodesLeft {
-        function: function.clone(),
-        cost: cost.clone(),
-        nodes: left,
-        names: Vec::new(),
-    }
-}
 
 /// Asks for the nodes that left the cluster and may come back (within their grace
 /// period), with their capacity, the latest first.
@@ -277,8 +228,8 @@ impl Handler<Departures> for ResourceManager {
 
 /// Where a waiter's grant goes.
 enum Notify {
-    /// An execution's event channel.
-    Run(mpsc::Sender<RunEvent>),
+    /// An execution's grant sink.
+    Run(Arc<dyn GrantSink>),
     /// A single reservation's reply.
     Once(oneshot::Sender<Result<(GrantId, NodeId), AllocationError>>),
 }
@@ -364,9 +315,6 @@ struct Queue {
     /// became first).
     blocked_at: Option<Instant>,
 }
-
-/// The most nodes that left a [`AllocationError::NodesLeft`] names (the latest).
-const NAMED_DEPARTURES: usize = 3;
 
 /// The most departures remembered (oldest forgotten first).
 const MAX_DEPARTED: usize = 1024;
@@ -743,14 +691,14 @@ impl ResourceManager {
                 return;
             }
         };
-        match notify.try_send(RunEvent::Reserved(grants)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(event)) => {
+        match notify.deliver(grants) {
+            Delivery::Delivered => {}
+            Delivery::Later(delivered) => {
                 // A task of its own, not one on the actor's context: a restart of the
                 // manager (which drops those) must not lose the grants on their way.
                 let manager = ctx.address().downgrade();
                 actix::spawn(async move {
-                    if notify.send(event).await.is_err()
+                    if delivered.await.is_err()
                         && let Some(manager) = manager.upgrade()
                     {
                         // The execution is gone: what it was granted goes back. (An
@@ -759,7 +707,7 @@ impl ResourceManager {
                     }
                 });
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => self.withdraw(requester, ctx),
+            Delivery::Gone => self.withdraw(requester, ctx),
         }
     }
 
@@ -1365,8 +1313,10 @@ mod tests {
     //! grace period of a node that left, and grants waiting for room in a full channel.
 
     use handoff_core::SimpleResourceTracker;
+    use tokio::sync::mpsc;
 
     use super::*;
+    use crate::run::RunEvent;
 
     /// Makes the manager's handler panic under [`guarded`], so its supervisor restarts it.
     struct Restart;
@@ -1444,7 +1394,7 @@ mod tests {
                 requester: RequesterId(1),
                 requests: vec![request],
                 strategy: AllocationStrategy::default(),
-                notify: notify.clone(),
+                notify: Arc::new(notify.clone()),
             })
             .await
             .expect("alive");

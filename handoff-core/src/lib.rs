@@ -24,6 +24,7 @@ mod dag;
 mod function;
 mod graph;
 mod ids;
+mod plan;
 mod registry;
 mod resources;
 mod results;
@@ -41,6 +42,11 @@ pub use dag::{Dag, ValidatedDag, ValidationError};
 pub use function::{ArgumentInclusion, Batching, Function, FunctionKind, Placement};
 pub use graph::{FunctionRun, Graph, node_label};
 pub use ids::{CodeName, DagId, FunctionId, NodeId, ResourceName, random_u128};
+pub use plan::{
+    ExecutableNode, GroupNeeds, Infeasible, NAMED_DEPARTURES, NO_NEXT, Rank, Target,
+    chain_successors, check_feasible, explain_departures, group_needs, inline_args, keep_set,
+    ranks, targets,
+};
 pub use registry::{
     CallError, Code, CodeKind, Handler, RegisterError, Registry, State, StatefulHandler,
     nearest_name, panic_message,

@@ -27,17 +27,16 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures::channel::oneshot;
 use handoff_core::{
-    AllocationError, AllocationStrategy, CallError, Code, CodeKind, CodeName, FunctionId,
-    FunctionKind, NodeId, Placement, Registry, Resources, StreamPlan, StreamPlanError,
-    ValidatedDag, Value,
+    AllocationError, AllocationStrategy, CallError, Code, CodeKind, CodeName, ExecutableNode,
+    FunctionId, FunctionKind, NodeId, Placement, Rank, Registry, Resources, StreamPlan,
+    StreamPlanError, Target, ValidatedDag, Value,
 };
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::coordinator::Coordinator;
 use crate::remote::{SharedTransport, StageCall, StageKey, StageSpec};
 use crate::resource_manager::{
-    ClusterView, ExecutableNode, GrantId, Rank, Release, RequesterId, ReserveOne, ResourceManager,
-    Target, Withdraw,
+    ClusterView, GrantId, Release, RequesterId, ReserveOne, ResourceManager, Withdraw,
 };
 
 pub use hosted::HostedStage;
@@ -696,7 +695,7 @@ pub(crate) async fn start(
     // A group's node holds every worker of every stage in it at once.
     let workers_of = |i: usize| dag.function(i).parallelism_value().unwrap_or(1);
     let stage_of = |i: usize| plan.stages().iter().any(|s| s.function == i);
-    let needs = crate::run::group_needs(&dag, stage_of, workers_of);
+    let needs = handoff_core::group_needs(&dag, stage_of, workers_of);
     let targets: Vec<Target> = plan
         .stages()
         .iter()
