@@ -19,8 +19,9 @@ pub struct NodeState {
     pub code_names: Vec<CodeName>,
     /// It is draining (see `ClusterNode::drain`): it takes no new work, finishes what
     /// runs and serves the values it holds until it leaves. Peers stop placing work there
-    /// without counting it lost. (Absent from older announcements: not draining.)
-    #[serde(default)]
+    /// without counting it lost. (Absent from older announcements, and written only when
+    /// set, so an announcement of a node that is not draining reads as before.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub draining: bool,
 }
 
@@ -212,6 +213,21 @@ mod tests {
             decode(&bytes, Some(peer), 1024, "v1").expect("valid"),
             sample(&peer)
         );
+    }
+
+    /// A draining node's announcement says so; a node that is not draining writes no
+    /// `draining` field at all (an older node's announcement reads as not draining).
+    #[test]
+    fn the_draining_state_travels_and_is_absent_otherwise() {
+        let peer = PeerId::random();
+        let mut draining = sample(&peer);
+        draining.state.draining = true;
+        let bytes = encode(&draining).expect("encode");
+        let read = decode(&bytes, Some(peer), 1024, "v1").expect("valid");
+        assert!(read.state.draining);
+        let plain = encode(&sample(&peer)).expect("encode");
+        assert!(!String::from_utf8_lossy(&plain).contains("draining"));
+        assert!(String::from_utf8_lossy(&bytes).contains("draining"));
     }
 
     #[test]
