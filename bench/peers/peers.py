@@ -12,6 +12,8 @@ Systems:
   to downstream tasks).
 - `ray`: `ray.init(num_cpus=2)`, remote functions, ObjectRefs passed downstream,
   `ray.get` at the end.
+The costed workloads (`costed`, `mixed`, `wide`) start their clusters with resources:
+see below.
 
 Each (system, workload) pair runs in a child process of its own, under a time limit
 and a memory cap (the sum of the resident memory of the child and every process it
@@ -38,7 +40,57 @@ Environment:
 - `PEER_MEM_GIB` (default 12): memory cap of one child and its processes.
 - `PEER_SYSTEMS` (default all): comma-separated systems to run.
 - `PEER_WORKLOADS` (default all): comma-separated workload keys (fanout, single, chain,
-  layers, payload, payload-small, sleep, big).
+  layers, payload, payload-small, sleep, big, costed, mixed, wide).
+- `PEER_COSTED` (default `1000,4000`; quick mode: 100, as the Rust harness): the sizes of
+  the costed fanouts (the Rust harness's `COSTED`, default `1000,10000,100000`; Ray and
+  Dask take ~0.5 ms per costed function on 2 cores; `run.sh` adds these sizes to the
+  harness's `COSTED` so that every peer row has a Handoff row of the same name). The
+  `costed` child's time limit is `PEER_LIMIT_S` per size.
+
+The costed workloads (`costed` in benches/workloads.rs, run there on one node of
+`cpu: 2, memory: 1000`), each with the peer's own resource API. Ray runs all three on
+`ray.init(num_cpus=2, _memory=1000)` (`_memory`: the node's reservable memory in bytes,
+standing for the Rust node's `memory: 1000`, whose unit is abstract; only the mixed
+layers ask for memory). Their start-ups count in the `startup` row with the others.
+- `costed` (rows `costed fanout N uncosted|cpu1|cpu0.5`): N trivial functions each asking
+  for 1 cpu, then 0.5 cpu, and the sum of their results (asking for nothing), beside
+  the plain fanout of the same size in the same cluster (`x_uncosted`: the costed row's
+  time per function over the uncosted one's). At most one warm-up run, at most 3 runs
+  at 100,000 and more, as in the Rust harness.
+  Ray: `ray.remote(num_cpus=1)` / `ray.remote(num_cpus=0.5)` functions; the sum is the
+  `fanout` workload's plain remote function. Ray's task default is already
+  `num_cpus=1`, so its "uncosted" row (the plain fanout, written the idiomatic way, as
+  the `fanout` workload) asks for what its `cpu1` row asks for: Ray has no free task
+  but `num_cpus=0`, which nobody writes for real work.
+  Dask: `client.map(..., resources={"CPU": 1})` (then 0.5) on
+  `LocalCluster(n_workers=2, threads_per_worker=1, resources={"CPU": 1})`: CPU 2 in all,
+  as the Rust node. A Dask worker never runs more tasks than it has threads, so at
+  `cpu: 0.5` at most 2 run at once (Handoff and Ray: 4). Dask's uncosted fanout can be
+  slower than its costed one: its scheduler holds unrestricted root tasks back and
+  hands them to workers as threads free up (`worker-saturation`, root-task queuing),
+  while a task with resource restrictions is never root-ish and goes to a worker at
+  once.
+- `mixed` (row `mixed layers 20x100`, quick `3x10`): the `layers` DAG, function k (in the
+  order the Rust harness adds them: layer by layer) asking for cpu `[0.5, 1, 2][k % 3]`
+  and memory `[100, 400, 200][(k // 3) % 3]`, as `mixed_layers`. Ray: one remote
+  function per (cpu, memory) pair (`num_cpus=`, `memory=`). Dask: `resources={"CPU": c,
+  "MEMORY": m}`, a `client.map` per layer and cost (9 per layer, instead of one DAG
+  submitted at once), on ONE worker of 2 threads with
+  `resources={"CPU": 2, "MEMORY": 1000}`: Dask places a task on a single worker holding
+  all it asks for, so the `cpu: 2` functions need a worker of CPU 2, and two such
+  workers would hold CPU 4.
+- `wide` (row `wide behind 10000 narrow`, quick 100): the costed fanout at `cpu: 1`, a
+  free function `gate`, and `wide` (`cpu: 2`, priority 1, taking `gate`'s result) that
+  returns when it started; `wide_wait_s` is the median wait from the submission to
+  that start (µs since the Unix epoch, comparable across the peers' processes). At most
+  5 runs, no warm-up, as in the Rust harness. Ray has no task priority: `wide` is
+  `num_cpus=2` with none, and `gate` is `num_cpus=0` (free, as Handoff's; with Ray's
+  default of 1 cpu it would queue behind the narrow ones). Dask, on the one-worker
+  cluster of `mixed`: `wide` with `resources={"CPU": 2}, priority=1`, and `gate` with
+  `priority=1` but no resources (Dask has no free task: every task takes a thread, so
+  without the priority `gate` would wait behind the narrow ones).
+- dask-threaded has no resources: its costed rows are reported with status
+  `unsupported`, not run.
 """
 
 from __future__ import annotations
@@ -56,7 +108,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SYSTEMS = ("dask-threaded", "dask-distributed", "ray")
-WORKLOADS = ("big", "fanout", "single", "chain", "layers", "payload", "payload-small", "sleep")
+WORKLOADS = (
+    "big",
+    "fanout",
+    "single",
+    "chain",
+    "layers",
+    "payload",
+    "payload-small",
+    "sleep",
+    "costed",
+    "mixed",
+    "wide",
+)
+# The workloads that ask for resources (`costed` in benches/workloads.rs).
+COSTED_KEYS = ("costed", "mixed", "wide")
+# The costed fanouts' rows: label and cpu per function (0: the plain fanout).
+COSTED_LABELS = (("uncosted", 0.0), ("cpu1", 1.0), ("cpu0.5", 0.5))
+# The mixed layers' costs, drawn as `mixed_layers` draws them.
+MIXED_CPU = (0.5, 1.0, 2.0)
+MIXED_MEMORY = (100, 400, 200)
+# The Rust node of the costed workloads: `cpu: 2, memory: 1000`.
+NODE_CPU = 2
+NODE_MEMORY = 1000
 
 
 def env_int(name: str, default: int) -> int:
@@ -81,12 +155,32 @@ class Sizes:
     sleepers: int
     nap_ms: int
     big: int
+    # The costed workloads: fanout sizes, the mixed layers' (width, depth), the narrow
+    # functions in front of the wide one.
+    costed: list[int] = field(default_factory=list)
+    mixed: tuple[int, int] = (100, 20)
+    wide_narrow: int = 10_000
 
     @staticmethod
     def from_env() -> Sizes:
         quick = os.environ.get("QUICK", "") not in ("", "0")
         if quick:
-            return Sizes(True, 1, 0, 60.0, 100, 10, 10, 3, 4, 10, env_int("PEER_BIG", 2_000))
+            return Sizes(
+                True,
+                1,
+                0,
+                60.0,
+                100,
+                10,
+                10,
+                3,
+                4,
+                10,
+                env_int("PEER_BIG", 2_000),
+                costed=[100],
+                mixed=(10, 3),
+                wide_narrow=100,
+            )
         return Sizes(
             False,
             max(env_int("RUNS", 10), 1),
@@ -99,7 +193,19 @@ class Sizes:
             16,
             100,
             max(env_int("PEER_BIG", 20_000), 4),
+            costed=env_sizes("PEER_COSTED", [1000, 4000]),
+            mixed=(100, 20),
+            wide_narrow=10_000,
         )
+
+
+def env_sizes(name: str, default: list[int]) -> list[int]:
+    """A comma-separated list of sizes (the unparsable ones skipped, as the Rust
+    harness's `COSTED`)."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return [int(s) for s in (x.strip() for x in value.split(",")) if s.isdigit() and int(s) > 0]
 
 
 # ---------------------------------------------------------------------------------------
@@ -129,6 +235,11 @@ def nxt(a: int, b: int) -> int:
 
 def total(*xs: int) -> int:
     return sum(xs)
+
+
+def stamp(_: int) -> int:
+    """When it ran, in µs since the Unix epoch (the Rust harness's `stamp`)."""
+    return time.time_ns() // 1000
 
 
 def pass_(b: bytes) -> bytes:
@@ -210,9 +321,40 @@ class System:
         pass
 
 
+# The clusters of `dask-distributed`, by layout (see `layout`): 2 workers of 1 thread;
+# the same with CPU 1 each (the costed fanouts); one worker of 2 threads holding the
+# Rust node's `cpu: 2, memory: 1000` (the mixed layers and the wide function, which need
+# CPU 2 on one worker). Dask's resources are abstract names: "CPU", "MEMORY".
+DASK_LAYOUTS: dict[str, dict[str, Any]] = {
+    "plain": {"n_workers": 2, "threads_per_worker": 1},
+    "costed": {"n_workers": 2, "threads_per_worker": 1, "resources": {"CPU": 1}},
+    "node": {
+        "n_workers": 1,
+        "threads_per_worker": 2,
+        "resources": {"CPU": NODE_CPU, "MEMORY": NODE_MEMORY},
+    },
+}
+
+
+def layout(system: str, key: str) -> str:
+    """The cluster a workload needs: the workloads of one layout can share a child."""
+    if key not in COSTED_KEYS:
+        return "plain"
+    if system == "ray":
+        # One `ray.init(num_cpus=2, _memory=1000)` for all of them, as the Rust node.
+        return "costed"
+    return "costed" if key == "costed" else "node"
+
+
+def mixed_cost(k: int) -> tuple[float, int]:
+    """Function k's (cpu, memory) in the mixed layers, as `mixed_layers` draws it."""
+    return MIXED_CPU[k % 3], MIXED_MEMORY[(k // 3) % 3]
+
+
 class DaskSystem(System):
-    def __init__(self, distributed: bool) -> None:
+    def __init__(self, distributed: bool, layout: str = "plain") -> None:
         self.distributed = distributed
+        self.layout = layout
         self.name = "dask-distributed" if distributed else "dask-threaded"
         self.client = None
         self.cluster = None
@@ -224,10 +366,9 @@ class DaskSystem(System):
             from dask.distributed import Client, LocalCluster
 
             self.cluster = LocalCluster(
-                n_workers=2,
-                threads_per_worker=1,
                 processes=True,
                 dashboard_address=None,
+                **DASK_LAYOUTS[self.layout],
             )
             self.client = Client(self.cluster)
             self.compute_opts: dict[str, Any] = {}
@@ -376,6 +517,61 @@ class DaskSystem(System):
         elapsed, out = self.get(dsk, [f"l{depth - 1}_{j}" for j in range(width)])
         return build, elapsed, lambda: check_all(out, depth, "last layer")
 
+    # The costed workloads (distributed only: the threaded scheduler has no resources).
+
+    def costed_fanout(self, n: int, cpu: float) -> tuple[float, Callable[[], None]]:
+        resources = {"CPU": cpu} if cpu else None
+        start = time.perf_counter()
+        parts = self.client.map(one_of, range(n), resources=resources, pure=False)
+        out = self.submit(total, *parts).result()
+        elapsed = time.perf_counter() - start
+        return elapsed, lambda: check_eq(out, n, "total")
+
+    def mixed(self, width: int, depth: int) -> tuple[float, Callable[[], None]]:
+        """A `client.map` per layer and cost: function k = layer * width + j."""
+
+        def groups(layer: int) -> dict[tuple[float, int], list[int]]:
+            by_cost: dict[tuple[float, int], list[int]] = {}
+            for j in range(width):
+                by_cost.setdefault(mixed_cost(layer * width + j), []).append(j)
+            return by_cost
+
+        def resources(cost: tuple[float, int]) -> dict[str, float]:
+            return {"CPU": cost[0], "MEMORY": cost[1]}
+
+        start = time.perf_counter()
+        layer: list = [None] * width
+        for cost, js in groups(0).items():
+            futures = self.client.map(one_of, js, resources=resources(cost), pure=False)
+            for j, f in zip(js, futures, strict=True):
+                layer[j] = f
+        for d in range(1, depth):
+            above, layer = layer, [None] * width
+            for cost, js in groups(d).items():
+                futures = self.client.map(
+                    add,
+                    [above[j] for j in js],
+                    [above[(j + 1) % width] for j in js],
+                    resources=resources(cost),
+                    pure=False,
+                )
+                for j, f in zip(js, futures, strict=True):
+                    layer[j] = f
+        out = self.client.gather(layer)
+        elapsed = time.perf_counter() - start
+        return elapsed, lambda: check_all(list(out), 1 << (depth - 1), f"layer {depth - 1}")
+
+    def wide(self, n: int) -> tuple[float, int, Callable[[], None]]:
+        submitted = time.time_ns() // 1000
+        start = time.perf_counter()
+        parts = self.client.map(one_of, range(n), resources={"CPU": 1}, pure=False)
+        tot = self.submit(total, *parts)
+        gate = self.client.submit(one, priority=1, pure=False)
+        wide = self.client.submit(stamp, gate, resources={"CPU": NODE_CPU}, priority=1, pure=False)
+        out, started = self.client.gather([tot, wide])
+        elapsed = time.perf_counter() - start
+        return elapsed, started - submitted, lambda: check_eq(out, n, "total")
+
 
 def layered(width: int, depth: int, code: Callable) -> dict:
     """The raw task graph of `layers()` in benches/workloads.rs."""
@@ -389,10 +585,22 @@ def layered(width: int, depth: int, code: Callable) -> dict:
 class RaySystem(System):
     name = "ray"
 
+    def __init__(self, layout: str = "plain") -> None:
+        self.layout = layout
+
     def start(self) -> None:
         import ray
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="error")
+        # The costed workloads: the Rust node's `memory: 1000` as the node's reservable
+        # memory (bytes for Ray), which only the mixed layers ask for.
+        memory = {"_memory": NODE_MEMORY} if self.layout != "plain" else {}
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="error",
+            **memory,
+        )
         self.f_one = ray.remote(one)
         self.f_inc = ray.remote(inc)
         self.f_add = ray.remote(add)
@@ -400,6 +608,18 @@ class RaySystem(System):
         self.f_total = ray.remote(total)
         self.f_pass = ray.remote(pass_)
         self.f_nap = ray.remote(num_cpus=1)(nap)
+        if self.layout != "plain":
+            # The costed functions: `one` at 1 and 0.5 cpu, `one` and `add` at every
+            # (cpu, memory) of the mixed layers, the free gate, the wide stamp.
+            self.f_costed = {cpu: ray.remote(num_cpus=cpu)(one) for _, cpu in COSTED_LABELS if cpu}
+            self.f_mixed_one = {}
+            self.f_mixed_add = {}
+            for cpu in MIXED_CPU:
+                for memory_ in MIXED_MEMORY:
+                    self.f_mixed_one[cpu, memory_] = ray.remote(num_cpus=cpu, memory=memory_)(one)
+                    self.f_mixed_add[cpu, memory_] = ray.remote(num_cpus=cpu, memory=memory_)(add)
+            self.f_gate = ray.remote(num_cpus=0)(one)
+            self.f_stamp = ray.remote(num_cpus=NODE_CPU)(stamp)
         assert ray.get(self.f_one.remote()) == 1
 
     def stop(self) -> None:
@@ -485,6 +705,45 @@ class RaySystem(System):
         out = ray.get(layer)
         elapsed = time.perf_counter() - start
         return 0.0, elapsed, lambda: check_all(out, depth, "last layer")
+
+    def costed_fanout(self, n: int, cpu: float) -> tuple[float, Callable[[], None]]:
+        if not cpu:
+            return self.fanout(n)
+        import ray
+
+        f = self.f_costed[cpu]
+        start = time.perf_counter()
+        parts = [f.remote() for _ in range(n)]
+        out = ray.get(self.f_total.remote(*parts))
+        elapsed = time.perf_counter() - start
+        return elapsed, lambda: check_eq(out, n, "total")
+
+    def mixed(self, width: int, depth: int) -> tuple[float, Callable[[], None]]:
+        import ray
+
+        start = time.perf_counter()
+        layer = [self.f_mixed_one[mixed_cost(j)].remote() for j in range(width)]
+        for d in range(1, depth):
+            layer = [
+                self.f_mixed_add[mixed_cost(d * width + j)].remote(layer[j], layer[(j + 1) % width])
+                for j in range(width)
+            ]
+        out = ray.get(layer)
+        elapsed = time.perf_counter() - start
+        return elapsed, lambda: check_all(out, 1 << (depth - 1), f"layer {depth - 1}")
+
+    def wide(self, n: int) -> tuple[float, int, Callable[[], None]]:
+        import ray
+
+        f = self.f_costed[1.0]
+        submitted = time.time_ns() // 1000
+        start = time.perf_counter()
+        parts = [f.remote() for _ in range(n)]
+        tot = self.f_total.remote(*parts)
+        wide = self.f_stamp.remote(self.f_gate.remote())
+        out, started = ray.get([tot, wide])
+        elapsed = time.perf_counter() - start
+        return elapsed, started - submitted, lambda: check_eq(out, n, "total")
 
 
 # ---------------------------------------------------------------------------------------
@@ -579,8 +838,20 @@ def emit_failure(system: str, name: str, status: str, message: str, **extra: Any
     print("json " + json.dumps(row), flush=True)
 
 
+def workload_names(key: str, sizes: Sizes) -> list[str]:
+    """Every row name of a workload, exactly as benches/workloads.rs names them."""
+    if key == "costed":
+        return [f"costed fanout {n} {label}" for n in sizes.costed for label, _ in COSTED_LABELS]
+    if key == "mixed":
+        width, depth = sizes.mixed
+        return [f"mixed layers {depth}x{width}"]
+    if key == "wide":
+        return [f"wide behind {sizes.wide_narrow} narrow"]
+    return [workload_name(key, sizes)]
+
+
 def workload_name(key: str, sizes: Sizes) -> str:
-    """The row name, exactly as benches/workloads.rs names it."""
+    """The row name of a one-row workload, exactly as benches/workloads.rs names it."""
     return {
         "fanout": f"fanout {sizes.fanout} + sum",
         "single": "single function",
@@ -606,8 +877,12 @@ def big_shape(n: int) -> tuple[int, int, int]:
 
 def run_child(system_name: str, keys: list[str]) -> int:
     sizes = Sizes.from_env()
+    # The keys of one child share a layout (`main` groups them so).
+    kind = layout(system_name, keys[0])
     system: System = (
-        RaySystem() if system_name == "ray" else DaskSystem(system_name == "dask-distributed")
+        RaySystem(kind)
+        if system_name == "ray"
+        else DaskSystem(system_name == "dask-distributed", kind)
     )
     start = time.perf_counter()
     system.start()
@@ -616,6 +891,12 @@ def run_child(system_name: str, keys: list[str]) -> int:
         for key in keys:
             if key == "big":
                 run_big(system, sizes)
+            elif key == "costed":
+                run_costed(system, sizes)
+            elif key == "mixed":
+                run_mixed(system, sizes)
+            elif key == "wide":
+                run_wide(system, sizes)
             else:
                 run_timed(system, key, sizes)
     finally:
@@ -675,18 +956,7 @@ def run_timed(system: System, key: str, sizes: Sizes) -> None:
         check()
         return elapsed
 
-    warm = 0.0
-    for _ in range(sizes.warmup):
-        # A slow workload is warm after its first run: its warm-up stops at a third of
-        # its budget.
-        if warm > sizes.budget_s / 3:
-            break
-        warm += once()
-    samples: list[float] = []
-    spent = 0.0
-    while len(samples) < sizes.runs and (not samples or spent < sizes.budget_s):
-        samples.append(once())
-        spent += samples[-1]
+    samples = sample(once, sizes.warmup, sizes.runs, sizes.budget_s)
     median = sorted(samples)[len(samples) // 2]
     if key == "sleep":
         ideal = sizes.nap_ms * sizes.sleepers / 2 / 1000
@@ -716,6 +986,95 @@ def run_timed(system: System, key: str, sizes: Sizes) -> None:
         per_unit,
         f"µs/{unit}",
         f"{per_unit:>7.3f} µs/{unit} ({per / median:.0f} {unit}/s)",
+    )
+
+
+def sample(once: Callable[[], float], warmup: int, runs: int, budget_s: float) -> list[float]:
+    """`warmup` untimed runs, then up to `runs` timed ones, within the budget."""
+    warm = 0.0
+    for _ in range(warmup):
+        # A slow workload is warm after its first run: its warm-up stops at a third of
+        # its budget.
+        if warm > budget_s / 3:
+            break
+        warm += once()
+    samples: list[float] = []
+    spent = 0.0
+    while len(samples) < runs and (not samples or spent < budget_s):
+        samples.append(once())
+        spent += samples[-1]
+    return samples
+
+
+def emit_per_unit(
+    system: str, name: str, samples: list[float], per: int, unit: str, note: str = "", **extra: Any
+) -> float:
+    """A row per unit of work (the Rust harness's `report`); returns µs per unit."""
+    median = sorted(samples)[len(samples) // 2]
+    per_unit = median * 1e6 / per
+    text = f"{per_unit:>7.3f} µs/{unit} ({per / median:.0f} {unit}/s)"
+    emit_row(system, name, samples, per_unit, f"µs/{unit}", text + note, **extra)
+    return per_unit
+
+
+def run_costed(system: System, sizes: Sizes) -> None:
+    """Each size's fanout uncosted, at `cpu: 1` and at `cpu: 0.5`, as `costed`."""
+    for n in sizes.costed:
+        # The Rust harness: at most one warm-up, at most 3 runs from 100,000 on.
+        runs = min(sizes.runs, 3) if n >= 100_000 else sizes.runs
+        free = 0.0
+        for label, cpu in COSTED_LABELS:
+
+            def once(n: int = n, cpu: float = cpu) -> float:
+                elapsed, check = system.costed_fanout(n, cpu)  # type: ignore[attr-defined]
+                check()
+                return elapsed
+
+            samples = sample(once, min(sizes.warmup, 1), runs, sizes.budget_s)
+            name = f"costed fanout {n} {label}"
+            if not cpu:
+                free = emit_per_unit(system.name, name, samples, n + 1, "fn")
+                continue
+            median = sorted(samples)[len(samples) // 2]
+            x = median * 1e6 / (n + 1) / free if free else None
+            note = f"; {x:.2f} x the uncosted fanout per function" if x else ""
+            extra = {"x_uncosted": x} if x else {}
+            emit_per_unit(system.name, name, samples, n + 1, "fn", note, **extra)
+
+
+def run_mixed(system: System, sizes: Sizes) -> None:
+    width, depth = sizes.mixed
+
+    def once() -> float:
+        elapsed, check = system.mixed(width, depth)  # type: ignore[attr-defined]
+        check()
+        return elapsed
+
+    samples = sample(once, sizes.warmup, sizes.runs, sizes.budget_s)
+    emit_per_unit(system.name, f"mixed layers {depth}x{width}", samples, width * depth, "fn")
+
+
+def run_wide(system: System, sizes: Sizes) -> None:
+    """No warm-up, at most 5 runs, as the Rust harness; the wide function's wait."""
+    n = sizes.wide_narrow
+    waits: list[int] = []
+
+    def once() -> float:
+        elapsed, waited, check = system.wide(n)  # type: ignore[attr-defined]
+        check()
+        waits.append(waited)
+        return elapsed
+
+    samples = sample(once, 0, min(sizes.runs, 5), sizes.budget_s)
+    wait = sorted(waits)[len(waits) // 2] / 1e6
+    emit_per_unit(
+        system.name,
+        f"wide behind {n} narrow",
+        samples,
+        n + 3,
+        "fn",
+        f"; the wide function started {wait * 1e3:.3f} ms after the submission (median)",
+        wide_wait_s=wait,
     )
 
 
@@ -892,27 +1251,55 @@ def main() -> int:
     )
     print("json " + json.dumps({"name": "versions", "system": "peers", **versions()}), flush=True)
     failed = 0
-    # Each workload in a child of its own, under its own limit; in quick mode one child
-    # per system runs them all (one start-up instead of one per workload).
-    groups = [keys] if sizes.quick else [[k] for k in keys]
+
+    def key_limit(key: str) -> float:
+        if key == "big":
+            return big_limit
+        # The costed fanouts: three rows per size.
+        return limit * max(len(sizes.costed), 1) if key == "costed" else limit
+
     for system in systems:
         startups: list[float] = []
+        runnable = keys
+        if system == "dask-threaded":
+            # No resources in the threaded scheduler: the costed rows say so.
+            runnable = [k for k in keys if k not in COSTED_KEYS]
+            for key in keys:
+                if key in COSTED_KEYS:
+                    for name in workload_names(key, sizes):
+                        emit_failure(
+                            system,
+                            name,
+                            "unsupported",
+                            "unsupported (the threaded scheduler has no resources)",
+                        )
+        # Each workload in a child of its own, under its own limit; in quick mode one
+        # child per cluster layout runs them all (one start-up instead of one per
+        # workload).
+        if sizes.quick:
+            by_layout: dict[str, list[str]] = {}
+            for key in runnable:
+                by_layout.setdefault(layout(system, key), []).append(key)
+            groups = list(by_layout.values())
+        else:
+            groups = [[k] for k in runnable]
         for group in groups:
-            group_limit = sum(big_limit if k == "big" else limit for k in group)
+            group_limit = sum(key_limit(k) for k in group)
             outcome = supervise(system, group, group_limit, cap)
             if outcome.startup is not None:
                 startups.append(outcome.startup)
             for key in group:
-                if workload_name(key, sizes) in outcome.names:
-                    continue
-                status = "error" if outcome.status == "ok" else outcome.status
-                failed += status == "error"
-                extra: dict[str, Any] = {"limit_s": group_limit}
-                if key == "big":
-                    extra["functions"] = big_shape(sizes.big)[2]
-                    extra["peak_rss_bytes"] = outcome.peak
-                message = outcome.message or "no result"
-                emit_failure(system, workload_name(key, sizes), status, message, **extra)
+                for name in workload_names(key, sizes):
+                    if name in outcome.names:
+                        continue
+                    status = "error" if outcome.status == "ok" else outcome.status
+                    failed += status == "error"
+                    extra: dict[str, Any] = {"limit_s": group_limit}
+                    if key == "big":
+                        extra["functions"] = big_shape(sizes.big)[2]
+                        extra["peak_rss_bytes"] = outcome.peak
+                    message = outcome.message or "no result"
+                    emit_failure(system, name, status, message, **extra)
         if system != "dask-threaded" and startups:
             emit_row(
                 system,

@@ -11,7 +11,9 @@
 # bench/peers/.venv from bench/peers/requirements.txt. Every log and a results.jsonl of all
 # rows go to target/peers/<time>/. Knobs, passed through: RUNS, BIG (the Rust harness),
 # ROUNDS, FANOUT (the cluster bench), RUNS, WARMUP, PEER_BIG, PEER_BUDGET_S, PEER_LIMIT_S,
-# PEER_BIG_LIMIT_S, PEER_MEM_GIB, PEER_SYSTEMS, PEER_WORKLOADS (peers.py, see its header).
+# PEER_BIG_LIMIT_S, PEER_MEM_GIB, PEER_SYSTEMS, PEER_WORKLOADS, PEER_COSTED (peers.py, see
+# its header), COSTED (the Rust harness's costed fanout sizes: the peers' PEER_COSTED sizes
+# are added to it, so that every peer row has a Handoff row of the same name).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -33,6 +35,17 @@ if [ ! -x "$venv/bin/python" ]; then
     fi
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/requirements.txt"
+
+# The knobs as given (before the costed sizes below), for the report's command line.
+knobs=$(env | grep -E '^(RUNS|WARMUP|BIG|COSTED|ROUNDS|FANOUT|PEER_[A-Z_]+)=' | sort | tr '\n' ' ' || true)
+
+# The Rust harness's costed fanout sizes and the peers' (peers.py's defaults), together.
+# Quick mode: both use their quick sizes (100), whatever these say.
+if [ -z "$quick" ]; then
+    COSTED=$(printf '%s,%s\n' "${COSTED:-1000,10000,100000}" "${PEER_COSTED:-1000,4000}" |
+        tr ',' '\n' | { grep -E '^[0-9]+$' || true; } | sort -n -u | paste -sd, -)
+    export COSTED
+fi
 
 # (b) Handoff's harness (release, the `bench` profile), then the peers.
 bench() {
@@ -68,7 +81,6 @@ if [ -n "$quick" ]; then
     target=$out/BENCHMARKS.md
     command="QUICK=1 bench/peers/run.sh"
 fi
-knobs=$(env | grep -E '^(RUNS|WARMUP|BIG|ROUNDS|FANOUT|PEER_[A-Z_]+)=' | sort | tr '\n' ' ' || true)
 "$venv/bin/python" "$here/report.py" \
     --workloads "$out/workloads.log" --cluster "$out/cluster.log" --peers "$out/peers.log" \
     --into "$target" --results "$out/results.jsonl" --rustc "$(rustc --version)" \
