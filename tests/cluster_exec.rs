@@ -291,6 +291,8 @@ async fn code_only_some_nodes_have_runs_there_and_code_none_has_is_refused() {
             function: "nobody".into(),
             code: "whisper".into(),
             nearest: None,
+            registered_on: Vec::new(),
+            registered_names: Vec::new(),
         }),
         "{problems:?}"
     );
@@ -299,14 +301,24 @@ async fn code_only_some_nodes_have_runs_there_and_code_none_has_is_refused() {
             function: "wrong_node".into(),
             code: "shout".into(),
             nearest: None,
+            // Where it is registered, by id and announced name.
+            registered_on: vec![b.id().clone()],
+            registered_names: vec!["b".to_owned()],
         }),
         "{problems:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains(&format!("(it is registered on `b` ({}))", b.id())),
+        "{err}"
     );
     assert!(
         problems.contains(&Problem::UnknownCode {
             function: "typo".into(),
             code: "shuot".into(),
             nearest: Some("shout".into()),
+            registered_on: Vec::new(),
+            registered_names: Vec::new(),
         }),
         "{problems:?}"
     );

@@ -1515,6 +1515,8 @@ async fn every_problem_of_an_infeasible_dag_is_reported_at_once() {
                 function: "mystery".into(),
                 code: "no_such_code".into(),
                 nearest: None,
+                registered_on: Vec::new(),
+                registered_names: Vec::new(),
             }),
             "{problems:?}"
         );
@@ -1575,11 +1577,15 @@ async fn a_misspelt_code_is_told_once_with_the_name_meant() {
         function: "m7".into(),
         code: "mutliply".into(),
         nearest: Some("multiply".into()),
+        registered_on: Vec::new(),
+        registered_names: Vec::new(),
     }));
     assert!(problems.contains(&Problem::UnknownCode {
         function: "odd".into(),
         code: "upload".into(),
         nearest: None,
+        registered_on: Vec::new(),
+        registered_names: Vec::new(),
     }));
     assert_eq!(
         err.to_string(),

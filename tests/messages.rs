@@ -194,6 +194,58 @@ mod cluster {
         c.shutdown().await.expect("stops");
     }
 
+    /// A function pinned to a node whose registry lacks its code is refused naming the
+    /// nodes that have it, by name.
+    #[actix::test]
+    async fn a_code_registered_elsewhere_names_where() {
+        let key = ClusterKey::generate();
+        let mut with_shout = registry();
+        with_shout
+            .register("shout", |s: String| s.to_uppercase())
+            .expect("shout");
+        let c = start(&key, "c", registry(), Resources::new().cpu(1), None).await;
+        let at = address(&c).await;
+        let loud = start(
+            &key,
+            "loud-box",
+            with_shout,
+            Resources::new().cpu(1),
+            Some(at),
+        )
+        .await;
+        let l = loud.id().clone();
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let mut changes = c.peer_changes();
+        while !c
+            .node()
+            .discover_nodes()
+            .await
+            .expect("nodes")
+            .iter()
+            .any(|(n, _)| *n == l)
+        {
+            assert!(tokio::time::Instant::now() < deadline, "registered in time");
+            let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
+        }
+        let c_id = c.id().clone();
+        let dag = Dag::with_id("pinned-wrong")
+            .with(
+                Function::new("yell", "shout")
+                    .extra_arg("hi".to_owned())
+                    .pinned(c_id.clone()),
+            )
+            .validate()
+            .expect("valid");
+        let err = c
+            .node()
+            .execute(dag, ExecuteOptions::default())
+            .await
+            .expect_err("c has no `shout`");
+        insta::assert_snapshot!(named(err.to_string(), &[(&l, "loud-box"), (&c_id, "c")]));
+        c.shutdown().await.expect("stops");
+        loud.shutdown().await.expect("stops");
+    }
+
     /// A program whose node reaches nobody because the peers hold another cluster key is
     /// told so when its DAG finds no node, beside what could not run.
     #[actix::test]

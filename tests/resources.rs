@@ -394,6 +394,8 @@ async fn unknown_code_and_wrong_arity_are_typed_errors() {
             function: "mystery".into(),
             code: "no_such_code".into(),
             nearest: None,
+            registered_on: Vec::new(),
+            registered_names: Vec::new(),
         }
     );
 

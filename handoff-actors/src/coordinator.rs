@@ -500,18 +500,34 @@ impl Coordinator {
                         function,
                         code,
                         nearest,
+                        registered_on,
                     } => Problem::UnknownCode {
                         function,
                         code,
                         nearest,
+                        registered_on,
+                        registered_names: Vec::new(),
                     },
                     Infeasible::Allocation(error) => Problem::Allocation(error),
                 }));
                 // The nodes the problems name, by the names they announced.
                 if let Some(transport) = &transport {
                     for problem in &mut problems {
-                        if let Problem::Allocation(error) = problem {
-                            error.name_nodes(|node| transport.node_name(node));
+                        match problem {
+                            Problem::Allocation(error) => {
+                                error.name_nodes(|node| transport.node_name(node));
+                            }
+                            Problem::UnknownCode {
+                                registered_on,
+                                registered_names,
+                                ..
+                            } => {
+                                *registered_names = registered_on
+                                    .iter()
+                                    .map(|node| transport.node_name(node).unwrap_or_default())
+                                    .collect();
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -695,6 +711,8 @@ fn resolve_codes(
                             names.iter().map(CodeName::as_str),
                         )
                         .map(CodeName::from),
+                        registered_on: Vec::new(),
+                        registered_names: Vec::new(),
                     });
                 }
                 return None;

@@ -8,8 +8,9 @@ pub enum Problem {
     /// A function names code that no node it may run on has in its registry (this
     /// node's, or a live cluster member's).
     #[error(
-        "`{function}` runs `{code}`, which no node it may run on has registered{}",
-        nearest.as_ref().map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default()
+        "`{function}` runs `{code}`, which no node it may run on has registered{}{}",
+        nearest.as_ref().map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default(),
+        registered_where(registered_on, registered_names)
     )]
     UnknownCode {
         /// The function.
@@ -18,6 +19,13 @@ pub enum Problem {
         code: CodeName,
         /// A registered name close to it ([`handoff_core::nearest_name`]): a typo?
         nearest: Option<CodeName>,
+        /// The nodes of the cluster that have it, where the function may not run (it is
+        /// pinned, or collocated, elsewhere).
+        #[serde(default)]
+        registered_on: Vec<NodeId>,
+        /// The names those nodes announced, in the same order (empty where unknown).
+        #[serde(default)]
+        registered_names: Vec<String>,
     },
     /// A function passes a number of arguments its code does not take.
     #[error("`{function}` passes {given} argument(s) to `{code}`, which takes {expected}")]
@@ -184,23 +192,62 @@ const LISTED_PROBLEMS: usize = 10;
 /// The most functions a grouped problem names.
 const LISTED_FUNCTIONS: usize = 5;
 
+/// Where a missing code is registered, for a message: `` (it is registered on `b` (id)) ``,
+/// at most three nodes, or nothing.
+fn registered_where(nodes: &[NodeId], names: &[String]) -> String {
+    if nodes.is_empty() {
+        return String::new();
+    }
+    let mut listed: Vec<String> = nodes
+        .iter()
+        .take(3)
+        .enumerate()
+        .map(|(i, node)| {
+            match names
+                .get(i)
+                .filter(|n| !n.is_empty() && n.as_str() != node.as_str())
+            {
+                Some(name) => format!("`{name}` ({node})"),
+                None => format!("`{node}`"),
+            }
+        })
+        .collect();
+    if nodes.len() > 3 {
+        listed.push(format!("{} more", nodes.len() - 3));
+    }
+    format!(" (it is registered on {})", listed.join(", "))
+}
+
 /// `problems` in one line for a rejection: the functions that run one missing code are
 /// named together under it, repeated problems are told once, and past
 /// [`LISTED_PROBLEMS`] the rest is counted.
 fn describe_problems(problems: &[Problem]) -> String {
     let mut lines: Vec<String> = Vec::new();
     // Missing codes, in order of first use: the functions that run each.
-    let mut missing: Vec<(&CodeName, &Option<CodeName>, Vec<&FunctionId>)> = Vec::new();
+    type Missing<'a> = (
+        &'a CodeName,
+        &'a Option<CodeName>,
+        String,
+        Vec<&'a FunctionId>,
+    );
+    let mut missing: Vec<Missing<'_>> = Vec::new();
     for problem in problems {
         if let Problem::UnknownCode {
             function,
             code,
             nearest,
+            registered_on,
+            registered_names,
         } = problem
         {
             match missing.iter_mut().find(|(c, ..)| *c == code) {
-                Some((_, _, functions)) => functions.push(function),
-                None => missing.push((code, nearest, vec![function])),
+                Some((.., functions)) => functions.push(function),
+                None => missing.push((
+                    code,
+                    nearest,
+                    registered_where(registered_on, registered_names),
+                    vec![function],
+                )),
             }
         }
     }
@@ -210,7 +257,7 @@ fn describe_problems(problems: &[Problem]) -> String {
                 let Some(at) = missing.iter().position(|(c, ..)| *c == code) else {
                     continue;
                 };
-                let (code, nearest, functions) = missing.remove(at);
+                let (code, nearest, registered, functions) = missing.remove(at);
                 let hint = nearest
                     .as_ref()
                     .map(|n| format!(" (did you mean `{n}`?)"))
@@ -224,7 +271,7 @@ fn describe_problems(problems: &[Problem]) -> String {
                     names.push(format!("{} more", functions.len() - LISTED_FUNCTIONS));
                 }
                 format!(
-                    "`{code}` is registered on no node it may run on{hint}, and {} function(s) run it: {}",
+                    "`{code}` is registered on no node it may run on{hint}{registered}, and {} function(s) run it: {}",
                     functions.len(),
                     names.join(", ")
                 )

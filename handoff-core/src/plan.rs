@@ -79,6 +79,9 @@ pub enum Infeasible {
         code: CodeName,
         /// A registered name close to it ([`crate::nearest_name`]): a typo?
         nearest: Option<CodeName>,
+        /// The nodes that have it, where the function may not run (it is pinned, or
+        /// collocated, elsewhere).
+        registered_on: Vec<NodeId>,
     },
     /// Its cost fits no node, or it is pinned to a node functions cannot run on.
     Allocation(AllocationError),
@@ -349,10 +352,16 @@ pub fn check_feasible(
                                 .flat_map(|n| n.code_names.iter().map(CodeName::as_str)),
                         )
                         .map(CodeName::from);
+                        let registered_on = nodes
+                            .iter()
+                            .filter(|n| n.code_names.contains(f.code()))
+                            .map(|n| n.node.clone())
+                            .collect();
                         problems.push(Infeasible::UnknownCode {
                             function: f.id().clone(),
                             code: f.code().clone(),
                             nearest,
+                            registered_on,
                         });
                     }
                     missing = true;
