@@ -1206,3 +1206,84 @@ async fn the_plan_allocate_makes_is_where_the_run_places() {
         assert_eq!(ran, plan.nodes, "{strategy:?}");
     }
 }
+
+/// A function built from a typed handle goes only to nodes whose registry has its code
+/// with its types: `a` registers `double` over strings, `b` over integers, and the
+/// integer DAG runs on `b` alone; with only `a` to run it, it is refused naming `a` and
+/// the types each side has.
+#[actix::test]
+async fn a_typed_function_runs_only_where_its_code_has_its_types() {
+    let key = ClusterKey::generate();
+    let mut strings = registry();
+    strings
+        .register("double", |s: String| format!("{s}{s}"))
+        .expect("double over strings");
+    let mut numbers = registry();
+    let double = numbers
+        .register("double", |x: i64| x * 2)
+        .expect("double over integers");
+    let c = start(&key, "c", registry(), Resources::new(), None).await;
+    let at = address(&c).await;
+    let a = start(
+        &key,
+        "a",
+        strings,
+        Resources::new().cpu(2),
+        Some(at.clone()),
+    )
+    .await;
+    let b = start(&key, "b", numbers, Resources::new().cpu(2), Some(at)).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while c.node().discover_nodes().await.expect("nodes").len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "registered in time");
+        let mut changes = c.peer_changes();
+        let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
+    }
+    let typed = || {
+        let mut dag = Dag::new();
+        for i in 0..8_i64 {
+            dag.add(handoff::Call::new(format!("d{i}"), &double, (i,)).with_cost(cpu()));
+        }
+        dag.validate().expect("valid")
+    };
+    // Spread over every node that may take them (both, if types did not count).
+    let spread = ExecuteOptions::default().allocation_strategy(AllocationStrategy::LoadBalanced);
+    let done = tokio::time::timeout(DEADLINE, c.node().execute(typed(), spread))
+        .await
+        .expect("in time")
+        .expect("runs on b");
+    for i in 0..8_i64 {
+        assert_eq!(&done.allocations()[format!("d{i}").as_str()], b.id());
+        assert_eq!(done.results.get::<i64>(&format!("d{i}")), Ok(2 * i));
+    }
+    drop(done);
+    let b_id = b.id().clone();
+    b.shutdown().await.expect("b stops");
+    let mut changes = c.peer_changes();
+    tokio::time::timeout(
+        DEADLINE,
+        changes.wait_for(|p| p.iter().all(|p| p.node != b_id)),
+    )
+    .await
+    .expect("b seen gone")
+    .expect("bridge");
+    let err = tokio::time::timeout(
+        DEADLINE,
+        c.node().execute(typed(), ExecuteOptions::default()),
+    )
+    .await
+    .expect("in time")
+    .expect_err("only a, with other types");
+    let ExecuteError::Rejected { problems, .. } = &err else {
+        panic!("expected a rejection, got {err:?}");
+    };
+    assert!(
+        problems.iter().any(|p| matches!(
+            p,
+            Problem::SignatureMismatch { function, found, .. }
+                if function.as_str() == "d0" && found.len() == 1 && &found[0].0 == a.id()
+                    && found[0].1.contains("String")
+        )),
+        "{problems:?}"
+    );
+}

@@ -64,6 +64,34 @@ async fn a_cost_no_node_holds_names_the_closest_node() {
     insta::assert_snapshot!(err.to_string());
 }
 
+/// A function built from a typed handle whose code the node has with other types is
+/// refused before anything runs, with both signatures (a node built from another version
+/// of the program, say).
+#[actix::test]
+async fn a_typed_function_whose_code_has_other_types_is_refused() {
+    let mut elsewhere = Registry::new();
+    let double = elsewhere
+        .register("double", |x: i64| x * 2)
+        .expect("double");
+    let mut here = Registry::new();
+    here.register("double", |s: String| format!("{s}{s}"))
+        .expect("double over strings");
+    let node = start_node(NodeConfig::new("laptop", here))
+        .await
+        .expect("node");
+    let mut dag = Dag::with_id("typed");
+    dag.call("twice", &double, (21_i64,));
+    let err = node
+        .execute(dag.validate().expect("valid"), ExecuteOptions::default())
+        .await
+        .expect_err("rejected");
+    assert!(
+        matches!(&err, ExecuteError::Rejected { problems, .. } if matches!(problems[..], [handoff::Problem::SignatureMismatch { .. }])),
+        "{err:?}"
+    );
+    insta::assert_snapshot!(err.to_string());
+}
+
 #[cfg(feature = "net")]
 mod cluster {
     use std::time::Duration;

@@ -454,7 +454,13 @@ impl Coordinator {
         // Without a transport (or with `local`), only this node runs functions.
         let transport = self.transport.clone().filter(|_| !options.local);
         let mut problems = Vec::new();
-        let codes = resolve_codes(&dag, &self.registry, transport.is_some(), &mut problems);
+        let codes = resolve_codes(
+            &dag,
+            &self.registry,
+            &self.node,
+            transport.is_some(),
+            &mut problems,
+        );
         if options.free_intermediates {
             for output in &options.outputs {
                 if dag.index_of(output.as_str()).is_none() {
@@ -490,25 +496,46 @@ impl Coordinator {
                 };
                 // Without a cluster, resolving the codes reported unknown codes already.
                 let reported = |f: &FunctionId| {
-                    problems.iter().any(
-                        |p| matches!(p, Problem::UnknownCode { function, .. } if function == f),
-                    )
+                    problems.iter().any(|p| {
+                        matches!(
+                            p,
+                            Problem::UnknownCode { function, .. }
+                                | Problem::SignatureMismatch { function, .. }
+                                if function == f
+                        )
+                    })
                 };
                 let found = check_feasible(&dag, &nodes, &departed, reported);
-                problems.extend(found.into_iter().map(|p| match p {
-                    Infeasible::UnknownCode {
-                        function,
-                        code,
-                        nearest,
-                        registered_on,
-                    } => Problem::UnknownCode {
-                        function,
-                        code,
-                        nearest,
-                        registered_on,
-                        registered_names: Vec::new(),
-                    },
-                    Infeasible::Allocation(error) => Problem::Allocation(error),
+                problems.extend(found.into_iter().map(|p| {
+                    match p {
+                        Infeasible::UnknownCode {
+                            function,
+                            code,
+                            nearest,
+                            registered_on,
+                        } => Problem::UnknownCode {
+                            function,
+                            code,
+                            nearest,
+                            registered_on,
+                            registered_names: Vec::new(),
+                        },
+                        Infeasible::SignatureMismatch {
+                            function,
+                            code,
+                            expected,
+                            found,
+                        } => Problem::SignatureMismatch {
+                            function,
+                            code,
+                            expected: expected.to_string(),
+                            found: found
+                                .into_iter()
+                                .map(|(node, types)| (node, types.to_string()))
+                                .collect(),
+                        },
+                        Infeasible::Allocation(error) => Problem::Allocation(error),
+                    }
                 }));
                 // The nodes the problems name, by the names they announced.
                 if let Some(transport) = &transport {
@@ -678,6 +705,7 @@ impl Supervised for Coordinator {
 fn resolve_codes(
     dag: &ValidatedDag,
     registry: &Registry,
+    node: &NodeId,
     cluster: bool,
     problems: &mut Vec<Problem>,
 ) -> Vec<Option<handoff_core::Code>> {
@@ -699,6 +727,25 @@ fn resolve_codes(
                     last = Some((f.code(), found));
                     found
                 }
+            };
+            // A function built from a typed handle runs only where its code has its types:
+            // here, or (on a cluster) on a node the cluster view shows has them.
+            let found = match (found, f.signature()) {
+                (Some(code), Some(wanted)) if code.signature().is_some_and(|s| s != wanted) => {
+                    if !cluster {
+                        problems.push(Problem::SignatureMismatch {
+                            function: f.id().clone(),
+                            code: f.code().clone(),
+                            expected: wanted.to_owned(),
+                            found: vec![(
+                                node.clone(),
+                                code.signature().unwrap_or_default().to_owned(),
+                            )],
+                        });
+                    }
+                    return None;
+                }
+                (found, _) => found,
             };
             let Some(code) = found else {
                 if !cluster {

@@ -27,6 +27,23 @@ pub enum Problem {
         #[serde(default)]
         registered_names: Vec<String>,
     },
+    /// A function built from a typed handle ([`handoff_core::Dag::call`]) names code that
+    /// the nodes it may run on have only with other parameter or result types: such a node
+    /// is never chosen.
+    #[error(
+        "`{function}` runs `{code}` as `{expected}`, but the nodes it may run on have `{code}` with other types: {}",
+        found.iter().map(|(node, types)| format!("`{node}` has `{types}`")).collect::<Vec<_>>().join(", ")
+    )]
+    SignatureMismatch {
+        /// The function.
+        function: FunctionId,
+        /// Its code.
+        code: CodeName,
+        /// The types of the function's handle ([`handoff_core::signature_of`]).
+        expected: String,
+        /// The nodes that have the code, with the types each has.
+        found: Vec<(NodeId, String)>,
+    },
     /// A function passes a number of arguments its code does not take.
     #[error("`{function}` passes {given} argument(s) to `{code}`, which takes {expected}")]
     ArityMismatch {

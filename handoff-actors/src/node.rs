@@ -105,6 +105,12 @@ impl NodeConfig {
     pub fn code_names(&self) -> Vec<CodeName> {
         self.registry.names()
     }
+
+    /// The signatures of the typed codes in the node's registry, by name, sorted
+    /// ([`handoff_core::Registry::signatures`]).
+    pub fn signatures(&self) -> Vec<(CodeName, std::sync::Arc<str>)> {
+        self.registry.signatures()
+    }
 }
 
 /// The root of a node's actor tree: it knows every child's address.
@@ -162,7 +168,13 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         max_abandoned_calls,
     } = config;
     let abandoned = Arc::new(crate::executor::Abandoned::new(max_abandoned_calls));
-    let manager_state = ResourceManager::new(tracker, id.clone(), registry.names(), node_grace);
+    let manager_state = ResourceManager::new(
+        tracker,
+        id.clone(),
+        registry.names(),
+        registry.signatures(),
+        node_grace,
+    );
     let manager = Supervisor::start(move |_| manager_state);
     let store = Supervisor::start(|_| ResultStore::default());
     let locations = Supervisor::start(|_| LocationRegistry::default());
@@ -375,18 +387,21 @@ impl NodeHandle {
             .map_err(|_| self.stopped())
     }
 
-    /// Makes another node a place functions can be sent to, with its capacity and the
-    /// code names in its registry.
+    /// Makes another node a place functions can be sent to, with its capacity, the code
+    /// names in its registry and the signatures of its typed codes
+    /// ([`handoff_core::Registry::signatures`]).
     pub async fn register_peer(
         &self,
         node: impl Into<NodeId>,
         capabilities: Resources,
         code_names: Vec<CodeName>,
+        signatures: Vec<(CodeName, std::sync::Arc<str>)>,
     ) -> Result<(), NodeError> {
         let msg = RegisterPeer {
             node: node.into(),
             capabilities,
             code_names,
+            signatures,
         };
         self.manager.send(msg).await.map_err(|_| self.stopped())?
     }

@@ -36,6 +36,9 @@ pub(crate) struct Request {
     pub(crate) function: FunctionId,
     /// Only nodes whose registry holds this code are candidates.
     pub(crate) code: CodeName,
+    /// The types its code must have there, for a function built from a typed handle:
+    /// only nodes whose registry has the code with these types are candidates.
+    pub(crate) signature: Option<Arc<str>>,
     /// Shared by the requests of functions of one shape (no copy per request).
     pub(crate) cost: Arc<Resources>,
     pub(crate) target: Target,
@@ -188,6 +191,8 @@ pub struct RegisterPeer {
     pub capabilities: Resources,
     /// The code names in its registry.
     pub code_names: Vec<CodeName>,
+    /// The signatures of its typed codes ([`handoff_core::Code::signature`]), by name.
+    pub signatures: Vec<(CodeName, Arc<str>)>,
 }
 
 /// Stops sending functions to a node (it left the cluster). Its registration, and the
@@ -276,6 +281,7 @@ struct Shape {
     requester: RequesterId,
     cost: Arc<Resources>,
     code: CodeName,
+    signature: Option<Arc<str>>,
     place: Place,
 }
 
@@ -284,6 +290,7 @@ impl Shape {
     fn matches(&self, requester: RequesterId, request: &Request) -> bool {
         self.requester == requester
             && self.code == request.code
+            && self.signature == request.signature
             && *self.cost == *request.cost
             && self.place == Place::of(&request.target)
     }
@@ -293,6 +300,7 @@ impl Shape {
             requester,
             cost: request.cost.clone(),
             code: request.code.clone(),
+            signature: request.signature.clone(),
             place: Place::of(&request.target),
         }
     }
@@ -331,6 +339,8 @@ pub struct ResourceManager {
     /// Nodes functions can be sent to, with the code names each can run: the local node,
     /// and the peers the network layer adds.
     executable: HashMap<NodeId, Arc<HashSet<CodeName>>>,
+    /// The signatures of each such node's typed codes, by name.
+    signatures: HashMap<NodeId, Arc<HashMap<CodeName, Arc<str>>>>,
     /// Queued requests by shape.
     queues: HashMap<ShapeId, Queue, Fast>,
     /// The id of each shape with a queue.
@@ -363,12 +373,15 @@ impl ResourceManager {
         tracker: Box<dyn ResourceTracker>,
         local: NodeId,
         code_names: Vec<CodeName>,
+        signatures: Vec<(CodeName, Arc<str>)>,
         grace: std::time::Duration,
     ) -> Self {
         let local_codes = Arc::new(code_names.into_iter().collect());
+        let local_signatures = Arc::new(signatures.into_iter().collect());
         ResourceManager {
             tracker,
             executable: HashMap::from([(local.clone(), local_codes)]),
+            signatures: HashMap::from([(local.clone(), local_signatures)]),
             local,
             queues: HashMap::default(),
             shape_ids: HashMap::default(),
@@ -616,7 +629,7 @@ impl ResourceManager {
         request: &Request,
         allowed: Option<&NodeId>,
     ) -> Result<Placeable, AllocationError> {
-        let mut nodes = self.with_code(&request.code);
+        let mut nodes = self.with_code(&request.code, request.signature.as_deref());
         let fitting = candidates(&request.function, &[&request.cost], &nodes, allowed)
             .map_err(|error| self.explain(error, &request.cost, allowed))?;
         let Target::Group { root, needs, .. } = &request.target else {
@@ -659,16 +672,26 @@ impl ResourceManager {
             .collect()
     }
 
-    /// The nodes functions can be sent to whose registry has `code`, local first, with
-    /// their capacity.
-    fn with_code(&self, code: &CodeName) -> Vec<(NodeId, Resources)> {
+    /// The nodes functions can be sent to whose registry has `code` (with the types
+    /// `signature`, when given), local first, with their capacity.
+    fn with_code(&self, code: &CodeName, signature: Option<&str>) -> Vec<(NodeId, Resources)> {
         let mut nodes = self.ordered(true);
         nodes.retain(|(node, _)| {
             self.executable
                 .get(node)
                 .is_some_and(|codes| codes.contains(code))
+                && signature.is_none_or(|wanted| self.signature_matches(node, code, wanted))
         });
         nodes
+    }
+
+    /// Whether `node`'s registry has `code` with the types `wanted` (a code registered
+    /// without types, e.g. a stream's stateful code, is taken as matching).
+    fn signature_matches(&self, node: &NodeId, code: &CodeName, wanted: &str) -> bool {
+        self.signatures
+            .get(node)
+            .and_then(|signed| signed.get(code))
+            .is_none_or(|found| **found == *wanted)
     }
 
     /// Sends grants; if the execution is gone, gives its reservations back.
@@ -1088,6 +1111,7 @@ impl Handler<ReserveOne> for ResourceManager {
             rank,
             function: function.clone(),
             code,
+            signature: None,
             cost: Arc::new(cost),
             target,
             locality: Vec::new(),
@@ -1126,6 +1150,10 @@ impl Handler<RegisterPeer> for ResourceManager {
                 if self.departed.remove(&msg.node).is_some() {
                     tracing::info!(node = %msg.node, "a node that left is back");
                 }
+                self.signatures.insert(
+                    msg.node.clone(),
+                    Arc::new(msg.signatures.into_iter().collect()),
+                );
                 self.executable.insert(msg.node, codes);
             }
             self.retry_waiters(ctx);
@@ -1201,10 +1229,12 @@ impl Handler<ClusterView> for ResourceManager {
                 .into_iter()
                 .filter_map(|(node, capacity)| {
                     let code_names = Arc::clone(self.executable.get(&node)?);
+                    let signatures = self.signatures.get(&node).cloned().unwrap_or_default();
                     Some(ExecutableNode {
                         node,
                         capacity,
                         code_names,
+                        signatures,
                     })
                 })
                 .collect()
@@ -1343,6 +1373,7 @@ mod tests {
             Box::new(SimpleResourceTracker::new()),
             NodeId::new("local"),
             vec![CodeName::new("f")],
+            Vec::new(),
             grace,
         );
         let manager = Supervisor::start(move |_| state);
@@ -1359,6 +1390,7 @@ mod tests {
                 node: NodeId::new("peer"),
                 capabilities: Resources::new().cpu(1),
                 code_names: vec![CodeName::new("f")],
+                signatures: Vec::new(),
             })
             .await
             .expect("alive")
@@ -1376,6 +1408,7 @@ mod tests {
             },
             function: FunctionId::new("f"),
             code: CodeName::new("f"),
+            signature: None,
             cost: Arc::new(Resources::new().cpu(1)),
             target,
             locality: Vec::new(),

@@ -89,6 +89,10 @@ pub struct Function {
     /// as before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     stage: Option<Box<StageSettings>>,
+    /// The parameter and result types its code must have where it runs (a function
+    /// built from a typed handle); left out of its encoding when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signature: Option<std::sync::Arc<str>>,
 }
 
 /// The stream-mode settings of a function.
@@ -116,6 +120,7 @@ impl Function {
             backoff: None,
             priority: 0,
             stage: None,
+            signature: None,
         }
     }
 
@@ -256,6 +261,20 @@ impl Function {
     /// The registered code it runs.
     pub fn code(&self) -> &CodeName {
         &self.code
+    }
+
+    /// The parameter and result types its code must have where it runs ([`Code::signature`](crate::Code::signature)):
+    /// set for a function built from a typed handle ([`crate::Dag::call`]); `None` for
+    /// one built by name, which runs wherever its code's name is registered.
+    pub fn signature(&self) -> Option<&str> {
+        self.signature.as_deref()
+    }
+
+    /// Requires its code to have these types where it runs (what [`crate::Dag::call`]
+    /// sets from the handle's [`signature`](crate::CodeHandle::signature)).
+    pub fn with_signature(mut self, signature: impl Into<std::sync::Arc<str>>) -> Self {
+        self.signature = Some(signature.into());
+        self
     }
     /// The constants appended after the dependency results.
     pub fn extra_args(&self) -> &[Value] {

@@ -59,5 +59,6 @@ pub use tracker::{
 };
 pub use typed::{
     ArgKind, Call, CallArgs, CodeHandle, Const, Dep, FnRef, InOrder, IntoArg, ListOf, Reads,
+    signature_of,
 };
 pub use value::{FromValue, IntoValue, List, Shared, Value, ValueError};

@@ -66,6 +66,21 @@ pub struct ExecutableNode {
     pub capacity: Resources,
     /// The code names in its registry.
     pub code_names: Arc<HashSet<CodeName>>,
+    /// The signatures of its typed codes ([`crate::Code::signature`]), by name.
+    pub signatures: Arc<std::collections::HashMap<CodeName, Arc<str>>>,
+}
+
+impl ExecutableNode {
+    /// Whether its registry has `code` with the types `signature` requires (any types
+    /// when `None`; a code registered without types is taken as matching).
+    pub fn runs(&self, code: &CodeName, signature: Option<&str>) -> bool {
+        self.code_names.contains(code)
+            && signature.is_none_or(|wanted| {
+                self.signatures
+                    .get(code)
+                    .is_none_or(|found| **found == *wanted)
+            })
+    }
 }
 
 /// Why a function could never be placed, found by [`check_feasible`].
@@ -82,6 +97,18 @@ pub enum Infeasible {
         /// The nodes that have it, where the function may not run (it is pinned, or
         /// collocated, elsewhere).
         registered_on: Vec<NodeId>,
+    },
+    /// A function built from a typed handle names code that the nodes it may run on have
+    /// only with other types.
+    SignatureMismatch {
+        /// The function.
+        function: FunctionId,
+        /// Its code.
+        code: CodeName,
+        /// The types the function's handle has.
+        expected: Arc<str>,
+        /// The nodes that have the code, with the types each has.
+        found: Vec<(NodeId, Arc<str>)>,
     },
     /// Its cost fits no node, or it is pinned to a node functions cannot run on.
     Allocation(AllocationError),
@@ -302,7 +329,8 @@ pub fn check_feasible(
     // The last group of one function found feasible: its codes, pinned node and cost. A
     // group of one of the same needs is feasible too (most functions repeat their
     // neighbour's), checked without building its candidate nodes again.
-    let mut last_ok: Option<(Vec<&CodeName>, Option<&NodeId>, Option<&Resources>)> = None;
+    type Needed<'a> = (&'a CodeName, Option<&'a str>);
+    let mut last_ok: Option<(Vec<Needed<'_>>, Option<&NodeId>, Option<&Resources>)> = None;
     for root in 0..n {
         let group = &flat[start[root] as usize..start[root + 1] as usize];
         if group.is_empty() {
@@ -316,7 +344,7 @@ pub fn check_feasible(
             let f = dag.function(*m as usize);
             if *last_pinned == pinned
                 && *cost == f.cost()
-                && codes.first() == Some(&f.code())
+                && codes.first() == Some(&(f.code(), f.signature()))
                 && codes.len() == 1
                 && !dag
                     .args(*m as usize)
@@ -329,14 +357,16 @@ pub fn check_feasible(
         let group: Vec<usize> = group.iter().map(|&m| m as usize).collect();
         // A function (and the inline functions it evaluates) runs where the code of each
         // is registered; a group runs where all its members' codes are.
-        let mut needed: Vec<&CodeName> = Vec::new();
+        let mut needed: Vec<Needed<'_>> = Vec::new();
         let mut missing = false;
         for &m in &group {
             for i in std::iter::once(m).chain(inline_args(dag, m)) {
                 let f = dag.function(i);
-                let possible = nodes.iter().any(|n| {
-                    n.code_names.contains(f.code()) && pinned.is_none_or(|p| *p == n.node)
-                });
+                let allowed = |n: &&ExecutableNode| pinned.is_none_or(|p| *p == n.node);
+                let possible = nodes
+                    .iter()
+                    .filter(allowed)
+                    .any(|n| n.runs(f.code(), f.signature()));
                 let pinned_unknown = pinned.is_some_and(|p| !nodes.iter().any(|n| n.node == *p));
                 if !possible && !pinned_unknown {
                     // Without a cluster, resolving the codes reported it already.
@@ -344,7 +374,27 @@ pub fn check_feasible(
                         || problems.iter().any(|p| {
                             matches!(p, Infeasible::UnknownCode { function, .. } if function == f.id())
                         });
-                    if !reported {
+                    let other_types: Vec<(NodeId, Arc<str>)> = match f.signature() {
+                        Some(_) => nodes
+                            .iter()
+                            .filter(allowed)
+                            .filter(|n| n.code_names.contains(f.code()))
+                            .filter_map(|n| {
+                                Some((n.node.clone(), Arc::clone(n.signatures.get(f.code())?)))
+                            })
+                            .collect(),
+                        None => Vec::new(),
+                    };
+                    if reported {
+                    } else if let (Some(expected), false) = (f.signature(), other_types.is_empty())
+                    {
+                        problems.push(Infeasible::SignatureMismatch {
+                            function: f.id().clone(),
+                            code: f.code().clone(),
+                            expected: Arc::from(expected),
+                            found: other_types,
+                        });
+                    } else {
                         let nearest = crate::registry::nearest_name(
                             f.code().as_str(),
                             nodes
@@ -366,7 +416,7 @@ pub fn check_feasible(
                     }
                     missing = true;
                 }
-                needed.push(f.code());
+                needed.push((f.code(), f.signature()));
             }
         }
         if missing {
@@ -374,7 +424,7 @@ pub fn check_feasible(
         }
         let nodes: Vec<(NodeId, Resources)> = nodes
             .iter()
-            .filter(|n| needed.iter().all(|c| n.code_names.contains(*c)))
+            .filter(|n| needed.iter().all(|(c, s)| n.runs(c, *s)))
             .map(|n| (n.node.clone(), n.capacity.clone()))
             .collect();
         let before = problems.len();
@@ -488,6 +538,7 @@ mod tests {
             node: NodeId::new("n"),
             capacity: Resources::new().cpu(2),
             code_names: Arc::new([CodeName::new("f")].into_iter().collect()),
+            signatures: Arc::default(),
         }];
         let departed = [(NodeId::new("gone"), Resources::new().cpu(8))];
         let found = check_feasible(&dag, &nodes, &departed, |_| false);

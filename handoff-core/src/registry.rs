@@ -557,12 +557,22 @@ enum Callee {
 pub struct Code {
     name: CodeName,
     callable: Callee,
+    /// Its parameter and result types, for plain code ([`crate::signature_of`]).
+    signature: Option<Arc<str>>,
 }
 
 impl Code {
     /// The name it was registered under.
     pub fn name(&self) -> &CodeName {
         &self.name
+    }
+
+    /// Its parameter and result types as text (`"(i64, i64) -> i64"`, from
+    /// [`std::any::type_name`]), for code registered with [`Registry::register`] or
+    /// [`Registry::register_fallible`] (the `Ok` type for the latter): what a function
+    /// built from its [`CodeHandle`] must find on the node that runs it.
+    pub fn signature(&self) -> Option<&str> {
+        self.signature.as_deref()
     }
 
     /// How many parameters it takes (a stateful code's state not counted; a batch
@@ -685,11 +695,40 @@ impl Registry {
     }
 
     fn insert(&mut self, name: CodeName, callable: Callee) -> Result<&mut Self, RegisterError> {
+        self.insert_signed(name, callable, None)
+    }
+
+    fn insert_signed(
+        &mut self,
+        name: CodeName,
+        callable: Callee,
+        signature: Option<Arc<str>>,
+    ) -> Result<&mut Self, RegisterError> {
         if self.codes.contains_key(&name) {
             return Err(RegisterError::Duplicate { code: name });
         }
-        self.codes.insert(name.clone(), Code { name, callable });
+        self.codes.insert(
+            name.clone(),
+            Code {
+                name,
+                callable,
+                signature,
+            },
+        );
         Ok(self)
+    }
+
+    /// The signature of each code that has one ([`Code::signature`]), by name, sorted:
+    /// what a cluster node announces, so that a function built from a typed handle goes
+    /// only where its name has its types.
+    pub fn signatures(&self) -> Vec<(CodeName, Arc<str>)> {
+        let mut signed: Vec<(CodeName, Arc<str>)> = self
+            .codes
+            .values()
+            .filter_map(|c| Some((c.name.clone(), Arc::clone(c.signature.as_ref()?))))
+            .collect();
+        signed.sort();
+        signed
     }
 
     /// Registers a function whose result is a plain value.
@@ -707,9 +746,10 @@ impl Registry {
         Args: 'static,
     {
         let name = name.into();
-        self.insert(
+        self.insert_signed(
             name.clone(),
             Callee::Plain(Arc::new(Infallible(f, PhantomData))),
+            Some(crate::typed::signature_of::<Args, F::Output>()),
         )?;
         Ok(CodeHandle::new(name))
     }
@@ -729,9 +769,10 @@ impl Registry {
         Args: 'static,
     {
         let name = name.into();
-        self.insert(
+        self.insert_signed(
             name.clone(),
             Callee::Plain(Arc::new(Fallible(f, PhantomData))),
+            Some(crate::typed::signature_of::<Args, R>()),
         )?;
         Ok(CodeHandle::new(name))
     }

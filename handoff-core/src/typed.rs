@@ -73,6 +73,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -80,6 +81,19 @@ use crate::dag::Dag;
 use crate::function::Function;
 use crate::ids::{CodeName, FunctionId};
 use crate::value::{List, Shared};
+
+/// The signature text of a code taking `Args` (a tuple) and returning `R`: `"(i64, i64) ->
+/// i64"`, from [`std::any::type_name`]. Nodes built from the same program (the same
+/// registry, the same compiler) agree on it; a node whose registry has the name with other
+/// types does not.
+pub fn signature_of<Args, R>() -> Arc<str> {
+    format!(
+        "{} -> {}",
+        std::any::type_name::<Args>(),
+        std::any::type_name::<R>()
+    )
+    .into()
+}
 
 /// A registered code's name with its signature as types: `Args` is the tuple of its
 /// parameter types, `R` its result type (for a fallible code, the `Ok` type). Returned by
@@ -100,6 +114,12 @@ impl<Args, R> CodeHandle<Args, R> {
     /// The name it is registered under.
     pub fn name(&self) -> &CodeName {
         &self.name
+    }
+
+    /// Its signature as text ([`signature_of`]): what [`Code::signature`](crate::Code)
+    /// says of the code registered under the name, on a node built from this program.
+    pub fn signature(&self) -> Arc<str> {
+        signature_of::<Args, R>()
     }
 }
 
@@ -319,7 +339,9 @@ impl<R> Call<R> {
         args: impl CallArgs<Args, Kinds>,
     ) -> Self {
         Call {
-            function: args.add_to(Function::new(id, code.name().clone())),
+            function: args
+                .add_to(Function::new(id, code.name().clone()))
+                .with_signature(code.signature()),
             types: PhantomData,
         }
     }
@@ -337,7 +359,8 @@ impl<R> Call<R> {
         Call {
             function: Function::new(id, code.name().clone())
                 .args(items.into_iter().map(|item| item.id.clone()))
-                .as_list(),
+                .as_list()
+                .with_signature(code.signature()),
             types: PhantomData,
         }
     }

@@ -23,6 +23,11 @@ pub struct NodeState {
     /// set, so an announcement of a node that is not draining reads as before.)
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub draining: bool,
+    /// The parameter and result types of its typed codes (`Code::signature`), by name: a
+    /// function built from a typed handle is sent only where its code has its types.
+    /// (Absent from older announcements, and written only when there are some.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<(CodeName, String)>,
 }
 
 impl NodeState {
@@ -33,6 +38,7 @@ impl NodeState {
             capabilities,
             code_names: Vec::new(),
             draining: false,
+            signatures: Vec::new(),
         }
     }
 

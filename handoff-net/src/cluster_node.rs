@@ -275,6 +275,7 @@ pub struct ClusterNode {
     node: NodeHandle,
     client: Client,
     code_names: Vec<CodeName>,
+    signatures: Vec<(CodeName, Arc<str>)>,
     peers: watch::Receiver<Vec<DiscoveredNode>>,
     transport: NetTransport,
     bridge: Option<tokio::task::JoinHandle<()>>,
@@ -294,11 +295,12 @@ impl ClusterNode {
             });
         }
         let code_names = node.code_names();
+        let signatures = node.signatures();
         let grace = node.grace();
         let handle = start_node(node)
             .await
             .map_err(|source| ClusterStartError::Node { source })?;
-        let state = local_state(&handle, &code_names, false)
+        let state = local_state(&handle, &code_names, &signatures, false)
             .await
             .map_err(|source| ClusterStartError::Node { source })?;
         let mut net = net;
@@ -328,6 +330,7 @@ impl ClusterNode {
             node: handle.clone(),
             client: client.clone(),
             code_names: code_names.clone(),
+            signatures: signatures.clone(),
             peers: peers_tx,
             transport: transport.clone(),
             max_response_bytes,
@@ -338,6 +341,7 @@ impl ClusterNode {
             node: handle,
             client,
             code_names,
+            signatures,
             peers,
             transport,
             bridge: Some(bridge),
@@ -450,6 +454,7 @@ impl ClusterNode {
                 &self.node,
                 &self.client,
                 &self.code_names,
+                &self.signatures,
                 capabilities,
                 self.transport.is_draining(),
             )
@@ -606,7 +611,7 @@ impl ClusterNode {
     pub async fn drain(&self, timeout: Duration) -> Result<Drained, DrainError> {
         let start = tokio::time::Instant::now();
         self.transport.set_draining();
-        let state = local_state(&self.node, &self.code_names, true)
+        let state = local_state(&self.node, &self.code_names, &self.signatures, true)
             .await
             .map_err(|source| DrainError::Node { source })?;
         self.client
@@ -666,6 +671,7 @@ impl Drop for ClusterNode {
 async fn local_state(
     node: &NodeHandle,
     code_names: &[CodeName],
+    signatures: &[(CodeName, Arc<str>)],
     draining: bool,
 ) -> Result<NodeState, NodeError> {
     let (capabilities, free) = node
@@ -677,6 +683,10 @@ async fn local_state(
         free,
         code_names: code_names.to_vec(),
         draining,
+        signatures: signatures
+            .iter()
+            .map(|(code, types)| (code.clone(), types.to_string()))
+            .collect(),
     })
 }
 
@@ -684,13 +694,14 @@ async fn register_local(
     node: &NodeHandle,
     client: &Client,
     code_names: &[CodeName],
+    signatures: &[(CodeName, Arc<str>)],
     capabilities: Resources,
     draining: bool,
 ) -> Result<(), RegisterCapacityError> {
     node.register_node(node.id().clone(), capabilities)
         .await
         .map_err(|source| RegisterCapacityError::Local { source })?;
-    let state = local_state(node, code_names, draining)
+    let state = local_state(node, code_names, signatures, draining)
         .await
         .map_err(|source| RegisterCapacityError::Local { source })?;
     client
@@ -705,6 +716,7 @@ struct Bridge {
     node: NodeHandle,
     client: Client,
     code_names: Vec<CodeName>,
+    signatures: Vec<(CodeName, Arc<str>)>,
     peers: watch::Sender<Vec<DiscoveredNode>>,
     transport: NetTransport,
     /// This node's response frame limit: no chunk larger than a frame carries is served.
@@ -733,6 +745,12 @@ impl Bridge {
                         peer.clone(),
                         announcement.state.capabilities.clone(),
                         announcement.state.code_names.clone(),
+                        announcement
+                            .state
+                            .signatures
+                            .iter()
+                            .map(|(code, types)| (code.clone(), Arc::from(types.as_str())))
+                            .collect(),
                     );
                     if let Err(error) = register.await {
                         tracing::warn!(%peer, "cannot register the announced node: {error}");
@@ -943,6 +961,7 @@ impl Bridge {
                     &self.node,
                     &self.client,
                     &self.code_names,
+                    &self.signatures,
                     capabilities,
                     self.transport.is_draining(),
                 )

@@ -31,6 +31,8 @@ pub(super) struct ShapeKey {
     /// Shared by the requests of the shape (no copy per request).
     cost: Arc<Resources>,
     code: CodeName,
+    /// The types its code must have ([`handoff_core::Function::signature`]).
+    signature: Option<Arc<str>>,
     pinned: Option<NodeId>,
 }
 
@@ -78,6 +80,7 @@ impl DagRun {
             rank: self.settings.ranks[i],
             function: f.id().clone(),
             code: f.code().clone(),
+            signature: f.signature().map(Arc::from),
             cost,
             target: self.settings.targets[i].clone(),
             locality: self.locality(i),
@@ -204,6 +207,7 @@ impl DagRun {
                 let key = ShapeKey {
                     cost: Arc::new(cost.cloned().unwrap_or_default()),
                     code: f.code().clone(),
+                    signature: f.signature().map(Arc::from),
                     pinned,
                 };
                 let next = self.shape_index.len() as u32;
