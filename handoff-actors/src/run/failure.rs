@@ -58,14 +58,15 @@ impl DagRun {
             && (self.fns[i].deaths == 0 || *running)
         {
             self.fns[i].deaths += 1;
-            if !self.fns[i].death_nodes.contains(node) {
-                self.fns[i].death_nodes.push(node.clone());
+            let blame = self.fns[i].blame_mut();
+            if !blame.death_nodes.contains(node) {
+                blame.death_nodes.push(node.clone());
             }
             if self.fns[i].deaths >= self.settings.max_node_deaths {
                 let err = ExecuteError::CrashLoop {
                     function: self.id_of(index),
                     deaths: self.fns[i].deaths,
-                    nodes: self.fns[i].death_nodes.clone(),
+                    nodes: self.fns[i].blame_mut().death_nodes.clone(),
                 };
                 self.fail(err, ctx);
                 return;

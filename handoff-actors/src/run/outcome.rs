@@ -133,7 +133,7 @@ impl DagRun {
                     // own failure, and after the node could not take it (a lost node is
                     // out of the cluster anyway).
                     if !matches!(error, CallError::NodeLost { .. }) {
-                        self.fns[i].failed_on = Some(report.node.clone());
+                        self.fns[i].blame_mut().failed_on = Some(report.node.clone());
                     }
                     self.on_failed_attempt(
                         outcome.index,

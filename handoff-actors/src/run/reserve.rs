@@ -84,7 +84,7 @@ impl DagRun {
             cost,
             target: self.settings.targets[i].clone(),
             locality: self.locality(i),
-            avoid: self.fns[i].failed_on.clone(),
+            avoid: self.fns[i].failed_on().cloned(),
         }
     }
 
@@ -261,7 +261,7 @@ impl DagRun {
             let fns = &self.fns;
             let picked: Vec<(Reverse<Rank>, u32)> = set
                 .iter()
-                .filter(|(_, index)| fns[*index as usize].failed_on.as_ref() != Some(node))
+                .filter(|(_, index)| fns[*index as usize].failed_on() != Some(node))
                 .take(n)
                 .copied()
                 .collect();

@@ -11,6 +11,16 @@ use crate::executor::{Hold, JobLife};
 
 use super::reserve::{SHAPE_UNSET, UNASKED};
 
+/// Where a function's attempts failed.
+#[derive(Debug, Default)]
+pub(super) struct Blame {
+    /// The node its last attempt failed on by its own fault (its retry goes elsewhere
+    /// when it can).
+    pub(super) failed_on: Option<NodeId>,
+    /// The nodes whose deaths it was blamed for (see `on_failed_attempt`).
+    pub(super) death_nodes: Vec<NodeId>,
+}
+
 /// What a run knows of one function: its progress through the DAG, its value once made,
 /// its attempts and failures, and its place in the reservation machinery.
 pub(super) struct FnState {
@@ -33,13 +43,11 @@ pub(super) struct FnState {
     /// Its attempts that could not run where they were sent (a node left, an argument
     /// could not be fetched): re-run without counting against `max_retries`.
     pub(super) free_reruns: u32,
-    /// The node its last attempt failed on by its own fault (its retry goes elsewhere
-    /// when it can).
-    pub(super) failed_on: Option<NodeId>,
     /// Node deaths it was blamed for (see `on_failed_attempt`).
     pub(super) deaths: u32,
-    /// The nodes those deaths were.
-    pub(super) death_nodes: Vec<NodeId>,
+    /// Where its attempts failed, when any did (boxed: most functions never fail, and
+    /// this state is touched for every function).
+    pub(super) blame: Option<Box<Blame>>,
     /// The number of its last attempt (0 before the first).
     pub(super) attempts: u32,
     /// Its shape id (`SHAPE_UNSET` until it first asks for a reservation).
@@ -66,14 +74,23 @@ impl FnState {
             size: 0,
             scheduled: false,
             free_reruns: 0,
-            failed_on: None,
             deaths: 0,
-            death_nodes: Vec::new(),
+            blame: None,
             attempts: 0,
             shape: SHAPE_UNSET,
             announced: 0,
             asked: UNASKED,
         }
+    }
+
+    /// The node its last attempt failed on by its own fault, if any.
+    pub(super) fn failed_on(&self) -> Option<&NodeId> {
+        self.blame.as_ref()?.failed_on.as_ref()
+    }
+
+    /// Where its attempts failed, made on first use.
+    pub(super) fn blame_mut(&mut self) -> &mut Blame {
+        self.blame.get_or_insert_with(Box::default)
     }
 
     /// The number its next attempt gets.
