@@ -94,12 +94,12 @@ pub mod typed {
 /// sends these messages for it.
 pub mod actors {
     pub use handoff_actors::{
-        Capacities, ClusterView, Coordinator, CountRestarts, CountValues, DropDag, ExecutableNode,
-        Execute, ForgetDag, ForgetPeer, FreeValues, GetHandle, GetLocal, LocationRegistry,
-        LookupLocation, NodeResources, NodeSupervisor, RegisterLocation, RegisterLocations,
-        RegisterNode, RegisterPeer, RegisteredNodes, ResourceManager, ResourcesAvailable,
-        ResultStore, RunFunction, SetTransport, StoreValue, StoreValues, Submit, WaitFor,
-        WaitLocation,
+        Capacities, ChildStatus, Children, ClusterView, Coordinator, CountRestarts, CountValues,
+        DropDag, ExecutableNode, Execute, ForgetDag, ForgetPeer, FreeValues, GetHandle, GetLocal,
+        LocationRegistry, LookupLocation, NodeResources, NodeSupervisor, RegisterLocation,
+        RegisterLocations, RegisterNode, RegisterPeer, RegisteredNodes, ResourceManager,
+        ResourcesAvailable, ResultStore, RunFunction, SetTransport, StoreValue, StoreValues,
+        Submit, WaitFor, WaitLocation,
     };
 }
 

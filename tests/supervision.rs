@@ -792,3 +792,35 @@ async fn a_tracker_panicking_in_request_after_a_release_refuses_the_waiting_exec
         Ok(Some((Resources::new().cpu(2), Resources::new().cpu(2))))
     );
 }
+
+/// The node's supervisor answers what its children are and how often each restarted: a
+/// panic in the result store shows as one restart of it, and of nothing else.
+#[actix::test]
+async fn the_node_supervisor_lists_its_children_and_their_restarts() {
+    let before = Before::new().await;
+    let node = &before.node;
+    let supervisor = node.supervisor().expect("a supervisor");
+    let children = guarded("children", supervisor.send(handoff::actors::Children))
+        .await
+        .expect("answers");
+    let names: Vec<&str> = children.iter().map(|c| c.name).collect();
+    assert_eq!(
+        names,
+        [
+            "coordinator",
+            "resource manager",
+            "result store",
+            "location registry"
+        ]
+    );
+    assert!(children.iter().all(|c| c.restarts == Some(0)), "{children:?}");
+
+    let _ = guarded("crash", node.result_store().send(Crash)).await;
+    let children = guarded("children", supervisor.send(handoff::actors::Children))
+        .await
+        .expect("answers");
+    for child in &children {
+        let expected = if child.name == "result store" { 1 } else { 0 };
+        assert_eq!(child.restarts, Some(expected), "{children:?}");
+    }
+}

@@ -56,8 +56,8 @@ pub use location_registry::{
     ForgetDag, LocationRegistry, LookupLocation, RegisterLocation, RegisterLocations, WaitLocation,
 };
 pub use node::{
-    DEFAULT_MAX_ABANDONED_CALLS, DEFAULT_NODE_GRACE, GetHandle, NodeConfig, NodeHandle,
-    NodeSupervisor, start_node,
+    ChildStatus, Children, DEFAULT_MAX_ABANDONED_CALLS, DEFAULT_NODE_GRACE, GetHandle, NodeConfig,
+    NodeHandle, NodeSupervisor, start_node,
 };
 pub use remote::{
     BatchRunner, FetchFailed, QuickCall, QuickOutcome, QuickRun, Ran, RemoteArgument, RemoteCall,

@@ -19,6 +19,7 @@ use crate::resource_manager::{
 };
 use crate::result_store::{CountValues, DropDag, FindLocal, ResultStore, StoreValue, WaitFor};
 use crate::run::ExecutionResult;
+use crate::supervision::CountRestarts;
 
 /// What a node is started with.
 pub struct NodeConfig {
@@ -135,6 +136,33 @@ impl Handler<GetHandle> for NodeSupervisor {
     }
 }
 
+/// One of the node's supervised actors, as [`Children`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildStatus {
+    /// What it is: `coordinator`, `resource manager`, `result store` or `location
+    /// registry`.
+    pub name: &'static str,
+    /// How many times its actix `Supervisor` restarted it (after a panic in one of its
+    /// handlers, its state kept); `None` when it did not answer (stopped).
+    pub restarts: Option<u32>,
+}
+
+/// Asks the node's supervisor for its children and how many times each restarted.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<ChildStatus>")]
+pub struct Children;
+
+impl Handler<Children> for NodeSupervisor {
+    type Result = ResponseFuture<Vec<ChildStatus>>;
+
+    fn handle(&mut self, _msg: Children, _ctx: &mut Self::Context) -> Self::Result {
+        let Some(handle) = self.handle.clone() else {
+            return Box::pin(async { Vec::new() });
+        };
+        Box::pin(async move { handle.children().await })
+    }
+}
+
 /// A running node: the addresses of its actors and the seed API over them.
 #[derive(Clone)]
 pub struct NodeHandle {
@@ -223,6 +251,35 @@ impl NodeHandle {
     /// The address of the node's supervisor.
     pub fn supervisor(&self) -> Option<&Addr<NodeSupervisor>> {
         self.supervisor.as_ref()
+    }
+
+    /// The node's supervised actors and how many times each restarted (the answer of
+    /// the supervisor's [`Children`]).
+    pub async fn children(&self) -> Vec<ChildStatus> {
+        let (coordinator, manager, store, locations) = futures::join!(
+            self.coordinator.send(CountRestarts),
+            self.manager.send(CountRestarts),
+            self.store.send(CountRestarts),
+            self.locations.send(CountRestarts),
+        );
+        vec![
+            ChildStatus {
+                name: "coordinator",
+                restarts: coordinator.ok(),
+            },
+            ChildStatus {
+                name: "resource manager",
+                restarts: manager.ok(),
+            },
+            ChildStatus {
+                name: "result store",
+                restarts: store.ok(),
+            },
+            ChildStatus {
+                name: "location registry",
+                restarts: locations.ok(),
+            },
+        ]
     }
 
     /// The coordinator's address: send it [`Execute`] messages.
