@@ -1691,27 +1691,7 @@ fn a_second_signal_stops_a_draining_node_at_once() {
     let address = busy.address();
     let (line, status) = actix::System::new().block_on(async move {
         let cluster = coordinator(&key, &address, DEFAULT_NODE_GRACE, 1).await;
-        let busy_id = connected_peer(&cluster, "busy").await;
-        let dag = Dag::new()
-            .with(
-                Function::new("kept", "bytes")
-                    .extra_arg(16_u64)
-                    .extra_arg(1_u8)
-                    .pinned(busy_id.clone()),
-            )
-            .validate()
-            .expect("valid");
-        let done = tokio::time::timeout(
-            DEADLINE,
-            cluster
-                .node()
-                .execute(dag, ExecuteOptions::default().keep_values(true)),
-        )
-        .await
-        .expect("in time")
-        .expect("executes");
-        let stats = cluster.node_stats(&busy_id).await.expect("stats");
-        assert_eq!(stats.values, 1, "the value is kept there: {stats:?}");
+        let done = keep_a_value_on(&cluster, "busy").await;
         let exited = tokio::task::spawn_blocking(move || {
             signal(busy.child.id(), nix::sys::signal::Signal::SIGTERM);
             busy.wait_for("the draining line", |line| {
@@ -1749,27 +1729,7 @@ fn a_drain_drops_the_values_of_a_coordinator_that_left() {
     let address = worker.address();
     actix::System::new().block_on(async move {
         let cluster = coordinator(&key, &address, DEFAULT_NODE_GRACE, 1).await;
-        let worker_id = connected_peer(&cluster, "worker").await;
-        let dag = Dag::new()
-            .with(
-                Function::new("kept", "bytes")
-                    .extra_arg(16_u64)
-                    .extra_arg(1_u8)
-                    .pinned(worker_id.clone()),
-            )
-            .validate()
-            .expect("valid");
-        let done = tokio::time::timeout(
-            DEADLINE,
-            cluster
-                .node()
-                .execute(dag, ExecuteOptions::default().keep_values(true)),
-        )
-        .await
-        .expect("in time")
-        .expect("executes");
-        let stats = cluster.node_stats(&worker_id).await.expect("stats");
-        assert_eq!(stats.values, 1, "the value is kept there: {stats:?}");
+        let done = keep_a_value_on(&cluster, "worker").await;
         // The coordinator leaves without telling the worker to forget.
         std::mem::forget(done);
         cluster.shutdown().await.expect("shutdown");
@@ -1786,4 +1746,32 @@ fn a_drain_drops_the_values_of_a_coordinator_that_left() {
         "{line}"
     );
     assert!(worker.wait_exit().success());
+}
+
+/// Runs a DAG of one function pinned to the peer named `name` with `keep_values`, so its
+/// value stays there; checks it did. The result holds the value (forgetting it leaves
+/// the value there without a coordinator told to forget it).
+async fn keep_a_value_on(cluster: &ClusterNode, name: &str) -> handoff::ExecutionResult {
+    let peer = connected_peer(cluster, name).await;
+    let dag = Dag::new()
+        .with(
+            Function::new("kept", "bytes")
+                .extra_arg(16_u64)
+                .extra_arg(1_u8)
+                .pinned(peer.clone()),
+        )
+        .validate()
+        .expect("valid");
+    let done = tokio::time::timeout(
+        DEADLINE,
+        cluster
+            .node()
+            .execute(dag, ExecuteOptions::default().keep_values(true)),
+    )
+    .await
+    .expect("in time")
+    .expect("executes");
+    let stats = cluster.node_stats(&peer).await.expect("stats");
+    assert_eq!(stats.values, 1, "the value is kept on {name}: {stats:?}");
+    done
 }

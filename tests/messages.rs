@@ -135,6 +135,24 @@ mod cluster {
             .expect("one address")
     }
 
+    /// Waits until `c`'s resource manager has `node` (its announcement reaches the
+    /// manager just after the peer list), waking on each change of the peers.
+    async fn wait_registered(c: &ClusterNode, node: &NodeId) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let mut changes = c.peer_changes();
+        while !c
+            .node()
+            .discover_nodes()
+            .await
+            .expect("nodes")
+            .iter()
+            .any(|(n, _)| n == node)
+        {
+            assert!(tokio::time::Instant::now() < deadline, "registered in time");
+            let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
+        }
+    }
+
     /// `text` with each node's id replaced by `<name id>`.
     fn named(text: String, nodes: &[(&NodeId, &str)]) -> String {
         nodes.iter().fold(text, |text, (id, name)| {
@@ -176,19 +194,7 @@ mod cluster {
             )
             .validate()
             .expect("valid");
-        // Its announcement reaches the resource manager just after the peer list.
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while !c
-            .node()
-            .discover_nodes()
-            .await
-            .expect("nodes")
-            .iter()
-            .any(|(n, _)| *n == g)
-        {
-            assert!(tokio::time::Instant::now() < deadline, "registered in time");
-            let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
-        }
+        wait_registered(&c, &g).await;
         let err = c
             .node()
             .execute(too_big, ExecuteOptions::default())
@@ -242,19 +248,7 @@ mod cluster {
         )
         .await;
         let l = loud.id().clone();
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        let mut changes = c.peer_changes();
-        while !c
-            .node()
-            .discover_nodes()
-            .await
-            .expect("nodes")
-            .iter()
-            .any(|(n, _)| *n == l)
-        {
-            assert!(tokio::time::Instant::now() < deadline, "registered in time");
-            let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
-        }
+        wait_registered(&c, &l).await;
         let c_id = c.id().clone();
         let dag = Dag::with_id("pinned-wrong")
             .with(

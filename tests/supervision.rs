@@ -813,7 +813,10 @@ async fn the_node_supervisor_lists_its_children_and_their_restarts() {
             "location registry"
         ]
     );
-    assert!(children.iter().all(|c| c.restarts == Some(0)), "{children:?}");
+    assert!(
+        children.iter().all(|c| c.restarts == Some(0)),
+        "{children:?}"
+    );
 
     let _ = guarded("crash", node.result_store().send(Crash)).await;
     let children = guarded("children", supervisor.send(handoff::actors::Children))
