@@ -84,20 +84,22 @@ pub struct Function {
     backoff: Option<Backoff>,
     #[serde(default)]
     priority: i32,
-    /// Boxed: most functions have none, and a `Function` travels inside network messages
-    /// (where it is left out when absent, so a function without stream settings encodes
-    /// as before).
+    /// The settings most functions do not have (stream settings, a typed code's
+    /// signature). Boxed: a DAG of a million functions pays 8 bytes each for them, and a
+    /// `Function` travels inside network messages (where it is left out when absent, so a
+    /// function without them encodes as before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     stage: Option<Box<StageSettings>>,
+}
+
+/// The settings of a function that most functions do not have: its stream-mode settings,
+/// and the signature of its typed code.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct StageSettings {
     /// The parameter and result types its code must have where it runs (a function
     /// built from a typed handle); left out of its encoding when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     signature: Option<std::sync::Arc<str>>,
-}
-
-/// The stream-mode settings of a function.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct StageSettings {
     init: Option<CodeName>,
     parallelism: Option<usize>,
     batching: Option<Batching>,
@@ -120,7 +122,6 @@ impl Function {
             backoff: None,
             priority: 0,
             stage: None,
-            signature: None,
         }
     }
 
@@ -267,13 +268,13 @@ impl Function {
     /// set for a function built from a typed handle ([`crate::Dag::call`]); `None` for
     /// one built by name, which runs wherever its code's name is registered.
     pub fn signature(&self) -> Option<&str> {
-        self.signature.as_deref()
+        self.stage.as_ref()?.signature.as_deref()
     }
 
     /// Requires its code to have these types where it runs (what [`crate::Dag::call`]
     /// sets from the handle's [`signature`](crate::CodeHandle::signature)).
     pub fn with_signature(mut self, signature: impl Into<std::sync::Arc<str>>) -> Self {
-        self.signature = Some(signature.into());
+        self.stage.get_or_insert_default().signature = Some(signature.into());
         self
     }
     /// The constants appended after the dependency results.
