@@ -7,12 +7,16 @@
 // Clusters need the `net` feature (on by default).
 #![cfg(feature = "net")]
 
+mod common;
+
 use std::time::Duration;
+
+use common::cluster::{address, start};
 
 use bytes::Bytes;
 use handoff::{
     AllocationStrategy, CallError, ClusterKey, ClusterNode, Dag, ExecuteError, ExecuteOptions,
-    Function, NetConfig, NodeConfig, NodeId, Problem, Registry, Resources,
+    Function, NodeId, Problem, Registry, Resources,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -50,37 +54,6 @@ fn registry_where_moody_works(works: bool) -> Registry {
         })
         .expect("fail");
     registry
-}
-
-async fn start(
-    key: &ClusterKey,
-    name: &str,
-    registry: Registry,
-    capabilities: Resources,
-    bootstrap: Option<handoff::net::Multiaddr>,
-) -> ClusterNode {
-    let mut net = NetConfig::builder(key.clone())
-        .name(name)
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"));
-    if let Some(address) = bootstrap {
-        net = net.bootstrap(address);
-    }
-    let net = net.build().expect("config");
-    let node = NodeConfig::new(net.node_id(), registry).capabilities(capabilities);
-    tokio::time::timeout(DEADLINE, ClusterNode::start(node, net))
-        .await
-        .expect("starts in time")
-        .expect("starts")
-}
-
-async fn address(node: &ClusterNode) -> handoff::net::Multiaddr {
-    node.client()
-        .listen_addresses()
-        .await
-        .expect("addresses")
-        .into_iter()
-        .next()
-        .expect("one address")
 }
 
 /// A coordinator `c` (no resources) and two workers: `a` (cpu 2) and `b` (cpu 2, gpu 1),

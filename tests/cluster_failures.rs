@@ -313,26 +313,7 @@ async fn a_function_pinned_to_a_lost_node_fails_after_the_grace_period_naming_it
         .with(Function::new("there", "inc").arg("hold").pinned(g.clone()))
         .validate()
         .expect("valid");
-    let handle = c
-        .cluster
-        .node()
-        .submit(dag, ExecuteOptions::default())
-        .await
-        .expect("submitted");
-    gone.cluster.shutdown().await.expect("stops");
-    let mut changes = c.cluster.peer_changes();
-    tokio::time::timeout(
-        DEADLINE,
-        changes.wait_for(|peers| peers.iter().all(|p| p.node != g)),
-    )
-    .await
-    .expect("seen gone in time")
-    .expect("bridge");
-    gate.open();
-    let err = tokio::time::timeout(DEADLINE, handle)
-        .await
-        .expect("in time")
-        .expect_err("fails");
+    let err = fails_once_gone(&c, dag, gone, &gate).await;
     match err {
         ExecuteError::Allocation(AllocationError::NodeDown {
             function,
@@ -373,26 +354,7 @@ async fn a_cost_only_a_lost_node_could_hold_fails_naming_that_node() {
         )
         .validate()
         .expect("valid");
-    let handle = c
-        .cluster
-        .node()
-        .submit(dag, ExecuteOptions::default())
-        .await
-        .expect("submitted: the GPU node is there");
-    gpu.cluster.shutdown().await.expect("stops");
-    let mut changes = c.cluster.peer_changes();
-    tokio::time::timeout(
-        DEADLINE,
-        changes.wait_for(|peers| peers.iter().all(|p| p.node != g)),
-    )
-    .await
-    .expect("seen gone in time")
-    .expect("bridge");
-    gate.open();
-    let err = tokio::time::timeout(DEADLINE, handle)
-        .await
-        .expect("in time")
-        .expect_err("fails");
+    let err = fails_once_gone(&c, dag, gpu, &gate).await;
     match &err {
         ExecuteError::Allocation(AllocationError::NodesLeft {
             function,
@@ -607,4 +569,35 @@ async fn a_worker_drops_the_work_and_values_of_a_coordinator_that_died() {
     })
     .await;
     assert_eq!(worker.stored_values().await.expect("count"), 0);
+}
+
+/// Submits `dag` on `c` while `gone` is there, stops `gone`, waits until `c` has seen it
+/// leave, opens `gate` (the DAG's first function waits on it) and returns the DAG's error.
+async fn fails_once_gone(
+    c: &Node,
+    dag: handoff::ValidatedDag,
+    gone: Node,
+    gate: &Gate,
+) -> ExecuteError {
+    let handle = c
+        .cluster
+        .node()
+        .submit(dag, ExecuteOptions::default())
+        .await
+        .expect("submitted while the node is there");
+    let g = gone.cluster.id().clone();
+    gone.cluster.shutdown().await.expect("stops");
+    let mut changes = c.cluster.peer_changes();
+    tokio::time::timeout(
+        DEADLINE,
+        changes.wait_for(|peers| peers.iter().all(|p| p.node != g)),
+    )
+    .await
+    .expect("seen gone in time")
+    .expect("bridge");
+    gate.open();
+    tokio::time::timeout(DEADLINE, handle)
+        .await
+        .expect("in time")
+        .expect_err("fails")
 }

@@ -6,6 +6,8 @@
 //!
 //! `cargo insta review` (or `INSTA_UPDATE=always`) accepts a changed message.
 
+mod common;
+
 use handoff::{
     Dag, ExecuteError, ExecuteOptions, Function, NodeConfig, Registry, Resources, start_node,
 };
@@ -97,43 +99,10 @@ mod cluster {
     use std::time::Duration;
 
     use super::*;
-    use handoff::net::Multiaddr;
-    use handoff::{ClusterKey, ClusterNode, NetConfig, NodeId};
+    use crate::common::cluster::{address, start};
+    use handoff::{ClusterKey, ClusterNode, NodeId};
 
     const DEADLINE: Duration = Duration::from_secs(30);
-
-    async fn start(
-        key: &ClusterKey,
-        name: &str,
-        registry: Registry,
-        capabilities: Resources,
-        bootstrap: Option<Multiaddr>,
-    ) -> ClusterNode {
-        let mut net = NetConfig::builder(key.clone())
-            .name(name)
-            .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"));
-        if let Some(address) = bootstrap {
-            net = net.bootstrap(address);
-        }
-        let net = net.build().expect("config");
-        let node = NodeConfig::new(net.node_id(), registry)
-            .capabilities(capabilities)
-            .node_grace(Duration::from_millis(200));
-        tokio::time::timeout(DEADLINE, ClusterNode::start(node, net))
-            .await
-            .expect("starts in time")
-            .expect("starts")
-    }
-
-    async fn address(node: &ClusterNode) -> Multiaddr {
-        node.client()
-            .listen_addresses()
-            .await
-            .expect("addresses")
-            .into_iter()
-            .next()
-            .expect("one address")
-    }
 
     /// Waits until `c`'s resource manager has `node` (its announcement reaches the
     /// manager just after the peer list), waking on each change of the peers.

@@ -274,8 +274,7 @@ pub enum DiscoverError {
 pub struct ClusterNode {
     node: NodeHandle,
     client: Client,
-    code_names: Vec<CodeName>,
-    signatures: Vec<(CodeName, Arc<str>)>,
+    codes: Arc<LocalCodes>,
     peers: watch::Receiver<Vec<DiscoveredNode>>,
     transport: NetTransport,
     bridge: Option<tokio::task::JoinHandle<()>>,
@@ -294,13 +293,12 @@ impl ClusterNode {
                 network,
             });
         }
-        let code_names = node.code_names();
-        let signatures = node.signatures();
+        let codes = Arc::new(LocalCodes::of(&node));
         let grace = node.grace();
         let handle = start_node(node)
             .await
             .map_err(|source| ClusterStartError::Node { source })?;
-        let state = local_state(&handle, &code_names, &signatures, false)
+        let state = local_state(&handle, &codes, false)
             .await
             .map_err(|source| ClusterStartError::Node { source })?;
         let mut net = net;
@@ -329,8 +327,7 @@ impl ClusterNode {
         let bridge = Bridge {
             node: handle.clone(),
             client: client.clone(),
-            code_names: code_names.clone(),
-            signatures: signatures.clone(),
+            codes: Arc::clone(&codes),
             peers: peers_tx,
             transport: transport.clone(),
             max_response_bytes,
@@ -340,8 +337,7 @@ impl ClusterNode {
         Ok(ClusterNode {
             node: handle,
             client,
-            code_names,
-            signatures,
+            codes,
             peers,
             transport,
             bridge: Some(bridge),
@@ -382,7 +378,7 @@ impl ClusterNode {
             node: self.id().clone(),
             name: self.client.name().to_owned(),
             capabilities,
-            code_names: self.code_names.clone(),
+            code_names: self.codes.names.clone(),
             draining: self.transport.is_draining(),
         }];
         let peers = self
@@ -453,8 +449,7 @@ impl ClusterNode {
             return register_local(
                 &self.node,
                 &self.client,
-                &self.code_names,
-                &self.signatures,
+                &self.codes,
                 capabilities,
                 self.transport.is_draining(),
             )
@@ -611,7 +606,7 @@ impl ClusterNode {
     pub async fn drain(&self, timeout: Duration) -> Result<Drained, DrainError> {
         let start = tokio::time::Instant::now();
         self.transport.set_draining();
-        let state = local_state(&self.node, &self.code_names, &self.signatures, true)
+        let state = local_state(&self.node, &self.codes, true)
             .await
             .map_err(|source| DrainError::Node { source })?;
         self.client
@@ -670,8 +665,7 @@ impl Drop for ClusterNode {
 /// draining.
 async fn local_state(
     node: &NodeHandle,
-    code_names: &[CodeName],
-    signatures: &[(CodeName, Arc<str>)],
+    codes: &LocalCodes,
     draining: bool,
 ) -> Result<NodeState, NodeError> {
     let (capabilities, free) = node
@@ -681,27 +675,44 @@ async fn local_state(
     Ok(NodeState {
         capabilities,
         free,
-        code_names: code_names.to_vec(),
+        code_names: codes.names.clone(),
         draining,
-        signatures: signatures
-            .iter()
-            .map(|(code, types)| (code.clone(), types.to_string()))
-            .collect(),
+        signatures: codes.signatures.clone(),
     })
+}
+
+/// The codes of this node's registry, as it announces them: their names, and the
+/// signatures of the typed ones.
+#[derive(Debug)]
+struct LocalCodes {
+    names: Vec<CodeName>,
+    signatures: Vec<(CodeName, String)>,
+}
+
+impl LocalCodes {
+    fn of(node: &NodeConfig) -> LocalCodes {
+        LocalCodes {
+            names: node.code_names(),
+            signatures: node
+                .signatures()
+                .into_iter()
+                .map(|(code, types)| (code, types.to_string()))
+                .collect(),
+        }
+    }
 }
 
 async fn register_local(
     node: &NodeHandle,
     client: &Client,
-    code_names: &[CodeName],
-    signatures: &[(CodeName, Arc<str>)],
+    codes: &LocalCodes,
     capabilities: Resources,
     draining: bool,
 ) -> Result<(), RegisterCapacityError> {
     node.register_node(node.id().clone(), capabilities)
         .await
         .map_err(|source| RegisterCapacityError::Local { source })?;
-    let state = local_state(node, code_names, signatures, draining)
+    let state = local_state(node, codes, draining)
         .await
         .map_err(|source| RegisterCapacityError::Local { source })?;
     client
@@ -715,8 +726,7 @@ async fn register_local(
 struct Bridge {
     node: NodeHandle,
     client: Client,
-    code_names: Vec<CodeName>,
-    signatures: Vec<(CodeName, Arc<str>)>,
+    codes: Arc<LocalCodes>,
     peers: watch::Sender<Vec<DiscoveredNode>>,
     transport: NetTransport,
     /// This node's response frame limit: no chunk larger than a frame carries is served.
@@ -930,7 +940,7 @@ impl Bridge {
         let missing = std::iter::once(&execute.function)
             .chain(&execute.inline)
             .map(|f| f.code())
-            .find(|code| !self.code_names.contains(code));
+            .find(|code| !self.codes.names.contains(code));
         match missing {
             Some(code) => Err(RpcError::UnknownCode { code: code.clone() }),
             None => Ok(execute),
@@ -960,8 +970,7 @@ impl Bridge {
                 match register_local(
                     &self.node,
                     &self.client,
-                    &self.code_names,
-                    &self.signatures,
+                    &self.codes,
                     capabilities,
                     self.transport.is_draining(),
                 )

@@ -728,50 +728,49 @@ impl NetTransport {
     /// After the grace period, if `coordinator` has not come back, drops the work and
     /// values of the executions it coordinated here.
     fn orphan_after_grace(&self, coordinator: &NodeId) {
-        let dags: Vec<DagId> = lock(&self.inner.served)
-            .iter()
-            .filter(|(_, s)| s.coordinator == *coordinator)
-            .map(|(dag, _)| dag.clone())
-            .collect();
+        let dags = self.served_for(|c| c == coordinator);
         if dags.is_empty() {
             return;
         }
         let (transport, coordinator) = (self.clone(), coordinator.clone());
         actix::spawn(async move {
             tokio::time::sleep(transport.inner.grace).await;
-            if !lock(&transport.inner.gone).contains(&coordinator) {
-                return;
-            }
-            for dag in dags {
-                tracing::info!(%dag, %coordinator, "its coordinator left: dropping its work and values here");
-                transport.stop_serving(&dag);
-                if let Err(error) = transport.inner.node.drop_dag(dag.clone()).await {
-                    tracing::debug!(%dag, "could not drop the values: {error}");
-                }
+            if lock(&transport.inner.gone).contains(&coordinator) {
+                transport.drop_served(&dags, "its coordinator left").await;
             }
         });
     }
 
     /// Drops at once the work and values of executions whose coordinator has left (what
     /// [`Self::orphan_after_grace`] does after the grace period): a draining node leaves,
-    /// so they would be lost anyway, and nobody is left to fetch them. How many DAGs.
-    pub(crate) async fn drop_orphaned(&self) -> usize {
-        let dags: Vec<DagId> = {
+    /// so they would be lost anyway, and nobody is left to fetch them.
+    pub(crate) async fn drop_orphaned(&self) {
+        let dags = {
             let gone = lock(&self.inner.gone);
-            lock(&self.inner.served)
-                .iter()
-                .filter(|(_, s)| gone.contains(&s.coordinator))
-                .map(|(dag, _)| dag.clone())
-                .collect()
+            self.served_for(|c| gone.contains(c))
         };
-        for dag in &dags {
-            tracing::info!(%dag, "draining: its coordinator left, dropping its work and values here");
+        self.drop_served(&dags, "draining, and its coordinator left")
+            .await;
+    }
+
+    /// The executions served here whose coordinator `pick` chooses.
+    fn served_for(&self, pick: impl Fn(&NodeId) -> bool) -> Vec<DagId> {
+        lock(&self.inner.served)
+            .iter()
+            .filter(|(_, s)| pick(&s.coordinator))
+            .map(|(dag, _)| dag.clone())
+            .collect()
+    }
+
+    /// Stops serving `dags` and drops their values here, logging `why`.
+    async fn drop_served(&self, dags: &[DagId], why: &str) {
+        for dag in dags {
+            tracing::info!(%dag, "{why}: dropping its work and values here");
             self.stop_serving(dag);
             if let Err(error) = self.inner.node.drop_dag(dag.clone()).await {
                 tracing::debug!(%dag, "could not drop the values: {error}");
             }
         }
-        dags.len()
     }
 
     /// `from` says an attempt it was sent is about to call its code.

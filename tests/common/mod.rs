@@ -14,6 +14,8 @@ use std::time::Duration;
 use handoff::{NodeConfig, NodeHandle, Registry, Resources, start_node};
 
 #[cfg(feature = "net")]
+pub mod cluster;
+#[cfg(feature = "net")]
 pub mod procs;
 #[cfg(feature = "net")]
 pub mod raw;
